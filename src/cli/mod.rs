@@ -1,0 +1,87 @@
+//! The `litevault` command line: one file per subcommand, each a thin layer
+//! over a library function.
+
+mod demo;
+mod ltx_cmd;
+mod replicate;
+mod restore;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// litevault: continuous SQLite replication to object storage, compatible
+/// with Litestream v0.5.
+#[derive(Parser, Debug)]
+#[command(name = "litevault", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Replicate a database to a replica until SIGINT/SIGTERM (final sync on exit).
+    Replicate(replicate::Args),
+    /// Restore a database from a replica, verified.
+    Restore(restore::Args),
+    /// List the LTX files a replica holds.
+    Ltx(ltx_cmd::Args),
+    /// Create a database, replicate it while writing, delete it, restore it, compare.
+    Demo(demo::Args),
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LITEVAULT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Replicate(a) => replicate::run(a).await,
+            Command::Restore(a) => restore::run(a).await,
+            Command::Ltx(a) => ltx_cmd::run(a).await,
+            Command::Demo(a) => demo::run(a).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,61 @@
+//! `litevault replicate DB URL`
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::{ReplicateOptions, Replicator, replica::Replica};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The SQLite database (in WAL mode).
+    db: PathBuf,
+    /// Replica URL: file:///dir, s3://bucket/path?endpoint=..&region=..&force-path-style=true, gs://, az://
+    url: String,
+    /// Ship what is committed now, then exit.
+    #[arg(long)]
+    once: bool,
+    /// How often to look for new commits, in milliseconds.
+    #[arg(long, default_value_t = 10)]
+    poll_ms: u64,
+    /// PASSIVE checkpoint once the WAL holds this many frames (0: never).
+    #[arg(long, default_value_t = 1000)]
+    checkpoint_pages: u64,
+    /// TRUNCATE checkpoint once the WAL file reaches this many MiB (0: never).
+    #[arg(long, default_value_t = 256)]
+    truncate_mib: u64,
+    /// Seconds allowed for the final sync at shutdown.
+    #[arg(long, default_value_t = 30)]
+    shutdown_timeout: u64,
+}
+
+pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let replica = Replica::open(&a.url)?;
+    let mut opts = ReplicateOptions {
+        poll_interval: Duration::from_millis(a.poll_ms.max(1)),
+        shutdown_timeout: Duration::from_secs(a.shutdown_timeout),
+        ..ReplicateOptions::default()
+    };
+    opts.checkpoint.min_pages = a.checkpoint_pages;
+    opts.checkpoint.truncate_bytes = a.truncate_mib << 20;
+    let shutdown = super::shutdown_signal();
+    tokio::pin!(shutdown);
+    // A signal during start-up ends the process cleanly too.
+    let replicator = tokio::select! {
+        r = Replicator::open(&a.db, replica, opts) => r?,
+        _ = &mut shutdown => {
+            tracing::info!("stopped before replication began");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    if a.once {
+        let txid = replicator.sync_all().await?;
+        replicator.run(async {}).await?;
+        println!("{} replicated to {} at TXID {txid}", a.db.display(), a.url);
+        return Ok(ExitCode::SUCCESS);
+    }
+    tracing::info!(db = %a.db.display(), replica = %replicator.replica(), txid = %replicator.txid(), "replicating");
+    replicator.run(shutdown).await?;
+    tracing::info!("stopped after a final sync");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,749 @@
+//! The watched database: read marks, WAL shipping, checkpoints, resync.
+//!
+//! # How nothing committed is ever missed
+//!
+//! The replicator keeps a read transaction open at all times, alternating
+//! between two connections: the new one is opened before the old one is
+//! released. While a read transaction is open, SQLite will neither checkpoint
+//! frames past its snapshot into the database file nor restart the WAL over
+//! frames it may read (a reader on read-mark 0, which SQLite gives when the WAL
+//! was fully checkpointed, blocks every backfill instead). Because each
+//! snapshot is taken before the WAL is scanned, every frame that a checkpoint
+//! or a WAL restart could remove has already been shipped. So while the
+//! replicator runs, a change of WAL salts means "a new generation begins, the
+//! old one is fully shipped", and shipping continues from the new WAL's start.
+//!
+//! When that chain of reasoning is broken (first start, a restart after a
+//! crash or clean stop, a TRUNCATE checkpoint, an unreadable position), the
+//! replicator does not guess: it reads a consistent image of the database
+//! (database file overlaid with the committed WAL frames, under a read mark,
+//! never the write lock), compares every page's checksum with the table of
+//! the last shipped state, and ships exactly the pages that differ. That is
+//! the "resync". It closes the gap Litestream 0.5.17 leaves when the app
+//! checkpoints and restarts the WAL while the replicator is down.
+
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::ltx::{self, Checksum, DbChecksum, Txid};
+use crate::wal::{self, WalCursor, WalHeader};
+pub use state::{SavedPosition, StateDir, WalPosition};
+
+/// Errors of the watched database.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The database file does not exist.
+    #[error("database {path} does not exist; create it first or check the path")]
+    NotFound {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The database is not in WAL mode.
+    #[error(
+        "database {path} is in journal_mode={mode}, but replication needs WAL mode; run `PRAGMA journal_mode=WAL;` on it once (e.g. sqlite3 {path} 'PRAGMA journal_mode=WAL')"
+    )]
+    NotWal {
+        /// The database.
+        path: PathBuf,
+        /// Its journal mode.
+        mode: String,
+    },
+    /// SQLite returned an error.
+    #[error("sqlite error on {path}: {source}")]
+    Sqlite {
+        /// The database.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// Reading the database or its WAL failed.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database file is not a SQLite database.
+    #[error("{path} is not a SQLite database ({reason})")]
+    NotSqlite {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Encoding an LTX file failed.
+    #[error("encoding LTX: {0}")]
+    Ltx(#[from] ltx::LtxError),
+}
+
+/// Checkpoint thresholds.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckpointOptions {
+    /// Run a PASSIVE checkpoint after shipping once the WAL holds this many
+    /// frames (0 disables).
+    pub min_pages: u64,
+    /// Run a TRUNCATE checkpoint once the WAL file is this large (0 disables).
+    pub truncate_bytes: u64,
+}
+
+impl Default for CheckpointOptions {
+    fn default() -> Self {
+        CheckpointOptions {
+            min_pages: 1000,
+            truncate_bytes: 256 << 20,
+        }
+    }
+}
+
+/// Why a file is being shipped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShipKind {
+    /// New committed WAL frames, continuing the shipped state.
+    Frames,
+    /// Continuity could not be proven: the pages that differ from the last
+    /// shipped state (all pages when that state is unknown).
+    Resync,
+}
+
+/// An LTX file prepared from the database, not yet uploaded.
+#[derive(Debug)]
+pub struct PendingLtx {
+    /// The encoded file.
+    pub bytes: Vec<u8>,
+    /// Its header.
+    pub header: ltx::Header,
+    /// Its post-apply checksum.
+    pub post_apply: Checksum,
+    /// Why it was made.
+    pub kind: ShipKind,
+    /// Pages in the file.
+    pub page_count: u32,
+    changes: Vec<(u32, Checksum)>,
+    commit: u32,
+    wal: Option<WalPosition>,
+}
+
+/// What a sync found.
+#[derive(Debug)]
+pub enum Prepared {
+    /// Nothing new since the last shipped state.
+    UpToDate,
+    /// A file to ship.
+    Ship(PendingLtx),
+}
+
+/// The database being replicated.
+pub struct WatchedDb {
+    path: PathBuf,
+    wal_path: PathBuf,
+    state: StateDir,
+    conns: [Connection; 2],
+    /// Which connection holds the read mark.
+    held: Option<usize>,
+    /// The read mark has been held without interruption since the last ship.
+    continuous: bool,
+    page_size: u32,
+    /// Page checksums of the replica's latest state; `None` when unknown.
+    table: Option<DbChecksum>,
+    /// TXID of the replica's latest state (0 when empty).
+    txid: Txid,
+    /// Checksum of the replica's latest state.
+    checksum: Checksum,
+    /// WAL position of the replica's latest state, when proven.
+    wal: Option<WalPosition>,
+    opts: CheckpointOptions,
+    ships_since_table_save: u64,
+}
+
+fn sqlite_err(path: &Path) -> impl Fn(rusqlite::Error) -> DbError + '_ {
+    move |source| DbError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> DbError + '_ {
+    move |source| DbError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn wal_path_of(db: &Path) -> PathBuf {
+    let mut s = db.as_os_str().to_owned();
+    s.push("-wal");
+    PathBuf::from(s)
+}
+
+fn open_conn(path: &Path) -> Result<Connection, DbError> {
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sqlite_err(path))?;
+    c.busy_timeout(Duration::from_secs(5))
+        .map_err(sqlite_err(path))?;
+    // Closing our connection must never checkpoint or delete the WAL behind
+    // the app's back.
+    c.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )
+    .map_err(sqlite_err(path))?;
+    c.pragma_update(None, "wal_autocheckpoint", 0)
+        .map_err(sqlite_err(path))?;
+    Ok(c)
+}
+
+impl WatchedDb {
+    /// Opens a database for replication. It must exist and be in WAL mode.
+    pub fn open(path: &Path, opts: CheckpointOptions) -> Result<WatchedDb, DbError> {
+        if !path.exists() {
+            return Err(DbError::NotFound {
+                path: path.to_path_buf(),
+            });
+        }
+        let path = std::fs::canonicalize(path).map_err(io_err(path))?;
+        let a = open_conn(&path)?;
+        let mode: String = a
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(|source| match source {
+                rusqlite::Error::SqliteFailure(e, _)
+                    if e.code == rusqlite::ErrorCode::NotADatabase =>
+                {
+                    DbError::NotSqlite {
+                        path: path.clone(),
+                        reason: "file is not a database".into(),
+                    }
+                }
+                source => DbError::Sqlite {
+                    path: path.clone(),
+                    source,
+                },
+            })?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(DbError::NotWal { path, mode });
+        }
+        let page_size: u32 = a
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(sqlite_err(&path))?;
+        let b = open_conn(&path)?;
+        Ok(WatchedDb {
+            wal_path: wal_path_of(&path),
+            state: StateDir::for_db(&path),
+            path,
+            conns: [a, b],
+            held: None,
+            continuous: false,
+            page_size,
+            table: None,
+            txid: Txid(0),
+            checksum: Checksum(0),
+            wal: None,
+            opts,
+            ships_since_table_save: 0,
+        })
+    }
+
+    /// The database path (canonical).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The page size.
+    pub fn page_size(&self) -> u32 {
+        self.page_size
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> &StateDir {
+        &self.state
+    }
+
+    /// The TXID of the last shipped state.
+    pub fn txid(&self) -> Txid {
+        self.txid
+    }
+
+    /// The checksum of the last shipped state.
+    pub fn checksum(&self) -> Checksum {
+        self.checksum
+    }
+
+    /// The locally saved page table and position (used to resume).
+    pub fn saved_state(&self) -> (Option<(Txid, DbChecksum)>, Option<SavedPosition>) {
+        (self.state.load_pages(), self.state.load_position())
+    }
+
+    /// Sets the replica's latest state, as established by the caller from the
+    /// replica (see `replicate`): its TXID and checksum, the page table when
+    /// it is known exactly, and the WAL position when it is proven.
+    pub fn set_shipped_state(
+        &mut self,
+        txid: Txid,
+        checksum: Checksum,
+        table: Option<DbChecksum>,
+        wal: Option<WalPosition>,
+    ) {
+        debug_assert!(table.as_ref().is_none_or(|t| t.value() == checksum));
+        self.txid = txid;
+        self.checksum = checksum;
+        self.table = table;
+        self.wal = if self.table.is_some() { wal } else { None };
+        self.continuous = false;
+    }
+
+    /// Takes a new read mark before releasing the old one.
+    fn rotate_read_mark(&mut self) -> Result<(), DbError> {
+        let next = match self.held {
+            Some(i) => 1 - i,
+            None => 0,
+        };
+        let c = &self.conns[next];
+        c.execute_batch("BEGIN").map_err(sqlite_err(&self.path))?;
+        let r: rusqlite::Result<i64> =
+            c.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0));
+        if let Err(e) = r {
+            let _ = c.execute_batch("ROLLBACK");
+            return Err(sqlite_err(&self.path)(e));
+        }
+        if let Some(old) = self.held {
+            let _ = self.conns[old].execute_batch("ROLLBACK");
+        }
+        self.held = Some(next);
+        Ok(())
+    }
+
+    /// Releases every read mark (before a TRUNCATE checkpoint, or on close).
+    fn release_read_marks(&mut self) {
+        if let Some(i) = self.held.take() {
+            let _ = self.conns[i].execute_batch("ROLLBACK");
+        }
+        self.continuous = false;
+    }
+
+    fn read_wal_header(&self) -> Result<Option<(WalHeader, u64)>, DbError> {
+        let f = match File::open(&self.wal_path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&self.wal_path)(e)),
+        };
+        let len = f.metadata().map_err(io_err(&self.wal_path))?.len();
+        if len < wal::WAL_HEADER_SIZE as u64 {
+            return Ok(None);
+        }
+        let mut buf = [0u8; wal::WAL_HEADER_SIZE];
+        f.read_exact_at(&mut buf, 0)
+            .map_err(io_err(&self.wal_path))?;
+        match WalHeader::parse(&buf) {
+            Ok(h) => Ok(Some((h, len))),
+            // A header that does not verify is a WAL being (re)initialised;
+            // SQLite treats it as empty, and so do we.
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Scans committed transactions from `cursor`, reading the WAL in growing
+    /// chunks so stale frames past the end are not read.
+    fn scan_wal(
+        &self,
+        header: &WalHeader,
+        cursor: WalCursor,
+        len: u64,
+    ) -> Result<(Vec<u8>, wal::WalScan), DbError> {
+        let f = File::open(&self.wal_path).map_err(io_err(&self.wal_path))?;
+        let frame = header.frame_size() as u64;
+        // Whole frames only, so a chunk boundary never looks like a torn frame.
+        let mut want = frame * (1u64 << 20).div_ceil(frame).max(64);
+        loop {
+            let end = (cursor.offset + want).min(len);
+            let mut buf = vec![0u8; (end - cursor.offset) as usize];
+            f.read_exact_at(&mut buf, cursor.offset)
+                .map_err(io_err(&self.wal_path))?;
+            let scan = wal::scan_committed(header, cursor, &buf);
+            let more = matches!(scan.stop, wal::ScanStop::EndOfData) && end < len;
+            if !more {
+                return Ok((buf, scan));
+            }
+            want *= 2;
+        }
+    }
+
+    /// Looks at the database and prepares the next LTX file to ship, if any.
+    /// Blocking: call from a blocking thread.
+    pub fn prepare(&mut self, timestamp_ms: i64) -> Result<Prepared, DbError> {
+        self.rotate_read_mark()?;
+        let wal = self.read_wal_header()?;
+        let pos = self.wal;
+        // Continue from the saved position when it provably belongs to the
+        // current WAL generation, or (read mark held throughout) when the WAL
+        // restarted: then the old generation was shipped to its end.
+        let start = match (pos, &wal) {
+            (
+                Some(WalPosition::Frames {
+                    salt1,
+                    salt2,
+                    cursor,
+                }),
+                Some((h, len)),
+            ) if h.salt1 == salt1 && h.salt2 == salt2 => {
+                if self.frame_matches(h, cursor, *len)? {
+                    Some(cursor)
+                } else {
+                    None
+                }
+            }
+            (Some(_), Some((h, _))) if self.continuous => Some(WalCursor::start(h)),
+            (Some(_), None) if self.continuous => {
+                // The WAL is gone or empty and nothing was lost while we held
+                // the mark: the database file is the shipped state.
+                self.wal = Some(WalPosition::NoWal);
+                self.continuous = true;
+                return Ok(Prepared::UpToDate);
+            }
+            (Some(WalPosition::NoWal), Some((h, _))) if self.continuous => {
+                Some(WalCursor::start(h))
+            }
+            _ => None,
+        };
+        let prepared = match (start, &wal) {
+            (Some(cursor), Some((h, len))) => self.prepare_frames(h, cursor, *len, timestamp_ms)?,
+            _ => self.prepare_resync(wal.as_ref(), timestamp_ms)?,
+        };
+        // The mark is held now; it stays held until the next rotation.
+        self.continuous = true;
+        Ok(prepared)
+    }
+
+    /// Does the frame ending at `cursor` still have the checksum we recorded?
+    fn frame_matches(&self, h: &WalHeader, cursor: WalCursor, len: u64) -> Result<bool, DbError> {
+        if cursor.offset == wal::WAL_HEADER_SIZE as u64 {
+            return Ok(cursor.checksum == WalCursor::start(h).checksum);
+        }
+        let frame = h.frame_size() as u64;
+        if cursor.offset > len || cursor.offset < wal::WAL_HEADER_SIZE as u64 + frame {
+            return Ok(false);
+        }
+        let f = File::open(&self.wal_path).map_err(io_err(&self.wal_path))?;
+        let mut buf = vec![0u8; frame as usize];
+        f.read_exact_at(&mut buf, cursor.offset - frame)
+            .map_err(io_err(&self.wal_path))?;
+        Ok(wal::frame_ends_at(h, cursor, &buf))
+    }
+
+    fn wal_salts_unchanged(&self, h: &WalHeader) -> Result<bool, DbError> {
+        Ok(
+            matches!(self.read_wal_header()?, Some((n, _)) if n.salt1 == h.salt1 && n.salt2 == h.salt2),
+        )
+    }
+
+    fn base_header(&self, commit: u32, timestamp_ms: i64) -> ltx::Header {
+        let txid = Txid(self.txid.0 + 1);
+        ltx::Header {
+            flags: 0,
+            page_size: self.page_size,
+            commit,
+            min_txid: txid,
+            max_txid: txid,
+            timestamp_ms,
+            pre_apply_checksum: self.checksum,
+            wal_offset: 0,
+            wal_size: 0,
+            wal_salt1: 0,
+            wal_salt2: 0,
+            node_id: 0,
+            ..ltx::Header::default()
+        }
+    }
+
+    fn prepare_frames(
+        &mut self,
+        h: &WalHeader,
+        cursor: WalCursor,
+        len: u64,
+        timestamp_ms: i64,
+    ) -> Result<Prepared, DbError> {
+        let table = self
+            .table
+            .as_ref()
+            .expect("a WAL position is only kept with a page table");
+        if h.page_size != self.page_size {
+            // The page size changed (VACUUM after leaving WAL mode): resync.
+            self.page_size = h.page_size;
+            self.table = None;
+            return self.prepare_resync(Some(&(h.clone(), len)), timestamp_ms);
+        }
+        let (buf, scan) = self.scan_wal(h, cursor, len)?;
+        let Some(last) = scan.txns.last() else {
+            self.wal = Some(WalPosition::Frames {
+                salt1: h.salt1,
+                salt2: h.salt2,
+                cursor,
+            });
+            return Ok(Prepared::UpToDate);
+        };
+        let commit = last.commit;
+        let end = last.end;
+        // Newest frame of each page wins.
+        let mut latest: BTreeMap<u32, u64> = BTreeMap::new();
+        for t in &scan.txns {
+            for f in &t.frames {
+                latest.insert(f.pgno, f.page_offset());
+            }
+        }
+        let lock = ltx::lock_pgno(self.page_size);
+        let mut header = self.base_header(commit, timestamp_ms);
+        header.wal_offset = cursor.offset as i64;
+        header.wal_size = (end.offset - cursor.offset) as i64;
+        header.wal_salt1 = h.salt1;
+        header.wal_salt2 = h.salt2;
+        let mut enc = ltx::Encoder::new(Vec::new(), header.clone())?;
+        let mut changes = Vec::with_capacity(latest.len());
+        let ps = self.page_size as usize;
+        for (&pgno, &off) in latest.range(..=commit) {
+            if pgno == lock {
+                continue;
+            }
+            let start = (off - cursor.offset) as usize;
+            let page = &buf[start..start + ps];
+            enc.encode_page(pgno, page)?;
+            changes.push((pgno, ltx::page_checksum(pgno, page)));
+        }
+        // A restart during our reads would mean the bytes came from two
+        // generations: start over (the next pass sees the new salts).
+        if !self.wal_salts_unchanged(h)? {
+            return Ok(Prepared::UpToDate);
+        }
+        let post = table.value_after(&changes, commit);
+        let page_count = changes.len() as u32;
+        let (bytes, _trailer) = enc.finish(post)?;
+        Ok(Prepared::Ship(PendingLtx {
+            bytes,
+            header,
+            post_apply: post,
+            kind: ShipKind::Frames,
+            page_count,
+            changes,
+            commit,
+            wal: Some(WalPosition::Frames {
+                salt1: h.salt1,
+                salt2: h.salt2,
+                cursor: end,
+            }),
+        }))
+    }
+
+    /// Reads a consistent image of the database (file + committed WAL) and
+    /// prepares a file with every page that differs from the shipped state.
+    fn prepare_resync(
+        &mut self,
+        wal: Option<&(WalHeader, u64)>,
+        timestamp_ms: i64,
+    ) -> Result<Prepared, DbError> {
+        let (overlay, wal_buf, wal_start, commit_from_wal, wal_pos) = match wal {
+            Some((h, len)) => {
+                let start = WalCursor::start(h);
+                let (buf, scan) = self.scan_wal(h, start, *len)?;
+                let mut latest: BTreeMap<u32, u64> = BTreeMap::new();
+                for t in &scan.txns {
+                    for f in &t.frames {
+                        latest.insert(f.pgno, f.page_offset());
+                    }
+                }
+                let commit = scan.txns.last().map(|t| t.commit);
+                let pos = WalPosition::Frames {
+                    salt1: h.salt1,
+                    salt2: h.salt2,
+                    cursor: scan.end,
+                };
+                if h.page_size != self.page_size && commit.is_some() {
+                    self.page_size = h.page_size;
+                    self.table = None;
+                }
+                (latest, buf, start.offset, commit, pos)
+            }
+            None => (BTreeMap::new(), Vec::new(), 0, None, WalPosition::NoWal),
+        };
+        let ps = self.page_size as u64;
+        let db = File::open(&self.path).map_err(io_err(&self.path))?;
+        let db_len = db.metadata().map_err(io_err(&self.path))?.len();
+        let commit = match commit_from_wal {
+            Some(c) => c,
+            None => (db_len / ps) as u32,
+        };
+        if self.table.as_ref().is_some_and(|t| t.len() == 0) && commit == 0 {
+            self.wal = Some(wal_pos);
+            return Ok(Prepared::UpToDate);
+        }
+        let lock = ltx::lock_pgno(self.page_size);
+        let header = self.base_header(commit, timestamp_ms);
+        let mut enc = ltx::Encoder::new(Vec::new(), header.clone())?;
+        let mut changes = Vec::new();
+        let mut chunk = vec![0u8; (ps as usize) * 256];
+        let mut pgno = 1u32;
+        while pgno <= commit {
+            let n = (commit - pgno + 1).min(256);
+            let from = (pgno as u64 - 1) * ps;
+            let avail = db_len.saturating_sub(from).min(n as u64 * ps) as usize;
+            chunk[..avail].fill(0);
+            if avail > 0 {
+                db.read_exact_at(&mut chunk[..avail], from)
+                    .map_err(io_err(&self.path))?;
+            }
+            chunk[avail..n as usize * ps as usize].fill(0);
+            for i in 0..n {
+                let p = pgno + i;
+                if p == lock {
+                    continue;
+                }
+                let page: &[u8] = match overlay.get(&p) {
+                    Some(off) => {
+                        let s = (off - wal_start) as usize;
+                        &wal_buf[s..s + ps as usize]
+                    }
+                    None => {
+                        let s = i as usize * ps as usize;
+                        &chunk[s..s + ps as usize]
+                    }
+                };
+                let sum = ltx::page_checksum(p, page);
+                let same = self.table.as_ref().and_then(|t| t.page(p)) == Some(sum);
+                if !same {
+                    enc.encode_page(p, page)?;
+                    changes.push((p, sum));
+                }
+            }
+            pgno += n;
+        }
+        if let Some((h, _)) = wal {
+            if !self.wal_salts_unchanged(h)? {
+                return Ok(Prepared::UpToDate);
+            }
+        }
+        let unchanged = changes.is_empty()
+            && self
+                .table
+                .as_ref()
+                .is_some_and(|t| t.len() == commit as usize);
+        if unchanged {
+            self.wal = Some(wal_pos);
+            return Ok(Prepared::UpToDate);
+        }
+        let post = match &self.table {
+            Some(t) => t.value_after(&changes, commit),
+            None => DbChecksum::new().value_after(&changes, commit),
+        };
+        let page_count = changes.len() as u32;
+        let (bytes, _) = enc.finish(post)?;
+        Ok(Prepared::Ship(PendingLtx {
+            bytes,
+            header,
+            post_apply: post,
+            kind: ShipKind::Resync,
+            page_count,
+            changes,
+            commit,
+            wal: Some(wal_pos),
+        }))
+    }
+
+    /// Records that a prepared file is in the replica.
+    pub fn commit(&mut self, p: PendingLtx) -> Result<(), DbError> {
+        let mut table = self.table.take().unwrap_or_default();
+        table.set_len(p.commit);
+        for (pgno, sum) in &p.changes {
+            table.set_page(*pgno, *sum);
+        }
+        debug_assert_eq!(table.value(), p.post_apply);
+        self.txid = p.header.max_txid;
+        self.checksum = p.post_apply;
+        self.table = Some(table);
+        self.wal = p.wal;
+        self.ships_since_table_save += 1;
+        let first = self.txid.0 == 1 || p.kind == ShipKind::Resync;
+        if first || self.ships_since_table_save >= 256 {
+            self.save_table()?;
+        }
+        self.save_position()
+    }
+
+    /// Persists the page table (done periodically and on close; a stale table
+    /// is rolled forward from the replica on the next start).
+    pub fn save_table(&mut self) -> Result<(), DbError> {
+        if let Some(t) = &self.table {
+            self.state
+                .save_pages(self.txid, t)
+                .map_err(io_err(self.state.path()))?;
+            self.ships_since_table_save = 0;
+        }
+        Ok(())
+    }
+
+    fn save_position(&self) -> Result<(), DbError> {
+        if let Some(wal) = self.wal {
+            self.state
+                .save_position(&SavedPosition {
+                    txid: self.txid,
+                    checksum: self.checksum,
+                    page_size: self.page_size,
+                    wal,
+                })
+                .map_err(io_err(self.state.path()))?;
+        }
+        Ok(())
+    }
+
+    /// Frames in the WAL file past the header, by its size.
+    pub fn wal_bytes(&self) -> u64 {
+        std::fs::metadata(&self.wal_path)
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    /// Runs the checkpoint the thresholds call for, after everything
+    /// committed so far has been shipped. Returns the mode run, if any.
+    pub fn maybe_checkpoint(&mut self) -> Result<Option<&'static str>, DbError> {
+        let bytes = self.wal_bytes();
+        let frame = self.page_size as u64 + wal::FRAME_HEADER_SIZE as u64;
+        let frames = bytes.saturating_sub(wal::WAL_HEADER_SIZE as u64) / frame;
+        if self.opts.truncate_bytes > 0 && bytes >= self.opts.truncate_bytes {
+            // TRUNCATE needs every reader gone, so we give up our mark; the
+            // next sync then proves continuity by comparing pages.
+            self.release_read_marks();
+            self.conns[0]
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .map_err(sqlite_err(&self.path))?;
+            return Ok(Some("TRUNCATE"));
+        }
+        let Some(held) = self.held else {
+            return Ok(None);
+        };
+        if self.opts.min_pages > 0 && frames >= self.opts.min_pages {
+            // PASSIVE on the connection not holding the mark: it copies frames
+            // up to our mark and never waits.
+            self.conns[1 - held]
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                .map_err(sqlite_err(&self.path))?;
+            return Ok(Some("PASSIVE"));
+        }
+        Ok(None)
+    }
+
+    /// Saves state and releases the read marks.
+    pub fn close(mut self) -> Result<(), DbError> {
+        self.release_read_marks();
+        self.save_table()?;
+        self.save_position()
+    }
+}

@@ -1,0 +1,56 @@
+//! litevault: continuous SQLite replication to object storage, in
+//! Litestream v0.5's LTX format and key layout, with verified restores.
+//!
+//! # Layout
+//!
+//! The data flow, module by module:
+//!
+//! ```text
+//!  app writes  -->  SQLite file + -wal
+//!                     |  wal::      parse header and frames, verify the checksum
+//!                     |             chain, stop at the last commit (pure)
+//!                     v
+//!                   db::        hold a read mark, prepare the next LTX file
+//!                     |         (new frames, or a resync of the pages that
+//!                     |         differ), run checkpoints after shipping
+//!                     |  ltx::      encode/decode/compact LTX files (pure)
+//!                     v
+//!                   replicate:: the shipping loop (Replicator)
+//!                     |
+//!                     v
+//!                   replica::   object_store with Litestream's key layout,
+//!                     |         retries, request counts
+//!                     v
+//!                   restore::   plan the fewest files, fetch, merge, verify,
+//!                               integrity_check, rename into place
+//! ```
+//!
+//! Beside the flow: `content` (row-level digest used to compare databases)
+//! and `cli` (one file per subcommand; `main.rs` only calls [`cli::main`]).
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use litevault::{Replica, Replicator, ReplicateOptions};
+//! use litevault::restore::{restore, RestoreOptions};
+//!
+//! let replica = Replica::open("file:///var/backups/app")?;
+//! let replicator = Replicator::open("app.db", replica.clone(), ReplicateOptions::default()).await?;
+//! replicator.sync_all().await?; // ship what is committed now
+//! restore(&replica, "copy.db".as_ref(), &RestoreOptions::default()).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod cli;
+pub mod content;
+pub mod db;
+pub mod ltx;
+pub mod replica;
+pub mod replicate;
+pub mod restore;
+pub mod wal;
+
+pub use replica::Replica;
+pub use replicate::{ReplicateError, ReplicateOptions, Replicator, SyncOutcome};
+pub use restore::{RestoreError, RestoreOptions, RestoreTarget, restore};

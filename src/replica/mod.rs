@@ -1,0 +1,757 @@
+//! The replica: LTX files in object storage, in Litestream v0.5's key layout.
+//!
+//! [`Replica`] is the one small domain type over `Arc<dyn ObjectStore>`: list
+//! the files of a level, read a file, write a file, delete files. Everything
+//! that talks to storage goes through it, so retries, request accounting and
+//! the key layout live in one place.
+
+mod url;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+};
+
+use crate::ltx::{self, Txid};
+pub use url::{ReplicaLocation, Scheme};
+
+/// The highest level Litestream uses: level 9 holds snapshots.
+pub const SNAPSHOT_LEVEL: u8 = 9;
+
+/// Errors talking to a replica.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    /// The replica URL cannot be used.
+    #[error("bad replica URL {url:?}: {reason}")]
+    BadUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong and how to write it.
+        reason: String,
+    },
+    /// A storage request failed after all retries.
+    #[error("{op} {key} on {replica} failed after {attempts} attempt(s): {source}")]
+    Storage {
+        /// The operation (PUT, GET, LIST, DELETE).
+        op: &'static str,
+        /// The object key or prefix.
+        key: String,
+        /// The replica URL.
+        replica: String,
+        /// How many attempts were made.
+        attempts: u32,
+        /// The last error.
+        #[source]
+        source: object_store::Error,
+    },
+    /// Setting the timestamp of a file:// replica file failed.
+    #[error("setting the modification time of {path}: {source}")]
+    FileTime {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One LTX file in the replica, as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LtxFileInfo {
+    /// Compaction level: 0 for files shipped from the WAL, 9 for snapshots.
+    pub level: u8,
+    /// First TXID the file covers.
+    pub min_txid: Txid,
+    /// Last TXID the file covers.
+    pub max_txid: Txid,
+    /// Size in bytes.
+    pub size: u64,
+    /// When the file was written: the `litestream-timestamp` metadata where the
+    /// store keeps it, else the object's modification time (file mtime for
+    /// `file://`, which litevault and Litestream set to the LTX timestamp).
+    pub created: DateTime<Utc>,
+}
+
+impl LtxFileInfo {
+    /// `true` for a snapshot (a file that starts at TXID 1).
+    pub fn is_snapshot(&self) -> bool {
+        self.min_txid.0 == 1
+    }
+}
+
+impl fmt::Display for LtxFileInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "L{}/{}",
+            self.level,
+            ltx::format_filename(self.min_txid, self.max_txid)
+        )
+    }
+}
+
+/// Request counters of one replica, shared by every clone of it.
+#[derive(Debug, Default)]
+pub struct RequestStats {
+    /// PUT requests (including retries).
+    pub puts: AtomicU64,
+    /// GET requests (including ranged reads).
+    pub gets: AtomicU64,
+    /// LIST requests (one per listed prefix; pages are not counted apart).
+    pub lists: AtomicU64,
+    /// DELETE requests.
+    pub deletes: AtomicU64,
+    /// Bytes uploaded.
+    pub bytes_out: AtomicU64,
+    /// Bytes downloaded.
+    pub bytes_in: AtomicU64,
+    /// Failed attempts, retried or not.
+    pub errors: AtomicU64,
+}
+
+/// A snapshot of [`RequestStats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RequestCounts {
+    /// PUT requests.
+    pub puts: u64,
+    /// GET requests.
+    pub gets: u64,
+    /// LIST requests.
+    pub lists: u64,
+    /// DELETE requests.
+    pub deletes: u64,
+    /// Bytes uploaded.
+    pub bytes_out: u64,
+    /// Bytes downloaded.
+    pub bytes_in: u64,
+    /// Failed attempts.
+    pub errors: u64,
+}
+
+impl RequestStats {
+    /// Reads the counters.
+    pub fn counts(&self) -> RequestCounts {
+        RequestCounts {
+            puts: self.puts.load(Ordering::Relaxed),
+            gets: self.gets.load(Ordering::Relaxed),
+            lists: self.lists.load(Ordering::Relaxed),
+            deletes: self.deletes.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Retry policy: capped exponential backoff.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubled each time.
+    pub initial_backoff: Duration,
+    /// The cap on the delay.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 6,
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Static S3 credentials.
+#[derive(Clone, Debug)]
+pub struct S3Credentials {
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+}
+
+/// How object keys are formed for a backend, exactly as Litestream v0.5.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyLayout {
+    /// `<prefix>/ltx/<level>/<min>-<max>.ltx`, level in decimal: `file://`,
+    /// GCS and Azure.
+    Ltx,
+    /// `<prefix>/<level as %04x>/<min>-<max>.ltx`: S3.
+    S3,
+}
+
+impl KeyLayout {
+    /// The folder of a level, relative to the replica prefix.
+    pub fn level_dir(self, level: u8) -> String {
+        match self {
+            KeyLayout::Ltx => format!("ltx/{level}"),
+            KeyLayout::S3 => format!("{level:04x}"),
+        }
+    }
+}
+
+/// An LTX replica: an object store, a prefix, a key layout.
+#[derive(Clone)]
+pub struct Replica {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    layout: KeyLayout,
+    /// For `file://` replicas: the root directory, to set file times.
+    local_root: Option<PathBuf>,
+    /// Whether the store keeps object metadata (`litestream-timestamp`).
+    metadata: bool,
+    /// The metadata key of the LTX timestamp (Azure forbids hyphens).
+    metadata_key: &'static str,
+    display: String,
+    retry: RetryPolicy,
+    stats: Arc<RequestStats>,
+}
+
+impl fmt::Debug for Replica {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Replica")
+            .field("url", &self.display)
+            .finish()
+    }
+}
+
+impl fmt::Display for Replica {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.display)
+    }
+}
+
+/// Looks an environment variable up under each name in turn.
+fn env_any(names: &[&str]) -> Option<String> {
+    names
+        .iter()
+        .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+}
+
+impl Replica {
+    /// Opens the replica named by a URL.
+    ///
+    /// S3 credentials come from `LITEVAULT_ACCESS_KEY_ID` /
+    /// `LITEVAULT_SECRET_ACCESS_KEY`, `LITESTREAM_ACCESS_KEY_ID` /
+    /// `LITESTREAM_SECRET_ACCESS_KEY` or the usual `AWS_*` variables.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let url = format!("file://{}", dir.path().display());
+    /// let replica = litevault::replica::Replica::open(&url).unwrap();
+    /// assert!(replica.to_string().starts_with("file://"));
+    /// ```
+    pub fn open(raw: &str) -> Result<Replica, ReplicaError> {
+        Replica::open_with_credentials(raw, None)
+    }
+
+    /// Opens a replica with explicit S3 credentials (taking precedence over
+    /// the environment).
+    pub fn open_with_credentials(
+        raw: &str,
+        creds: Option<&S3Credentials>,
+    ) -> Result<Replica, ReplicaError> {
+        let loc = ReplicaLocation::parse(raw)?;
+        let bad = |reason: String| ReplicaError::BadUrl {
+            url: raw.into(),
+            reason,
+        };
+        let (store, prefix, local_root, metadata): (Arc<dyn ObjectStore>, String, _, bool) =
+            match loc.scheme {
+                Scheme::File => {
+                    let root = PathBuf::from(&loc.path);
+                    std::fs::create_dir_all(&root).map_err(|e| {
+                        bad(format!(
+                            "cannot create the directory {}: {e}",
+                            root.display()
+                        ))
+                    })?;
+                    let fs = object_store::local::LocalFileSystem::new_with_prefix(&root)
+                        .map_err(|e| bad(e.to_string()))?;
+                    (Arc::new(fs), String::new(), Some(root), false)
+                }
+                Scheme::Memory => (
+                    Arc::new(object_store::memory::InMemory::new()),
+                    loc.path.clone(),
+                    None,
+                    true,
+                ),
+                Scheme::S3 => {
+                    let mut b = object_store::aws::AmazonS3Builder::new()
+                        .with_bucket_name(&loc.bucket)
+                        // Like Litestream, a custom endpoint implies path-style addressing.
+                        .with_virtual_hosted_style_request(
+                            !(loc.force_path_style || loc.endpoint.is_some()),
+                        );
+                    if let Some(k) = env_any(&[
+                        "LITEVAULT_ACCESS_KEY_ID",
+                        "LITESTREAM_ACCESS_KEY_ID",
+                        "AWS_ACCESS_KEY_ID",
+                    ]) {
+                        b = b.with_access_key_id(k);
+                    }
+                    if let Some(k) = env_any(&[
+                        "LITEVAULT_SECRET_ACCESS_KEY",
+                        "LITESTREAM_SECRET_ACCESS_KEY",
+                        "AWS_SECRET_ACCESS_KEY",
+                    ]) {
+                        b = b.with_secret_access_key(k);
+                    }
+                    if let Some(c) = creds {
+                        b = b
+                            .with_access_key_id(&c.access_key_id)
+                            .with_secret_access_key(&c.secret_access_key);
+                    } else if let Some(t) = env_any(&["AWS_SESSION_TOKEN"]) {
+                        b = b.with_token(t);
+                    }
+                    let region = loc
+                        .region
+                        .clone()
+                        .or_else(|| env_any(&["AWS_REGION", "AWS_DEFAULT_REGION"]))
+                        .unwrap_or_else(|| "us-east-1".into());
+                    b = b.with_region(region);
+                    if let Some(ep) = loc
+                        .endpoint
+                        .clone()
+                        .or_else(|| env_any(&["AWS_ENDPOINT_URL"]))
+                    {
+                        let ep = if ep.contains("://") {
+                            ep
+                        } else {
+                            format!("https://{ep}")
+                        };
+                        b = b
+                            .with_allow_http(ep.starts_with("http://"))
+                            .with_endpoint(ep);
+                    }
+                    if loc.skip_verify {
+                        b = b.with_client_options(
+                            object_store::ClientOptions::new()
+                                .with_allow_invalid_certificates(true),
+                        );
+                    }
+                    b = b.with_retry(object_store::RetryConfig {
+                        max_retries: 0,
+                        ..Default::default()
+                    });
+                    let s3 = b.build().map_err(|e| bad(format!("S3 client: {e}")))?;
+                    (Arc::new(s3), loc.path.clone(), None, true)
+                }
+                Scheme::Gcs => {
+                    let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                        .with_bucket_name(&loc.bucket);
+                    if let Some(p) = env_any(&["GOOGLE_APPLICATION_CREDENTIALS"]) {
+                        b = b.with_application_credentials(p);
+                    }
+                    let gcs = b.build().map_err(|e| bad(format!("GCS client: {e}")))?;
+                    (Arc::new(gcs), loc.path.clone(), None, true)
+                }
+                Scheme::Azure => {
+                    let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
+                        .with_container_name(&loc.bucket);
+                    if let Some(a) = loc
+                        .account
+                        .clone()
+                        .or_else(|| env_any(&["LITESTREAM_AZURE_ACCOUNT_NAME"]))
+                    {
+                        b = b.with_account(a);
+                    }
+                    if let Some(k) = env_any(&["LITESTREAM_AZURE_ACCOUNT_KEY"]) {
+                        b = b.with_access_key(k);
+                    }
+                    let az = b.build().map_err(|e| bad(format!("Azure client: {e}")))?;
+                    (Arc::new(az), loc.path.clone(), None, true)
+                }
+            };
+        let display = match loc.scheme {
+            Scheme::File => format!("file://{}", loc.path),
+            _ => raw.split('?').next().unwrap_or(raw).to_string(),
+        };
+        let layout = match loc.scheme {
+            Scheme::S3 => KeyLayout::S3,
+            _ => KeyLayout::Ltx,
+        };
+        let metadata_key = match loc.scheme {
+            Scheme::Azure => "litestreamtimestamp",
+            _ => "litestream-timestamp",
+        };
+        Ok(Replica {
+            store,
+            prefix,
+            layout,
+            metadata_key,
+            local_root,
+            metadata,
+            display,
+            retry: RetryPolicy::default(),
+            stats: Arc::new(RequestStats::default()),
+        })
+    }
+
+    /// Wraps any object store (for decorators such as fault injection).
+    pub fn from_store(
+        store: Arc<dyn ObjectStore>,
+        prefix: &str,
+        layout: KeyLayout,
+        display: &str,
+    ) -> Replica {
+        Replica {
+            store,
+            prefix: prefix.trim_matches('/').to_string(),
+            layout,
+            metadata_key: "litestream-timestamp",
+            local_root: None,
+            metadata: true,
+            display: display.to_string(),
+            retry: RetryPolicy::default(),
+            stats: Arc::new(RequestStats::default()),
+        }
+    }
+
+    /// Replaces the retry policy.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Replica {
+        self.retry = retry;
+        self
+    }
+
+    /// The underlying store (shared).
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The request counters.
+    pub fn stats(&self) -> &Arc<RequestStats> {
+        &self.stats
+    }
+
+    /// The key of a level's folder.
+    pub fn level_prefix(&self, level: u8) -> String {
+        join(&self.prefix, &self.layout.level_dir(level))
+    }
+
+    /// The key of an LTX file.
+    pub fn file_key(&self, level: u8, min: Txid, max: Txid) -> String {
+        join(&self.level_prefix(level), &ltx::format_filename(min, max))
+    }
+
+    async fn with_retry_op<T, F, Fut>(
+        &self,
+        op: &'static str,
+        key: &str,
+        counter: &AtomicU64,
+        mut f: F,
+    ) -> Result<T, ReplicaError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = object_store::Result<T>>,
+    {
+        let mut delay = self.retry.initial_backoff;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            counter.fetch_add(1, Ordering::Relaxed);
+            match f().await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    let permanent = matches!(
+                        e,
+                        object_store::Error::NotFound { .. }
+                            | object_store::Error::AlreadyExists { .. }
+                            | object_store::Error::Precondition { .. }
+                            | object_store::Error::NotSupported { .. }
+                            | object_store::Error::NotImplemented { .. }
+                            | object_store::Error::InvalidPath { .. }
+                            | object_store::Error::PermissionDenied { .. }
+                            | object_store::Error::Unauthenticated { .. }
+                    );
+                    if permanent || attempt >= self.retry.max_attempts {
+                        return Err(ReplicaError::Storage {
+                            op,
+                            key: key.to_string(),
+                            replica: self.display.clone(),
+                            attempts: attempt,
+                            source: e,
+                        });
+                    }
+                    tracing::warn!(op, key, attempt, error = %e, "storage request failed; retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(self.retry.max_backoff);
+                }
+            }
+        }
+    }
+
+    /// Lists the LTX files of one level, sorted by TXID range.
+    pub async fn list_level(&self, level: u8) -> Result<Vec<LtxFileInfo>, ReplicaError> {
+        let prefix = self.level_prefix(level);
+        let path = ObjectPath::from(prefix.as_str());
+        let metas: Vec<object_store::ObjectMeta> = self
+            .with_retry_op("LIST", &prefix, &self.stats.lists, || {
+                self.store.list(Some(&path)).try_collect()
+            })
+            .await?;
+        let mut files: Vec<LtxFileInfo> = metas
+            .into_iter()
+            .filter_map(|m| {
+                let name = m.location.filename()?;
+                let (min_txid, max_txid) = ltx::parse_filename(name)?;
+                // Only direct children of the level folder.
+                let parent_ok = m
+                    .location
+                    .as_ref()
+                    .strip_suffix(name)
+                    .map(|p| p.trim_end_matches('/') == prefix.trim_end_matches('/'))
+                    .unwrap_or(false);
+                parent_ok.then_some(LtxFileInfo {
+                    level,
+                    min_txid,
+                    max_txid,
+                    size: m.size,
+                    created: m.last_modified,
+                })
+            })
+            .collect();
+        files.sort_by_key(|f| (f.min_txid, f.max_txid));
+        Ok(files)
+    }
+
+    /// Lists every level (0 to 9), lowest level first.
+    pub async fn list_all(&self) -> Result<Vec<LtxFileInfo>, ReplicaError> {
+        let levels =
+            futures::future::try_join_all((0..=SNAPSHOT_LEVEL).map(|l| self.list_level(l))).await?;
+        Ok(levels.into_iter().flatten().collect())
+    }
+
+    /// Downloads a whole file.
+    pub async fn read_file(&self, info: &LtxFileInfo) -> Result<Bytes, ReplicaError> {
+        let key = self.file_key(info.level, info.min_txid, info.max_txid);
+        let path = ObjectPath::from(key.as_str());
+        let bytes = self
+            .with_retry_op("GET", &key, &self.stats.gets, || async {
+                self.store.get(&path).await?.bytes().await
+            })
+            .await?;
+        self.stats
+            .bytes_in
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(bytes)
+    }
+
+    /// Opens a file for streaming download.
+    pub async fn open_stream(
+        &self,
+        info: &LtxFileInfo,
+    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes, ReplicaError>>, ReplicaError>
+    {
+        let key = self.file_key(info.level, info.min_txid, info.max_txid);
+        let path = ObjectPath::from(key.as_str());
+        let res = self
+            .with_retry_op("GET", &key, &self.stats.gets, || self.store.get(&path))
+            .await?;
+        let stats = self.stats.clone();
+        let replica = self.display.clone();
+        Ok(Box::pin(res.into_stream().map(move |r| match r {
+            Ok(b) => {
+                stats.bytes_in.fetch_add(b.len() as u64, Ordering::Relaxed);
+                Ok(b)
+            }
+            Err(source) => Err(ReplicaError::Storage {
+                op: "GET",
+                key: key.clone(),
+                replica: replica.clone(),
+                attempts: 1,
+                source,
+            }),
+        })))
+    }
+
+    /// Downloads a byte range of a file (e.g. its header or trailer).
+    pub async fn read_range(
+        &self,
+        info: &LtxFileInfo,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes, ReplicaError> {
+        let key = self.file_key(info.level, info.min_txid, info.max_txid);
+        let path = ObjectPath::from(key.as_str());
+        let bytes = self
+            .with_retry_op("GET", &key, &self.stats.gets, || {
+                self.store.get_range(&path, range.clone())
+            })
+            .await?;
+        self.stats
+            .bytes_in
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(bytes)
+    }
+
+    /// Uploads an LTX file under its final key. The upload is atomic: a
+    /// failed or retried PUT never leaves a partial object under the name
+    /// (object stores publish whole objects; the local backend writes a
+    /// temporary file and renames it).
+    pub async fn write_file(
+        &self,
+        level: u8,
+        min: Txid,
+        max: Txid,
+        data: Bytes,
+        timestamp: DateTime<Utc>,
+    ) -> Result<LtxFileInfo, ReplicaError> {
+        let key = self.file_key(level, min, max);
+        let path = ObjectPath::from(key.as_str());
+        let mut attributes = Attributes::new();
+        if self.metadata {
+            attributes.insert(
+                Attribute::Metadata(self.metadata_key.into()),
+                timestamp
+                    .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+                    .into(),
+            );
+        }
+        let size = data.len() as u64;
+        let payload = PutPayload::from_bytes(data);
+        self.with_retry_op("PUT", &key, &self.stats.puts, || {
+            self.store.put_opts(
+                &path,
+                payload.clone(),
+                PutOptions {
+                    mode: PutMode::Overwrite,
+                    attributes: attributes.clone(),
+                    ..Default::default()
+                },
+            )
+        })
+        .await?;
+        self.stats.bytes_out.fetch_add(size, Ordering::Relaxed);
+        if let Some(root) = &self.local_root {
+            let file = root.join(&key);
+            let f = std::fs::File::options()
+                .write(true)
+                .open(&file)
+                .map_err(|source| ReplicaError::FileTime {
+                    path: file.clone(),
+                    source,
+                })?;
+            f.set_modified(timestamp.into())
+                .map_err(|source| ReplicaError::FileTime { path: file, source })?;
+        }
+        Ok(LtxFileInfo {
+            level,
+            min_txid: min,
+            max_txid: max,
+            size,
+            created: timestamp,
+        })
+    }
+
+    /// Deletes files (missing files are not an error).
+    pub async fn delete_files(&self, files: &[LtxFileInfo]) -> Result<(), ReplicaError> {
+        for f in files {
+            let key = self.file_key(f.level, f.min_txid, f.max_txid);
+            let path = ObjectPath::from(key.as_str());
+            match self
+                .with_retry_op("DELETE", &key, &self.stats.deletes, || {
+                    self.store.delete(&path)
+                })
+                .await
+            {
+                Ok(()) => {}
+                Err(ReplicaError::Storage {
+                    source: object_store::Error::NotFound { .. },
+                    ..
+                }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn join(prefix: &str, rest: &str) -> String {
+    if prefix.is_empty() {
+        rest.to_string()
+    } else {
+        format!("{prefix}/{rest}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_layout_matches_litestream() {
+        let mem = || Arc::new(object_store::memory::InMemory::new());
+        let r = Replica::from_store(mem(), "db/app", KeyLayout::Ltx, "mem");
+        assert_eq!(
+            r.file_key(0, Txid(1), Txid(0x1e)),
+            "db/app/ltx/0/0000000000000001-000000000000001e.ltx"
+        );
+        assert_eq!(r.level_prefix(9), "db/app/ltx/9");
+        let r = Replica::from_store(mem(), "", KeyLayout::Ltx, "mem");
+        assert_eq!(r.level_prefix(1), "ltx/1");
+        let r = Replica::from_store(mem(), "backups/app", KeyLayout::S3, "mem");
+        assert_eq!(
+            r.file_key(9, Txid(1), Txid(1)),
+            "backups/app/0009/0000000000000001-0000000000000001.ltx"
+        );
+        assert_eq!(r.level_prefix(10), "backups/app/000a");
+    }
+
+    #[tokio::test]
+    async fn write_list_read_delete() {
+        let r = Replica::open("memory:///x").unwrap();
+        let ts = Utc::now();
+        r.write_file(0, Txid(2), Txid(2), Bytes::from_static(b"b"), ts)
+            .await
+            .unwrap();
+        r.write_file(0, Txid(1), Txid(1), Bytes::from_static(b"a"), ts)
+            .await
+            .unwrap();
+        r.write_file(9, Txid(1), Txid(2), Bytes::from_static(b"s"), ts)
+            .await
+            .unwrap();
+        let l0 = r.list_level(0).await.unwrap();
+        assert_eq!(
+            l0.iter().map(|f| f.min_txid.0).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert_eq!(r.list_all().await.unwrap().len(), 3);
+        assert_eq!(&r.read_file(&l0[1]).await.unwrap()[..], b"b");
+        r.delete_files(&l0).await.unwrap();
+        assert!(r.list_level(0).await.unwrap().is_empty());
+        let c = r.stats().counts();
+        assert_eq!(c.puts, 3);
+        assert_eq!(c.deletes, 2);
+    }
+
+    #[tokio::test]
+    async fn file_replica_sets_mtime_to_timestamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Replica::open(&format!("file://{}", dir.path().display())).unwrap();
+        let ts: DateTime<Utc> = "2026-01-02T03:04:05Z".parse().unwrap();
+        r.write_file(0, Txid(1), Txid(1), Bytes::from_static(b"x"), ts)
+            .await
+            .unwrap();
+        let l = r.list_level(0).await.unwrap();
+        assert_eq!(l[0].created, ts);
+        assert!(
+            dir.path()
+                .join("ltx/0/0000000000000001-0000000000000001.ltx")
+                .exists()
+        );
+    }
+}

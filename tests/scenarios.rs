@@ -1,0 +1,411 @@
+//! Replicate-and-restore scenarios, run against every backend: a local
+//! folder, the in-memory store and a real S3 server (moto) on 127.0.0.1.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use litevault::content::content_digest;
+use litevault::ltx::Txid;
+use litevault::restore::{RestoreOptions, RestoreOutcome, RestoreTarget, restore};
+use litevault::{Replica, ReplicateOptions, Replicator, SyncOutcome};
+use support::*;
+
+async fn restore_at(replica: &Replica, out: &Path, target: RestoreTarget) -> RestoreOutcome {
+    let _ = std::fs::remove_file(out);
+    restore(
+        replica,
+        out,
+        &RestoreOptions {
+            target,
+            write_state: false,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("restore {target:?}: {e}"))
+}
+
+/// The conformance scenario: a history with inserts, updates, deletes, schema
+/// changes, growth, VACUUM and app checkpoints; every TXID restores to the
+/// state that was live when it was shipped.
+async fn history(replica: Replica, page_size: u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let mut c = create_db(&db, page_size);
+    Workload::init(&c);
+    let rep = Replicator::open(&db, replica.clone(), ReplicateOptions::default())
+        .await
+        .unwrap();
+    let mut points: Vec<(Txid, i64, String)> = Vec::new();
+    let mut k = 0i64;
+    for step in 1..=14 {
+        for _ in 0..(step * 3) {
+            k += 1;
+            Workload::apply(&mut c, k).unwrap();
+        }
+        match step {
+            4 => c
+                .execute_batch("CREATE TABLE extra(a TEXT); CREATE INDEX extra_a ON extra(a); INSERT INTO extra VALUES ('x');")
+                .unwrap(),
+            5 => {
+                c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
+            }
+            7 => c
+                .execute_batch(
+                    "CREATE TABLE bulk(b BLOB); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 300) INSERT INTO bulk SELECT randomblob(900) FROM n;",
+                )
+                .unwrap(),
+            9 => {
+                c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).unwrap();
+            }
+            11 => {
+                let before: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+                c.execute_batch("DROP TABLE bulk; DROP INDEX extra_a; ALTER TABLE extra ADD COLUMN b INTEGER; VACUUM;")
+                    .unwrap();
+                let after: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+                assert!(after < before, "VACUUM shrinks the database ({before} -> {after})");
+            }
+            _ => {}
+        }
+        let txid = rep.sync_all().await.unwrap();
+        let digest = content_digest(&db).unwrap().sha256;
+        points.push((txid, k, digest));
+    }
+    // Restart: the next commit ships incrementally, without a resync.
+    rep.run(async {}).await.unwrap();
+    let rep = Replicator::open(&db, replica.clone(), ReplicateOptions::default())
+        .await
+        .unwrap();
+    k += 1;
+    Workload::apply(&mut c, k).unwrap();
+    match rep.sync().await.unwrap() {
+        SyncOutcome::Shipped { resync, .. } => {
+            assert!(
+                !resync,
+                "a clean restart resumes from the saved WAL position"
+            )
+        }
+        other => panic!("expected a shipped file, got {other:?}"),
+    }
+    let txid = rep.sync_all().await.unwrap();
+    points.push((txid, k, content_digest(&db).unwrap().sha256));
+    rep.run(async {}).await.unwrap();
+
+    let out = dir.path().join("restored.db");
+    for (txid, k, digest) in &points {
+        let RestoreOutcome::Restored(r) =
+            restore_at(&replica, &out, RestoreTarget::Txid(*txid)).await
+        else {
+            panic!("not restored")
+        };
+        assert!(r.checksum_verified);
+        assert_eq!(r.txid, *txid);
+        assert_eq!(Workload::check_prefix(&out), *k, "TXID {txid}");
+        assert_eq!(&content_digest(&out).unwrap().sha256, digest, "TXID {txid}");
+    }
+    restore_at(&replica, &out, RestoreTarget::Latest).await;
+    assert_eq!(content_digest(&out).unwrap(), content_digest(&db).unwrap());
+}
+
+#[test]
+fn history_file_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    block_on(history(Replica::open(&file_url(dir.path())).unwrap(), 4096));
+}
+
+#[test]
+fn history_memory_replica() {
+    block_on(history(Replica::open("memory:///app").unwrap(), 4096));
+}
+
+#[test]
+fn history_s3_replica() {
+    let s3 = S3Server::start();
+    let bucket = s3.bucket("history");
+    block_on(history(s3.replica(&bucket, "db/app"), 4096));
+}
+
+#[test]
+fn history_page_size_512() {
+    block_on(history(Replica::open("memory:///app").unwrap(), 512));
+}
+
+#[test]
+fn history_page_size_65536() {
+    block_on(history(Replica::open("memory:///app").unwrap(), 65536));
+}
+
+/// Thousands of small transactions while the replicator runs its loop.
+#[test]
+fn thousands_of_small_transactions_while_running() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let c = create_db(&db, 4096);
+        Workload::init(&c);
+        drop(c);
+        let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
+        let rep = Replicator::open(&db, replica.clone(), ReplicateOptions::default())
+            .await
+            .unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(rep.run(async {
+            let _ = rx.await;
+        }));
+        let db2 = db.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = create_db(&db2, 4096);
+            for i in 1..=3000 {
+                Workload::apply(&mut c, i).unwrap();
+            }
+        })
+        .await
+        .unwrap();
+        tx.send(()).unwrap();
+        task.await.unwrap().unwrap();
+        let out = dir.path().join("out.db");
+        restore_at(&replica, &out, RestoreTarget::Latest).await;
+        assert_eq!(
+            Workload::check_prefix(&out),
+            3000,
+            "nothing committed is missing after a clean stop"
+        );
+        // Spot-check a few intermediate points.
+        let files = replica.list_level(0).await.unwrap();
+        assert!(files.len() > 3, "several files were shipped while writing");
+        for f in files.iter().step_by(files.len() / 3) {
+            restore_at(&replica, &out, RestoreTarget::Txid(f.max_txid)).await;
+            Workload::check_prefix(&out);
+        }
+    });
+}
+
+/// One transaction larger than 64 MiB.
+#[test]
+fn one_transaction_larger_than_64_mib() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let c = create_db(&db, 4096);
+        Workload::init(&c);
+        let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
+        let rep = Replicator::open(&db, replica.clone(), ReplicateOptions::default())
+            .await
+            .unwrap();
+        rep.sync_all().await.unwrap();
+        c.execute_batch(
+            "BEGIN; CREATE TABLE big(b BLOB);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 70000)
+             INSERT INTO big SELECT randomblob(1000) FROM n; COMMIT;",
+        )
+        .unwrap();
+        let wal = std::fs::metadata(dir.path().join("app.db-wal"))
+            .unwrap()
+            .len();
+        assert!(
+            wal > 64 << 20,
+            "the transaction is in the WAL ({wal} bytes)"
+        );
+        rep.sync_all().await.unwrap();
+        rep.run(async {}).await.unwrap();
+        let out = dir.path().join("out.db");
+        restore_at(&replica, &out, RestoreTarget::Latest).await;
+        assert_eq!(content_digest(&out).unwrap(), content_digest(&db).unwrap());
+    });
+}
+
+/// The hard case: the replicator is down while the app commits UPDATEs and
+/// DELETEs, an ordinary checkpoint copies them into the database file and the
+/// next commit restarts the WAL, shorter than the saved offset, with stale
+/// frames past it.
+fn hard_case(clean_stop: bool) {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let mut c = create_db(&db, 4096);
+        c.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        Workload::init(&c);
+        let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
+        let rep = Replicator::open(&db, replica.clone(), ReplicateOptions::default())
+            .await
+            .unwrap();
+        for i in 1..=200 {
+            Workload::apply(&mut c, i).unwrap();
+        }
+        rep.sync_all().await.unwrap();
+        if clean_stop {
+            rep.run(async {}).await.unwrap();
+        } else {
+            drop(rep); // as if killed: no final save
+        }
+        let wal_before = std::fs::metadata(dir.path().join("app.db-wal"))
+            .unwrap()
+            .len();
+        // Down: updates and deletes, then a PASSIVE checkpoint, then one commit
+        // that restarts the WAL.
+        for i in 201..=260 {
+            Workload::apply(&mut c, i).unwrap();
+        }
+        c.execute(
+            "UPDATE items SET pad = 'changed while down' WHERE id < 20",
+            [],
+        )
+        .unwrap();
+        c.execute("DELETE FROM items WHERE id BETWEEN 100 AND 120", [])
+            .unwrap();
+        let (busy, log, done): (i64, i64, i64) = c
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!((busy, log), (0, done), "the checkpoint copied every frame");
+        c.execute("UPDATE items SET val = -1 WHERE id = 7", [])
+            .unwrap();
+        let wal_after = std::fs::metadata(dir.path().join("app.db-wal"))
+            .unwrap()
+            .len();
+        assert!(
+            wal_after >= wal_before,
+            "the WAL file was reused, stale frames past the new end"
+        );
+        let rep = Replicator::open(&db, replica.clone(), ReplicateOptions::default())
+            .await
+            .unwrap();
+        rep.sync_all().await.unwrap();
+        rep.run(async {}).await.unwrap();
+        let out = dir.path().join("out.db");
+        restore_at(&replica, &out, RestoreTarget::Latest).await;
+        assert_eq!(
+            content_digest(&out).unwrap(),
+            content_digest(&db).unwrap(),
+            "every update and delete made while the replicator was down is in the replica"
+        );
+    });
+}
+
+#[test]
+fn hard_case_after_clean_stop() {
+    hard_case(true)
+}
+
+#[test]
+fn hard_case_after_kill() {
+    hard_case(false)
+}
+
+/// The app runs `wal_checkpoint(TRUNCATE)` while the replicator runs.
+#[test]
+fn app_truncate_checkpoints_while_replicating() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let c = create_db(&db, 4096);
+        Workload::init(&c);
+        drop(c);
+        let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
+        let rep = Replicator::open(&db, replica.clone(), ReplicateOptions::default())
+            .await
+            .unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(rep.run(async {
+            let _ = rx.await;
+        }));
+        let db2 = db.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = create_db(&db2, 4096);
+            for i in 1..=1500 {
+                Workload::apply(&mut c, i).unwrap();
+                if i % 100 == 0 {
+                    // Busy while the replicator holds its mark is fine: the
+                    // app's checkpoint simply does less.
+                    let _ = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+                }
+            }
+        })
+        .await
+        .unwrap();
+        tx.send(()).unwrap();
+        task.await.unwrap().unwrap();
+        let out = dir.path().join("out.db");
+        restore_at(&replica, &out, RestoreTarget::Latest).await;
+        assert_eq!(Workload::check_prefix(&out), 1500);
+    });
+}
+
+/// A replica with a missing, truncated or bit-flipped file: the restore fails
+/// naming the file, and the output path stays untouched.
+#[test]
+fn damaged_replica_fails_loudly() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let mut c = create_db(&db, 4096);
+        Workload::init(&c);
+        let rdir = dir.path().join("replica");
+        let replica = Replica::open(&file_url(&rdir)).unwrap();
+        let rep = Replicator::open(&db, replica.clone(), ReplicateOptions::default())
+            .await
+            .unwrap();
+        for i in 1..=5 {
+            Workload::apply(&mut c, i).unwrap();
+            rep.sync_all().await.unwrap();
+        }
+        rep.run(async {}).await.unwrap();
+        let l0 = rdir.join("ltx/0");
+        let victim = l0.join("0000000000000003-0000000000000003.ltx");
+        let original = std::fs::read(&victim).unwrap();
+        let out = dir.path().join("out.db");
+        let damage: Vec<(&str, Box<dyn Fn()>)> = vec![
+            (
+                "missing",
+                Box::new(|| std::fs::remove_file(&victim).unwrap()),
+            ),
+            (
+                "truncated",
+                Box::new(|| std::fs::write(&victim, &original[..original.len() / 2]).unwrap()),
+            ),
+            (
+                "bit-flipped",
+                Box::new(|| {
+                    let mut b = original.clone();
+                    let i = b.len() / 2;
+                    b[i] ^= 0x10;
+                    std::fs::write(&victim, b).unwrap()
+                }),
+            ),
+            (
+                "bit-flipped header",
+                Box::new(|| {
+                    let mut b = original.clone();
+                    b[40] ^= 0x01; // inside the timestamp
+                    std::fs::write(&victim, b).unwrap()
+                }),
+            ),
+        ];
+        for (what, f) in damage {
+            std::fs::write(&out, b"precious").unwrap();
+            std::fs::remove_file(&out).unwrap();
+            f();
+            let err = restore(&replica, &out, &RestoreOptions::default())
+                .await
+                .unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                msg.contains("0000000000000003") || msg.contains("TXID 0000000000000003"),
+                "{what}: the error names the file or TXID: {msg}"
+            );
+            assert!(!out.exists(), "{what}: no output was written");
+            assert!(!PathBuf::from(format!("{}.tmp", out.display())).exists());
+            std::fs::write(&victim, &original).unwrap();
+        }
+        // And an existing output is never overwritten.
+        std::fs::write(&out, b"precious").unwrap();
+        assert!(
+            restore(&replica, &out, &RestoreOptions::default())
+                .await
+                .is_err()
+        );
+        assert_eq!(std::fs::read(&out).unwrap(), b"precious");
+    });
+}
