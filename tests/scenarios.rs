@@ -373,7 +373,8 @@ fn damaged_replica_fails_loudly() {
         let victim = l0.join("0000000000000003-0000000000000003.ltx");
         let original = std::fs::read(&victim).unwrap();
         let out = dir.path().join("out.db");
-        let damage: Vec<(&str, Box<dyn Fn()>)> = vec![
+        type Damage<'a> = Box<dyn Fn() + 'a>;
+        let damage: Vec<(&str, Damage)> = vec![
             (
                 "missing",
                 Box::new(|| std::fs::remove_file(&victim).unwrap()),

@@ -482,7 +482,7 @@ impl WatchedDb {
             // The page size changed (VACUUM after leaving WAL mode): resync.
             self.page_size = h.page_size;
             self.table = None;
-            return self.prepare_resync(Some(&(h.clone(), len)), timestamp_ms);
+            return self.prepare_resync(Some(&(*h, len)), timestamp_ms);
         }
         let (buf, scan) = self.scan_wal(h, cursor, len)?;
         let Some(last) = scan.txns.last() else {
@@ -508,7 +508,7 @@ impl WatchedDb {
         header.wal_size = (end.offset - cursor.offset) as i64;
         header.wal_salt1 = h.salt1;
         header.wal_salt2 = h.salt2;
-        let mut enc = ltx::Encoder::new(Vec::new(), header.clone())?;
+        let mut enc = ltx::Encoder::new(Vec::new(), header)?;
         let mut changes = Vec::with_capacity(latest.len());
         let ps = self.page_size as usize;
         for (&pgno, &off) in latest.range(..=commit) {
@@ -582,13 +582,13 @@ impl WatchedDb {
             Some(c) => c,
             None => (db_len / ps) as u32,
         };
-        if self.table.as_ref().is_some_and(|t| t.len() == 0) && commit == 0 {
+        if self.table.as_ref().is_some_and(|t| t.is_empty()) && commit == 0 {
             self.wal = Some(wal_pos);
             return Ok(Prepared::UpToDate);
         }
         let lock = ltx::lock_pgno(self.page_size);
         let header = self.base_header(commit, timestamp_ms);
-        let mut enc = ltx::Encoder::new(Vec::new(), header.clone())?;
+        let mut enc = ltx::Encoder::new(Vec::new(), header)?;
         let mut changes = Vec::new();
         let mut chunk = vec![0u8; (ps as usize) * 256];
         let mut pgno = 1u32;
@@ -626,10 +626,10 @@ impl WatchedDb {
             }
             pgno += n;
         }
-        if let Some((h, _)) = wal {
-            if !self.wal_salts_unchanged(h)? {
-                return Ok(Prepared::UpToDate);
-            }
+        if let Some((h, _)) = wal
+            && !self.wal_salts_unchanged(h)?
+        {
+            return Ok(Prepared::UpToDate);
         }
         let unchanged = changes.is_empty()
             && self

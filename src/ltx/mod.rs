@@ -128,6 +128,20 @@ pub fn parse_filename(name: &str) -> Option<(Txid, Txid)> {
     Some((parse(min)?, parse(max)?))
 }
 
+/// TXIDs and checksums serialize as the fixed-width hex strings Litestream
+/// prints.
+impl serde::Serialize for Txid {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl serde::Serialize for Checksum {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,19 +186,5 @@ mod tests {
         ] {
             assert_eq!(parse_filename(bad), None, "{bad}");
         }
-    }
-}
-
-/// TXIDs and checksums serialize as the fixed-width hex strings Litestream
-/// prints.
-impl serde::Serialize for Txid {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl serde::Serialize for Checksum {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
     }
 }

@@ -52,7 +52,7 @@ pub enum ReplicaError {
         attempts: u32,
         /// The last error.
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     /// Setting the timestamp of a file:// replica file failed.
     #[error("setting the modification time of {path}: {source}")]
@@ -484,7 +484,7 @@ impl Replica {
                             key: key.to_string(),
                             replica: self.display.clone(),
                             attempts: attempt,
-                            source: e,
+                            source: Box::new(e),
                         });
                     }
                     tracing::warn!(op, key, attempt, error = %e, "storage request failed; retrying in {delay:?}");
@@ -574,7 +574,7 @@ impl Replica {
                 key: key.clone(),
                 replica: replica.clone(),
                 attempts: 1,
-                source,
+                source: Box::new(source),
             }),
         })))
     }
@@ -669,10 +669,8 @@ impl Replica {
                 .await
             {
                 Ok(()) => {}
-                Err(ReplicaError::Storage {
-                    source: object_store::Error::NotFound { .. },
-                    ..
-                }) => {}
+                Err(ReplicaError::Storage { source, .. })
+                    if matches!(*source, object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
         }

@@ -19,6 +19,8 @@
 
 pub mod plan;
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
@@ -521,7 +523,7 @@ fn merge_into(
         let reader = data.reader().map_err(io_err(out))?;
         decoders.push(ltx::Decoder::new(reader).map_err(bad_file(f))?);
     }
-    let headers: Vec<ltx::Header> = decoders.iter().map(|d| d.header().clone()).collect();
+    let headers: Vec<ltx::Header> = decoders.iter().map(|d| *d.header()).collect();
     let page_size = headers[0].page_size;
     for (f, h) in chain.iter().zip(&headers) {
         if h.page_size != page_size {
@@ -551,9 +553,12 @@ fn merge_into(
     let commit = headers.last().expect("chain is not empty").commit;
     let file = File::create(out).map_err(io_err(out))?;
     let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); decoders.len()];
-    let mut heads: Vec<Option<u32>> = Vec::with_capacity(decoders.len());
+    // A min-heap of (page number, input index) over the inputs' next pages.
+    let mut heap: BinaryHeap<Reverse<(u32, usize)>> = BinaryHeap::with_capacity(decoders.len());
     for (i, d) in decoders.iter_mut().enumerate() {
-        heads.push(next_valid(d, &mut bufs[i], limit[i]).map_err(bad_file(&chain[i]))?);
+        if let Some(p) = next_valid(d, &mut bufs[i], limit[i]).map_err(bad_file(&chain[i]))? {
+            heap.push(Reverse((p, i)));
+        }
     }
     let mut table = DbChecksum::new();
     table.set_len(commit);
@@ -569,15 +574,19 @@ fn merge_into(
         }
         Ok(())
     };
-    loop {
-        let Some(pgno) = heads.iter().flatten().min().copied() else {
-            break;
-        };
-        // The newest file holding this page wins.
-        let winner = (0..heads.len())
-            .rev()
-            .find(|&i| heads[i] == Some(pgno))
-            .expect("some head holds the minimum");
+    let mut holders: Vec<usize> = Vec::new();
+    while let Some(Reverse((pgno, first))) = heap.pop() {
+        holders.clear();
+        holders.push(first);
+        while let Some(Reverse((p, i))) = heap.peek().copied() {
+            if p != pgno {
+                break;
+            }
+            heap.pop();
+            holders.push(i);
+        }
+        // The newest input holding this page wins.
+        let winner = *holders.iter().max().expect("at least one holder");
         let page = &bufs[winner];
         if page.len() != page_size as usize {
             return Err(bad_file(&chain[winner])(ltx::LtxError::InvalidHeader {
@@ -591,10 +600,11 @@ fn merge_into(
         }
         batch.extend_from_slice(page);
         batch_next = pgno + 1;
-        for i in 0..heads.len() {
-            if heads[i] == Some(pgno) {
-                heads[i] = next_valid(&mut decoders[i], &mut bufs[i], limit[i])
-                    .map_err(bad_file(&chain[i]))?;
+        for &i in &holders {
+            if let Some(p) =
+                next_valid(&mut decoders[i], &mut bufs[i], limit[i]).map_err(bad_file(&chain[i]))?
+            {
+                heap.push(Reverse((p, i)));
             }
         }
     }

@@ -243,10 +243,10 @@ impl Workload {
         let mut m = std::collections::BTreeMap::new();
         for i in 1..=k {
             m.insert(i, i * 7);
-            if i % 3 == 0 {
-                if let Some(v) = m.get_mut(&(i / 2)) {
-                    *v += 1;
-                }
+            if i % 3 == 0
+                && let Some(v) = m.get_mut(&(i / 2))
+            {
+                *v += 1;
             }
             if i % 5 == 0 {
                 m.remove(&(i - 3));
