@@ -24,6 +24,10 @@ pub struct Args {
     /// TRUNCATE checkpoint once the WAL file reaches this many MiB (0: never).
     #[arg(long, default_value_t = 256)]
     truncate_mib: u64,
+    /// Write files that `litestream restore` (0.5) accepts: the NoChecksum
+    /// flag, with litevault's checksums kept in the reserved header bytes.
+    #[arg(long)]
+    litestream_compat: bool,
     /// Seconds allowed for the final sync at shutdown.
     #[arg(long, default_value_t = 30)]
     shutdown_timeout: u64,
@@ -34,6 +38,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let mut opts = ReplicateOptions {
         poll_interval: Duration::from_millis(a.poll_ms.max(1)),
         shutdown_timeout: Duration::from_secs(a.shutdown_timeout),
+        litestream_compat: a.litestream_compat,
         ..ReplicateOptions::default()
     };
     opts.checkpoint.min_pages = a.checkpoint_pages;

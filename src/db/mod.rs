@@ -163,6 +163,7 @@ pub struct WatchedDb {
     /// WAL position of the replica's latest state, when proven.
     wal: Option<WalPosition>,
     opts: CheckpointOptions,
+    litestream_compat: bool,
     ships_since_table_save: u64,
 }
 
@@ -207,8 +208,10 @@ fn open_conn(path: &Path) -> Result<Connection, DbError> {
 }
 
 impl WatchedDb {
-    /// Opens a database for replication. It must exist and be in WAL mode.
-    pub fn open(path: &Path, opts: CheckpointOptions) -> Result<WatchedDb, DbError> {
+    /// Opens a database for replication to the replica named `replica` (its
+    /// URL; it names the folder of the saved state). The database must exist
+    /// and be in WAL mode.
+    pub fn open(path: &Path, replica: &str, opts: CheckpointOptions) -> Result<WatchedDb, DbError> {
         if !path.exists() {
             return Err(DbError::NotFound {
                 path: path.to_path_buf(),
@@ -241,7 +244,7 @@ impl WatchedDb {
         let b = open_conn(&path)?;
         Ok(WatchedDb {
             wal_path: wal_path_of(&path),
-            state: StateDir::for_db(&path),
+            state: StateDir::for_db(&path).for_replica(replica),
             path,
             conns: [a, b],
             held: None,
@@ -252,8 +255,15 @@ impl WatchedDb {
             checksum: Checksum(0),
             wal: None,
             opts,
+            litestream_compat: false,
             ships_since_table_save: 0,
         })
+    }
+
+    /// Writes files Litestream 0.5 can restore: the NoChecksum flag, with
+    /// the rolling checksums in the reserved header bytes.
+    pub fn set_litestream_compat(&mut self, on: bool) {
+        self.litestream_compat = on;
     }
 
     /// The database path (canonical).
@@ -467,6 +477,21 @@ impl WatchedDb {
         }
     }
 
+    /// Puts the checksums where this replica's mode keeps them: the standard
+    /// fields, or (Litestream-compatible) the reserved header bytes of a
+    /// NoChecksum file.
+    fn seal_header(&self, mut header: ltx::Header, post: Checksum) -> ltx::Header {
+        if self.litestream_compat {
+            header.reserved_checksums = Some(ltx::ReservedChecksums {
+                pre_apply: header.pre_apply_checksum,
+                post_apply: post,
+            });
+            header.flags = ltx::HEADER_FLAG_NO_CHECKSUM;
+            header.pre_apply_checksum = Checksum(0);
+        }
+        header
+    }
+
     fn prepare_frames(
         &mut self,
         h: &WalHeader,
@@ -508,24 +533,33 @@ impl WatchedDb {
         header.wal_size = (end.offset - cursor.offset) as i64;
         header.wal_salt1 = h.salt1;
         header.wal_salt2 = h.salt2;
-        let mut enc = ltx::Encoder::new(Vec::new(), header)?;
-        let mut changes = Vec::with_capacity(latest.len());
         let ps = self.page_size as usize;
-        for (&pgno, &off) in latest.range(..=commit) {
-            if pgno == lock {
-                continue;
-            }
+        let page_at = |off: u64| {
             let start = (off - cursor.offset) as usize;
-            let page = &buf[start..start + ps];
-            enc.encode_page(pgno, page)?;
-            changes.push((pgno, ltx::page_checksum(pgno, page)));
-        }
+            &buf[start..start + ps]
+        };
+        // Checksums first: the header of a Litestream-compatible file carries
+        // the post-apply checksum.
+        let pages: Vec<(u32, u64)> = latest
+            .range(..=commit)
+            .filter(|(p, _)| **p != lock)
+            .map(|(p, o)| (*p, *o))
+            .collect();
+        let changes: Vec<(u32, Checksum)> = pages
+            .iter()
+            .map(|&(pgno, off)| (pgno, ltx::page_checksum(pgno, page_at(off))))
+            .collect();
         // A restart during our reads would mean the bytes came from two
         // generations: start over (the next pass sees the new salts).
         if !self.wal_salts_unchanged(h)? {
             return Ok(Prepared::UpToDate);
         }
         let post = table.value_after(&changes, commit);
+        let header = self.seal_header(header, post);
+        let mut enc = ltx::Encoder::new(Vec::new(), header)?;
+        for &(pgno, off) in &pages {
+            enc.encode_page(pgno, page_at(off))?;
+        }
         let page_count = changes.len() as u32;
         let (bytes, _trailer) = enc.finish(post)?;
         Ok(Prepared::Ship(PendingLtx {
@@ -587,8 +621,24 @@ impl WatchedDb {
             return Ok(Prepared::UpToDate);
         }
         let lock = ltx::lock_pgno(self.page_size);
-        let header = self.base_header(commit, timestamp_ms);
-        let mut enc = ltx::Encoder::new(Vec::new(), header)?;
+        // Pass 1: checksum every page of the image, keep those that differ.
+        let read_page = |p: u32, chunk: &mut Vec<u8>| -> Result<(), DbError> {
+            let from = (p as u64 - 1) * ps;
+            chunk.resize(ps as usize, 0);
+            chunk.fill(0);
+            let avail = db_len.saturating_sub(from).min(ps) as usize;
+            if avail > 0 {
+                db.read_exact_at(&mut chunk[..avail], from)
+                    .map_err(io_err(&self.path))?;
+            }
+            Ok(())
+        };
+        let overlay_page = |p: u32| {
+            overlay.get(&p).map(|off| {
+                let s = (off - wal_start) as usize;
+                &wal_buf[s..s + ps as usize]
+            })
+        };
         let mut changes = Vec::new();
         let mut chunk = vec![0u8; (ps as usize) * 256];
         let mut pgno = 1u32;
@@ -596,7 +646,6 @@ impl WatchedDb {
             let n = (commit - pgno + 1).min(256);
             let from = (pgno as u64 - 1) * ps;
             let avail = db_len.saturating_sub(from).min(n as u64 * ps) as usize;
-            chunk[..avail].fill(0);
             if avail > 0 {
                 db.read_exact_at(&mut chunk[..avail], from)
                     .map_err(io_err(&self.path))?;
@@ -607,20 +656,10 @@ impl WatchedDb {
                 if p == lock {
                     continue;
                 }
-                let page: &[u8] = match overlay.get(&p) {
-                    Some(off) => {
-                        let s = (off - wal_start) as usize;
-                        &wal_buf[s..s + ps as usize]
-                    }
-                    None => {
-                        let s = i as usize * ps as usize;
-                        &chunk[s..s + ps as usize]
-                    }
-                };
+                let s = i as usize * ps as usize;
+                let page = overlay_page(p).unwrap_or(&chunk[s..s + ps as usize]);
                 let sum = ltx::page_checksum(p, page);
-                let same = self.table.as_ref().and_then(|t| t.page(p)) == Some(sum);
-                if !same {
-                    enc.encode_page(p, page)?;
+                if self.table.as_ref().and_then(|t| t.page(p)) != Some(sum) {
                     changes.push((p, sum));
                 }
             }
@@ -644,6 +683,27 @@ impl WatchedDb {
             Some(t) => t.value_after(&changes, commit),
             None => DbChecksum::new().value_after(&changes, commit),
         };
+        // Pass 2: encode the pages that differ. They are read again from the
+        // same image: our read mark keeps every page we read from the database
+        // file from being checkpointed over.
+        let header = self.seal_header(self.base_header(commit, timestamp_ms), post);
+        let mut enc = ltx::Encoder::new(Vec::new(), header)?;
+        let mut page = Vec::with_capacity(ps as usize);
+        for &(p, sum) in &changes {
+            let data: &[u8] = match overlay_page(p) {
+                Some(d) => d,
+                None => {
+                    read_page(p, &mut page)?;
+                    &page
+                }
+            };
+            if ltx::page_checksum(p, data) != sum {
+                // The image moved under us (it cannot while our mark is
+                // held); do not ship a file that does not match its sums.
+                return Ok(Prepared::UpToDate);
+            }
+            enc.encode_page(p, data)?;
+        }
         let page_count = changes.len() as u32;
         let (bytes, _) = enc.finish(post)?;
         Ok(Prepared::Ship(PendingLtx {

@@ -111,6 +111,7 @@ pub fn compact<R: Read, W: Write>(
         wal_salt1: 0,
         wal_salt2: 0,
         node_id: 0,
+        reserved_checksums: None,
     };
     let mut enc = Encoder::new(out, header)?;
     let lock = header.lock_pgno();

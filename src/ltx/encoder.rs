@@ -69,10 +69,12 @@ impl<W: Write> Encoder<W> {
             ..header
         };
         header.validate()?;
-        if header.flags != 0 {
+        let compat =
+            header.flags == super::HEADER_FLAG_NO_CHECKSUM && header.reserved_checksums.is_some();
+        if header.flags != 0 && !compat {
             return Err(LtxError::InvalidHeader {
                 reason: format!(
-                    "flags 0x{:08x} requested; litevault writes no flags (real checksums, current page encoding)",
+                    "flags 0x{:08x} requested; litevault writes no flags (real checksums), or NoChecksum with the checksums in the reserved bytes",
                     header.flags
                 ),
             });
@@ -253,10 +255,25 @@ impl<W: Write> Encoder<W> {
         tail.push(0);
         let index_len = (tail.len() - index_start) as u64;
         tail.extend_from_slice(&index_len.to_be_bytes());
-        tail.extend_from_slice(&post_apply.0.to_be_bytes());
+        // A NoChecksum file stores its post-apply checksum in the reserved
+        // header bytes; the trailer field must then be zero.
+        let trailer_post = if h.no_checksum() {
+            let reserved = h.reserved_checksums.map(|r| r.post_apply);
+            if reserved != Some(post_apply) {
+                return Err(LtxError::ChecksumMismatch {
+                    what: "post-apply checksum vs the one in the reserved header bytes".into(),
+                    expected: reserved.unwrap_or(Checksum(0)),
+                    actual: post_apply,
+                });
+            }
+            Checksum(0)
+        } else {
+            post_apply
+        };
+        tail.extend_from_slice(&trailer_post.0.to_be_bytes());
         self.hash.update(&tail);
         let trailer = Trailer {
-            post_apply_checksum: post_apply,
+            post_apply_checksum: trailer_post,
             file_checksum: Checksum(CHECKSUM_FLAG | self.hash.finalize()),
         };
         tail.extend_from_slice(&trailer.file_checksum.0.to_be_bytes());

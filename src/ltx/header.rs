@@ -93,7 +93,27 @@ pub struct Header {
     pub wal_salt2: u32,
     /// ID of the node that wrote the file (LiteFS); zero if unset.
     pub node_id: u64,
+    /// litevault's rolling checksums kept in the reserved header bytes of a
+    /// [`HEADER_FLAG_NO_CHECKSUM`] file (Litestream-compatible mode): Litestream
+    /// 0.5 restores only files without checksums, so this is where litevault
+    /// keeps the proof it verifies on restore. Layout: bytes 80..88 pre-apply,
+    /// 88..96 post-apply, 96..100 the marker `LVC1`. The file checksum covers
+    /// them like every other header byte.
+    pub reserved_checksums: Option<ReservedChecksums>,
 }
+
+/// Pre- and post-apply checksums kept in the reserved header bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ReservedChecksums {
+    /// Database checksum before the file is applied (the flag alone for an
+    /// empty database; zero for a snapshot).
+    pub pre_apply: Checksum,
+    /// Database checksum after the file is applied.
+    pub post_apply: Checksum,
+}
+
+/// Marker of [`ReservedChecksums`] in header bytes 96..100.
+pub const RESERVED_CHECKSUMS_MARKER: &[u8; 4] = b"LVC1";
 
 impl Default for Header {
     fn default() -> Self {
@@ -111,6 +131,7 @@ impl Default for Header {
             wal_salt1: 0,
             wal_salt2: 0,
             node_id: 0,
+            reserved_checksums: None,
         }
     }
 }
@@ -157,7 +178,12 @@ impl Header {
         b[64..68].copy_from_slice(&self.wal_salt1.to_be_bytes());
         b[68..72].copy_from_slice(&self.wal_salt2.to_be_bytes());
         b[72..80].copy_from_slice(&self.node_id.to_be_bytes());
-        // Bytes 80..100 are reserved and zero.
+        // Bytes 80..100 are reserved: zero, or litevault's checksums.
+        if let Some(r) = self.reserved_checksums {
+            b[80..88].copy_from_slice(&r.pre_apply.0.to_be_bytes());
+            b[88..96].copy_from_slice(&r.post_apply.0.to_be_bytes());
+            b[96..100].copy_from_slice(RESERVED_CHECKSUMS_MARKER);
+        }
         b
     }
 
@@ -195,6 +221,12 @@ impl Header {
             wal_salt1: be_u32(b, 64),
             wal_salt2: be_u32(b, 68),
             node_id: be_u64(b, 72),
+            reserved_checksums: (&b[96..100] == RESERVED_CHECKSUMS_MARKER).then(|| {
+                ReservedChecksums {
+                    pre_apply: Checksum(be_u64(b, 80)),
+                    post_apply: Checksum(be_u64(b, 88)),
+                }
+            }),
         })
     }
 
@@ -327,6 +359,7 @@ mod tests {
             wal_salt1: 0x8619_eeb1,
             wal_salt2: 0x358a_fadf,
             node_id: 7,
+            reserved_checksums: None,
         }
     }
 

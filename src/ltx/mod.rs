@@ -55,7 +55,18 @@ pub use compactor::{CompactOptions, compact};
 pub use decoder::{Decoder, PageEncoding, decode_all};
 pub use encoder::Encoder;
 pub use error::LtxError;
-pub use header::{Header, Trailer, Txid};
+pub use header::{Header, RESERVED_CHECKSUMS_MARKER, ReservedChecksums, Trailer, Txid};
+
+/// The rolling checksums a file proves, wherever it keeps them: the header and
+/// trailer fields, or the reserved header bytes of a Litestream-compatible
+/// file. `None` for files without checksums (written by Litestream).
+pub fn rolling_checksums(h: &Header, t: &Trailer) -> Option<(Checksum, Checksum)> {
+    if !h.no_checksum() {
+        Some((h.pre_apply_checksum, t.post_apply_checksum))
+    } else {
+        h.reserved_checksums.map(|r| (r.pre_apply, r.post_apply))
+    }
+}
 
 /// The first four bytes of every LTX file.
 pub const MAGIC: &[u8; 4] = b"LTX1";

@@ -56,6 +56,9 @@ pub struct ReplicateOptions {
     pub checkpoint: CheckpointOptions,
     /// Time allowed for the final sync at shutdown.
     pub shutdown_timeout: Duration,
+    /// Write files that Litestream 0.5 can restore (NoChecksum flag, with
+    /// litevault's checksums in the reserved header bytes).
+    pub litestream_compat: bool,
 }
 
 impl Default for ReplicateOptions {
@@ -64,6 +67,7 @@ impl Default for ReplicateOptions {
             poll_interval: Duration::from_millis(10),
             checkpoint: CheckpointOptions::default(),
             shutdown_timeout: Duration::from_secs(30),
+            litestream_compat: false,
         }
     }
 }
@@ -151,18 +155,17 @@ pub async fn replica_head(replica: &Replica) -> Result<ReplicaHead, ReplicateErr
         file: last.to_string(),
         source,
     })?;
-    let checksum = if header.flags & ltx::HEADER_FLAG_NO_CHECKSUM != 0 {
-        None
-    } else {
-        let t = replica
-            .read_range(&last, last.size - ltx::TRAILER_SIZE as u64..last.size)
-            .await?;
-        let trailer = ltx::Trailer::decode(&t).map_err(|source| ReplicateError::BadFile {
-            file: last.to_string(),
-            source,
-        })?;
-        Some(trailer.post_apply_checksum)
-    };
+    let t = replica
+        .read_range(
+            &last,
+            last.size.saturating_sub(ltx::TRAILER_SIZE as u64)..last.size,
+        )
+        .await?;
+    let trailer = ltx::Trailer::decode(&t).map_err(|source| ReplicateError::BadFile {
+        file: last.to_string(),
+        source,
+    })?;
+    let checksum = ltx::rolling_checksums(&header, &trailer).map(|(_, post)| post);
     Ok(ReplicaHead {
         txid: last.max_txid,
         checksum,
@@ -183,14 +186,15 @@ async fn roll_forward(
     for f in chain {
         let bytes = replica.read_file(&f).await.ok()?;
         let (h, pages, trailer) = ltx::decode_all(&bytes).ok()?;
-        if h.pre_apply_checksum != table.value() {
+        let (pre, post) = ltx::rolling_checksums(&h, &trailer)?;
+        if pre != table.value() {
             return None;
         }
         table.set_len(h.commit);
         for (pgno, data) in &pages {
             table.apply_page(*pgno, data);
         }
-        if table.value() != trailer.post_apply_checksum {
+        if table.value() != post {
             return None;
         }
     }
@@ -206,7 +210,8 @@ impl Replicator {
     ) -> Result<Replicator, ReplicateError> {
         let path = db_path.as_ref().to_path_buf();
         let p = path.clone();
-        let watched = blocking(move || WatchedDb::open(&p, opts.checkpoint)).await??;
+        let name = replica.to_string();
+        let watched = blocking(move || WatchedDb::open(&p, &name, opts.checkpoint)).await??;
         let head = replica_head(&replica).await?;
         let (saved_table, saved_pos) = watched.saved_state();
         let mut state = None;
@@ -239,6 +244,7 @@ impl Replicator {
             );
         }
         let mut watched = watched;
+        watched.set_litestream_compat(opts.litestream_compat);
         watched.set_shipped_state(head.txid, checksum, state, wal);
         Ok(Replicator {
             db: Arc::new(Mutex::new(watched)),

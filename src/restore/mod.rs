@@ -465,7 +465,7 @@ async fn restore_chain(
     }
     let last = chain.last().expect("chain is not empty");
     if opts.write_state {
-        let state = StateDir::for_db(output);
+        let state = StateDir::for_db(output).for_replica(&replica.to_string());
         state.clear();
         let _ = state.save_pages(last.max_txid, &merged.table);
         let _ = state.save_position(&SavedPosition {
@@ -625,40 +625,39 @@ fn merge_into(
             pgno,
         });
     }
-    // Chain links and the result, where the files carry checksums.
-    let with_sums = |h: &ltx::Header| h.flags & ltx::HEADER_FLAG_NO_CHECKSUM == 0;
-    let mut verified = headers.iter().all(with_sums);
-    for i in 1..headers.len() {
-        if with_sums(&headers[i]) && with_sums(&headers[i - 1]) {
-            let expected = trailers[i - 1].post_apply_checksum;
-            if headers[i].pre_apply_checksum != expected {
-                return Err(RestoreError::ChecksumMismatch {
-                    file: chain[i].to_string(),
-                    txid: chain[i].min_txid,
-                    what: "pre-apply checksum vs the previous file's post-apply checksum",
-                    expected,
-                    actual: headers[i].pre_apply_checksum,
-                });
-            }
+    // Chain links and the result, where the files carry checksums (in the
+    // standard fields or, Litestream-compatible, in the reserved bytes).
+    let sums: Vec<Option<(Checksum, Checksum)>> = headers
+        .iter()
+        .zip(&trailers)
+        .map(|(h, t)| ltx::rolling_checksums(h, t))
+        .collect();
+    for i in 1..sums.len() {
+        if let (Some((_, prev_post)), Some((pre, _))) = (sums[i - 1], sums[i])
+            && pre != prev_post
+        {
+            return Err(RestoreError::ChecksumMismatch {
+                file: chain[i].to_string(),
+                txid: chain[i].min_txid,
+                what: "pre-apply checksum vs the previous file's post-apply checksum",
+                expected: prev_post,
+                actual: pre,
+            });
         }
     }
-    if verified {
-        let expected = trailers
-            .last()
-            .expect("chain is not empty")
-            .post_apply_checksum;
+    // The result is proven when the last file records the checksum it must have.
+    let verified = matches!(sums.last(), Some(Some(_)));
+    if let Some(Some((_, expected))) = sums.last() {
         let actual = table.value();
-        if expected != actual {
+        if *expected != actual {
             return Err(RestoreError::ChecksumMismatch {
                 file: last.to_string(),
                 txid: last.max_txid,
                 what: "checksum of the restored database vs the file's post-apply checksum",
-                expected,
+                expected: *expected,
                 actual,
             });
         }
-    } else {
-        verified = false;
     }
     file.sync_all().map_err(io_err(out))?;
     Ok(Merged {

@@ -1,0 +1,234 @@
+//! Interoperability with the real `litestream` 0.5.17 binary, both ways, on
+//! file:// and S3 (moto on 127.0.0.1).
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use litevault::content::content_digest;
+use litevault::restore::{RestoreOptions, restore};
+use litevault::{Replica, ReplicateOptions, Replicator};
+use support::*;
+
+/// `litestream` with S3 credentials; `AWS_CA_BUNDLE` (set on these machines)
+/// makes it refuse plain-HTTP S3, so it is removed.
+fn litestream(env: &[(&'static str, String)]) -> Command {
+    let mut c = Command::new(litestream_bin());
+    c.env_remove("AWS_CA_BUNDLE");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
+}
+
+/// Litestream's spelling of the same S3 replica.
+fn litestream_s3_url(s3: &S3Server, bucket: &str, prefix: &str) -> String {
+    format!(
+        "s3://{bucket}/{prefix}?endpoint={}&region=us-east-1&forcePathStyle=true",
+        s3.endpoint()
+    )
+}
+
+/// Writes a history with litevault in Litestream-compatible mode, recording
+/// (TXID, content digest) after each sync.
+async fn write_history(db: &Path, replica: Replica, compat: bool) -> Vec<(String, String)> {
+    let mut c = create_db(db, 4096);
+    Workload::init(&c);
+    let opts = ReplicateOptions {
+        litestream_compat: compat,
+        ..Default::default()
+    };
+    let rep = Replicator::open(db, replica, opts).await.unwrap();
+    let mut points = Vec::new();
+    let mut k = 0;
+    for step in 1..=6 {
+        for _ in 0..20 {
+            k += 1;
+            Workload::apply(&mut c, k).unwrap();
+        }
+        if step == 3 {
+            c.execute_batch("CREATE TABLE extra(x); INSERT INTO extra VALUES (1);")
+                .unwrap();
+        }
+        if step == 4 {
+            c.execute_batch("DELETE FROM items WHERE id % 2 = 0; VACUUM;")
+                .unwrap();
+        }
+        let txid = rep.sync_all().await.unwrap();
+        points.push((txid.to_string(), content_digest(db).unwrap().sha256));
+    }
+    rep.run(async {}).await.unwrap();
+    points
+}
+
+fn litestream_restore(
+    env: &[(&'static str, String)],
+    url: &str,
+    out: &Path,
+    txid: Option<&str>,
+) -> std::process::Output {
+    let _ = std::fs::remove_file(out);
+    let mut c = litestream(env);
+    c.args(["restore", "-o"]).arg(out);
+    if let Some(t) = txid {
+        c.args(["-txid", t]);
+    }
+    c.arg(url).output().unwrap()
+}
+
+fn check_litestream_restores(
+    env: &[(&'static str, String)],
+    url: &str,
+    dir: &Path,
+    points: &[(String, String)],
+) {
+    let out = dir.join("by-litestream.db");
+    for (txid, digest) in points {
+        let o = litestream_restore(env, url, &out, Some(txid));
+        assert!(
+            o.status.success(),
+            "litestream restore -txid {txid}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(
+            &content_digest(&out).unwrap().sha256,
+            digest,
+            "litestream restore -txid {txid}"
+        );
+    }
+    let o = litestream_restore(env, url, &out, None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        &content_digest(&out).unwrap().sha256,
+        &points.last().unwrap().1
+    );
+}
+
+#[test]
+fn litestream_restores_litevault_file_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = file_url(&dir.path().join("replica"));
+    let points = block_on(write_history(&db, Replica::open(&url).unwrap(), true));
+    check_litestream_restores(&[], &url, dir.path(), &points);
+    // litevault verifies the same files by the checksums in their reserved bytes.
+    let out = dir.path().join("by-litevault.db");
+    let r = block_on(restore(
+        &Replica::open(&url).unwrap(),
+        &out,
+        &RestoreOptions::default(),
+    ))
+    .unwrap();
+    let litevault::restore::RestoreOutcome::Restored(report) = r else {
+        panic!()
+    };
+    assert!(report.checksum_verified);
+}
+
+#[test]
+fn litestream_restores_litevault_s3_replica() {
+    let s3 = S3Server::start();
+    let bucket = s3.bucket("interop");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let points = block_on(write_history(&db, s3.replica(&bucket, "db/app"), true));
+    check_litestream_restores(
+        &s3.env(),
+        &litestream_s3_url(&s3, &bucket, "db/app"),
+        dir.path(),
+        &points,
+    );
+}
+
+/// Why the compatible mode exists: Litestream 0.5.17 refuses LTX files that
+/// carry rolling checksums (it restores by compacting into a no-checksum file
+/// and copies the last file's post-apply checksum into it). If a later
+/// Litestream accepts them, this test says so.
+#[test]
+fn litestream_rejects_files_with_checksums() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = file_url(&dir.path().join("replica"));
+    block_on(write_history(&db, Replica::open(&url).unwrap(), false));
+    let o = litestream_restore(&[], &url, &dir.path().join("x.db"), None);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("post-apply checksum not allowed"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// `litestream replicate` runs while the database is written; litevault
+/// restores its replica to exactly what Litestream itself restores, a
+/// committed prefix of the writes.
+fn litevault_restores_litestream_replica(
+    url: &str,
+    env: &[(&'static str, String)],
+    replica: Replica,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let mut c = create_db(&db, 4096);
+    Workload::init(&c);
+    let mut ls = litestream(env)
+        .args(["replicate"])
+        .arg(&db)
+        .arg(url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    for i in 1..=400 {
+        Workload::apply(&mut c, i).unwrap();
+        if i % 40 == 0 {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    signal(&ls, "INT");
+    assert!(ls.wait().unwrap().success());
+    let ours = dir.path().join("ours.db");
+    let r = block_on(restore(&replica, &ours, &RestoreOptions::default())).unwrap();
+    assert!(matches!(r, litevault::restore::RestoreOutcome::Restored(_)));
+    let k = Workload::check_prefix(&ours);
+    assert!(
+        k > 300,
+        "most of the writes were replicated by litestream ({k})"
+    );
+    let theirs = dir.path().join("theirs.db");
+    let o = litestream_restore(env, url, &theirs, None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (a, b) = (
+        content_digest(&ours).unwrap(),
+        content_digest(&theirs).unwrap(),
+    );
+    // Litestream adds its own bookkeeping tables; compare ours against theirs
+    // table by table for the application's tables.
+    for t in ["items", "meta"] {
+        assert_eq!(a.counts.get(t), b.counts.get(t), "{t}");
+    }
+    assert_eq!(
+        std::fs::read(&ours).unwrap(),
+        std::fs::read(&theirs).unwrap(),
+        "litevault's restore equals litestream's, byte for byte"
+    );
+}
+
+#[test]
+fn litevault_restores_litestream_file_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = file_url(&dir.path().join("replica"));
+    litevault_restores_litestream_replica(&url, &[], Replica::open(&url).unwrap());
+}
+
+#[test]
+fn litevault_restores_litestream_s3_replica() {
+    let s3 = S3Server::start();
+    let bucket = s3.bucket("fromlitestream");
+    let url = litestream_s3_url(&s3, &bucket, "db/app");
+    litevault_restores_litestream_replica(&url, &s3.env(), s3.replica(&bucket, "db/app"));
+}
