@@ -140,7 +140,7 @@ pub enum Prepared {
     /// Nothing new since the last shipped state.
     UpToDate,
     /// A file to ship.
-    Ship(PendingLtx),
+    Ship(Box<PendingLtx>),
 }
 
 /// The database being replicated.
@@ -562,7 +562,7 @@ impl WatchedDb {
         }
         let page_count = changes.len() as u32;
         let (bytes, _trailer) = enc.finish(post)?;
-        Ok(Prepared::Ship(PendingLtx {
+        Ok(Prepared::Ship(Box::new(PendingLtx {
             bytes,
             header,
             post_apply: post,
@@ -575,7 +575,7 @@ impl WatchedDb {
                 salt2: h.salt2,
                 cursor: end,
             }),
-        }))
+        })))
     }
 
     /// Reads a consistent image of the database (file + committed WAL) and
@@ -706,7 +706,7 @@ impl WatchedDb {
         }
         let page_count = changes.len() as u32;
         let (bytes, _) = enc.finish(post)?;
-        Ok(Prepared::Ship(PendingLtx {
+        Ok(Prepared::Ship(Box::new(PendingLtx {
             bytes,
             header,
             post_apply: post,
@@ -715,11 +715,11 @@ impl WatchedDb {
             changes,
             commit,
             wal: Some(wal_pos),
-        }))
+        })))
     }
 
     /// Records that a prepared file is in the replica.
-    pub fn commit(&mut self, p: PendingLtx) -> Result<(), DbError> {
+    pub fn commit(&mut self, p: Box<PendingLtx>) -> Result<(), DbError> {
         let mut table = self.table.take().unwrap_or_default();
         table.set_len(p.commit);
         for (pgno, sum) in &p.changes {
