@@ -1,0 +1,198 @@
+//! The command line as a user meets it: restore-on-boot flags, point-in-time
+//! by timestamp, `ltx` listing, and clear errors for bad input.
+
+mod support;
+
+use std::process::Stdio;
+
+use support::*;
+
+fn run(args: &[&str]) -> std::process::Output {
+    litevault(&[])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn restore_on_boot_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = file_url(&dir.path().join("replica"));
+    let out = dir.path().join("data/app.db");
+    let out_s = out.to_str().unwrap();
+    // Empty replica: --if-replica-exists makes it a no-op, without it an error.
+    let o = run(&["restore", &url, "-o", out_s, "--if-replica-exists"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!out.exists());
+    let o = run(&["restore", &url, "-o", out_s]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("holds no LTX files"), "{}", stderr(&o));
+    // Replicate something, restore on boot, then boot again: the db exists.
+    let db = dir.path().join("app.db");
+    let mut c = create_db(&db, 4096);
+    Workload::init(&c);
+    for i in 1..=10 {
+        Workload::apply(&mut c, i).unwrap();
+    }
+    let o = run(&["replicate", "--once", db.to_str().unwrap(), &url]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&[
+        "restore",
+        &url,
+        "-o",
+        out_s,
+        "--if-db-not-exists",
+        "--if-replica-exists",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(Workload::check_prefix(&out), 10);
+    let o = run(&["restore", &url, "-o", out_s, "--if-db-not-exists"]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("exists; nothing restored"));
+    let o = run(&["restore", &url, "-o", out_s]);
+    assert!(
+        !o.status.success(),
+        "an existing output is never overwritten"
+    );
+    assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
+    // The restored database continues replicating without re-uploading it:
+    // the restore left the page table beside it.
+    let mut c2 = create_db(&out, 4096);
+    Workload::apply(&mut c2, 11).unwrap();
+    drop(c2);
+    let before = std::fs::read_dir(dir.path().join("replica/ltx/0"))
+        .unwrap()
+        .count();
+    let o = run(&["replicate", "--once", out_s, &url]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&["ltx", &url, "--level", "0", "--json"]);
+    let files: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let files = files.as_array().unwrap();
+    assert_eq!(files.len(), before + 1);
+    let last = files.last().unwrap();
+    let pages_db = std::fs::metadata(&out).unwrap().len() / 4096;
+    assert!(
+        last["size"].as_u64().unwrap() < pages_db * 4096 / 2,
+        "the first file after restore-on-boot holds the change, not the database"
+    );
+}
+
+#[test]
+fn point_in_time_by_txid_and_timestamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = file_url(&dir.path().join("replica"));
+    let db = dir.path().join("app.db");
+    let mut c = create_db(&db, 4096);
+    Workload::init(&c);
+    let mut stamps = Vec::new();
+    for round in 1..=3i64 {
+        for i in (round - 1) * 10 + 1..=round * 10 {
+            Workload::apply(&mut c, i).unwrap();
+        }
+        let o = run(&["replicate", "--once", db.to_str().unwrap(), &url]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        stamps.push(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    let out = dir.path().join("pit.db");
+    for (i, ts) in stamps.iter().enumerate() {
+        let _ = std::fs::remove_file(&out);
+        let o = run(&[
+            "restore",
+            &url,
+            "-o",
+            out.to_str().unwrap(),
+            "--timestamp",
+            ts,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(
+            Workload::check_prefix(&out),
+            (i as i64 + 1) * 10,
+            "state at {ts}"
+        );
+    }
+    let _ = std::fs::remove_file(&out);
+    let o = run(&["restore", &url, "-o", out.to_str().unwrap(), "--txid", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(Workload::check_prefix(&out), 20);
+    let _ = std::fs::remove_file(&out);
+    let o = run(&[
+        "restore",
+        &url,
+        "-o",
+        out.to_str().unwrap(),
+        "--timestamp",
+        "2001-01-01T00:00:00Z",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("newer than that time"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&["restore", &url, "-o", out.to_str().unwrap(), "--txid", "99"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("latest is 0000000000000003"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&["restore", &url, "-o", out.to_str().unwrap(), "--txid", "zz"]);
+    assert!(stderr(&o).contains("not a hex TXID"), "{}", stderr(&o));
+    let o = run(&[
+        "restore",
+        &url,
+        "-o",
+        out.to_str().unwrap(),
+        "--timestamp",
+        "yesterday",
+    ]);
+    assert!(stderr(&o).contains("RFC 3339"), "{}", stderr(&o));
+    // ltx lists what is there, in text and JSON.
+    let o = run(&["ltx", &url]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("0000000000000003"), "{text}");
+}
+
+#[test]
+fn bad_input_gets_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = file_url(&dir.path().join("replica"));
+    let db = dir.path().join("rollback.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("CREATE TABLE t(x)")
+        .unwrap();
+    let o = run(&["replicate", "--once", db.to_str().unwrap(), &url]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("PRAGMA journal_mode=WAL"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&["replicate", "--once", "/nonexistent/app.db", &url]);
+    assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+    let not_db = dir.path().join("text.db");
+    std::fs::write(&not_db, vec![b'x'; 8192]).unwrap();
+    let o = run(&["replicate", "--once", not_db.to_str().unwrap(), &url]);
+    assert!(
+        stderr(&o).contains("not a SQLite database"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&["restore", "ftp://x/y", "-o", "/tmp/x.db"]);
+    assert!(stderr(&o).contains("unsupported scheme"), "{}", stderr(&o));
+    let o = run(&["ltx", "s3://bucket/x?bogus=1"]);
+    assert!(
+        stderr(&o).contains("unknown query parameter"),
+        "{}",
+        stderr(&o)
+    );
+}
