@@ -211,8 +211,9 @@ pub struct Replica {
     layout: KeyLayout,
     /// For `file://` replicas: the root directory, to set file times.
     local_root: Option<PathBuf>,
-    /// Whether the store keeps object metadata (`litestream-timestamp`).
-    metadata: bool,
+    /// Whether the store keeps object metadata (`litestream-timestamp`);
+    /// turned off the first time a store says it cannot.
+    metadata: Arc<std::sync::atomic::AtomicBool>,
     /// The metadata key of the LTX timestamp (Azure forbids hyphens).
     metadata_key: &'static str,
     display: String,
@@ -394,7 +395,7 @@ impl Replica {
             layout,
             metadata_key,
             local_root,
-            metadata,
+            metadata: Arc::new(std::sync::atomic::AtomicBool::new(metadata)),
             display,
             retry: RetryPolicy::default(),
             stats: Arc::new(RequestStats::default()),
@@ -414,7 +415,7 @@ impl Replica {
             layout,
             metadata_key: "litestream-timestamp",
             local_root: None,
-            metadata: true,
+            metadata: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             display: display.to_string(),
             retry: RetryPolicy::default(),
             stats: Arc::new(RequestStats::default()),
@@ -612,29 +613,49 @@ impl Replica {
     ) -> Result<LtxFileInfo, ReplicaError> {
         let key = self.file_key(level, min, max);
         let path = ObjectPath::from(key.as_str());
-        let mut attributes = Attributes::new();
-        if self.metadata {
-            attributes.insert(
-                Attribute::Metadata(self.metadata_key.into()),
-                timestamp
-                    .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
-                    .into(),
-            );
-        }
+        let stamp = timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let size = data.len() as u64;
         let payload = PutPayload::from_bytes(data);
-        self.with_retry_op("PUT", &key, &self.stats.puts, || {
-            self.store.put_opts(
-                &path,
-                payload.clone(),
-                PutOptions {
-                    mode: PutMode::Overwrite,
-                    attributes: attributes.clone(),
-                    ..Default::default()
-                },
-            )
-        })
-        .await?;
+        let put = |with_metadata: bool| {
+            let mut attributes = Attributes::new();
+            if with_metadata {
+                attributes.insert(
+                    Attribute::Metadata(self.metadata_key.into()),
+                    stamp.clone().into(),
+                );
+            }
+            let payload = payload.clone();
+            let path = path.clone();
+            let key = &key;
+            async move {
+                self.with_retry_op("PUT", key, &self.stats.puts, || {
+                    self.store.put_opts(
+                        &path,
+                        payload.clone(),
+                        PutOptions {
+                            mode: PutMode::Overwrite,
+                            attributes: attributes.clone(),
+                            ..Default::default()
+                        },
+                    )
+                })
+                .await
+            }
+        };
+        let with_metadata = self.metadata.load(Ordering::Relaxed);
+        match put(with_metadata).await {
+            Ok(_) => {}
+            // A store that keeps no metadata (a local folder behind a
+            // decorator): the timestamp lives in the LTX header anyway.
+            Err(ReplicaError::Storage { source, .. })
+                if with_metadata
+                    && matches!(*source, object_store::Error::NotImplemented { .. }) =>
+            {
+                self.metadata.store(false, Ordering::Relaxed);
+                put(false).await?;
+            }
+            Err(e) => return Err(e),
+        }
         self.stats.bytes_out.fetch_add(size, Ordering::Relaxed);
         if let Some(root) = &self.local_root {
             let file = root.join(&key);

@@ -1,0 +1,193 @@
+//! Storage faults, injected by a decorator around a real store: failed PUTs
+//! are retried with backoff; an upload that keeps failing leaves no object
+//! behind and loses nothing (the frames stay in the WAL and ship later).
+
+mod support;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use litevault::replica::{KeyLayout, Replica, RetryPolicy};
+use litevault::restore::{RestoreOptions, restore};
+use litevault::{ReplicateOptions, Replicator};
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+use support::*;
+
+/// Fails the next `fail_puts` PUTs with a transient error, then passes
+/// everything to the inner store.
+#[derive(Debug)]
+struct FlakyStore {
+    inner: Arc<dyn ObjectStore>,
+    fail_puts: AtomicU32,
+    attempts: AtomicU32,
+}
+
+impl fmt::Display for FlakyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FlakyStore({})", self.inner)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for FlakyStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        let left = self.fail_puts.load(Ordering::SeqCst);
+        if left > 0 {
+            self.fail_puts.store(left - 1, Ordering::SeqCst);
+            return Err(object_store::Error::Generic {
+                store: "flaky",
+                source: "injected: connection reset".into(),
+            });
+        }
+        self.inner.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+fn flaky(inner: Arc<dyn ObjectStore>) -> Arc<FlakyStore> {
+    Arc::new(FlakyStore {
+        inner,
+        fail_puts: AtomicU32::new(0),
+        attempts: AtomicU32::new(0),
+    })
+}
+
+fn fast_retry(attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: attempts,
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(4),
+    }
+}
+
+#[test]
+fn transient_put_failures_are_retried() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let mut c = create_db(&db, 4096);
+        Workload::init(&c);
+        let store = flaky(Arc::new(object_store::memory::InMemory::new()));
+        let replica = Replica::from_store(store.clone(), "app", KeyLayout::Ltx, "flaky")
+            .with_retry(fast_retry(5));
+        let rep = Replicator::open(&db, replica.clone(), ReplicateOptions::default())
+            .await
+            .unwrap();
+        for i in 1..=20 {
+            Workload::apply(&mut c, i).unwrap();
+            store.fail_puts.store(3, Ordering::SeqCst);
+            rep.sync_all().await.unwrap();
+        }
+        assert_eq!(
+            store.attempts.load(Ordering::SeqCst),
+            20 * 4,
+            "three failures then success, each time"
+        );
+        assert_eq!(replica.stats().counts().errors, 60);
+        rep.run(async {}).await.unwrap();
+        let out = dir.path().join("out.db");
+        restore(&replica, &out, &RestoreOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(Workload::check_prefix(&out), 20);
+    });
+}
+
+#[test]
+fn a_failed_upload_loses_nothing_and_leaves_no_object() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let mut c = create_db(&db, 4096);
+        Workload::init(&c);
+        let inner =
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let store = flaky(inner);
+        let replica = Replica::from_store(store.clone(), "replica", KeyLayout::Ltx, "flaky")
+            .with_retry(fast_retry(2));
+        let rep = Replicator::open(&db, replica.clone(), ReplicateOptions::default())
+            .await
+            .unwrap();
+        for i in 1..=5 {
+            Workload::apply(&mut c, i).unwrap();
+        }
+        rep.sync_all().await.unwrap();
+        // The store is down for a while; the app keeps committing and even
+        // tries to checkpoint.
+        for i in 6..=40 {
+            Workload::apply(&mut c, i).unwrap();
+            store.fail_puts.store(10, Ordering::SeqCst);
+            let err = rep.sync().await.unwrap_err();
+            assert!(err.to_string().contains("PUT"), "{err}");
+            c.busy_timeout(Duration::from_millis(10)).unwrap();
+            let _ = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        }
+        let files: Vec<_> = std::fs::read_dir(dir.path().join("replica/ltx/0"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(
+            files
+                .iter()
+                .all(|f| f.ends_with(".ltx") && !f.contains('#')),
+            "no partial or temporary object under the replica: {files:?}"
+        );
+        assert_eq!(files.len(), 1);
+        // Back up: everything committed meanwhile ships.
+        store.fail_puts.store(0, Ordering::SeqCst);
+        rep.sync_all().await.unwrap();
+        rep.run(async {}).await.unwrap();
+        let out = dir.path().join("out.db");
+        restore(&replica, &out, &RestoreOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(Workload::check_prefix(&out), 40);
+    });
+}
