@@ -191,3 +191,58 @@ fn a_failed_upload_loses_nothing_and_leaves_no_object() {
         assert_eq!(Workload::check_prefix(&out), 40);
     });
 }
+
+/// Uploads fail while the app checkpoints and its next commit restarts the
+/// WAL: the frames whose upload failed were copied into the database file and
+/// are gone from the WAL, and must still reach the replica.
+#[test]
+fn failed_uploads_across_a_wal_restart() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let mut c = create_db(&db, 4096);
+        c.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        Workload::init(&c);
+        let store = flaky(Arc::new(object_store::memory::InMemory::new()));
+        let replica = Replica::from_store(store.clone(), "app", KeyLayout::Ltx, "flaky")
+            .with_retry(fast_retry(1));
+        let rep = Replicator::open(&db, replica.clone(), ReplicateOptions::default())
+            .await
+            .unwrap();
+        for i in 1..=10 {
+            Workload::apply(&mut c, i).unwrap();
+        }
+        rep.sync_all().await.unwrap();
+        for i in 11..=30 {
+            Workload::apply(&mut c, i).unwrap();
+        }
+        // Pages that the commit after the restart will not touch again.
+        c.execute_batch(
+            "CREATE TABLE side(b BLOB); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 40) INSERT INTO side SELECT randomblob(3000) FROM n;",
+        )
+        .unwrap();
+        store.fail_puts.store(2, Ordering::SeqCst);
+        assert!(rep.sync().await.is_err());
+        let (busy, log, done): (i64, i64, i64) = c
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!(
+            (busy, log),
+            (0, done),
+            "every frame was copied into the database"
+        );
+        assert!(rep.sync().await.is_err());
+        // This commit restarts the WAL: frames 11..=30 now live only in the
+        // database file.
+        Workload::apply(&mut c, 31).unwrap();
+        rep.sync_all().await.unwrap();
+        rep.run(async {}).await.unwrap();
+        let out = dir.path().join("out.db");
+        restore(&replica, &out, &RestoreOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(Workload::check_prefix(&out), 31);
+    });
+}

@@ -431,8 +431,13 @@ impl WatchedDb {
             (Some(cursor), Some((h, len))) => self.prepare_frames(h, cursor, *len, timestamp_ms)?,
             _ => self.prepare_resync(wal.as_ref(), timestamp_ms)?,
         };
-        // The mark is held now; it stays held until the next rotation.
-        self.continuous = true;
+        // Continuity holds while every frame up to our mark is shipped. A
+        // prepared file is not shipped yet: until `commit` records it, frames
+        // between the shipped position and our mark could be checkpointed
+        // and, after the next rotation, lost to a WAL restart. So a ship that
+        // is abandoned (failed upload) makes the next pass prove continuity
+        // from the saved position instead of assuming it.
+        self.continuous = !matches!(prepared, Prepared::Ship(_));
         Ok(prepared)
     }
 
@@ -730,6 +735,7 @@ impl WatchedDb {
         self.checksum = p.post_apply;
         self.table = Some(table);
         self.wal = p.wal;
+        self.continuous = true;
         self.ships_since_table_save += 1;
         let first = self.txid.0 == 1 || p.kind == ShipKind::Resync;
         if first || self.ships_since_table_save >= 256 {

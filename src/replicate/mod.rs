@@ -102,6 +102,8 @@ pub enum SyncOutcome {
 /// ```
 pub struct Replicator {
     db: Arc<Mutex<WatchedDb>>,
+    /// One sync at a time: prepare, upload and commit form one step.
+    sync_lock: tokio::sync::Mutex<()>,
     replica: Replica,
     opts: ReplicateOptions,
     path: PathBuf,
@@ -248,6 +250,7 @@ impl Replicator {
         watched.set_shipped_state(head.txid, checksum, state, wal);
         Ok(Replicator {
             db: Arc::new(Mutex::new(watched)),
+            sync_lock: tokio::sync::Mutex::new(()),
             replica,
             opts,
             path,
@@ -266,6 +269,7 @@ impl Replicator {
 
     /// Ships everything committed so far: at most one LTX file per call.
     pub async fn sync(&self) -> Result<SyncOutcome, ReplicateError> {
+        let _step = self.sync_lock.lock().await;
         let db = self.db.clone();
         let ts = now_ms();
         let prepared = blocking(move || db.lock().expect("db lock").prepare(ts)).await??;
