@@ -98,7 +98,7 @@ fn kill_and_restart_under_write_load() {
             .spawn()
             .unwrap();
         let ms = if round % 3 == 0 {
-            rng.random_range(5..900) // within the first second
+            rng.random_range(20..900) // within the first second
         } else {
             rng.random_range(300..2000)
         };

@@ -34,6 +34,7 @@ pub struct Args {
 }
 
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let shutdown = super::shutdown_signal();
     let replica = Replica::open(&a.url)?;
     let mut opts = ReplicateOptions {
         poll_interval: Duration::from_millis(a.poll_ms.max(1)),
@@ -43,16 +44,10 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     };
     opts.checkpoint.min_pages = a.checkpoint_pages;
     opts.checkpoint.truncate_bytes = a.truncate_mib << 20;
-    let shutdown = super::shutdown_signal();
     tokio::pin!(shutdown);
-    // A signal during start-up ends the process cleanly too.
-    let replicator = tokio::select! {
-        r = Replicator::open(&a.db, replica, opts) => r?,
-        _ = &mut shutdown => {
-            tracing::info!("stopped before replication began");
-            return Ok(ExitCode::SUCCESS);
-        }
-    };
+    // A signal during start-up still ends with a final sync: nothing the app
+    // committed before the signal is left behind.
+    let replicator = Replicator::open(&a.db, replica, opts).await?;
     if a.once {
         let txid = replicator.sync_all().await?;
         replicator.run(async {}).await?;
@@ -60,7 +55,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     tracing::info!(db = %a.db.display(), replica = %replicator.replica(), txid = %replicator.txid(), "replicating");
-    replicator.run(shutdown).await?;
+    replicator.run(&mut shutdown).await?;
     tracing::info!("stopped after a final sync");
     Ok(ExitCode::SUCCESS)
 }

@@ -364,30 +364,45 @@ impl WatchedDb {
         }
     }
 
-    /// Scans committed transactions from `cursor`, reading the WAL in growing
-    /// chunks so stale frames past the end are not read.
+    /// Scans committed transactions from `cursor`, reading the WAL in chunks
+    /// of whole frames and keeping only the frame list. Stops at the first
+    /// frame that does not verify (stale frames past the end are not read).
     fn scan_wal(
         &self,
         header: &WalHeader,
         cursor: WalCursor,
         len: u64,
-    ) -> Result<(Vec<u8>, wal::WalScan), DbError> {
+    ) -> Result<wal::WalScan, DbError> {
         let f = File::open(&self.wal_path).map_err(io_err(&self.wal_path))?;
         let frame = header.frame_size() as u64;
-        // Whole frames only, so a chunk boundary never looks like a torn frame.
-        let mut want = frame * (1u64 << 20).div_ceil(frame).max(64);
+        let chunk = frame * (1u64 << 20).div_ceil(frame).max(16);
+        let mut scanner = wal::WalScanner::new(*header, cursor);
+        let mut buf = Vec::new();
         loop {
-            let end = (cursor.offset + want).min(len);
-            let mut buf = vec![0u8; (end - cursor.offset) as usize];
-            f.read_exact_at(&mut buf, cursor.offset)
-                .map_err(io_err(&self.wal_path))?;
-            let scan = wal::scan_committed(header, cursor, &buf);
-            let more = matches!(scan.stop, wal::ScanStop::EndOfData) && end < len;
-            if !more {
-                return Ok((buf, scan));
+            let at = scanner.offset();
+            if at >= len {
+                return Ok(scanner.finish(wal::ScanStop::EndOfData));
             }
-            want *= 2;
+            let n = chunk.min(len - at) as usize;
+            buf.resize(n, 0);
+            f.read_exact_at(&mut buf, at)
+                .map_err(io_err(&self.wal_path))?;
+            if let Some(stop) = scanner.feed(&buf) {
+                return Ok(scanner.finish(stop));
+            }
         }
+    }
+
+    /// Reads one page of a WAL frame.
+    fn read_wal_page(
+        &self,
+        wal: &File,
+        page_offset: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), DbError> {
+        buf.resize(self.page_size as usize, 0);
+        wal.read_exact_at(buf, page_offset)
+            .map_err(io_err(&self.wal_path))
     }
 
     /// Looks at the database and prepares the next LTX file to ship, if any.
@@ -514,7 +529,7 @@ impl WatchedDb {
             self.table = None;
             return self.prepare_resync(Some(&(*h, len)), timestamp_ms);
         }
-        let (buf, scan) = self.scan_wal(h, cursor, len)?;
+        let scan = self.scan_wal(h, cursor, len)?;
         let Some(last) = scan.txns.last() else {
             self.wal = Some(WalPosition::Frames {
                 salt1: h.salt1,
@@ -538,32 +553,46 @@ impl WatchedDb {
         header.wal_size = (end.offset - cursor.offset) as i64;
         header.wal_salt1 = h.salt1;
         header.wal_salt2 = h.salt2;
-        let ps = self.page_size as usize;
-        let page_at = |off: u64| {
-            let start = (off - cursor.offset) as usize;
-            &buf[start..start + ps]
-        };
-        // Checksums first: the header of a Litestream-compatible file carries
-        // the post-apply checksum.
         let pages: Vec<(u32, u64)> = latest
             .range(..=commit)
             .filter(|(p, _)| **p != lock)
             .map(|(p, o)| (*p, *o))
             .collect();
-        let changes: Vec<(u32, Checksum)> = pages
-            .iter()
-            .map(|&(pgno, off)| (pgno, ltx::page_checksum(pgno, page_at(off))))
-            .collect();
-        // A restart during our reads would mean the bytes came from two
-        // generations: start over (the next pass sees the new salts).
-        if !self.wal_salts_unchanged(h)? {
-            return Ok(Prepared::UpToDate);
+        let walf = File::open(&self.wal_path).map_err(io_err(&self.wal_path))?;
+        // Pass 1, checksums: the header of a Litestream-compatible file
+        // carries the post-apply checksum. Small files keep their pages; large
+        // ones read them again in pass 2 (from the page cache).
+        let ps = self.page_size as usize;
+        let keep = pages.len() * ps <= 16 << 20;
+        let mut kept: Vec<u8> = Vec::with_capacity(if keep { pages.len() * ps } else { 0 });
+        let mut page = Vec::with_capacity(ps);
+        let mut changes: Vec<(u32, Checksum)> = Vec::with_capacity(pages.len());
+        for &(pgno, off) in &pages {
+            self.read_wal_page(&walf, off, &mut page)?;
+            changes.push((pgno, ltx::page_checksum(pgno, &page)));
+            if keep {
+                kept.extend_from_slice(&page);
+            }
         }
         let post = table.value_after(&changes, commit);
         let header = self.seal_header(header, post);
         let mut enc = ltx::Encoder::new(Vec::new(), header)?;
-        for &(pgno, off) in &pages {
-            enc.encode_page(pgno, page_at(off))?;
+        for (i, &(pgno, off)) in pages.iter().enumerate() {
+            let data: &[u8] = if keep {
+                &kept[i * ps..(i + 1) * ps]
+            } else {
+                self.read_wal_page(&walf, off, &mut page)?;
+                if ltx::page_checksum(pgno, &page) != changes[i].1 {
+                    return Ok(Prepared::UpToDate);
+                }
+                &page
+            };
+            enc.encode_page(pgno, data)?;
+        }
+        // A restart during our reads would mean the bytes came from two
+        // generations: start over (the next pass sees the new salts).
+        if !self.wal_salts_unchanged(h)? {
+            return Ok(Prepared::UpToDate);
         }
         let page_count = changes.len() as u32;
         let (bytes, _trailer) = enc.finish(post)?;
@@ -590,10 +619,10 @@ impl WatchedDb {
         wal: Option<&(WalHeader, u64)>,
         timestamp_ms: i64,
     ) -> Result<Prepared, DbError> {
-        let (overlay, wal_buf, wal_start, commit_from_wal, wal_pos) = match wal {
+        let (overlay, commit_from_wal, wal_pos) = match wal {
             Some((h, len)) => {
                 let start = WalCursor::start(h);
-                let (buf, scan) = self.scan_wal(h, start, *len)?;
+                let scan = self.scan_wal(h, start, *len)?;
                 let mut latest: BTreeMap<u32, u64> = BTreeMap::new();
                 for t in &scan.txns {
                     for f in &t.frames {
@@ -610,9 +639,13 @@ impl WatchedDb {
                     self.page_size = h.page_size;
                     self.table = None;
                 }
-                (latest, buf, start.offset, commit, pos)
+                (latest, commit, pos)
             }
-            None => (BTreeMap::new(), Vec::new(), 0, None, WalPosition::NoWal),
+            None => (BTreeMap::new(), None, WalPosition::NoWal),
+        };
+        let walf = match wal {
+            Some(_) => Some(File::open(&self.wal_path).map_err(io_err(&self.wal_path))?),
+            None => None,
         };
         let ps = self.page_size as u64;
         let db = File::open(&self.path).map_err(io_err(&self.path))?;
@@ -638,12 +671,17 @@ impl WatchedDb {
             }
             Ok(())
         };
-        let overlay_page = |p: u32| {
-            overlay.get(&p).map(|off| {
-                let s = (off - wal_start) as usize;
-                &wal_buf[s..s + ps as usize]
-            })
+        // The committed WAL version of a page, if it has one.
+        let overlay_page = |p: u32, buf: &mut Vec<u8>| -> Result<bool, DbError> {
+            match (overlay.get(&p), &walf) {
+                (Some(off), Some(f)) => {
+                    self.read_wal_page(f, *off, buf)?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
         };
+        let mut wal_page = Vec::with_capacity(ps as usize);
         let mut changes = Vec::new();
         let mut chunk = vec![0u8; (ps as usize) * 256];
         let mut pgno = 1u32;
@@ -662,7 +700,11 @@ impl WatchedDb {
                     continue;
                 }
                 let s = i as usize * ps as usize;
-                let page = overlay_page(p).unwrap_or(&chunk[s..s + ps as usize]);
+                let page: &[u8] = if overlay_page(p, &mut wal_page)? {
+                    &wal_page
+                } else {
+                    &chunk[s..s + ps as usize]
+                };
                 let sum = ltx::page_checksum(p, page);
                 if self.table.as_ref().and_then(|t| t.page(p)) != Some(sum) {
                     changes.push((p, sum));
@@ -695,13 +737,10 @@ impl WatchedDb {
         let mut enc = ltx::Encoder::new(Vec::new(), header)?;
         let mut page = Vec::with_capacity(ps as usize);
         for &(p, sum) in &changes {
-            let data: &[u8] = match overlay_page(p) {
-                Some(d) => d,
-                None => {
-                    read_page(p, &mut page)?;
-                    &page
-                }
-            };
+            if !overlay_page(p, &mut page)? {
+                read_page(p, &mut page)?;
+            }
+            let data: &[u8] = &page;
             if ltx::page_checksum(p, data) != sum {
                 // The image moved under us (it cannot while our mark is
                 // held); do not ship a file that does not match its sums.

@@ -440,67 +440,106 @@ pub struct WalScan {
 /// use [`frame_ends_at`] to check that a saved cursor is still valid.
 /// Offsets in the result are absolute WAL file offsets.
 pub fn scan_committed(header: &WalHeader, cursor: WalCursor, bytes: &[u8]) -> WalScan {
-    let frame_size = header.frame_size();
-    let big_endian = header.big_endian_checksums;
-    let mut txns = Vec::new();
-    let mut pending: Vec<WalFrameRef> = Vec::new();
-    let mut end = cursor;
-    let mut running = cursor.checksum;
-    let mut offset = cursor.offset;
-    let mut rest = bytes;
+    let mut scanner = WalScanner::new(*header, cursor);
+    let stop = scanner.feed(bytes).unwrap_or(ScanStop::EndOfData);
+    scanner.finish(stop)
+}
 
-    let stop = loop {
-        if rest.is_empty() {
-            break ScanStop::EndOfData;
-        }
-        if rest.len() < frame_size {
-            break ScanStop::TornFrame { offset };
-        }
-        let (frame, tail) = rest.split_at(frame_size);
-        let (raw_header, page) = frame.split_at(FRAME_HEADER_SIZE);
-        let raw_header: &[u8; FRAME_HEADER_SIZE] =
-            raw_header.try_into().expect("split_at yields 24 bytes");
-        let fh = FrameHeader::parse(raw_header);
-        if !header.salts_match(&fh) {
-            break ScanStop::SaltMismatch { offset };
-        }
-        if fh.pgno == 0 {
-            break ScanStop::InvalidPageNumber { offset };
-        }
-        let sum = wal_checksum(big_endian, running, &raw_header[..8]);
-        let sum = wal_checksum(big_endian, sum, page);
-        if sum != fh.checksum {
-            break ScanStop::ChecksumMismatch { offset };
-        }
+/// The incremental form of [`scan_committed`]: feed the WAL in chunks of
+/// whole frames, in order, without keeping them. Only the frame list (page
+/// number and offset of each frame) is retained, so a transaction of any size
+/// is scanned in constant memory.
+#[derive(Clone, Debug)]
+pub struct WalScanner {
+    header: WalHeader,
+    txns: Vec<WalTxn>,
+    pending: Vec<WalFrameRef>,
+    end: WalCursor,
+    running: WalChecksum,
+    offset: u64,
+}
 
-        pending.push(WalFrameRef {
-            pgno: fh.pgno,
-            offset,
-        });
-        running = sum;
-        offset += frame_size as u64;
-        rest = tail;
+impl WalScanner {
+    /// Starts a scan at `cursor` (see [`scan_committed`] for what it may be).
+    pub fn new(header: WalHeader, cursor: WalCursor) -> WalScanner {
+        WalScanner {
+            header,
+            txns: Vec::new(),
+            pending: Vec::new(),
+            end: cursor,
+            running: cursor.checksum,
+            offset: cursor.offset,
+        }
+    }
 
-        if fh.is_commit() {
-            end = WalCursor {
+    /// The file offset of the next frame to feed.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Verifies the frames in `bytes` (the WAL file's contents starting at
+    /// [`offset`](Self::offset)). Returns `None` when all of them verified
+    /// and the caller may feed more, or why the scan stops. A trailing partial
+    /// frame stops the scan as torn.
+    pub fn feed(&mut self, bytes: &[u8]) -> Option<ScanStop> {
+        let frame_size = self.header.frame_size();
+        let big_endian = self.header.big_endian_checksums;
+        let mut rest = bytes;
+        loop {
+            if rest.is_empty() {
+                return None;
+            }
+            let offset = self.offset;
+            if rest.len() < frame_size {
+                return Some(ScanStop::TornFrame { offset });
+            }
+            let (frame, tail) = rest.split_at(frame_size);
+            let (raw_header, page) = frame.split_at(FRAME_HEADER_SIZE);
+            let raw_header: &[u8; FRAME_HEADER_SIZE] =
+                raw_header.try_into().expect("split_at yields 24 bytes");
+            let fh = FrameHeader::parse(raw_header);
+            if !self.header.salts_match(&fh) {
+                return Some(ScanStop::SaltMismatch { offset });
+            }
+            if fh.pgno == 0 {
+                return Some(ScanStop::InvalidPageNumber { offset });
+            }
+            let sum = wal_checksum(big_endian, self.running, &raw_header[..8]);
+            let sum = wal_checksum(big_endian, sum, page);
+            if sum != fh.checksum {
+                return Some(ScanStop::ChecksumMismatch { offset });
+            }
+            self.pending.push(WalFrameRef {
+                pgno: fh.pgno,
                 offset,
-                checksum: sum,
-            };
-            // Exact-size copy; `pending` keeps its buffer for the next txn.
-            txns.push(WalTxn {
-                frames: pending.to_vec(),
-                commit: fh.commit,
-                end,
             });
-            pending.clear();
+            self.running = sum;
+            self.offset += frame_size as u64;
+            rest = tail;
+            if fh.is_commit() {
+                self.end = WalCursor {
+                    offset: self.offset,
+                    checksum: sum,
+                };
+                // Exact-size copy; `pending` keeps its buffer for the next txn.
+                self.txns.push(WalTxn {
+                    frames: self.pending.to_vec(),
+                    commit: fh.commit,
+                    end: self.end,
+                });
+                self.pending.clear();
+            }
         }
-    };
+    }
 
-    WalScan {
-        txns,
-        end,
-        uncommitted_frames: pending.len() as u64,
-        stop,
+    /// Ends the scan with the reason it stopped.
+    pub fn finish(self, stop: ScanStop) -> WalScan {
+        WalScan {
+            txns: self.txns,
+            end: self.end,
+            uncommitted_frames: self.pending.len() as u64,
+            stop,
+        }
     }
 }
 
