@@ -6,26 +6,38 @@
 
 use std::fmt;
 
-use crc::{CRC_64_GO_ISO, Crc, Table};
+use crc_fast::CrcAlgorithm::Crc64GoIso;
 
 use super::LtxError;
 
 /// Bit 63, set on every checksum LTX stores.
 pub const CHECKSUM_FLAG: u64 = 1 << 63;
 
-static CRC64: Crc<u64, Table<16>> = Crc::<u64, Table<16>>::new(&CRC_64_GO_ISO);
+/// A running CRC-64/GO-ISO digest (carry-less multiplication where the CPU
+/// has it: checksums are most of a restore's work).
+#[derive(Clone)]
+pub(crate) struct Hasher(crc_fast::Digest);
 
-/// A running CRC-64/GO-ISO digest.
-pub(crate) type Hasher = crc::Digest<'static, u64, Table<16>>;
+impl Hasher {
+    /// Adds bytes.
+    pub(crate) fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    /// The CRC of everything added.
+    pub(crate) fn finalize(self) -> u64 {
+        self.0.finalize()
+    }
+}
 
 /// Starts a CRC-64/GO-ISO digest.
 pub(crate) fn hasher() -> Hasher {
-    CRC64.digest()
+    Hasher(crc_fast::Digest::new(Crc64GoIso))
 }
 
 /// CRC-64/GO-ISO of `data`, without the flag (Go `crc64.Checksum(data, crc64.MakeTable(crc64.ISO))`).
 pub(crate) fn crc64(data: &[u8]) -> u64 {
-    CRC64.checksum(data)
+    crc_fast::checksum(Crc64GoIso, data)
 }
 
 /// An LTX checksum. Bit 63 is set on every real checksum; zero means none.

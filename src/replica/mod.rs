@@ -552,6 +552,15 @@ impl Replica {
         Ok(bytes)
     }
 
+    /// For a local-folder replica, the path of a file on disk (read in place
+    /// by a restore, without a copy). Counted as one GET.
+    pub fn local_path(&self, info: &LtxFileInfo) -> Option<PathBuf> {
+        let root = self.local_root.as_ref()?;
+        self.stats.gets.fetch_add(1, Ordering::Relaxed);
+        self.stats.bytes_in.fetch_add(info.size, Ordering::Relaxed);
+        Some(root.join(self.file_key(info.level, info.min_txid, info.max_txid)))
+    }
+
     /// Opens a file for streaming download.
     pub async fn open_stream(
         &self,

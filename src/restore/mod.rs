@@ -331,6 +331,13 @@ async fn fetch(
     f: &LtxFileInfo,
     staging: &Path,
 ) -> Result<Fetched, RestoreError> {
+    if let Some(path) = replica.local_path(f) {
+        if !path.exists() {
+            // Let the store report it, as for any other backend.
+            return Ok(Fetched::Memory(replica.read_file(f).await?));
+        }
+        return Ok(Fetched::Disk(path));
+    }
     if f.size <= IN_MEMORY_LIMIT {
         return Ok(Fetched::Memory(replica.read_file(f).await?));
     }
@@ -431,6 +438,7 @@ async fn restore_chain(
         .buffered(opts.concurrency.max(1))
         .try_collect()
         .await?;
+    tracing::debug!(elapsed = ?started.elapsed(), "fetched");
     if let Some(b) = &bar {
         b.set_message("applying");
     }
@@ -442,6 +450,7 @@ async fn restore_chain(
             path: PathBuf::new(),
             source: std::io::Error::other(e.to_string()),
         })??;
+    tracing::debug!(elapsed = ?started.elapsed(), "merged, verified and synced");
     let tmp_owned = tmp.to_path_buf();
     tokio::task::spawn_blocking(move || integrity_check(&tmp_owned))
         .await
@@ -449,6 +458,7 @@ async fn restore_chain(
             path: PathBuf::new(),
             source: std::io::Error::other(e.to_string()),
         })??;
+    tracing::debug!(elapsed = ?started.elapsed(), "integrity_check passed");
     // Publish. A stale -wal or -shm beside the output would be replayed over
     // the restored file by the next open: remove them first.
     for suffix in ["-wal", "-shm"] {
@@ -560,55 +570,81 @@ fn merge_into(
             heap.push(Reverse((p, i)));
         }
     }
-    let mut table = DbChecksum::new();
-    table.set_len(commit);
-    // Coalesce consecutive pages into one write.
-    let mut batch: Vec<u8> = Vec::with_capacity(256 * page_size as usize);
+    // The merge runs here; page checksums and writes run on a second thread,
+    // fed batches of consecutive pages.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(u32, Vec<u8>)>(4);
+    let writer_file = file.try_clone().map_err(io_err(out))?;
+    let out_path = out.to_path_buf();
+    let writer = std::thread::spawn(move || -> Result<DbChecksum, RestoreError> {
+        let mut table = DbChecksum::new();
+        table.set_len(commit);
+        let ps = page_size as usize;
+        for (start, batch) in rx {
+            for (i, page) in batch.chunks_exact(ps).enumerate() {
+                table.apply_page(start + i as u32, page);
+            }
+            writer_file
+                .write_all_at(&batch, (start as u64 - 1) * page_size as u64)
+                .map_err(io_err(&out_path))?;
+        }
+        Ok(table)
+    });
+    let batch_bytes = (8usize << 20).max(page_size as usize);
+    let mut batch: Vec<u8> = Vec::with_capacity(batch_bytes);
     let mut batch_start = 0u32;
     let mut batch_next = 0u32;
-    let flush = |batch: &mut Vec<u8>, start: u32| -> Result<(), RestoreError> {
+    let mut holders: Vec<usize> = Vec::new();
+    let mut merge = || -> Result<(), RestoreError> {
+        while let Some(Reverse((pgno, first))) = heap.pop() {
+            holders.clear();
+            holders.push(first);
+            while let Some(Reverse((p, i))) = heap.peek().copied() {
+                if p != pgno {
+                    break;
+                }
+                heap.pop();
+                holders.push(i);
+            }
+            // The newest input holding this page wins.
+            let winner = *holders.iter().max().expect("at least one holder");
+            let page = &bufs[winner];
+            if page.len() != page_size as usize {
+                return Err(bad_file(&chain[winner])(ltx::LtxError::InvalidHeader {
+                    reason: format!("page {pgno} has {} bytes", page.len()),
+                }));
+            }
+            if !batch.is_empty() && (pgno != batch_next || batch.len() >= batch_bytes) {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_bytes));
+                if tx.send((batch_start, full)).is_err() {
+                    return Ok(()); // the writer failed; its error is reported below
+                }
+            }
+            if batch.is_empty() {
+                batch_start = pgno;
+            }
+            batch.extend_from_slice(page);
+            batch_next = pgno + 1;
+            for &i in &holders {
+                if let Some(p) = next_valid(&mut decoders[i], &mut bufs[i], limit[i])
+                    .map_err(bad_file(&chain[i]))?
+                {
+                    heap.push(Reverse((p, i)));
+                }
+            }
+        }
         if !batch.is_empty() {
-            file.write_all_at(batch, (start as u64 - 1) * page_size as u64)
-                .map_err(io_err(out))?;
-            batch.clear();
+            let _ = tx.send((batch_start, std::mem::take(&mut batch)));
         }
         Ok(())
     };
-    let mut holders: Vec<usize> = Vec::new();
-    while let Some(Reverse((pgno, first))) = heap.pop() {
-        holders.clear();
-        holders.push(first);
-        while let Some(Reverse((p, i))) = heap.peek().copied() {
-            if p != pgno {
-                break;
-            }
-            heap.pop();
-            holders.push(i);
-        }
-        // The newest input holding this page wins.
-        let winner = *holders.iter().max().expect("at least one holder");
-        let page = &bufs[winner];
-        if page.len() != page_size as usize {
-            return Err(bad_file(&chain[winner])(ltx::LtxError::InvalidHeader {
-                reason: format!("page {pgno} has {} bytes", page.len()),
-            }));
-        }
-        table.apply_page(pgno, page);
-        if batch.is_empty() || pgno != batch_next || batch.len() >= (8 << 20) {
-            flush(&mut batch, batch_start)?;
-            batch_start = pgno;
-        }
-        batch.extend_from_slice(page);
-        batch_next = pgno + 1;
-        for &i in &holders {
-            if let Some(p) =
-                next_valid(&mut decoders[i], &mut bufs[i], limit[i]).map_err(bad_file(&chain[i]))?
-            {
-                heap.push(Reverse((p, i)));
-            }
-        }
-    }
-    flush(&mut batch, batch_start)?;
+    let merged = merge();
+    drop(tx);
+    let written = writer.join().map_err(|_| RestoreError::Io {
+        path: out.to_path_buf(),
+        source: std::io::Error::other("the writer thread panicked"),
+    })?;
+    merged?;
+    let table = written?;
     file.set_len(commit as u64 * page_size as u64)
         .map_err(io_err(out))?;
     // Every file's own checksum (the decoder checks it at the end).
