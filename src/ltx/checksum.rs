@@ -298,6 +298,26 @@ impl FromIterator<(u32, Checksum)> for DbChecksum {
 }
 
 #[cfg(test)]
+mod simd_crc_tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The accelerated CRC equals the plain table-driven CRC-64/GO-ISO,
+        /// whole and fed in pieces.
+        #[test]
+        fn matches_table_crc(data in proptest::collection::vec(any::<u8>(), 0..5000), split in 0usize..5000) {
+            let table = crc::Crc::<u64>::new(&crc::CRC_64_GO_ISO);
+            prop_assert_eq!(super::crc64(&data), table.checksum(&data));
+            let split = split.min(data.len());
+            let mut h = super::hasher();
+            h.update(&data[..split]);
+            h.update(&data[split..]);
+            prop_assert_eq!(h.finalize(), table.checksum(&data));
+        }
+    }
+}
+
+#[cfg(test)]
 mod value_after_tests {
     use super::*;
 
