@@ -232,3 +232,69 @@ fn litevault_restores_litestream_s3_replica() {
     let url = litestream_s3_url(&s3, &bucket, "db/app");
     litevault_restores_litestream_replica(&url, &s3.env(), s3.replica(&bucket, "db/app"));
 }
+
+/// A replica that Litestream started can be continued by litevault: it reads
+/// the chain once to learn the state's checksum, then ships only what changed;
+/// both tools restore the result.
+#[test]
+fn litevault_continues_a_litestream_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = file_url(&dir.path().join("replica"));
+    let mut c = create_db(&db, 4096);
+    Workload::init(&c);
+    for i in 1..=50 {
+        Workload::apply(&mut c, i).unwrap();
+    }
+    let o = litestream(&[])
+        .args(["replicate", "-once"])
+        .arg(&db)
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for i in 51..=80 {
+        Workload::apply(&mut c, i).unwrap();
+    }
+    let before = std::fs::read_dir(dir.path().join("replica/ltx/0"))
+        .unwrap()
+        .count();
+    block_on(async {
+        let opts = ReplicateOptions {
+            litestream_compat: true,
+            ..Default::default()
+        };
+        let rep = Replicator::open(&db, Replica::open(&url).unwrap(), opts)
+            .await
+            .unwrap();
+        match rep.sync().await.unwrap() {
+            litevault::SyncOutcome::Shipped { pages, .. } => {
+                let total: u32 = c.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+                assert!(
+                    pages < total,
+                    "only the changed pages ship ({pages} of {total})"
+                );
+            }
+            other => panic!("expected a file, got {other:?}"),
+        }
+        rep.run(async {}).await.unwrap();
+    });
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("replica/ltx/0"))
+            .unwrap()
+            .count(),
+        before + 1
+    );
+    let ours = dir.path().join("ours.db");
+    block_on(restore(
+        &Replica::open(&url).unwrap(),
+        &ours,
+        &RestoreOptions::default(),
+    ))
+    .unwrap();
+    assert_eq!(Workload::check_prefix(&ours), 80);
+    let theirs = dir.path().join("theirs.db");
+    let o = litestream_restore(&[], &url, &theirs, None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(Workload::check_prefix(&theirs), 80);
+}

@@ -37,6 +37,16 @@ pub enum ReplicateError {
         #[source]
         source: ltx::LtxError,
     },
+    /// The replica's latest state cannot be established.
+    #[error(
+        "cannot continue {replica}: its files carry no checksums and the chain up to TXID {txid} cannot be read; restore it to check it, or replicate to an empty location"
+    )]
+    UnknownReplicaState {
+        /// The replica URL.
+        replica: String,
+        /// Its latest TXID.
+        txid: Txid,
+    },
     /// The final sync did not finish in time.
     #[error(
         "the final sync did not finish within {0:?}; the unshipped frames are still in the WAL and will ship on the next start"
@@ -188,15 +198,25 @@ async fn roll_forward(
     for f in chain {
         let bytes = replica.read_file(&f).await.ok()?;
         let (h, pages, trailer) = ltx::decode_all(&bytes).ok()?;
-        let (pre, post) = ltx::rolling_checksums(&h, &trailer)?;
-        if pre != table.value() {
+        // Files without checksums (written by Litestream) are applied on
+        // trust in their own CRC; files with checksums must link up.
+        let sums = ltx::rolling_checksums(&h, &trailer);
+        if let Some((pre, _)) = sums
+            && !h.is_snapshot()
+            && pre != table.value()
+        {
             return None;
+        }
+        if h.is_snapshot() {
+            table = DbChecksum::new();
         }
         table.set_len(h.commit);
         for (pgno, data) in &pages {
             table.apply_page(*pgno, data);
         }
-        if table.value() != post {
+        if let Some((_, post)) = sums
+            && table.value() != post
+        {
             return None;
         }
     }
@@ -228,13 +248,29 @@ impl Replicator {
                     state = None;
                 }
             }
+        } else if head.checksum.is_none() {
+            // The replica's files carry no checksums (Litestream wrote them):
+            // learn its exact state by reading the chain once, so the next
+            // file can state its pre-apply checksum and ship only what differs.
+            tracing::info!(txid = %head.txid, "the replica carries no checksums; reading it once to continue it");
+            state =
+                roll_forward(&replica, &head.files, DbChecksum::new(), Txid(0), head.txid).await;
         }
-        let checksum = head.checksum.unwrap_or(Checksum(0));
+        let checksum = match (&state, head.checksum) {
+            (_, Some(sum)) => sum,
+            (Some(t), None) => t.value(),
+            (None, None) => {
+                return Err(ReplicateError::UnknownReplicaState {
+                    replica: replica.to_string(),
+                    txid: head.txid,
+                });
+            }
+        };
         let wal = saved_pos
             .filter(|p| {
                 state.is_some()
                     && p.txid == head.txid
-                    && Some(p.checksum) == head.checksum
+                    && p.checksum == checksum
                     && p.page_size == watched.page_size()
             })
             .map(|p| p.wal);
