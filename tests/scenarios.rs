@@ -186,38 +186,72 @@ fn thousands_of_small_transactions_while_running() {
     });
 }
 
-/// One transaction larger than 64 MiB.
-#[test]
-fn one_transaction_larger_than_64_mib() {
-    block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("app.db");
-        let c = create_db(&db, 4096);
-        Workload::init(&c);
-        let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
-        let rep = Replicator::open(&db, replica.clone(), ReplicateOptions::default())
-            .await
-            .unwrap();
-        rep.sync_all().await.unwrap();
-        c.execute_batch(
-            "BEGIN; CREATE TABLE big(b BLOB);
-             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 70000)
-             INSERT INTO big SELECT randomblob(1000) FROM n; COMMIT;",
-        )
+/// One transaction larger than 64 MiB: spilled to disk while it is encoded,
+/// uploaded in parts.
+async fn large_transaction(replica: Replica) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let c = create_db(&db, 4096);
+    Workload::init(&c);
+    let rep = Replicator::open(&db, replica.clone(), ReplicateOptions::default())
+        .await
         .unwrap();
-        let wal = std::fs::metadata(dir.path().join("app.db-wal"))
-            .unwrap()
-            .len();
-        assert!(
-            wal > 64 << 20,
-            "the transaction is in the WAL ({wal} bytes)"
-        );
-        rep.sync_all().await.unwrap();
-        rep.run(async {}).await.unwrap();
-        let out = dir.path().join("out.db");
-        restore_at(&replica, &out, RestoreTarget::Latest).await;
-        assert_eq!(content_digest(&out).unwrap(), content_digest(&db).unwrap());
-    });
+    rep.sync_all().await.unwrap();
+    c.execute_batch(
+        "BEGIN; CREATE TABLE big(b BLOB);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 70000)
+         INSERT INTO big SELECT randomblob(1000) FROM n; COMMIT;",
+    )
+    .unwrap();
+    let wal = std::fs::metadata(dir.path().join("app.db-wal"))
+        .unwrap()
+        .len();
+    assert!(
+        wal > 64 << 20,
+        "the transaction is in the WAL ({wal} bytes)"
+    );
+    match rep.sync().await.unwrap() {
+        SyncOutcome::Shipped { bytes, .. } => {
+            assert!(bytes > 64 << 20, "one file of {bytes} bytes")
+        }
+        other => panic!("expected a file, got {other:?}"),
+    }
+    rep.run(async {}).await.unwrap();
+    let spill_left = walkdir(dir.path())
+        .into_iter()
+        .any(|p| p.to_string_lossy().ends_with(".ltx.tmp"));
+    assert!(!spill_left, "the spill file is removed after the upload");
+    let out = dir.path().join("out.db");
+    restore_at(&replica, &out, RestoreTarget::Latest).await;
+    assert_eq!(content_digest(&out).unwrap(), content_digest(&db).unwrap());
+}
+
+fn walkdir(p: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(p).unwrap().flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            out.extend(walkdir(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn one_transaction_larger_than_64_mib_file() {
+    let dir = tempfile::tempdir().unwrap();
+    block_on(large_transaction(
+        Replica::open(&file_url(dir.path())).unwrap(),
+    ));
+}
+
+#[test]
+fn one_transaction_larger_than_64_mib_s3() {
+    let s3 = S3Server::start();
+    let bucket = s3.bucket("large");
+    block_on(large_transaction(s3.replica(&bucket, "db/app")));
 }
 
 /// The hard case: the replicator is down while the app commits UPDATEs and

@@ -33,6 +33,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::ltx::{self, Checksum, DbChecksum, Txid};
+use crate::replica::{LtxBody, SPILL_THRESHOLD, SpillWriter};
 use crate::wal::{self, WalCursor, WalHeader};
 pub use state::{SavedPosition, StateDir, WalPosition};
 
@@ -119,8 +120,8 @@ pub enum ShipKind {
 /// An LTX file prepared from the database, not yet uploaded.
 #[derive(Debug)]
 pub struct PendingLtx {
-    /// The encoded file.
-    pub bytes: Vec<u8>,
+    /// The encoded file (in memory, or spilled to disk when large).
+    pub body: LtxBody,
     /// Its header.
     pub header: ltx::Header,
     /// Its post-apply checksum.
@@ -497,6 +498,12 @@ impl WatchedDb {
         }
     }
 
+    /// Where an encoded file goes: memory, then the state folder past
+    /// [`SPILL_THRESHOLD`].
+    fn spill_writer(&self) -> SpillWriter {
+        SpillWriter::new(self.state.path(), SPILL_THRESHOLD)
+    }
+
     /// Puts the checksums where this replica's mode keeps them: the standard
     /// fields, or (Litestream-compatible) the reserved header bytes of a
     /// NoChecksum file.
@@ -576,7 +583,7 @@ impl WatchedDb {
         }
         let post = table.value_after(&changes, commit);
         let header = self.seal_header(header, post);
-        let mut enc = ltx::Encoder::new(Vec::new(), header)?;
+        let mut enc = ltx::Encoder::new(self.spill_writer(), header)?;
         for (i, &(pgno, off)) in pages.iter().enumerate() {
             let data: &[u8] = if keep {
                 &kept[i * ps..(i + 1) * ps]
@@ -595,9 +602,10 @@ impl WatchedDb {
             return Ok(Prepared::UpToDate);
         }
         let page_count = changes.len() as u32;
-        let (bytes, _trailer) = enc.finish(post)?;
+        let (w, _trailer) = enc.finish(post)?;
+        let body = w.finish().map_err(io_err(self.state.path()))?;
         Ok(Prepared::Ship(Box::new(PendingLtx {
-            bytes,
+            body,
             header,
             post_apply: post,
             kind: ShipKind::Frames,
@@ -734,7 +742,7 @@ impl WatchedDb {
         // same image: our read mark keeps every page we read from the database
         // file from being checkpointed over.
         let header = self.seal_header(self.base_header(commit, timestamp_ms), post);
-        let mut enc = ltx::Encoder::new(Vec::new(), header)?;
+        let mut enc = ltx::Encoder::new(self.spill_writer(), header)?;
         let mut page = Vec::with_capacity(ps as usize);
         for &(p, sum) in &changes {
             if !overlay_page(p, &mut page)? {
@@ -749,9 +757,10 @@ impl WatchedDb {
             enc.encode_page(p, data)?;
         }
         let page_count = changes.len() as u32;
-        let (bytes, _) = enc.finish(post)?;
+        let (w, _) = enc.finish(post)?;
+        let body = w.finish().map_err(io_err(self.state.path()))?;
         Ok(Prepared::Ship(Box::new(PendingLtx {
-            bytes,
+            body,
             header,
             post_apply: post,
             kind: ShipKind::Resync,

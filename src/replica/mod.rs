@@ -5,6 +5,7 @@
 //! that talks to storage goes through it, so retries, request accounting and
 //! the key layout live in one place.
 
+mod body;
 mod url;
 
 use std::fmt;
@@ -22,6 +23,7 @@ use object_store::{
 };
 
 use crate::ltx::{self, Txid};
+pub use body::{LtxBody, SPILL_THRESHOLD, SpillWriter, SpilledFile};
 pub use url::{ReplicaLocation, Scheme};
 
 /// The highest level Litestream uses: level 9 holds snapshots.
@@ -666,8 +668,103 @@ impl Replica {
             Err(e) => return Err(e),
         }
         self.stats.bytes_out.fetch_add(size, Ordering::Relaxed);
+        self.set_local_mtime(&key, timestamp)?;
+        Ok(LtxFileInfo {
+            level,
+            min_txid: min,
+            max_txid: max,
+            size,
+            created: timestamp,
+        })
+    }
+
+    /// Uploads an LTX body under its final key: small bodies in one PUT
+    /// ([`write_file`](Self::write_file)), spilled ones as a multipart upload
+    /// read from disk in 16 MiB parts (memory stays bounded). An upload that
+    /// fails is aborted and retried whole; the object only appears when it
+    /// completes.
+    pub async fn write_body(
+        &self,
+        level: u8,
+        min: Txid,
+        max: Txid,
+        body: &LtxBody,
+        timestamp: DateTime<Utc>,
+    ) -> Result<LtxFileInfo, ReplicaError> {
+        let spilled = match body {
+            LtxBody::Memory(b) => {
+                return self.write_file(level, min, max, b.clone(), timestamp).await;
+            }
+            LtxBody::Spilled(f) => f,
+        };
+        let key = self.file_key(level, min, max);
+        let path = ObjectPath::from(key.as_str());
+        let stamp = timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let upload = |with_metadata: bool| {
+            let mut attributes = Attributes::new();
+            if with_metadata {
+                attributes.insert(
+                    Attribute::Metadata(self.metadata_key.into()),
+                    stamp.clone().into(),
+                );
+            }
+            let path = path.clone();
+            let key = &key;
+            async move {
+                self.with_retry_op("PUT", key, &self.stats.puts, || {
+                    let attributes = attributes.clone();
+                    let path = path.clone();
+                    async move {
+                        let mut up = self
+                            .store
+                            .put_multipart_opts(
+                                &path,
+                                object_store::PutMultipartOptions {
+                                    attributes,
+                                    ..Default::default()
+                                },
+                            )
+                            .await?;
+                        match upload_parts(&mut up, spilled.path()).await {
+                            Ok(()) => up.complete().await.map(|_| ()),
+                            Err(e) => {
+                                let _ = up.abort().await;
+                                Err(e)
+                            }
+                        }
+                    }
+                })
+                .await
+            }
+        };
+        let with_metadata = self.metadata.load(Ordering::Relaxed);
+        match upload(with_metadata).await {
+            Ok(()) => {}
+            Err(ReplicaError::Storage { source, .. })
+                if with_metadata
+                    && matches!(*source, object_store::Error::NotImplemented { .. }) =>
+            {
+                self.metadata.store(false, Ordering::Relaxed);
+                upload(false).await?;
+            }
+            Err(e) => return Err(e),
+        }
+        self.stats
+            .bytes_out
+            .fetch_add(body.len(), Ordering::Relaxed);
+        self.set_local_mtime(&key, timestamp)?;
+        Ok(LtxFileInfo {
+            level,
+            min_txid: min,
+            max_txid: max,
+            size: body.len(),
+            created: timestamp,
+        })
+    }
+
+    fn set_local_mtime(&self, key: &str, timestamp: DateTime<Utc>) -> Result<(), ReplicaError> {
         if let Some(root) = &self.local_root {
-            let file = root.join(&key);
+            let file = root.join(key);
             let f = std::fs::File::options()
                 .write(true)
                 .open(&file)
@@ -678,13 +775,7 @@ impl Replica {
             f.set_modified(timestamp.into())
                 .map_err(|source| ReplicaError::FileTime { path: file, source })?;
         }
-        Ok(LtxFileInfo {
-            level,
-            min_txid: min,
-            max_txid: max,
-            size,
-            created: timestamp,
-        })
+        Ok(())
     }
 
     /// Deletes files (missing files are not an error).
@@ -705,6 +796,39 @@ impl Replica {
             }
         }
         Ok(())
+    }
+}
+
+/// Sends a file's bytes as the parts of a multipart upload, 16 MiB each.
+async fn upload_parts(
+    up: &mut Box<dyn object_store::MultipartUpload>,
+    path: &std::path::Path,
+) -> object_store::Result<()> {
+    use tokio::io::AsyncReadExt;
+    const PART: usize = 16 << 20;
+    let io = |e: std::io::Error| object_store::Error::Generic {
+        store: "local spill file",
+        source: Box::new(e),
+    };
+    let mut f = tokio::fs::File::open(path).await.map_err(io)?;
+    loop {
+        let mut buf = vec![0u8; PART];
+        let mut n = 0;
+        while n < PART {
+            let r = f.read(&mut buf[n..]).await.map_err(io)?;
+            if r == 0 {
+                break;
+            }
+            n += r;
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        buf.truncate(n);
+        up.put_part(PutPayload::from(buf)).await?;
+        if n < PART {
+            return Ok(());
+        }
     }
 }
 

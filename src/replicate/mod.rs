@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::db::{self, CheckpointOptions, Prepared, ShipKind, WatchedDb};
@@ -257,6 +256,8 @@ impl Replicator {
                 roll_forward(&replica, &head.files, DbChecksum::new(), Txid(0), head.txid).await;
         }
         let checksum = match (&state, head.checksum) {
+            // An empty replica: the first file is a snapshot.
+            _ if head.txid.0 == 0 => Checksum(0),
             (_, Some(sum)) => sum,
             (Some(t), None) => t.value(),
             (None, None) => {
@@ -311,14 +312,13 @@ impl Replicator {
         let prepared = blocking(move || db.lock().expect("db lock").prepare(ts)).await??;
         let outcome = match prepared {
             Prepared::UpToDate => SyncOutcome::UpToDate,
-            Prepared::Ship(mut p) => {
-                let bytes = Bytes::from(std::mem::take(&mut p.bytes));
-                let size = bytes.len() as u64;
+            Prepared::Ship(p) => {
+                let size = p.body.len();
                 let txid = p.header.max_txid;
                 let when: DateTime<Utc> =
                     DateTime::from_timestamp_millis(p.header.timestamp_ms).unwrap_or_else(Utc::now);
                 self.replica
-                    .write_file(0, p.header.min_txid, txid, bytes, when)
+                    .write_body(0, p.header.min_txid, txid, &p.body, when)
                     .await?;
                 let pages = p.page_count;
                 let resync = p.kind == ShipKind::Resync;
