@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 /// Files larger than this are spilled to disk while they are encoded.
-pub const SPILL_THRESHOLD: usize = 32 << 20;
+pub const SPILL_THRESHOLD: usize = 8 << 20;
 
 /// An encoded LTX file ready to upload.
 #[derive(Debug)]

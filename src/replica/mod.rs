@@ -680,7 +680,7 @@ impl Replica {
 
     /// Uploads an LTX body under its final key: small bodies in one PUT
     /// ([`write_file`](Self::write_file)), spilled ones as a multipart upload
-    /// read from disk in 16 MiB parts (memory stays bounded). An upload that
+    /// read from disk in 8 MiB parts (memory stays bounded). An upload that
     /// fails is aborted and retried whole; the object only appears when it
     /// completes.
     pub async fn write_body(
@@ -805,7 +805,7 @@ async fn upload_parts(
     path: &std::path::Path,
 ) -> object_store::Result<()> {
     use tokio::io::AsyncReadExt;
-    const PART: usize = 16 << 20;
+    const PART: usize = 8 << 20;
     let io = |e: std::io::Error| object_store::Error::Generic {
         store: "local spill file",
         source: Box::new(e),

@@ -228,7 +228,7 @@ fn bad_file(f: &LtxFileInfo) -> impl Fn(ltx::LtxError) -> RestoreError + '_ {
 }
 
 /// Files larger than this are streamed to disk instead of kept in memory.
-const IN_MEMORY_LIMIT: u64 = 16 << 20;
+const IN_MEMORY_LIMIT: u64 = 4 << 20;
 
 /// Resolves a target to the files that rebuild it.
 pub async fn plan_restore(
@@ -589,7 +589,7 @@ fn merge_into(
         }
         Ok(table)
     });
-    let batch_bytes = (8usize << 20).max(page_size as usize);
+    let batch_bytes = (2usize << 20).max(page_size as usize);
     let mut batch: Vec<u8> = Vec::with_capacity(batch_bytes);
     let mut batch_start = 0u32;
     let mut batch_next = 0u32;
