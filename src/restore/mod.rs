@@ -450,15 +450,30 @@ async fn restore_chain(
             path: PathBuf::new(),
             source: std::io::Error::other(e.to_string()),
         })??;
-    tracing::debug!(elapsed = ?started.elapsed(), "merged, verified and synced");
+    tracing::debug!(elapsed = ?started.elapsed(), "merged and verified");
+    // fsync and integrity_check at once: the check reads the pages from the
+    // page cache while the kernel writes them back. Both must pass before the
+    // file is published.
     let tmp_owned = tmp.to_path_buf();
-    tokio::task::spawn_blocking(move || integrity_check(&tmp_owned))
-        .await
-        .map_err(|e| RestoreError::Io {
-            path: PathBuf::new(),
-            source: std::io::Error::other(e.to_string()),
-        })??;
-    tracing::debug!(elapsed = ?started.elapsed(), "integrity_check passed");
+    let synced = std::thread::spawn(move || {
+        File::options()
+            .write(true)
+            .open(&tmp_owned)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err(&tmp_owned))
+    });
+    let tmp_owned = tmp.to_path_buf();
+    let checked = tokio::task::spawn_blocking(move || integrity_check(&tmp_owned)).await;
+    let synced = synced.join().map_err(|_| RestoreError::Io {
+        path: tmp.to_path_buf(),
+        source: std::io::Error::other("the fsync thread panicked"),
+    })?;
+    checked.map_err(|e| RestoreError::Io {
+        path: PathBuf::new(),
+        source: std::io::Error::other(e.to_string()),
+    })??;
+    synced?;
+    tracing::debug!(elapsed = ?started.elapsed(), "synced and integrity_check passed");
     // Publish. A stale -wal or -shm beside the output would be replayed over
     // the restored file by the next open: remove them first.
     for suffix in ["-wal", "-shm"] {
@@ -695,7 +710,6 @@ fn merge_into(
             });
         }
     }
-    file.sync_all().map_err(io_err(out))?;
     Ok(Merged {
         table,
         page_size,
