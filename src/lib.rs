@@ -54,3 +54,8 @@ pub mod wal;
 pub use replica::Replica;
 pub use replicate::{ReplicateError, ReplicateOptions, Replicator, SyncOutcome};
 pub use restore::{RestoreError, RestoreOptions, RestoreTarget, restore};
+
+/// The README's Rust example is compiled as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
