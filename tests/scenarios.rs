@@ -461,3 +461,85 @@ fn damaged_replica_fails_loudly() {
         assert_eq!(std::fs::read(&out).unwrap(), b"precious");
     });
 }
+
+/// A large transaction written slowly while the replicator loop runs (pages
+/// spill to the WAL before the commit), between small ones: everything
+/// committed ships, nothing uncommitted does.
+#[test]
+fn large_transaction_in_progress_while_running() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let c = create_db(&db, 4096);
+        Workload::init(&c);
+        drop(c);
+        let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
+        let rep = Replicator::open(&db, replica.clone(), ReplicateOptions::default())
+            .await
+            .unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(rep.run(async {
+            let _ = rx.await;
+        }));
+        let db2 = db.clone();
+        let mid = tokio::task::spawn_blocking(move || {
+            let mut c = create_db(&db2, 4096);
+            c.pragma_update(None, "cache_size", 50).unwrap();
+            for i in 1..=50 {
+                Workload::apply(&mut c, i).unwrap();
+            }
+            let t = c.transaction().unwrap();
+            t.execute_batch("CREATE TABLE bulk(b BLOB)").unwrap();
+            for _ in 0..60 {
+                t.execute_batch(
+                    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 500) INSERT INTO bulk SELECT randomblob(1000) FROM n;",
+                )
+                .unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Workload::apply_in(&t, 51).unwrap();
+            t.commit().unwrap();
+            let mid = std::fs::metadata(format!("{}-wal", db2.display())).unwrap().len();
+            for i in 52..=80 {
+                Workload::apply(&mut c, i).unwrap();
+            }
+            mid
+        })
+        .await
+        .unwrap();
+        assert!(
+            mid > 20 << 20,
+            "the large transaction went through the WAL ({mid} bytes)"
+        );
+        tx.send(()).unwrap();
+        task.await.unwrap().unwrap();
+        let out = dir.path().join("out.db");
+        restore_at(&replica, &out, RestoreTarget::Latest).await;
+        assert_eq!(Workload::check_prefix(&out), 80);
+        assert_eq!(content_digest(&out).unwrap(), content_digest(&db).unwrap());
+        // Every intermediate file is a committed state.
+        for f in replica.list_level(0).await.unwrap() {
+            restore_at(&replica, &out, RestoreTarget::Txid(f.max_txid)).await;
+            let k = Workload::check_prefix(&out);
+            let conn = rusqlite::Connection::open(&out).unwrap();
+            let has_bulk: bool = conn
+                .query_row(
+                    "SELECT count(*) > 0 FROM sqlite_schema WHERE name = 'bulk'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            let bulk: i64 = if has_bulk {
+                conn.query_row("SELECT count(*) FROM bulk", [], |r| r.get(0))
+                    .unwrap()
+            } else {
+                0
+            };
+            assert!(
+                (k <= 50 && bulk == 0) || (k >= 51 && bulk == 30000),
+                "TXID {}: prefix {k} with {bulk} bulk rows is not a committed state",
+                f.max_txid
+            );
+        }
+    });
+}

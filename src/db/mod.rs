@@ -37,6 +37,10 @@ use crate::replica::{LtxBody, SPILL_THRESHOLD, SpillWriter};
 use crate::wal::{self, WalCursor, WalHeader};
 pub use state::{SavedPosition, StateDir, WalPosition};
 
+/// An uncommitted tail this long makes the next polls wait for a commit
+/// frame before rescanning.
+const OPEN_TXN_FRAMES: u64 = 256;
+
 /// Errors of the watched database.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +170,9 @@ pub struct WatchedDb {
     opts: CheckpointOptions,
     litestream_compat: bool,
     ships_since_table_save: u64,
+    /// Set when the last scan ended in a long uncommitted transaction: when
+    /// it was seen, the WAL salts and the scan's start offset.
+    open_txn: Option<(std::time::Instant, u32, u32, u64)>,
 }
 
 fn sqlite_err(path: &Path) -> impl Fn(rusqlite::Error) -> DbError + '_ {
@@ -258,6 +265,7 @@ impl WatchedDb {
             opts,
             litestream_compat: false,
             ships_since_table_save: 0,
+            open_txn: None,
         })
     }
 
@@ -392,6 +400,23 @@ impl WatchedDb {
                 return Ok(scanner.finish(stop));
             }
         }
+    }
+
+    /// Whether the last whole frame of the WAL carries a commit size with
+    /// this generation's salts (a cheap hint that a transaction just ended).
+    fn last_frame_commits(&self, h: &WalHeader, len: u64) -> Result<bool, DbError> {
+        let frame = h.frame_size() as u64;
+        let frames = len.saturating_sub(wal::WAL_HEADER_SIZE as u64) / frame;
+        if frames == 0 {
+            return Ok(false);
+        }
+        let at = wal::WAL_HEADER_SIZE as u64 + (frames - 1) * frame;
+        let f = File::open(&self.wal_path).map_err(io_err(&self.wal_path))?;
+        let mut raw = [0u8; wal::FRAME_HEADER_SIZE];
+        f.read_exact_at(&mut raw, at)
+            .map_err(io_err(&self.wal_path))?;
+        let fh = wal::FrameHeader::parse(&raw);
+        Ok(fh.is_commit() && h.salts_match(&fh))
     }
 
     /// Reads one page of a WAL frame.
@@ -536,7 +561,19 @@ impl WatchedDb {
             self.table = None;
             return self.prepare_resync(Some(&(*h, len)), timestamp_ms);
         }
+        // A transaction of many frames still being written: rescanning it on
+        // every poll would cost O(n^2). Until its writer appends a commit frame
+        // (the last frame of the file says so), or for at most a second, skip.
+        if let Some((since, salt1, salt2, from)) = self.open_txn
+            && (salt1, salt2, from) == (h.salt1, h.salt2, cursor.offset)
+            && since.elapsed() < Duration::from_secs(1)
+            && !self.last_frame_commits(h, len)?
+        {
+            return Ok(Prepared::UpToDate);
+        }
         let scan = self.scan_wal(h, cursor, len)?;
+        self.open_txn = (scan.uncommitted_frames >= OPEN_TXN_FRAMES)
+            .then(|| (std::time::Instant::now(), h.salt1, h.salt2, cursor.offset));
         let Some(last) = scan.txns.last() else {
             self.wal = Some(WalPosition::Frames {
                 salt1: h.salt1,
