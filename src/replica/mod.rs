@@ -627,14 +627,7 @@ impl Replica {
         let stamp = timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let size = data.len() as u64;
         let payload = PutPayload::from_bytes(data);
-        let put = |with_metadata: bool| {
-            let mut attributes = Attributes::new();
-            if with_metadata {
-                attributes.insert(
-                    Attribute::Metadata(self.metadata_key.into()),
-                    stamp.clone().into(),
-                );
-            }
+        let put = |attributes: Attributes| {
             let payload = payload.clone();
             let path = path.clone();
             let key = &key;
@@ -651,22 +644,10 @@ impl Replica {
                     )
                 })
                 .await
+                .map(|_| ())
             }
         };
-        let with_metadata = self.metadata.load(Ordering::Relaxed);
-        match put(with_metadata).await {
-            Ok(_) => {}
-            // A store that keeps no metadata (a local folder behind a
-            // decorator): the timestamp lives in the LTX header anyway.
-            Err(ReplicaError::Storage { source, .. })
-                if with_metadata
-                    && matches!(*source, object_store::Error::NotImplemented { .. }) =>
-            {
-                self.metadata.store(false, Ordering::Relaxed);
-                put(false).await?;
-            }
-            Err(e) => return Err(e),
-        }
+        self.with_timestamp_metadata(&stamp, put).await?;
         self.stats.bytes_out.fetch_add(size, Ordering::Relaxed);
         self.set_local_mtime(&key, timestamp)?;
         Ok(LtxFileInfo {
@@ -700,14 +681,7 @@ impl Replica {
         let key = self.file_key(level, min, max);
         let path = ObjectPath::from(key.as_str());
         let stamp = timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let upload = |with_metadata: bool| {
-            let mut attributes = Attributes::new();
-            if with_metadata {
-                attributes.insert(
-                    Attribute::Metadata(self.metadata_key.into()),
-                    stamp.clone().into(),
-                );
-            }
+        let upload = |attributes: Attributes| {
             let path = path.clone();
             let key = &key;
             async move {
@@ -737,18 +711,7 @@ impl Replica {
                 .await
             }
         };
-        let with_metadata = self.metadata.load(Ordering::Relaxed);
-        match upload(with_metadata).await {
-            Ok(()) => {}
-            Err(ReplicaError::Storage { source, .. })
-                if with_metadata
-                    && matches!(*source, object_store::Error::NotImplemented { .. }) =>
-            {
-                self.metadata.store(false, Ordering::Relaxed);
-                upload(false).await?;
-            }
-            Err(e) => return Err(e),
-        }
+        self.with_timestamp_metadata(&stamp, upload).await?;
         self.stats
             .bytes_out
             .fetch_add(body.len(), Ordering::Relaxed);
@@ -760,6 +723,42 @@ impl Replica {
             size: body.len(),
             created: timestamp,
         })
+    }
+
+    /// Runs an upload with the LTX timestamp in the object's metadata. A
+    /// store that keeps no metadata (a local folder behind a decorator) says
+    /// so once, and from then on uploads go without it: the timestamp is in
+    /// the LTX header anyway.
+    async fn with_timestamp_metadata<F, Fut>(
+        &self,
+        stamp: &str,
+        upload: F,
+    ) -> Result<(), ReplicaError>
+    where
+        F: Fn(Attributes) -> Fut,
+        Fut: std::future::Future<Output = Result<(), ReplicaError>>,
+    {
+        let attributes = |with: bool| {
+            let mut a = Attributes::new();
+            if with {
+                a.insert(
+                    Attribute::Metadata(self.metadata_key.into()),
+                    stamp.to_string().into(),
+                );
+            }
+            a
+        };
+        let with_metadata = self.metadata.load(Ordering::Relaxed);
+        match upload(attributes(with_metadata)).await {
+            Err(ReplicaError::Storage { source, .. })
+                if with_metadata
+                    && matches!(*source, object_store::Error::NotImplemented { .. }) =>
+            {
+                self.metadata.store(false, Ordering::Relaxed);
+                upload(attributes(false)).await
+            }
+            other => other,
+        }
     }
 
     fn set_local_mtime(&self, key: &str, timestamp: DateTime<Utc>) -> Result<(), ReplicaError> {
