@@ -139,6 +139,17 @@ pub struct PendingLtx {
     wal: Option<WalPosition>,
 }
 
+/// A snapshot of the last shipped state, encoded, not yet uploaded.
+#[derive(Debug)]
+pub struct PendingSnapshot {
+    /// The encoded file.
+    pub body: LtxBody,
+    /// Its header (TXIDs `1..=txid`).
+    pub header: ltx::Header,
+    /// Its post-apply checksum (the database checksum at `txid`).
+    pub post_apply: Checksum,
+}
+
 /// What a sync found.
 #[derive(Debug)]
 pub enum Prepared {
@@ -216,10 +227,9 @@ fn open_conn(path: &Path) -> Result<Connection, DbError> {
 }
 
 impl WatchedDb {
-    /// Opens a database for replication to the replica named `replica` (its
-    /// URL; it names the folder of the saved state). The database must exist
-    /// and be in WAL mode.
-    pub fn open(path: &Path, replica: &str, opts: CheckpointOptions) -> Result<WatchedDb, DbError> {
+    /// Opens a database for replication. The database must exist and be in
+    /// WAL mode. Its state lives in `.<name>-litevault/` beside it.
+    pub fn open(path: &Path, opts: CheckpointOptions) -> Result<WatchedDb, DbError> {
         if !path.exists() {
             return Err(DbError::NotFound {
                 path: path.to_path_buf(),
@@ -252,7 +262,7 @@ impl WatchedDb {
         let b = open_conn(&path)?;
         Ok(WatchedDb {
             wal_path: wal_path_of(&path),
-            state: StateDir::for_db(&path).for_replica(replica),
+            state: StateDir::for_db(&path),
             path,
             conns: [a, b],
             held: None,
@@ -808,6 +818,100 @@ impl WatchedDb {
         })))
     }
 
+    /// Encodes a snapshot of the last shipped state (TXID `1..=txid`) from
+    /// the database file overlaid with the WAL frames up to the shipped
+    /// position. Call it right after [`prepare`](Self::prepare) found nothing
+    /// new: the read mark then sits at or before the shipped position, so no
+    /// checkpoint has copied later frames into the database file. Every page
+    /// is checked against the table of the shipped state; `None` when the
+    /// image does not match it (the WAL moved on: try again after the next
+    /// sync) or the state is not proven.
+    pub fn prepare_snapshot(&mut self, timestamp_ms: i64) -> Result<Option<PendingSnapshot>, DbError> {
+        let (Some(table), Some(pos)) = (self.table.as_ref(), self.wal) else {
+            return Ok(None);
+        };
+        if self.txid.0 == 0 || !self.continuous {
+            return Ok(None);
+        }
+        let wal = self.read_wal_header()?;
+        let overlay: BTreeMap<u32, u64> = match (pos, &wal) {
+            (
+                WalPosition::Frames {
+                    salt1,
+                    salt2,
+                    cursor,
+                },
+                Some((h, len)),
+            ) if h.salt1 == salt1 && h.salt2 == salt2 && cursor.offset <= *len => {
+                let scan = self.scan_wal(h, WalCursor::start(h), cursor.offset)?;
+                if scan.end.offset != cursor.offset {
+                    return Ok(None);
+                }
+                let mut latest = BTreeMap::new();
+                for t in &scan.txns {
+                    for f in &t.frames {
+                        latest.insert(f.pgno, f.page_offset());
+                    }
+                }
+                latest
+            }
+            (WalPosition::NoWal, _) => BTreeMap::new(),
+            _ => return Ok(None),
+        };
+        let walf = match &wal {
+            Some(_) if !overlay.is_empty() => {
+                Some(File::open(&self.wal_path).map_err(io_err(&self.wal_path))?)
+            }
+            _ => None,
+        };
+        let commit = table.len() as u32;
+        let ps = self.page_size as u64;
+        let db = File::open(&self.path).map_err(io_err(&self.path))?;
+        let db_len = db.metadata().map_err(io_err(&self.path))?.len();
+        let mut header = self.base_header(commit, timestamp_ms);
+        header.min_txid = Txid(1);
+        header.max_txid = self.txid;
+        header.pre_apply_checksum = Checksum(0);
+        let post = self.checksum;
+        let header = self.seal_header(header, post);
+        let mut enc = ltx::Encoder::new(self.spill_writer(), header)?;
+        let lock = ltx::lock_pgno(self.page_size);
+        let mut page = vec![0u8; ps as usize];
+        for p in 1..=commit {
+            if p == lock {
+                continue;
+            }
+            match (overlay.get(&p), &walf) {
+                (Some(off), Some(f)) => self.read_wal_page(f, *off, &mut page)?,
+                _ => {
+                    let from = (p as u64 - 1) * ps;
+                    page.fill(0);
+                    let avail = db_len.saturating_sub(from).min(ps) as usize;
+                    if avail > 0 {
+                        db.read_exact_at(&mut page[..avail], from)
+                            .map_err(io_err(&self.path))?;
+                    }
+                }
+            }
+            if table.page(p) != Some(ltx::page_checksum(p, &page)) {
+                return Ok(None);
+            }
+            enc.encode_page(p, &page)?;
+        }
+        if let Some((h, _)) = &wal
+            && !self.wal_salts_unchanged(h)?
+        {
+            return Ok(None);
+        }
+        let (w, _) = enc.finish(post)?;
+        let body = w.finish().map_err(io_err(self.state.path()))?;
+        Ok(Some(PendingSnapshot {
+            body,
+            header,
+            post_apply: post,
+        }))
+    }
+
     /// Records that a prepared file is in the replica.
     pub fn commit(&mut self, p: Box<PendingLtx>) -> Result<(), DbError> {
         let mut table = self.table.take().unwrap_or_default();
@@ -862,6 +966,15 @@ impl WatchedDb {
             .unwrap_or(0)
     }
 
+    /// Whether the WAL has grown past a checkpoint threshold.
+    pub fn checkpoint_due(&self) -> bool {
+        let bytes = self.wal_bytes();
+        let frame = self.page_size as u64 + wal::FRAME_HEADER_SIZE as u64;
+        let frames = bytes.saturating_sub(wal::WAL_HEADER_SIZE as u64) / frame;
+        (self.opts.truncate_bytes > 0 && bytes >= self.opts.truncate_bytes)
+            || (self.opts.min_pages > 0 && frames >= self.opts.min_pages && self.held.is_some())
+    }
+
     /// Runs the checkpoint the thresholds call for, after everything
     /// committed so far has been shipped. Returns the mode run, if any.
     pub fn maybe_checkpoint(&mut self) -> Result<Option<&'static str>, DbError> {
@@ -892,7 +1005,7 @@ impl WatchedDb {
     }
 
     /// Saves state and releases the read marks.
-    pub fn close(mut self) -> Result<(), DbError> {
+    pub fn close(&mut self) -> Result<(), DbError> {
         self.release_read_marks();
         self.save_table()?;
         self.save_position()

@@ -86,33 +86,6 @@ impl StateDir {
         StateDir { dir }
     }
 
-    /// The state of one replica of the database: a subfolder named after the
-    /// replica, so that each replica keeps its own position.
-    pub fn for_replica(&self, replica: &str) -> StateDir {
-        let name: String = replica
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let digest = crate::ltx::page_checksum(0, replica.as_bytes()).0 & 0xffff_ffff;
-        let short: String = name
-            .chars()
-            .rev()
-            .take(48)
-            .collect::<String>()
-            .chars()
-            .rev()
-            .collect();
-        StateDir {
-            dir: self.dir.join(format!("{short}-{digest:08x}")),
-        }
-    }
-
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.dir
@@ -216,9 +189,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = StateDir::for_db(&dir.path().join("app.db"));
         assert!(db.path().ends_with(".app.db-litevault"));
-        let s = db.for_replica("file:///var/backups/app");
-        assert_ne!(s.path(), db.for_replica("s3://bucket/app").path());
-        assert!(s.path().starts_with(db.path()));
+        let s = db;
         assert_eq!(s.load_position(), None);
         let p = SavedPosition {
             txid: Txid(0x1a),

@@ -27,6 +27,11 @@ pub struct CompactOptions {
     /// newest input carries none; otherwise it must match the newest input's. For a
     /// snapshot it is computed from the pages and, if given, must match.
     pub post_apply_checksum: Option<Checksum>,
+    /// Write a Litestream-compatible output: the NoChecksum flag, with the
+    /// pre- and post-apply checksums in the reserved header bytes. The
+    /// post-apply checksum must then be known before the pages are merged:
+    /// from `post_apply_checksum` or the newest input's reserved bytes.
+    pub litestream_compat: bool,
 }
 
 struct Slot<R: Read> {
@@ -97,7 +102,7 @@ pub fn compact<R: Read, W: Write>(
         }
     };
 
-    let header = Header {
+    let mut header = Header {
         version: VERSION,
         flags: 0,
         page_size: first.page_size,
@@ -113,6 +118,20 @@ pub fn compact<R: Read, W: Write>(
         node_id: 0,
         reserved_checksums: None,
     };
+    if opts.litestream_compat {
+        let post = opts
+            .post_apply_checksum
+            .or(last.reserved_checksums.map(|r| r.post_apply))
+            .ok_or_else(|| LtxError::MissingChecksum {
+                reason: "a Litestream-compatible output needs its post-apply checksum up front; pass CompactOptions::post_apply_checksum".into(),
+            })?;
+        header.flags = super::HEADER_FLAG_NO_CHECKSUM;
+        header.reserved_checksums = Some(super::ReservedChecksums {
+            pre_apply,
+            post_apply: post,
+        });
+        header.pre_apply_checksum = Checksum(0);
+    }
     let mut enc = Encoder::new(out, header)?;
     let lock = header.lock_pgno();
 

@@ -18,6 +18,13 @@ pub enum LtxBody {
     Memory(Bytes),
     /// Large files, in a temporary file removed when this is dropped.
     Spilled(SpilledFile),
+    /// A file kept elsewhere (the local LTX store); not removed on drop.
+    File {
+        /// Where it is.
+        path: PathBuf,
+        /// Its size.
+        len: u64,
+    },
 }
 
 impl LtxBody {
@@ -26,6 +33,16 @@ impl LtxBody {
         match self {
             LtxBody::Memory(b) => b.len() as u64,
             LtxBody::Spilled(f) => f.len,
+            LtxBody::File { len, .. } => *len,
+        }
+    }
+
+    /// The file holding the bytes, for bodies not in memory.
+    pub fn file_path(&self) -> Option<&Path> {
+        match self {
+            LtxBody::Memory(_) => None,
+            LtxBody::Spilled(f) => Some(f.path()),
+            LtxBody::File { path, .. } => Some(path),
         }
     }
 
@@ -47,10 +64,21 @@ impl SpilledFile {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Moves the file to `to` (same file system) and keeps it there.
+    pub fn persist(mut self, to: &Path) -> io::Result<()> {
+        std::fs::rename(&self.path, to)?;
+        // Nothing left to remove on drop.
+        self.path = PathBuf::new();
+        Ok(())
+    }
 }
 
 impl Drop for SpilledFile {
     fn drop(&mut self) {
+        if self.path.as_os_str().is_empty() {
+            return;
+        }
         let _ = std::fs::remove_file(&self.path);
     }
 }

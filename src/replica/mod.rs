@@ -672,11 +672,12 @@ impl Replica {
         body: &LtxBody,
         timestamp: DateTime<Utc>,
     ) -> Result<LtxFileInfo, ReplicaError> {
-        let spilled = match body {
-            LtxBody::Memory(b) => {
+        let spilled = match (body, body.file_path()) {
+            (LtxBody::Memory(b), _) => {
                 return self.write_file(level, min, max, b.clone(), timestamp).await;
             }
-            LtxBody::Spilled(f) => f,
+            (_, Some(path)) => path,
+            (_, None) => unreachable!("a body not in memory has a file"),
         };
         let key = self.file_key(level, min, max);
         let path = ObjectPath::from(key.as_str());
@@ -699,7 +700,7 @@ impl Replica {
                                 },
                             )
                             .await?;
-                        match upload_parts(&mut up, spilled.path()).await {
+                        match upload_parts(&mut up, spilled).await {
                             Ok(()) => up.complete().await.map(|_| ()),
                             Err(e) => {
                                 let _ = up.abort().await;

@@ -5,17 +5,26 @@
 //! ships what is new; [`Replicator::run`] loops until a caller-supplied
 //! shutdown future resolves, then does a final sync.
 
+pub mod outbox;
+pub mod retention;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use tokio::sync::watch;
 
 use crate::db::{self, CheckpointOptions, Prepared, ShipKind, WatchedDb};
 use crate::ltx::{self, Checksum, DbChecksum, Txid};
-use crate::replica::{LtxFileInfo, Replica, ReplicaError};
+use crate::replica::{
+    LtxBody, LtxFileInfo, Replica, ReplicaError, SNAPSHOT_LEVEL, SPILL_THRESHOLD, SpillWriter,
+};
 use crate::restore::plan::plan_chain;
+use outbox::{Outbox, OutboxFile};
+pub use retention::RetentionOptions;
 
 /// Errors of the replicator.
 #[non_exhaustive]
@@ -51,13 +60,41 @@ pub enum ReplicateError {
         "the final sync did not finish within {0:?}; the unshipped frames are still in the WAL and will ship on the next start"
     )]
     ShutdownTimeout(Duration),
+    /// The local store beside the database cannot be written.
+    #[error("local state in {path}: {source}; check the disk and the permissions of that folder")]
+    Local {
+        /// The folder or file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No replica was given.
+    #[error("no replica given: pass at least one replica URL")]
+    NoReplicas,
+    /// The same replica was given twice.
+    #[error("replica {0} is listed twice; each replica may appear once per database")]
+    DuplicateReplica(String),
+    /// A replica holds a history this database does not continue.
+    #[error(
+        "replica {replica} holds TXID {txid} with content this database does not have (another writer, or a different database); point it at an empty location, or restore from it first"
+    )]
+    Diverged {
+        /// The replica URL.
+        replica: String,
+        /// Its latest TXID.
+        txid: Txid,
+    },
+    /// A snapshot could not be taken because the database kept changing.
+    #[error("could not take a consistent snapshot of the database: it kept changing; retrying later")]
+    SnapshotUnavailable,
     /// A blocking task panicked.
     #[error("internal error: {0}")]
     Internal(String),
 }
 
 /// Settings of the shipping loop.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ReplicateOptions {
     /// How often the WAL is looked at for new commits.
     pub poll_interval: Duration,
@@ -68,6 +105,10 @@ pub struct ReplicateOptions {
     /// Write files that Litestream 0.5 can restore (NoChecksum flag, with
     /// litevault's checksums in the reserved header bytes).
     pub litestream_compat: bool,
+    /// Compaction, snapshots and retention.
+    pub retention: RetentionOptions,
+    /// The clock files are stamped with and maintenance runs by.
+    pub clock: Clock,
 }
 
 impl Default for ReplicateOptions {
@@ -77,6 +118,8 @@ impl Default for ReplicateOptions {
             checkpoint: CheckpointOptions::default(),
             shutdown_timeout: Duration::from_secs(30),
             litestream_compat: false,
+            retention: RetentionOptions::default(),
+            clock: Clock::system(),
         }
     }
 }
@@ -99,23 +142,120 @@ pub enum SyncOutcome {
     },
 }
 
-/// Replicates one database to one replica.
+/// The clock the replicator stamps files with and runs compaction by
+/// (milliseconds since the epoch). Tests and simulations replace it.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> i64 + Send + Sync>);
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Clock {
+        Clock(Arc::new(now_ms))
+    }
+
+    /// A clock reading `f`.
+    pub fn from_fn(f: impl Fn() -> i64 + Send + Sync + 'static) -> Clock {
+        Clock(Arc::new(f))
+    }
+
+    /// Now, in milliseconds since the epoch.
+    pub fn now_ms(&self) -> i64 {
+        (self.0)()
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(self.now_ms()).unwrap_or_else(Utc::now)
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
+/// The database's latest produced state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Head {
+    txid: Txid,
+    checksum: Checksum,
+    timestamp_ms: i64,
+}
+
+/// What the replicator knows of one replica.
+#[derive(Debug)]
+struct SlotState {
+    /// The replica's latest TXID and checksum.
+    txid: Txid,
+    checksum: Checksum,
+    /// Its chain cannot be continued from the local store: the next push
+    /// uploads a snapshot.
+    needs_snapshot: bool,
+    /// The replica's files, as listed at start and kept up to date by this
+    /// replicator (the lease makes it the only writer).
+    files: Vec<LtxFileInfo>,
+    /// When each level was last compacted (index = level).
+    compacted_at: [Option<DateTime<Utc>>; 10],
+    retention_at: Option<DateTime<Utc>>,
+}
+
+/// Status of one replica, for `status` and metrics.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ReplicaStatus {
+    /// The replica URL (no credentials).
+    pub url: String,
+    /// Its latest TXID.
+    pub txid: Txid,
+    /// When its last upload finished.
+    pub last_upload: Option<DateTime<Utc>>,
+    /// The last error, if the last attempt failed.
+    pub last_error: Option<String>,
+    /// Requests and bytes so far.
+    pub requests: crate::replica::RequestCounts,
+    /// Files it holds, per level (index = level).
+    pub files_per_level: [usize; 10],
+}
+
+struct Slot {
+    replica: Replica,
+    state: tokio::sync::Mutex<SlotState>,
+    shipped: watch::Sender<Txid>,
+    status: Mutex<ReplicaStatus>,
+}
+
+struct Inner {
+    path: PathBuf,
+    opts: ReplicateOptions,
+    db: Mutex<WatchedDb>,
+    /// One producer step at a time: prepare, store locally, commit.
+    produce: tokio::sync::Mutex<()>,
+    outbox: Mutex<Outbox>,
+    head: watch::Sender<Head>,
+    slots: Vec<Slot>,
+    clock: Clock,
+}
+
+/// Replicates one database to one or more replicas.
+///
+/// Every committed transaction becomes an LTX file in a local store beside
+/// the database; each replica receives those files at its own pace, so a
+/// slow or failing replica never holds back the others (and the WAL can be
+/// checkpointed once the files are durable locally).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// use litevault::{Replica, Replicator, ReplicateOptions};
-/// let replica = Replica::open("file:///var/backups/app")?;
-/// let replicator = Replicator::open("app.db", replica, ReplicateOptions::default()).await?;
+/// let replicas = vec![
+///     Replica::open("file:///var/backups/app")?,
+///     Replica::open("s3://bucket/app?region=eu-west-1")?,
+/// ];
+/// let replicator = Replicator::open_many("app.db", replicas, ReplicateOptions::default()).await?;
 /// replicator.run(async { tokio::signal::ctrl_c().await.ok(); }).await?;
 /// # Ok(()) }
 /// ```
+#[derive(Clone)]
 pub struct Replicator {
-    db: Arc<Mutex<WatchedDb>>,
-    /// One sync at a time: prepare, upload and commit form one step.
-    sync_lock: tokio::sync::Mutex<()>,
-    replica: Replica,
-    opts: ReplicateOptions,
-    path: PathBuf,
+    inner: Arc<Inner>,
 }
 
 fn now_ms() -> i64 {
@@ -222,6 +362,54 @@ async fn roll_forward(
     Some(table)
 }
 
+/// The local state established at start: TXID, checksum, page table and
+/// WAL position, when they can be proven from the saved state and the
+/// local store.
+struct LocalState {
+    txid: Txid,
+    checksum: Checksum,
+    table: DbChecksum,
+    wal: Option<db::WalPosition>,
+}
+
+fn local_state(
+    outbox: &Outbox,
+    saved_table: Option<(Txid, DbChecksum)>,
+    saved_pos: Option<db::SavedPosition>,
+    page_size: u32,
+) -> Option<LocalState> {
+    let pos = saved_pos?;
+    let (t, mut table) = saved_table?;
+    if t > pos.txid || pos.page_size != page_size {
+        return None;
+    }
+    if t < pos.txid {
+        // Roll the table forward over the files in the local store.
+        let chain = outbox.chain_after(t, table.value())?;
+        for f in chain.iter().take_while(|f| f.max_txid <= pos.txid) {
+            let path = outbox.path(f.level, f.min_txid, f.max_txid);
+            let bytes = std::fs::read(path).ok()?;
+            let (h, pages, _) = ltx::decode_all(&bytes).ok()?;
+            if h.is_snapshot() {
+                table = DbChecksum::new();
+            }
+            table.set_len(h.commit);
+            for (pgno, data) in &pages {
+                table.apply_page(*pgno, data);
+            }
+            if table.value() != f.post_apply {
+                return None;
+            }
+        }
+    }
+    (table.value() == pos.checksum).then_some(LocalState {
+        txid: pos.txid,
+        checksum: pos.checksum,
+        table,
+        wal: Some(pos.wal),
+    })
+}
+
 impl Replicator {
     /// Opens the database and establishes where the replica stands.
     pub async fn open(
@@ -229,146 +417,769 @@ impl Replicator {
         replica: Replica,
         opts: ReplicateOptions,
     ) -> Result<Replicator, ReplicateError> {
+        Self::open_many(db_path, vec![replica], opts).await
+    }
+
+    /// Opens the database and establishes where each replica stands. Each
+    /// replica keeps its own position: one that is behind catches up from
+    /// the local store, or receives a snapshot when the store no longer
+    /// holds what it misses.
+    pub async fn open_many(
+        db_path: impl AsRef<Path>,
+        replicas: Vec<Replica>,
+        opts: ReplicateOptions,
+    ) -> Result<Replicator, ReplicateError> {
+        if replicas.is_empty() {
+            return Err(ReplicateError::NoReplicas);
+        }
+        for (i, r) in replicas.iter().enumerate() {
+            if replicas[..i].iter().any(|o| o.to_string() == r.to_string()) {
+                return Err(ReplicateError::DuplicateReplica(r.to_string()));
+            }
+        }
         let path = db_path.as_ref().to_path_buf();
         let p = path.clone();
-        let name = replica.to_string();
-        let watched = blocking(move || WatchedDb::open(&p, &name, opts.checkpoint)).await??;
-        let head = replica_head(&replica).await?;
+        let checkpoint = opts.checkpoint;
+        let watched = blocking(move || WatchedDb::open(&p, checkpoint)).await??;
+        let state_dir = watched.state_dir().path().to_path_buf();
+        let sd = state_dir.clone();
+        let mut outbox = blocking(move || Outbox::open(&sd))
+            .await?
+            .map_err(|source| ReplicateError::Local {
+                path: state_dir.clone(),
+                source,
+            })?;
+        let heads =
+            futures::future::try_join_all(replicas.iter().map(replica_head)).await?;
         let (saved_table, saved_pos) = watched.saved_state();
-        let mut state = None;
+        let ref_i = (0..heads.len())
+            .max_by_key(|&i| (heads[i].txid, std::cmp::Reverse(i)))
+            .expect("at least one replica");
+        let head = &heads[ref_i];
+        let reference = &replicas[ref_i];
+        let local = local_state(&outbox, saved_table.clone(), saved_pos, watched.page_size());
+        let mut state: Option<DbChecksum> = None;
+        let mut wal = None;
+        let checksum;
+        let txid;
+        let on_local_chain = |l: &LocalState| match head.checksum {
+            _ if head.txid > l.txid => false,
+            Some(c) if head.txid == l.txid => c == l.checksum,
+            Some(c) => outbox
+                .files()
+                .any(|f| f.level == 0 && f.max_txid == head.txid && f.post_apply == c),
+            None => true,
+        };
         if head.txid.0 == 0 {
+            // Every replica is empty: start a new history with a snapshot.
             watched.state_dir().clear();
-        } else if let (Some((t, table)), Some(sum)) = (saved_table, head.checksum) {
-            if table_matches(t, &table, head.txid, sum) {
-                state = Some(table);
-            } else if t < head.txid {
-                state = roll_forward(&replica, &head.files, table, t, head.txid).await;
-                if state.as_ref().is_some_and(|tb| tb.value() != sum) {
-                    state = None;
+            outbox.clear();
+            txid = Txid(0);
+            checksum = Checksum(0);
+        } else if let Some(l) = local.filter(on_local_chain) {
+            txid = l.txid;
+            checksum = l.checksum;
+            state = Some(l.table);
+            wal = l.wal;
+        } else {
+            if let (Some((t, table)), Some(sum)) = (saved_table, head.checksum) {
+                if table_matches(t, &table, head.txid, sum) {
+                    state = Some(table);
+                } else if t < head.txid {
+                    state = roll_forward(reference, &head.files, table, t, head.txid).await;
+                    if state.as_ref().is_some_and(|tb| tb.value() != sum) {
+                        state = None;
+                    }
                 }
+            } else if head.checksum.is_none() {
+                // The replica's files carry no checksums (Litestream wrote
+                // them): learn its exact state by reading the chain once, so
+                // the next file can state its pre-apply checksum and ship
+                // only what differs.
+                tracing::info!(txid = %head.txid, "the replica carries no checksums; reading it once to continue it");
+                state =
+                    roll_forward(reference, &head.files, DbChecksum::new(), Txid(0), head.txid)
+                        .await;
             }
-        } else if head.checksum.is_none() {
-            // The replica's files carry no checksums (Litestream wrote them):
-            // learn its exact state by reading the chain once, so the next
-            // file can state its pre-apply checksum and ship only what differs.
-            tracing::info!(txid = %head.txid, "the replica carries no checksums; reading it once to continue it");
-            state =
-                roll_forward(&replica, &head.files, DbChecksum::new(), Txid(0), head.txid).await;
+            checksum = match (&state, head.checksum) {
+                (_, Some(sum)) => sum,
+                (Some(t), None) => t.value(),
+                (None, None) => {
+                    return Err(ReplicateError::UnknownReplicaState {
+                        replica: reference.to_string(),
+                        txid: head.txid,
+                    });
+                }
+            };
+            txid = head.txid;
+            wal = saved_pos
+                .filter(|p| {
+                    state.is_some()
+                        && p.txid == head.txid
+                        && p.checksum == checksum
+                        && p.page_size == watched.page_size()
+                })
+                .map(|p| p.wal);
+            if state.is_none() {
+                tracing::info!(
+                    db = %path.display(),
+                    %txid,
+                    "no local state matches the replica; the next sync compares every page"
+                );
+            }
         }
-        let checksum = match (&state, head.checksum) {
-            // An empty replica: the first file is a snapshot.
-            _ if head.txid.0 == 0 => Checksum(0),
-            (_, Some(sum)) => sum,
-            (Some(t), None) => t.value(),
-            (None, None) => {
-                return Err(ReplicateError::UnknownReplicaState {
+        let known = state.is_some();
+        let now = opts.clock.now();
+        let mut slots = Vec::with_capacity(replicas.len());
+        for (i, (replica, h)) in replicas.into_iter().zip(heads).enumerate() {
+            let c = match h.checksum {
+                Some(c) => c,
+                None if i == ref_i => checksum,
+                None => Checksum(0),
+            };
+            let in_step = h.txid == txid && c == checksum;
+            let needs_snapshot = h.txid.0 > 0
+                && !in_step
+                && outbox.chain_after(h.txid, c).is_none_or(|ch| ch.is_empty());
+            if needs_snapshot && known && h.txid >= txid {
+                return Err(ReplicateError::Diverged {
                     replica: replica.to_string(),
-                    txid: head.txid,
+                    txid: h.txid,
                 });
             }
-        };
-        let wal = saved_pos
-            .filter(|p| {
-                state.is_some()
-                    && p.txid == head.txid
-                    && p.checksum == checksum
-                    && p.page_size == watched.page_size()
-            })
-            .map(|p| p.wal);
-        if head.txid.0 > 0 && state.is_none() {
-            tracing::info!(
-                db = %path.display(),
-                txid = %head.txid,
-                "no local state matches the replica; the next sync compares every page"
-            );
+            if needs_snapshot {
+                tracing::info!(replica = %replica, txid = %h.txid, "the replica is behind and the local store cannot bridge the gap: it gets a snapshot");
+            }
+            let mut compacted_at = [None; 10];
+            for c in compacted_at.iter_mut() {
+                *c = Some(now);
+            }
+            let status = ReplicaStatus {
+                url: replica.to_string(),
+                txid: h.txid,
+                files_per_level: count_levels(&h.files),
+                ..Default::default()
+            };
+            slots.push(Slot {
+                state: tokio::sync::Mutex::new(SlotState {
+                    txid: h.txid,
+                    checksum: c,
+                    needs_snapshot,
+                    files: h.files,
+                    compacted_at,
+                    retention_at: None,
+                }),
+                shipped: watch::channel(h.txid).0,
+                status: Mutex::new(status),
+                replica,
+            });
         }
         let mut watched = watched;
         watched.set_litestream_compat(opts.litestream_compat);
-        watched.set_shipped_state(head.txid, checksum, state, wal);
+        watched.set_shipped_state(txid, checksum, state, wal);
+        let clock = opts.clock.clone();
         Ok(Replicator {
-            db: Arc::new(Mutex::new(watched)),
-            sync_lock: tokio::sync::Mutex::new(()),
-            replica,
-            opts,
-            path,
+            inner: Arc::new(Inner {
+                path,
+                db: Mutex::new(watched),
+                produce: tokio::sync::Mutex::new(()),
+                outbox: Mutex::new(outbox),
+                head: watch::channel(Head {
+                    txid,
+                    checksum,
+                    timestamp_ms: clock.now_ms(),
+                })
+                .0,
+                slots,
+                clock,
+                opts,
+            }),
         })
     }
 
-    /// The replica.
+    /// The first replica.
     pub fn replica(&self) -> &Replica {
-        &self.replica
+        &self.inner.slots[0].replica
     }
 
-    /// The TXID of the latest state in the replica.
+    /// Every replica, in the order given.
+    pub fn replicas(&self) -> Vec<&Replica> {
+        self.inner.slots.iter().map(|s| &s.replica).collect()
+    }
+
+    /// The TXID every replica holds: the oldest of their latest states.
     pub fn txid(&self) -> Txid {
-        self.db.lock().expect("db lock").txid()
+        self.inner
+            .slots
+            .iter()
+            .map(|s| *s.shipped.borrow())
+            .min()
+            .unwrap_or(Txid(0))
     }
 
-    /// Ships everything committed so far: at most one LTX file per call.
-    pub async fn sync(&self) -> Result<SyncOutcome, ReplicateError> {
-        let _step = self.sync_lock.lock().await;
-        let db = self.db.clone();
-        let ts = now_ms();
-        let prepared = blocking(move || db.lock().expect("db lock").prepare(ts)).await??;
-        let outcome = match prepared {
-            Prepared::UpToDate => SyncOutcome::UpToDate,
-            Prepared::Ship(p) => {
-                let size = p.body.len();
-                let txid = p.header.max_txid;
-                let when: DateTime<Utc> =
-                    DateTime::from_timestamp_millis(p.header.timestamp_ms).unwrap_or_else(Utc::now);
-                self.replica
-                    .write_body(0, p.header.min_txid, txid, &p.body, when)
-                    .await?;
-                let pages = p.page_count;
-                let resync = p.kind == ShipKind::Resync;
-                if resync && txid.0 > 1 {
-                    tracing::info!(db = %self.path.display(), %txid, pages, "resync shipped the pages that differ from the replica");
+    /// The TXID of the latest state taken from the database (it may not be
+    /// in every replica yet).
+    pub fn local_txid(&self) -> Txid {
+        self.inner.head.borrow().txid
+    }
+
+    /// The database path.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Status of each replica.
+    pub fn status(&self) -> Vec<ReplicaStatus> {
+        self.inner
+            .slots
+            .iter()
+            .map(|s| {
+                let mut st = s.status.lock().expect("status lock").clone();
+                st.txid = *s.shipped.borrow();
+                st.requests = s.replica.stats().counts();
+                st
+            })
+            .collect()
+    }
+
+    /// Waits until every replica holds `txid` (or a later state).
+    pub async fn wait_replicated(&self, txid: Txid) {
+        for s in &self.inner.slots {
+            let mut rx = s.shipped.subscribe();
+            let _ = rx.wait_for(|t| *t >= txid).await;
+        }
+    }
+
+    /// Takes what is committed in the database into the local store: at
+    /// most one LTX file per call. Runs the checkpoint the thresholds call
+    /// for once the local store is durable.
+    async fn produce(&self) -> Result<SyncOutcome, ReplicateError> {
+        let _step = self.inner.produce.lock().await;
+        self.produce_locked().await
+    }
+
+    async fn produce_locked(&self) -> Result<SyncOutcome, ReplicateError> {
+        let inner = self.inner.clone();
+        let ts = inner.clock.now_ms();
+        blocking(move || {
+            let mut db = inner.db.lock().expect("db lock");
+            let outcome = match db.prepare(ts)? {
+                Prepared::UpToDate => SyncOutcome::UpToDate,
+                Prepared::Ship(mut p) => {
+                    let body = std::mem::replace(&mut p.body, LtxBody::Memory(Bytes::new()));
+                    let header = p.header;
+                    let post = p.post_apply;
+                    let bytes = body.len();
+                    let pages = p.page_count;
+                    let resync = p.kind == ShipKind::Resync;
+                    let state = db.state_dir().path().to_path_buf();
+                    inner
+                        .outbox
+                        .lock()
+                        .expect("outbox lock")
+                        .add(0, &header, post, body)
+                        .map_err(|source| ReplicateError::Local {
+                            path: state,
+                            source,
+                        })?;
+                    db.commit(p)?;
+                    if resync && header.max_txid.0 > 1 {
+                        tracing::info!(db = %inner.path.display(), txid = %header.max_txid, pages, "resync: shipping the pages that differ from the last shipped state");
+                    }
+                    inner.head.send_replace(Head {
+                        txid: header.max_txid,
+                        checksum: post,
+                        timestamp_ms: header.timestamp_ms,
+                    });
+                    SyncOutcome::Shipped {
+                        txid: header.max_txid,
+                        pages,
+                        bytes,
+                        resync,
+                    }
                 }
-                let db = self.db.clone();
-                blocking(move || db.lock().expect("db lock").commit(p)).await??;
-                SyncOutcome::Shipped {
-                    txid,
-                    pages,
-                    bytes: size,
-                    resync,
+            };
+            if db.checkpoint_due() {
+                let state = db.state_dir().path().to_path_buf();
+                inner
+                    .outbox
+                    .lock()
+                    .expect("outbox lock")
+                    .sync()
+                    .map_err(|source| ReplicateError::Local {
+                        path: state,
+                        source,
+                    })?;
+                if let Some(mode) = db.maybe_checkpoint()? {
+                    tracing::debug!(db = %inner.path.display(), mode, "checkpoint");
                 }
             }
-        };
-        let db = self.db.clone();
-        if let Some(mode) =
-            blocking(move || db.lock().expect("db lock").maybe_checkpoint()).await??
-        {
-            tracing::debug!(db = %self.path.display(), mode, "checkpoint");
-        }
+            Ok(outcome)
+        })
+        .await?
+    }
+
+    /// Ships what is committed: takes at most one new LTX file from the
+    /// database, then brings every replica up to date. Fails if a replica
+    /// could not be brought up to date (the others still are, and nothing
+    /// is lost: the files wait in the local store).
+    pub async fn sync(&self) -> Result<SyncOutcome, ReplicateError> {
+        let outcome = self.produce().await?;
+        self.push_all().await?;
         Ok(outcome)
     }
 
-    /// Syncs until nothing is left to ship.
+    /// Syncs until nothing is left to ship; returns the TXID every replica
+    /// holds.
     pub async fn sync_all(&self) -> Result<Txid, ReplicateError> {
-        while let SyncOutcome::Shipped { .. } = self.sync().await? {}
+        while let SyncOutcome::Shipped { .. } = self.produce().await? {}
+        self.push_all().await?;
         Ok(self.txid())
+    }
+
+    async fn push_all(&self) -> Result<(), ReplicateError> {
+        let results =
+            futures::future::join_all((0..self.inner.slots.len()).map(|i| self.push(i))).await;
+        self.collect_outbox();
+        results.into_iter().collect::<Result<Vec<_>, _>>()?;
+        Ok(())
+    }
+
+    /// Brings replica `i` up to the database's latest state.
+    async fn push(&self, i: usize) -> Result<(), ReplicateError> {
+        let slot = &self.inner.slots[i];
+        let mut st = slot.state.lock().await;
+        let r = self.push_locked(slot, &mut st).await;
+        let mut status = slot.status.lock().expect("status lock");
+        status.last_error = r.as_ref().err().map(|e| e.to_string());
+        status.files_per_level = count_levels(&st.files);
+        r
+    }
+
+    async fn push_locked(&self, slot: &Slot, st: &mut SlotState) -> Result<(), ReplicateError> {
+        loop {
+            let head = *self.inner.head.borrow();
+            if st.txid == head.txid && st.checksum == head.checksum {
+                return Ok(());
+            }
+            if st.needs_snapshot {
+                self.snapshot_to(slot, st).await?;
+                continue;
+            }
+            let chain = self
+                .inner
+                .outbox
+                .lock()
+                .expect("outbox lock")
+                .chain_after(st.txid, st.checksum);
+            let Some(chain) = chain.filter(|c| !c.is_empty()) else {
+                if st.txid.0 == 0 && head.txid.0 == 0 {
+                    return Ok(());
+                }
+                st.needs_snapshot = true;
+                continue;
+            };
+            let (body, header) = if chain.len() == 1 {
+                let f = &chain[0];
+                let body = self.inner.outbox.lock().expect("outbox lock").body(f);
+                (body, (f.min_txid, f.max_txid, f.timestamp_ms, f.post_apply))
+            } else {
+                // Behind by several files: send them merged, one request.
+                self.merge_outbox(&chain).await?
+            };
+            let (min, max, ts, post) = header;
+            let when = DateTime::from_timestamp_millis(ts).unwrap_or_else(Utc::now);
+            let info = slot.replica.write_body(0, min, max, &body, when).await?;
+            st.files.retain(|f| !(f.level == 0 && f.max_txid >= min));
+            st.files.push(info);
+            st.txid = max;
+            st.checksum = post;
+            slot.shipped.send_replace(max);
+            slot.status.lock().expect("status lock").last_upload = Some(Utc::now());
+        }
+    }
+
+    /// Merges consecutive level-0 files of the local store into one body.
+    async fn merge_outbox(
+        &self,
+        chain: &[OutboxFile],
+    ) -> Result<(LtxBody, (Txid, Txid, i64, Checksum)), ReplicateError> {
+        let inner = self.inner.clone();
+        let chain = chain.to_vec();
+        blocking(move || {
+            let outbox = inner.outbox.lock().expect("outbox lock");
+            let first = &chain[0];
+            let last = chain.last().expect("not empty");
+            let mut inputs = Vec::with_capacity(chain.len());
+            for f in &chain {
+                let r: Box<dyn std::io::Read + Send> = match outbox.body(f) {
+                    LtxBody::Memory(b) => Box::new(std::io::Cursor::new(b)),
+                    other => {
+                        let p = other.file_path().expect("a file").to_path_buf();
+                        Box::new(std::io::BufReader::new(
+                            std::fs::File::open(&p)
+                                .map_err(|source| ReplicateError::Local { path: p, source })?,
+                        ))
+                    }
+                };
+                inputs.push(ltx::Decoder::new(r).map_err(|source| ReplicateError::BadFile {
+                    file: ltx::format_filename(f.min_txid, f.max_txid),
+                    source,
+                })?);
+            }
+            let dir = outbox.path(0, first.min_txid, last.max_txid);
+            let dir = dir.parent().expect("has a parent").to_path_buf();
+            drop(outbox);
+            let out = SpillWriter::new(&dir, SPILL_THRESHOLD);
+            let opts = ltx::CompactOptions {
+                pre_apply_checksum: (!first.is_snapshot()).then_some(first.pre_apply),
+                post_apply_checksum: Some(last.post_apply),
+                litestream_compat: inner.opts.litestream_compat,
+                ..Default::default()
+            };
+            let (w, _) =
+                ltx::compact(inputs, out, opts).map_err(|source| ReplicateError::BadFile {
+                    file: ltx::format_filename(first.min_txid, last.max_txid),
+                    source,
+                })?;
+            let body = w
+                .finish()
+                .map_err(|source| ReplicateError::Local { path: dir, source })?;
+            Ok((
+                body,
+                (
+                    first.min_txid,
+                    last.max_txid,
+                    last.timestamp_ms,
+                    last.post_apply,
+                ),
+            ))
+        })
+        .await?
+    }
+
+    /// Encodes a snapshot of the database's latest state (after taking in
+    /// every commit), retrying while the database moves.
+    async fn take_snapshot(&self) -> Result<db::PendingSnapshot, ReplicateError> {
+        for _ in 0..50 {
+            let step = self.inner.produce.lock().await;
+            while let SyncOutcome::Shipped { .. } = self.produce_locked().await? {}
+            let inner = self.inner.clone();
+            let ts = inner.head.borrow().timestamp_ms;
+            let snap =
+                blocking(move || inner.db.lock().expect("db lock").prepare_snapshot(ts)).await??;
+            drop(step);
+            if let Some(s) = snap {
+                return Ok(s);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(ReplicateError::SnapshotUnavailable)
+    }
+
+    /// Uploads a snapshot to a replica whose chain cannot be continued.
+    async fn snapshot_to(&self, slot: &Slot, st: &mut SlotState) -> Result<(), ReplicateError> {
+        let snap = self.take_snapshot().await?;
+        let max = snap.header.max_txid;
+        if max <= st.txid {
+            return Err(ReplicateError::Diverged {
+                replica: slot.replica.to_string(),
+                txid: st.txid,
+            });
+        }
+        let when = DateTime::from_timestamp_millis(snap.header.timestamp_ms).unwrap_or_else(Utc::now);
+        let info = slot
+            .replica
+            .write_body(SNAPSHOT_LEVEL, Txid(1), max, &snap.body, when)
+            .await?;
+        st.files.push(info);
+        st.txid = max;
+        st.checksum = snap.post_apply;
+        st.needs_snapshot = false;
+        slot.shipped.send_replace(max);
+        tracing::info!(replica = %slot.replica, txid = %max, "snapshot uploaded");
+        Ok(())
+    }
+
+    /// Removes from the local store what no replica needs any more: files
+    /// every replica holds and (when compaction is on) has compacted into
+    /// the next level.
+    fn collect_outbox(&self) {
+        let levels = self.inner.opts.retention.levels.len() as u8;
+        let mut summaries = Vec::with_capacity(self.inner.slots.len());
+        for s in &self.inner.slots {
+            let Ok(st) = s.state.try_lock() else {
+                return; // busy: next time
+            };
+            let mut level_max = [Txid(0); 10];
+            for f in &st.files {
+                let m = &mut level_max[f.level as usize];
+                *m = (*m).max(f.max_txid);
+            }
+            summaries.push((st.txid, level_max));
+        }
+        let mut outbox = self.inner.outbox.lock().expect("outbox lock");
+        let shipped = summaries.iter().map(|s| s.0).min().unwrap_or(Txid(0));
+        outbox.release_memory(shipped);
+        let doomed: Vec<(u8, Txid)> = outbox
+            .files()
+            .filter(|f| {
+                let next = f.level + 1;
+                f.max_txid <= shipped
+                    && (f.level >= levels
+                        || summaries
+                            .iter()
+                            .all(|s| s.1[next as usize] >= f.max_txid))
+            })
+            .map(|f| (f.level, f.max_txid))
+            .collect();
+        for (l, m) in doomed {
+            outbox.remove(l, m);
+        }
+    }
+
+    /// Runs what is due of compaction, snapshots and retention on every
+    /// replica, by the replicator's clock.
+    pub async fn maintain(&self) -> Result<(), ReplicateError> {
+        let results =
+            futures::future::join_all((0..self.inner.slots.len()).map(|i| self.maintain_one(i)))
+                .await;
+        self.collect_outbox();
+        results.into_iter().collect::<Result<Vec<_>, _>>()?;
+        Ok(())
+    }
+
+    async fn maintain_one(&self, i: usize) -> Result<(), ReplicateError> {
+        let slot = &self.inner.slots[i];
+        let mut st = slot.state.lock().await;
+        let r = self.maintain_locked(slot, &mut st).await;
+        let mut status = slot.status.lock().expect("status lock");
+        if let Err(e) = &r {
+            status.last_error = Some(e.to_string());
+        }
+        status.files_per_level = count_levels(&st.files);
+        r
+    }
+
+    async fn maintain_locked(&self, slot: &Slot, st: &mut SlotState) -> Result<(), ReplicateError> {
+        let opts = &self.inner.opts.retention;
+        let now = self.inner.clock.now();
+        let elapsed = |t: Option<DateTime<Utc>>| {
+            t.map(|t| (now - t).to_std().unwrap_or(Duration::ZERO))
+        };
+        for (k, interval) in opts.levels.iter().enumerate() {
+            let level = k as u8 + 1;
+            if elapsed(st.compacted_at[level as usize]).is_some_and(|e| e < *interval) {
+                continue;
+            }
+            st.compacted_at[level as usize] = Some(now);
+            if let Some(run) = retention::plan_compaction(&st.files, level) {
+                self.compact_into(slot, st, &run, level).await?;
+            }
+        }
+        if let Some(interval) = opts.snapshot_interval {
+            let last = st
+                .files
+                .iter()
+                .filter(|f| f.level == SNAPSHOT_LEVEL)
+                .max_by_key(|f| f.max_txid);
+            let since = match last {
+                Some(s) => Some(s.created),
+                None => st.files.iter().map(|f| f.created).min(),
+            };
+            let changed = last.is_none_or(|s| s.max_txid < st.txid);
+            let head = *self.inner.head.borrow();
+            if changed
+                && st.txid == head.txid
+                && st.txid.0 > 0
+                && elapsed(since).is_some_and(|e| e >= interval)
+            {
+                let snap = self.take_snapshot().await?;
+                if snap.header.max_txid == st.txid {
+                    let when = DateTime::from_timestamp_millis(snap.header.timestamp_ms)
+                        .unwrap_or_else(Utc::now);
+                    let info = slot
+                        .replica
+                        .write_body(SNAPSHOT_LEVEL, Txid(1), st.txid, &snap.body, when)
+                        .await?;
+                    st.files.retain(|f| !(f.level == SNAPSHOT_LEVEL && f.max_txid == st.txid));
+                    st.files.push(info);
+                }
+            }
+        }
+        if elapsed(st.retention_at).is_none_or(|e| e >= opts.check_interval) {
+            st.retention_at = Some(now);
+            let doomed = retention::plan_retention(&st.files, now, opts);
+            if !doomed.is_empty() {
+                slot.replica.delete_files(&doomed).await?;
+                st.files.retain(|f| !doomed.contains(f));
+                tracing::debug!(replica = %slot.replica, files = doomed.len(), "retention deleted files");
+            }
+        }
+        Ok(())
+    }
+
+    /// Merges a run of files of level `level - 1` into one file of `level`.
+    async fn compact_into(
+        &self,
+        slot: &Slot,
+        st: &mut SlotState,
+        run: &[LtxFileInfo],
+        level: u8,
+    ) -> Result<(), ReplicateError> {
+        let mut readers: Vec<Box<dyn std::io::Read + Send>> = Vec::with_capacity(run.len());
+        for f in run {
+            let local = {
+                let outbox = self.inner.outbox.lock().expect("outbox lock");
+                outbox
+                    .get(f.level, f.min_txid, f.max_txid)
+                    .filter(|o| o.size == f.size)
+                    .map(|o| outbox.body(o))
+            };
+            let r: Box<dyn std::io::Read + Send> = match local {
+                Some(LtxBody::Memory(b)) => Box::new(std::io::Cursor::new(b)),
+                Some(other) => match std::fs::File::open(other.file_path().expect("a file")) {
+                    Ok(file) => Box::new(std::io::BufReader::new(file)),
+                    Err(_) => Box::new(std::io::Cursor::new(slot.replica.read_file(f).await?)),
+                },
+                None => Box::new(std::io::Cursor::new(slot.replica.read_file(f).await?)),
+            };
+            readers.push(r);
+        }
+        let inner = self.inner.clone();
+        let first = run[0].clone();
+        let last = run.last().expect("not empty").clone();
+        let spill_dir = inner.outbox.lock().expect("outbox lock").path(level, first.min_txid, last.max_txid);
+        let spill_dir = spill_dir.parent().expect("has a parent").to_path_buf();
+        let name = format!("L{level}/{}", ltx::format_filename(first.min_txid, last.max_txid));
+        let (body, header, post) = blocking(move || -> Result<_, ReplicateError> {
+            std::fs::create_dir_all(&spill_dir).map_err(|source| ReplicateError::Local {
+                path: spill_dir.clone(),
+                source,
+            })?;
+            let bad = |source| ReplicateError::BadFile {
+                file: name.clone(),
+                source,
+            };
+            let mut inputs = Vec::with_capacity(readers.len());
+            for r in readers {
+                inputs.push(ltx::Decoder::new(r).map_err(bad)?);
+            }
+            let first_h = *inputs[0].header();
+            let last_h = *inputs.last().expect("not empty").header();
+            let pre = first_h
+                .reserved_checksums
+                .map(|r| r.pre_apply)
+                .or((!first_h.no_checksum()).then_some(first_h.pre_apply_checksum));
+            let post = last_h.reserved_checksums.map(|r| r.post_apply);
+            let compat = inner.opts.litestream_compat || first_h.no_checksum();
+            let opts = ltx::CompactOptions {
+                pre_apply_checksum: if first_h.is_snapshot() { None } else { pre },
+                post_apply_checksum: post,
+                litestream_compat: compat && post.is_some(),
+                ..Default::default()
+            };
+            let out = SpillWriter::new(&spill_dir, SPILL_THRESHOLD);
+            let (w, trailer) = ltx::compact(inputs, out, opts).map_err(bad)?;
+            let body = w.finish().map_err(|source| ReplicateError::Local {
+                path: spill_dir.clone(),
+                source,
+            })?;
+            let post = post.unwrap_or(trailer.post_apply_checksum);
+            let mut header = first_h;
+            header.min_txid = first_h.min_txid;
+            header.max_txid = last_h.max_txid;
+            header.timestamp_ms = last_h.timestamp_ms;
+            Ok((body, header, post))
+        })
+        .await??;
+        let when = DateTime::from_timestamp_millis(header.timestamp_ms).unwrap_or_else(Utc::now);
+        let info = slot
+            .replica
+            .write_body(level, header.min_txid, header.max_txid, &body, when)
+            .await?;
+        st.files
+            .retain(|f| !(f.level == level && f.max_txid >= header.min_txid));
+        st.files.push(info);
+        // Keep a local copy while a higher level will want it as input.
+        if (level as usize) < self.inner.opts.retention.levels.len() {
+            let inner = self.inner.clone();
+            blocking(move || {
+                let mut outbox = inner.outbox.lock().expect("outbox lock");
+                if outbox.get(level, header.min_txid, header.max_txid).is_none() {
+                    let _ = outbox.add(level, &header, post, body);
+                }
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     /// Replicates until `shutdown` resolves, then ships what is left (bounded
     /// by [`ReplicateOptions::shutdown_timeout`]) and saves the local state.
+    ///
+    /// Each replica is served by its own task: a replica that is slow or
+    /// failing retries with backoff while the others keep up.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ReplicateError> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        for i in 0..self.inner.slots.len() {
+            let me = self.clone();
+            let mut stop = stop_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut head = me.inner.head.subscribe();
+                let mut backoff = Duration::ZERO;
+                let tick = Duration::from_secs(1);
+                let mut next_maint = Instant::now();
+                loop {
+                    let wait = if backoff.is_zero() { tick } else { backoff };
+                    tokio::select! {
+                        _ = stop.changed() => break,
+                        _ = head.changed(), if backoff.is_zero() => {}
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    match me.push(i).await {
+                        Ok(()) => backoff = Duration::ZERO,
+                        Err(e) => {
+                            backoff = (backoff * 2)
+                                .clamp(Duration::from_millis(100), Duration::from_secs(10));
+                            tracing::warn!(replica = %me.inner.slots[i].replica, error = %e, "upload failed; retrying in {backoff:?} (the files wait in the local store)");
+                            continue;
+                        }
+                    }
+                    me.collect_outbox();
+                    if Instant::now() >= next_maint {
+                        next_maint = Instant::now() + tick;
+                        if let Err(e) = me.maintain_one(i).await {
+                            tracing::warn!(replica = %me.inner.slots[i].replica, error = %e, "compaction or retention failed; retrying later");
+                        }
+                        me.collect_outbox();
+                    }
+                }
+            }));
+        }
         tokio::pin!(shutdown);
         let mut last_seen = None;
         let mut last_full = Instant::now() - Duration::from_secs(3600);
         let mut backoff = Duration::ZERO;
+        let poll = self.inner.opts.poll_interval;
         loop {
-            let wait = self.opts.poll_interval.max(backoff);
+            let wait = poll.max(backoff);
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = tokio::time::sleep(wait) => {}
             }
-            let seen = file_stamp(&self.path);
+            let seen = file_stamp(&self.inner.path);
             if seen == last_seen && last_full.elapsed() < Duration::from_secs(1) {
                 continue;
             }
-            match self.sync().await {
-                Ok(_) => {
+            match self.produce().await {
+                Ok(SyncOutcome::Shipped { .. }) => {
+                    backoff = Duration::ZERO;
+                    // More may be waiting: look again at once.
+                    last_seen = None;
+                }
+                Ok(SyncOutcome::UpToDate) => {
                     backoff = Duration::ZERO;
                     last_seen = seen;
                     last_full = Instant::now();
@@ -376,30 +1187,35 @@ impl Replicator {
                 Err(e) => {
                     backoff =
                         (backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(10));
-                    tracing::warn!(db = %self.path.display(), error = %e, "sync failed; retrying in {backoff:?} (unshipped frames stay in the WAL)");
+                    tracing::warn!(db = %self.inner.path.display(), error = %e, "reading the database failed; retrying in {backoff:?}");
                 }
             }
         }
-        let done = tokio::time::timeout(self.opts.shutdown_timeout, self.sync_all()).await;
-        let Replicator { db, opts, .. } = self;
-        let close = blocking(move || match Arc::try_unwrap(db) {
-            Ok(m) => m.into_inner().expect("db lock").close(),
-            // A sync abandoned by the timeout still holds it: its state is
-            // saved as it goes, so there is nothing more to do.
-            Err(_) => Ok(()),
-        });
+        let _ = stop_tx.send(true);
+        let timeout = self.inner.opts.shutdown_timeout;
+        let _ = tokio::time::timeout(timeout, futures::future::join_all(tasks)).await;
+        let done = tokio::time::timeout(timeout, self.sync_all()).await;
+        let inner = self.inner.clone();
+        let close = blocking(move || inner.db.lock().expect("db lock").close());
         match done {
             Ok(r) => {
-                r?;
                 close.await??;
-                Ok(())
+                r.map(|_| ())
             }
             Err(_) => {
                 close.await??;
-                Err(ReplicateError::ShutdownTimeout(opts.shutdown_timeout))
+                Err(ReplicateError::ShutdownTimeout(timeout))
             }
         }
     }
+}
+
+fn count_levels(files: &[LtxFileInfo]) -> [usize; 10] {
+    let mut n = [0usize; 10];
+    for f in files {
+        n[(f.level as usize).min(9)] += 1;
+    }
+    n
 }
 
 fn table_matches(t: Txid, table: &DbChecksum, txid: Txid, sum: Checksum) -> bool {

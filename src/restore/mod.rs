@@ -490,7 +490,7 @@ async fn restore_chain(
     }
     let last = chain.last().expect("chain is not empty");
     if opts.write_state {
-        let state = StateDir::for_db(output).for_replica(&replica.to_string());
+        let state = StateDir::for_db(output);
         state.clear();
         let _ = state.save_pages(last.max_txid, &merged.table);
         let _ = state.save_position(&SavedPosition {

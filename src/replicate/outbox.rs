@@ -1,0 +1,330 @@
+//! The local LTX store: every file the database produces is kept here until
+//! every replica has it, so that replicas ship at their own pace and a slow
+//! or failing replica never holds back the others or the WAL.
+//!
+//! Files live in `.<db>-litevault/ltx/<level>/<min>-<max>.ltx`, the same
+//! layout as a `file://` replica. Small files are also kept in memory until
+//! every replica has them. Writes are not fsynced one by one: before a
+//! checkpoint may move frames out of the WAL, [`Outbox::sync`] makes every
+//! file not yet in every replica durable. Until then the WAL itself still
+//! holds them.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use crate::ltx::{self, Checksum, Txid};
+use crate::replica::{LtxBody, SPILL_THRESHOLD};
+
+/// One file in the local store.
+#[derive(Clone, Debug)]
+pub struct OutboxFile {
+    /// Level (0 for files produced from the WAL).
+    pub level: u8,
+    /// First TXID.
+    pub min_txid: Txid,
+    /// Last TXID.
+    pub max_txid: Txid,
+    /// Checksum of the state before it (0 for a snapshot).
+    pub pre_apply: Checksum,
+    /// Checksum of the state after it.
+    pub post_apply: Checksum,
+    /// LTX header timestamp (milliseconds since the epoch).
+    pub timestamp_ms: i64,
+    /// Size in bytes.
+    pub size: u64,
+    /// The bytes, while small and not yet everywhere.
+    pub bytes: Option<Bytes>,
+    /// `true` once fsynced.
+    durable: bool,
+}
+
+impl OutboxFile {
+    /// `true` for a file starting at TXID 1.
+    pub fn is_snapshot(&self) -> bool {
+        self.min_txid.0 == 1
+    }
+}
+
+/// The local LTX store of one database.
+#[derive(Debug)]
+pub struct Outbox {
+    dir: PathBuf,
+    files: BTreeMap<(u8, u64), OutboxFile>,
+}
+
+/// Bytes of small files kept in memory at most.
+const MEMORY_BUDGET: u64 = 64 << 20;
+
+impl Outbox {
+    /// Opens the store under `dir` and indexes the files already there
+    /// (left by an earlier run). Unreadable files are removed: they were
+    /// never acknowledged as durable.
+    pub fn open(dir: &Path) -> std::io::Result<Outbox> {
+        let mut files = BTreeMap::new();
+        let root = dir.join("ltx");
+        if let Ok(levels) = std::fs::read_dir(&root) {
+            for level in levels.flatten() {
+                let Some(lv) = level.file_name().to_str().and_then(|s| s.parse::<u8>().ok())
+                else {
+                    continue;
+                };
+                for f in std::fs::read_dir(level.path())?.flatten() {
+                    let name = f.file_name();
+                    let Some((min, max)) = name.to_str().and_then(ltx::parse_filename) else {
+                        let _ = std::fs::remove_file(f.path());
+                        continue;
+                    };
+                    match read_meta(&f.path()) {
+                        Some((pre, post, ts, size)) => {
+                            files.insert(
+                                (lv, max.0),
+                                OutboxFile {
+                                    level: lv,
+                                    min_txid: min,
+                                    max_txid: max,
+                                    pre_apply: pre,
+                                    post_apply: post,
+                                    timestamp_ms: ts,
+                                    size,
+                                    bytes: None,
+                                    durable: true,
+                                },
+                            );
+                        }
+                        None => {
+                            let _ = std::fs::remove_file(f.path());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Outbox {
+            dir: dir.to_path_buf(),
+            files,
+        })
+    }
+
+    /// Path of a file.
+    pub fn path(&self, level: u8, min: Txid, max: Txid) -> PathBuf {
+        self.dir
+            .join("ltx")
+            .join(level.to_string())
+            .join(ltx::format_filename(min, max))
+    }
+
+    /// Adds a file (written to disk; small bodies are also kept in memory).
+    /// Files of the same level at or past `min` are dropped first: they
+    /// belong to a history the database no longer follows.
+    pub fn add(
+        &mut self,
+        level: u8,
+        header: &ltx::Header,
+        post_apply: Checksum,
+        body: LtxBody,
+    ) -> std::io::Result<OutboxFile> {
+        let (min, max) = (header.min_txid, header.max_txid);
+        let stale: Vec<(u8, u64)> = self
+            .files
+            .range((level, min.0)..=(level, u64::MAX))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in stale {
+            self.remove(k.0, Txid(k.1));
+        }
+        let path = self.path(level, min, max);
+        std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+        let size = body.len();
+        let bytes = match body {
+            LtxBody::Memory(b) => {
+                let tmp = path.with_extension("ltx.tmp");
+                let mut f = File::create(&tmp)?;
+                f.write_all(&b)?;
+                drop(f);
+                std::fs::rename(&tmp, &path)?;
+                Some(b)
+            }
+            LtxBody::Spilled(f) => {
+                f.persist(&path)?;
+                None
+            }
+            LtxBody::File { path: from, .. } => {
+                std::fs::copy(&from, &path)?;
+                None
+            }
+        };
+        let file = OutboxFile {
+            level,
+            min_txid: min,
+            max_txid: max,
+            pre_apply: if header.is_snapshot() {
+                Checksum(0)
+            } else {
+                header
+                    .reserved_checksums
+                    .map(|r| r.pre_apply)
+                    .unwrap_or(header.pre_apply_checksum)
+            },
+            post_apply,
+            timestamp_ms: header.timestamp_ms,
+            size,
+            bytes: bytes.filter(|b| b.len() <= SPILL_THRESHOLD),
+            durable: false,
+        };
+        self.files.insert((level, max.0), file.clone());
+        self.trim_memory();
+        Ok(file)
+    }
+
+    fn trim_memory(&mut self) {
+        let mut held: u64 = self
+            .files
+            .values()
+            .filter_map(|f| f.bytes.as_ref().map(|b| b.len() as u64))
+            .sum();
+        for f in self.files.values_mut() {
+            if held <= MEMORY_BUDGET {
+                break;
+            }
+            if let Some(b) = f.bytes.take() {
+                held -= b.len() as u64;
+            }
+        }
+    }
+
+    /// The body of a file, to upload it.
+    pub fn body(&self, f: &OutboxFile) -> LtxBody {
+        match &f.bytes {
+            Some(b) => LtxBody::Memory(b.clone()),
+            None => LtxBody::File {
+                path: self.path(f.level, f.min_txid, f.max_txid),
+                len: f.size,
+            },
+        }
+    }
+
+    /// The file of `level` ending at `max`, if kept.
+    pub fn get(&self, level: u8, min: Txid, max: Txid) -> Option<&OutboxFile> {
+        self.files
+            .get(&(level, max.0))
+            .filter(|f| f.min_txid == min)
+    }
+
+    /// The chain of level-0 files continuing the state (`txid`, `checksum`)
+    /// up to the newest file, or `None` when it cannot be continued from
+    /// here (a file is missing, or the checksums do not link).
+    pub fn chain_after(&self, txid: Txid, checksum: Checksum) -> Option<Vec<OutboxFile>> {
+        let mut out = Vec::new();
+        let mut at = (txid, checksum);
+        let newest = self.newest(0)?;
+        if newest.max_txid <= txid {
+            return (newest.max_txid == txid && newest.post_apply == checksum).then_some(out);
+        }
+        for f in self.files.range((0, txid.0 + 1)..=(0, u64::MAX)).map(|(_, f)| f) {
+            if f.min_txid.0 > at.0.0 + 1 {
+                return None;
+            }
+            if f.min_txid.0 != at.0.0 + 1 {
+                continue;
+            }
+            // A snapshot starts a chain of its own; anything else must link.
+            if !(f.is_snapshot() || f.pre_apply == at.1) {
+                return None;
+            }
+            at = (f.max_txid, f.post_apply);
+            out.push(f.clone());
+        }
+        (at.0 == newest.max_txid).then_some(out)
+    }
+
+    /// The newest file of a level.
+    pub fn newest(&self, level: u8) -> Option<&OutboxFile> {
+        self.files
+            .range((level, 0)..=(level, u64::MAX))
+            .next_back()
+            .map(|(_, f)| f)
+    }
+
+    /// Every file, by level then TXID.
+    pub fn files(&self) -> impl Iterator<Item = &OutboxFile> {
+        self.files.values()
+    }
+
+    /// Removes a file.
+    pub fn remove(&mut self, level: u8, max: Txid) {
+        if let Some(f) = self.files.remove(&(level, max.0)) {
+            let _ = std::fs::remove_file(self.path(level, f.min_txid, f.max_txid));
+        }
+    }
+
+    /// Removes every file.
+    pub fn clear(&mut self) {
+        let keys: Vec<_> = self.files.keys().copied().collect();
+        for (l, m) in keys {
+            self.remove(l, Txid(m));
+        }
+    }
+
+    /// Drops the in-memory copies of level-0 files up to `txid` (every
+    /// replica has them; the disk copy stays for compaction).
+    pub fn release_memory(&mut self, txid: Txid) {
+        for f in self.files.range_mut((0, 0)..=(0, txid.0)).map(|(_, f)| f) {
+            f.bytes = None;
+        }
+    }
+
+    /// Makes every file durable (fsync of the files and their folders).
+    pub fn sync(&mut self) -> std::io::Result<()> {
+        let mut dirs = std::collections::BTreeSet::new();
+        for f in self.files.values_mut().filter(|f| !f.durable) {
+            let path = self
+                .dir
+                .join("ltx")
+                .join(f.level.to_string())
+                .join(ltx::format_filename(f.min_txid, f.max_txid));
+            File::open(&path)?.sync_all()?;
+            dirs.insert(path.parent().expect("has a parent").to_path_buf());
+            f.durable = true;
+        }
+        for d in dirs {
+            File::open(d)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// `true` when some file is not yet durable.
+    pub fn has_unsynced(&self) -> bool {
+        self.files.values().any(|f| !f.durable)
+    }
+}
+
+/// Pre- and post-apply checksums, timestamp and size of an LTX file on disk.
+fn read_meta(path: &Path) -> Option<(Checksum, Checksum, i64, u64)> {
+    use std::os::unix::fs::FileExt;
+    let f = File::open(path).ok()?;
+    let size = f.metadata().ok()?.len();
+    if size < (ltx::HEADER_SIZE + ltx::TRAILER_SIZE) as u64 {
+        return None;
+    }
+    let mut h = vec![0u8; ltx::HEADER_SIZE];
+    f.read_exact_at(&mut h, 0).ok()?;
+    let mut t = vec![0u8; ltx::TRAILER_SIZE];
+    f.read_exact_at(&mut t, size - ltx::TRAILER_SIZE as u64)
+        .ok()?;
+    let header = ltx::Header::decode(&h).ok()?;
+    let trailer = ltx::Trailer::decode(&t).ok()?;
+    let (pre, post) = ltx::rolling_checksums(&header, &trailer)?;
+    Some((
+        if header.is_snapshot() {
+            Checksum(0)
+        } else {
+            pre
+        },
+        post,
+        header.timestamp_ms,
+        size,
+    ))
+}

@@ -1,0 +1,274 @@
+//! Compaction and retention planning: pure functions over a replica's
+//! listing, so that the rules can be tested without a store.
+//!
+//! # The rules
+//!
+//! - **Compaction** into level `L` takes the files of level `L-1` that start
+//!   after the newest file of level `L`, as one contiguous run ending at the
+//!   newest file of `L-1`, and merges them into one file of level `L`.
+//! - **Snapshots** (level 9) hold the whole database at one TXID.
+//! - **Retention** deletes: snapshots older than the snapshot retention
+//!   (never the newest one); files of levels 1 and up (below 9) that end
+//!   before the oldest retained snapshot; level-0 files already covered by
+//!   level 1 and older than the L0 retention.
+//! - **Safety net**: a file chosen by those rules is deleted only if every
+//!   restore point that stays promised is still reachable without it. The
+//!   promised points are the end TXIDs of every file that is kept, from the
+//!   oldest retained snapshot on. So compaction that lags, a missing level
+//!   or a gap never turns into a lost restore point.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::ltx::Txid;
+use crate::replica::{LtxFileInfo, SNAPSHOT_LEVEL};
+
+/// Compaction and retention settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetentionOptions {
+    /// Compaction interval of levels 1, 2, ... (empty: no compaction).
+    pub levels: Vec<Duration>,
+    /// How often a snapshot (level 9) is taken; `None`: never. A snapshot is
+    /// skipped when the database has not changed since the last one.
+    pub snapshot_interval: Option<Duration>,
+    /// How long snapshots (and the files needed to restore any point after
+    /// the oldest of them) are kept.
+    pub snapshot_retention: Duration,
+    /// How long level-0 files are kept once compacted into level 1.
+    pub l0_retention: Duration,
+    /// How often retention runs.
+    pub check_interval: Duration,
+}
+
+impl Default for RetentionOptions {
+    fn default() -> Self {
+        RetentionOptions {
+            levels: vec![
+                Duration::from_secs(30),
+                Duration::from_secs(5 * 60),
+                Duration::from_secs(60 * 60),
+            ],
+            snapshot_interval: Some(Duration::from_secs(24 * 60 * 60)),
+            snapshot_retention: Duration::from_secs(24 * 60 * 60),
+            l0_retention: Duration::from_secs(5 * 60),
+            check_interval: Duration::from_secs(15),
+        }
+    }
+}
+
+/// The files of level `dst - 1` to merge into one file of level `dst`:
+/// those starting after the newest file of `dst`, as one contiguous run
+/// ending at the newest file of the source level. `None` when there is
+/// nothing new.
+pub fn plan_compaction(files: &[LtxFileInfo], dst: u8) -> Option<Vec<LtxFileInfo>> {
+    let src = dst.checked_sub(1)?;
+    let dst_max = files
+        .iter()
+        .filter(|f| f.level == dst)
+        .map(|f| f.max_txid)
+        .max()
+        .unwrap_or(Txid(0));
+    let mut run: Vec<LtxFileInfo> = files
+        .iter()
+        .filter(|f| f.level == src && f.min_txid > dst_max)
+        .cloned()
+        .collect();
+    run.sort_by_key(|f| f.min_txid);
+    // Keep the contiguous run that ends at the newest file.
+    let mut start = run.len();
+    while start > 0 {
+        let f = &run[start - 1];
+        if start < run.len() && f.max_txid.0 + 1 != run[start].min_txid.0 {
+            break;
+        }
+        start -= 1;
+        if f.min_txid.0 == 1 {
+            // A snapshot-like file: nothing before it is needed.
+            break;
+        }
+    }
+    let run = run.split_off(start);
+    (!run.is_empty()).then_some(run)
+}
+
+/// Every TXID a chain of files reaches from the empty database.
+pub fn reachable(files: &[&LtxFileInfo]) -> HashSet<u64> {
+    let mut sorted: Vec<&&LtxFileInfo> = files.iter().collect();
+    sorted.sort_by_key(|f| (f.max_txid, f.min_txid));
+    let mut reach = HashSet::with_capacity(sorted.len() + 1);
+    reach.insert(0u64);
+    for f in sorted {
+        if f.min_txid <= f.max_txid && reach.contains(&(f.min_txid.0 - 1)) {
+            reach.insert(f.max_txid.0);
+        }
+    }
+    reach
+}
+
+/// The files retention deletes at `now`. See the module documentation.
+pub fn plan_retention(
+    files: &[LtxFileInfo],
+    now: DateTime<Utc>,
+    opts: &RetentionOptions,
+) -> Vec<LtxFileInfo> {
+    let age = |f: &LtxFileInfo| (now - f.created).to_std().unwrap_or(Duration::ZERO);
+    let mut snapshots: Vec<&LtxFileInfo> = files
+        .iter()
+        .filter(|f| f.level == SNAPSHOT_LEVEL)
+        .collect();
+    snapshots.sort_by_key(|f| f.max_txid);
+    let newest_snapshot = snapshots.last().map(|f| f.max_txid);
+    let mut doomed: Vec<&LtxFileInfo> = Vec::new();
+    for s in &snapshots {
+        if Some(s.max_txid) != newest_snapshot && age(s) > opts.snapshot_retention {
+            doomed.push(s);
+        }
+    }
+    let oldest_kept_snapshot = snapshots
+        .iter()
+        .filter(|s| !doomed.iter().any(|d| d == *s))
+        .map(|s| s.max_txid)
+        .min();
+    let last_level = opts.levels.len() as u8;
+    let l1_max = files
+        .iter()
+        .filter(|f| f.level == 1)
+        .map(|f| f.max_txid)
+        .max();
+    for f in files {
+        let expired = match f.level {
+            SNAPSHOT_LEVEL => false,
+            0 => {
+                // Covered by level 1 (or no compaction at all: then level 0
+                // is the history and follows the snapshots) and old enough.
+                let covered = match l1_max {
+                    Some(m) => f.max_txid <= m,
+                    None => last_level == 0 && oldest_kept_snapshot.is_some_and(|s| f.max_txid < s),
+                };
+                covered && age(f) > opts.l0_retention
+            }
+            _ => oldest_kept_snapshot.is_some_and(|s| f.max_txid < s),
+        };
+        if expired {
+            doomed.push(f);
+        }
+    }
+    // The safety net: never lose a promised restore point.
+    let floor = oldest_kept_snapshot.unwrap_or(Txid(0));
+    let keep: Vec<&LtxFileInfo> = files
+        .iter()
+        .filter(|f| !doomed.iter().any(|d| d == f))
+        .collect();
+    let promised: Vec<u64> = {
+        let reach_all = reachable(&files.iter().collect::<Vec<_>>());
+        let mut p: Vec<u64> = keep
+            .iter()
+            .map(|f| f.max_txid.0)
+            .filter(|t| *t >= floor.0 && reach_all.contains(t))
+            .collect();
+        p.sort_unstable();
+        p.dedup();
+        p
+    };
+    // Delete newest-first candidates last: try each, keep it if a promised
+    // point would become unreachable.
+    let mut remaining: Vec<&LtxFileInfo> = files.iter().collect();
+    let mut out = Vec::new();
+    doomed.sort_by_key(|f| (f.max_txid, f.level));
+    for d in doomed {
+        let without: Vec<&LtxFileInfo> = remaining
+            .iter()
+            .copied()
+            .filter(|f| *f != d)
+            .collect();
+        let reach = reachable(&without);
+        if promised.iter().all(|p| reach.contains(p)) {
+            remaining = without;
+            out.push(d.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(level: u8, min: u64, max: u64, age_s: i64, now: DateTime<Utc>) -> LtxFileInfo {
+        LtxFileInfo {
+            level,
+            min_txid: Txid(min),
+            max_txid: Txid(max),
+            size: 10,
+            created: now - chrono::Duration::seconds(age_s),
+        }
+    }
+
+    #[test]
+    fn compaction_takes_the_run_after_the_destination() {
+        let now = Utc::now();
+        let files = vec![
+            f(0, 1, 1, 0, now),
+            f(0, 2, 2, 0, now),
+            f(0, 3, 4, 0, now),
+            f(1, 1, 2, 0, now),
+        ];
+        let run = plan_compaction(&files, 1).unwrap();
+        assert_eq!(run.len(), 1);
+        assert_eq!(run[0].min_txid, Txid(3));
+        assert!(plan_compaction(&files, 2).unwrap()[0].min_txid == Txid(1));
+        let none = vec![f(0, 1, 2, 0, now), f(1, 1, 2, 0, now)];
+        assert!(plan_compaction(&none, 1).is_none());
+        // A gap: only the run ending at the newest file.
+        let gap = vec![f(0, 1, 1, 0, now), f(0, 5, 5, 0, now), f(0, 6, 6, 0, now)];
+        let run = plan_compaction(&gap, 1).unwrap();
+        assert_eq!(
+            run.iter().map(|f| f.min_txid.0).collect::<Vec<_>>(),
+            vec![5, 6]
+        );
+    }
+
+    #[test]
+    fn retention_keeps_every_promised_point() {
+        let now = Utc::now();
+        let opts = RetentionOptions::default();
+        let files = vec![
+            f(9, 1, 10, 100_000, now), // expired snapshot
+            f(9, 1, 20, 50_000, now),  // kept
+            f(0, 1, 10, 100_000, now),
+            f(0, 11, 20, 50_000, now),
+            f(0, 21, 30, 10, now), // young, not covered by L1
+            f(1, 1, 20, 50_000, now),
+            f(1, 21, 25, 1000, now),
+        ];
+        let gone = plan_retention(&files, now, &opts);
+        let names: Vec<_> = gone.iter().map(|f| f.to_string()).collect();
+        assert!(names.contains(&files[0].to_string()), "{names:?}");
+        // L0 21-30 is not covered by L1 (max 25): kept.
+        assert!(!names.contains(&files[4].to_string()));
+        // L1 1-20 ends at the oldest kept snapshot: kept.
+        assert!(!names.contains(&files[5].to_string()));
+        // L0 1-10 and 11-20: covered by L1 and old.
+        assert!(names.contains(&files[2].to_string()));
+        assert!(names.contains(&files[3].to_string()));
+    }
+
+    #[test]
+    fn safety_net_keeps_a_file_no_other_chain_replaces() {
+        let now = Utc::now();
+        let opts = RetentionOptions::default();
+        // Both L0 files are old and "covered" by L1 (its max is 20), but L1
+        // only holds 11-20: the chain to 20 needs L0 1-10. L0 11-20 can go.
+        let files = vec![
+            f(0, 1, 10, 10_000, now),
+            f(0, 11, 20, 10_000, now),
+            f(1, 11, 20, 10_000, now),
+        ];
+        let gone = plan_retention(&files, now, &opts);
+        assert_eq!(gone, vec![files[1].clone()]);
+        let left: Vec<&LtxFileInfo> = files.iter().filter(|f| !gone.contains(f)).collect();
+        assert!(reachable(&left).contains(&20));
+    }
+}
