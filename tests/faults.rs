@@ -246,3 +246,130 @@ fn failed_uploads_across_a_wal_restart() {
         assert_eq!(Workload::check_prefix(&out), 31);
     });
 }
+
+/// Two replicas; one is down. The other keeps receiving every commit, the
+/// database keeps checkpointing, and when the first comes back it catches
+/// up from the local store with a single merged upload.
+#[test]
+fn a_failing_replica_does_not_hold_back_the_other() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let mut c = create_db(&db, 4096);
+        Workload::init(&c);
+        let good = Replica::open(&file_url(&dir.path().join("good"))).unwrap();
+        let store = flaky(Arc::new(object_store::memory::InMemory::new()));
+        let bad = Replica::from_store(store.clone(), "app", KeyLayout::Ltx, "flaky")
+            .with_retry(fast_retry(1));
+        let mut opts = ReplicateOptions::default();
+        opts.checkpoint.min_pages = 10;
+        let rep = Replicator::open_many(&db, vec![good.clone(), bad.clone()], opts)
+            .await
+            .unwrap();
+        for i in 1..=5 {
+            Workload::apply(&mut c, i).unwrap();
+        }
+        rep.sync_all().await.unwrap();
+        store.fail_puts.store(u32::MAX, Ordering::SeqCst);
+        for i in 6..=60 {
+            Workload::apply(&mut c, i).unwrap();
+            let err = rep.sync().await.unwrap_err();
+            assert!(err.to_string().contains("PUT"), "{err}");
+        }
+        // The good replica has everything.
+        let out = dir.path().join("good.db");
+        restore(&good, &out, &RestoreOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(Workload::check_prefix(&out), 60);
+        let status = rep.status();
+        assert_eq!(status[0].txid, rep.local_txid());
+        assert!(status[1].txid < rep.local_txid());
+        assert!(status[1].last_error.as_deref().unwrap().contains("PUT"));
+        // The WAL did not grow without bound: checkpoints ran meanwhile.
+        let wal = std::fs::metadata(dir.path().join("app.db-wal"))
+            .unwrap()
+            .len();
+        assert!(wal < 4096 * 200, "WAL is {wal} bytes");
+        // The bad replica comes back: one upload brings it up to date.
+        store.fail_puts.store(0, Ordering::SeqCst);
+        let before = bad.stats().counts().puts;
+        rep.sync_all().await.unwrap();
+        assert_eq!(bad.stats().counts().puts - before, 1, "one merged upload");
+        let out = dir.path().join("bad.db");
+        restore(&bad, &out, &RestoreOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(Workload::check_prefix(&out), 60);
+        rep.run(async {}).await.unwrap();
+    });
+}
+
+/// A replica added to a database that already replicates elsewhere catches
+/// up from the local store in one merged file while the store still holds
+/// the history, and starts from a snapshot once it does not.
+#[test]
+fn a_new_replica_catches_up_or_starts_with_a_snapshot() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let mut c = create_db(&db, 4096);
+        Workload::init(&c);
+        let first = Replica::open(&file_url(&dir.path().join("first"))).unwrap();
+        let rep = Replicator::open(&db, first.clone(), ReplicateOptions::default())
+            .await
+            .unwrap();
+        for i in 1..=20 {
+            Workload::apply(&mut c, i).unwrap();
+            rep.sync_all().await.unwrap();
+        }
+        rep.run(async {}).await.unwrap();
+
+        // The local store still holds files 1..=20 (level 1 has not taken
+        // them yet): the new replica gets them merged into one file.
+        let second = Replica::open(&file_url(&dir.path().join("second"))).unwrap();
+        let mut no_compaction = ReplicateOptions::default();
+        no_compaction.retention.levels.clear();
+        let rep = Replicator::open_many(
+            &db,
+            vec![first.clone(), second.clone()],
+            no_compaction.clone(),
+        )
+        .await
+        .unwrap();
+        rep.sync_all().await.unwrap();
+        let l0 = second.list_level(0).await.unwrap();
+        assert_eq!(l0.len(), 1, "{l0:?}");
+        assert_eq!((l0[0].min_txid.0, l0[0].max_txid), (1, rep.local_txid()));
+        assert!(second.list_level(9).await.unwrap().is_empty());
+        rep.run(async {}).await.unwrap();
+
+        // Without compaction the local store lets go of what every replica
+        // has: a third replica now needs a snapshot.
+        let third = Replica::open(&file_url(&dir.path().join("third"))).unwrap();
+        let rep = Replicator::open_many(
+            &db,
+            vec![first.clone(), second.clone(), third.clone()],
+            no_compaction,
+        )
+        .await
+        .unwrap();
+        rep.sync_all().await.unwrap();
+        let snaps = third.list_level(9).await.unwrap();
+        assert_eq!(snaps.len(), 1, "one snapshot");
+        assert_eq!(snaps[0].max_txid, rep.local_txid());
+        assert!(third.list_level(0).await.unwrap().is_empty());
+        for i in 21..=30 {
+            Workload::apply(&mut c, i).unwrap();
+        }
+        rep.sync_all().await.unwrap();
+        rep.run(async {}).await.unwrap();
+        for (name, r) in [("first", &first), ("second", &second), ("third", &third)] {
+            let out = dir.path().join(format!("{name}.db"));
+            restore(r, &out, &RestoreOptions::default()).await.unwrap();
+            assert_eq!(Workload::check_prefix(&out), 30, "{name}");
+        }
+        // The first replica kept its own history: every file is still there.
+        assert_eq!(first.list_level(0).await.unwrap().len(), 21);
+    });
+}

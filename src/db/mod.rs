@@ -826,7 +826,10 @@ impl WatchedDb {
     /// is checked against the table of the shipped state; `None` when the
     /// image does not match it (the WAL moved on: try again after the next
     /// sync) or the state is not proven.
-    pub fn prepare_snapshot(&mut self, timestamp_ms: i64) -> Result<Option<PendingSnapshot>, DbError> {
+    pub fn prepare_snapshot(
+        &mut self,
+        timestamp_ms: i64,
+    ) -> Result<Option<PendingSnapshot>, DbError> {
         let (Some(table), Some(pos)) = (self.table.as_ref(), self.wal) else {
             return Ok(None);
         };

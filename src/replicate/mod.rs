@@ -86,7 +86,9 @@ pub enum ReplicateError {
         txid: Txid,
     },
     /// A snapshot could not be taken because the database kept changing.
-    #[error("could not take a consistent snapshot of the database: it kept changing; retrying later")]
+    #[error(
+        "could not take a consistent snapshot of the database: it kept changing; retrying later"
+    )]
     SnapshotUnavailable,
     /// A blocking task panicked.
     #[error("internal error: {0}")]
@@ -449,8 +451,7 @@ impl Replicator {
                 path: state_dir.clone(),
                 source,
             })?;
-        let heads =
-            futures::future::try_join_all(replicas.iter().map(replica_head)).await?;
+        let heads = futures::future::try_join_all(replicas.iter().map(replica_head)).await?;
         let (saved_table, saved_pos) = watched.saved_state();
         let ref_i = (0..heads.len())
             .max_by_key(|&i| (heads[i].txid, std::cmp::Reverse(i)))
@@ -497,9 +498,14 @@ impl Replicator {
                 // the next file can state its pre-apply checksum and ship
                 // only what differs.
                 tracing::info!(txid = %head.txid, "the replica carries no checksums; reading it once to continue it");
-                state =
-                    roll_forward(reference, &head.files, DbChecksum::new(), Txid(0), head.txid)
-                        .await;
+                state = roll_forward(
+                    reference,
+                    &head.files,
+                    DbChecksum::new(),
+                    Txid(0),
+                    head.txid,
+                )
+                .await;
             }
             checksum = match (&state, head.checksum) {
                 (_, Some(sum)) => sum,
@@ -538,8 +544,8 @@ impl Replicator {
                 None => Checksum(0),
             };
             let in_step = h.txid == txid && c == checksum;
-            let needs_snapshot = h.txid.0 > 0
-                && !in_step
+            let both_empty = h.txid.0 == 0 && txid.0 == 0;
+            let needs_snapshot = !(in_step || both_empty)
                 && outbox.chain_after(h.txid, c).is_none_or(|ch| ch.is_empty());
             if needs_snapshot && known && h.txid >= txid {
                 return Err(ReplicateError::Diverged {
@@ -822,10 +828,12 @@ impl Replicator {
                         ))
                     }
                 };
-                inputs.push(ltx::Decoder::new(r).map_err(|source| ReplicateError::BadFile {
-                    file: ltx::format_filename(f.min_txid, f.max_txid),
-                    source,
-                })?);
+                inputs.push(
+                    ltx::Decoder::new(r).map_err(|source| ReplicateError::BadFile {
+                        file: ltx::format_filename(f.min_txid, f.max_txid),
+                        source,
+                    })?,
+                );
             }
             let dir = outbox.path(0, first.min_txid, last.max_txid);
             let dir = dir.parent().expect("has a parent").to_path_buf();
@@ -887,7 +895,8 @@ impl Replicator {
                 txid: st.txid,
             });
         }
-        let when = DateTime::from_timestamp_millis(snap.header.timestamp_ms).unwrap_or_else(Utc::now);
+        let when =
+            DateTime::from_timestamp_millis(snap.header.timestamp_ms).unwrap_or_else(Utc::now);
         let info = slot
             .replica
             .write_body(SNAPSHOT_LEVEL, Txid(1), max, &snap.body, when)
@@ -927,9 +936,7 @@ impl Replicator {
                 let next = f.level + 1;
                 f.max_txid <= shipped
                     && (f.level >= levels
-                        || summaries
-                            .iter()
-                            .all(|s| s.1[next as usize] >= f.max_txid))
+                        || summaries.iter().all(|s| s.1[next as usize] >= f.max_txid))
             })
             .map(|f| (f.level, f.max_txid))
             .collect();
@@ -964,9 +971,8 @@ impl Replicator {
     async fn maintain_locked(&self, slot: &Slot, st: &mut SlotState) -> Result<(), ReplicateError> {
         let opts = &self.inner.opts.retention;
         let now = self.inner.clock.now();
-        let elapsed = |t: Option<DateTime<Utc>>| {
-            t.map(|t| (now - t).to_std().unwrap_or(Duration::ZERO))
-        };
+        let elapsed =
+            |t: Option<DateTime<Utc>>| t.map(|t| (now - t).to_std().unwrap_or(Duration::ZERO));
         for (k, interval) in opts.levels.iter().enumerate() {
             let level = k as u8 + 1;
             if elapsed(st.compacted_at[level as usize]).is_some_and(|e| e < *interval) {
@@ -1002,7 +1008,8 @@ impl Replicator {
                         .replica
                         .write_body(SNAPSHOT_LEVEL, Txid(1), st.txid, &snap.body, when)
                         .await?;
-                    st.files.retain(|f| !(f.level == SNAPSHOT_LEVEL && f.max_txid == st.txid));
+                    st.files
+                        .retain(|f| !(f.level == SNAPSHOT_LEVEL && f.max_txid == st.txid));
                     st.files.push(info);
                 }
             }
@@ -1049,9 +1056,17 @@ impl Replicator {
         let inner = self.inner.clone();
         let first = run[0].clone();
         let last = run.last().expect("not empty").clone();
-        let spill_dir = inner.outbox.lock().expect("outbox lock").path(level, first.min_txid, last.max_txid);
+        let spill_dir =
+            inner
+                .outbox
+                .lock()
+                .expect("outbox lock")
+                .path(level, first.min_txid, last.max_txid);
         let spill_dir = spill_dir.parent().expect("has a parent").to_path_buf();
-        let name = format!("L{level}/{}", ltx::format_filename(first.min_txid, last.max_txid));
+        let name = format!(
+            "L{level}/{}",
+            ltx::format_filename(first.min_txid, last.max_txid)
+        );
         let (body, header, post) = blocking(move || -> Result<_, ReplicateError> {
             std::fs::create_dir_all(&spill_dir).map_err(|source| ReplicateError::Local {
                 path: spill_dir.clone(),
@@ -1106,7 +1121,10 @@ impl Replicator {
             let inner = self.inner.clone();
             blocking(move || {
                 let mut outbox = inner.outbox.lock().expect("outbox lock");
-                if outbox.get(level, header.min_txid, header.max_txid).is_none() {
+                if outbox
+                    .get(level, header.min_txid, header.max_txid)
+                    .is_none()
+                {
                     let _ = outbox.add(level, &header, post, body);
                 }
             })

@@ -68,7 +68,10 @@ impl Outbox {
         let root = dir.join("ltx");
         if let Ok(levels) = std::fs::read_dir(&root) {
             for level in levels.flatten() {
-                let Some(lv) = level.file_name().to_str().and_then(|s| s.parse::<u8>().ok())
+                let Some(lv) = level
+                    .file_name()
+                    .to_str()
+                    .and_then(|s| s.parse::<u8>().ok())
                 else {
                     continue;
                 };
@@ -223,7 +226,11 @@ impl Outbox {
         if newest.max_txid <= txid {
             return (newest.max_txid == txid && newest.post_apply == checksum).then_some(out);
         }
-        for f in self.files.range((0, txid.0 + 1)..=(0, u64::MAX)).map(|(_, f)| f) {
+        for f in self
+            .files
+            .range((0, txid.0 + 1)..=(0, u64::MAX))
+            .map(|(_, f)| f)
+        {
             if f.min_txid.0 > at.0.0 + 1 {
                 return None;
             }

@@ -114,10 +114,8 @@ pub fn plan_retention(
     opts: &RetentionOptions,
 ) -> Vec<LtxFileInfo> {
     let age = |f: &LtxFileInfo| (now - f.created).to_std().unwrap_or(Duration::ZERO);
-    let mut snapshots: Vec<&LtxFileInfo> = files
-        .iter()
-        .filter(|f| f.level == SNAPSHOT_LEVEL)
-        .collect();
+    let mut snapshots: Vec<&LtxFileInfo> =
+        files.iter().filter(|f| f.level == SNAPSHOT_LEVEL).collect();
     snapshots.sort_by_key(|f| f.max_txid);
     let newest_snapshot = snapshots.last().map(|f| f.max_txid);
     let mut doomed: Vec<&LtxFileInfo> = Vec::new();
@@ -178,11 +176,7 @@ pub fn plan_retention(
     let mut out = Vec::new();
     doomed.sort_by_key(|f| (f.max_txid, f.level));
     for d in doomed {
-        let without: Vec<&LtxFileInfo> = remaining
-            .iter()
-            .copied()
-            .filter(|f| *f != d)
-            .collect();
+        let without: Vec<&LtxFileInfo> = remaining.iter().copied().filter(|f| *f != d).collect();
         let reach = reachable(&without);
         if promised.iter().all(|p| reach.contains(p)) {
             remaining = without;

@@ -288,7 +288,13 @@ async fn resolve_timestamp(
     ts: DateTime<Utc>,
 ) -> Result<Option<Txid>, RestoreError> {
     let mut ends: Vec<&LtxFileInfo> = Vec::new();
-    let mut sorted: Vec<&LtxFileInfo> = files.iter().collect();
+    // Only states a chain of files reaches are restore points: after
+    // retention, a file can end where no chain from TXID 1 arrives.
+    let reach = crate::replicate::retention::reachable(&files.iter().collect::<Vec<_>>());
+    let mut sorted: Vec<&LtxFileInfo> = files
+        .iter()
+        .filter(|f| reach.contains(&f.max_txid.0))
+        .collect();
     sorted.sort_by_key(|f| (f.max_txid, f.level));
     for f in sorted {
         if ends.last().is_none_or(|l| l.max_txid != f.max_txid) {

@@ -1,0 +1,205 @@
+//! Point-in-time restore across compaction, snapshots and retention
+//! (Litestream #771, #1038): a property test drives random writes, clock
+//! jumps and maintenance, then restores points by TXID and by time and
+//! compares each with the model of the workload.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use litevault::ltx::Txid;
+use litevault::replicate::{Clock, RetentionOptions};
+use litevault::restore::{RestoreOptions, RestoreTarget, plan::plan_chain, restore};
+use litevault::{Replica, ReplicateOptions, Replicator};
+use proptest::prelude::*;
+use support::*;
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// Commit this many transactions, then sync.
+    Write(u8),
+    /// Move the clock forward by this many seconds.
+    Advance(u16),
+    /// Run compaction, snapshots and retention.
+    Maintain,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (1u8..4).prop_map(Op::Write),
+        3 => (1u16..400).prop_map(Op::Advance),
+        3 => Just(Op::Maintain),
+    ]
+}
+
+fn opts(clock: Clock) -> ReplicateOptions {
+    ReplicateOptions {
+        retention: RetentionOptions {
+            levels: vec![
+                Duration::from_secs(30),
+                Duration::from_secs(5 * 60),
+                Duration::from_secs(60 * 60),
+            ],
+            snapshot_interval: Some(Duration::from_secs(20 * 60)),
+            snapshot_retention: Duration::from_secs(45 * 60),
+            l0_retention: Duration::from_secs(2 * 60),
+            check_interval: Duration::from_secs(15),
+        },
+        clock,
+        ..ReplicateOptions::default()
+    }
+}
+
+/// One synced state: its TXID, the workload prefix it holds, its time.
+#[derive(Clone, Copy, Debug)]
+struct Point {
+    txid: Txid,
+    k: i64,
+    at_ms: i64,
+}
+
+fn run_case(
+    ops: Vec<Op>,
+    probes: Vec<(u16, u16)>,
+) -> Result<Vec<litevault::replica::LtxFileInfo>, TestCaseError> {
+    block_on(async move {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let mut c = create_db(&db, 1024);
+        Workload::init(&c);
+        let now = Arc::new(AtomicI64::new(1_800_000_000_000));
+        let n = now.clone();
+        let clock = Clock::from_fn(move || n.load(Ordering::SeqCst));
+        let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
+        let rep = Replicator::open(&db, replica.clone(), opts(clock))
+            .await
+            .unwrap();
+        let mut points: Vec<Point> = Vec::new();
+        let mut k = 0i64;
+        for op in ops.into_iter().chain([Op::Write(1)]) {
+            match op {
+                Op::Write(n) => {
+                    for _ in 0..n {
+                        k += 1;
+                        Workload::apply(&mut c, k).unwrap();
+                    }
+                    let txid = rep.sync_all().await.unwrap();
+                    points.push(Point {
+                        txid,
+                        k,
+                        at_ms: now.load(Ordering::SeqCst),
+                    });
+                }
+                Op::Advance(s) => {
+                    now.fetch_add(s as i64 * 1000, Ordering::SeqCst);
+                }
+                Op::Maintain => rep.maintain().await.unwrap(),
+            }
+        }
+        let end_ms = now.load(Ordering::SeqCst);
+        let files = replica.list_all().await.unwrap();
+        let restorable = |t: Txid| plan_chain(&files, Txid(0), t).is_some();
+        let out = dir.path().join("out.db");
+        let restore_to = |target: RestoreTarget| {
+            let replica = replica.clone();
+            let out = out.clone();
+            async move {
+                let _ = std::fs::remove_file(&out);
+                restore(
+                    &replica,
+                    &out,
+                    &RestoreOptions {
+                        target,
+                        write_state: false,
+                        ..RestoreOptions::default()
+                    },
+                )
+                .await
+                .map(|_| Workload::check_prefix(&out))
+            }
+        };
+        // Promised: the latest state, and every state younger than the L0
+        // retention.
+        let last = *points.last().unwrap();
+        prop_assert!(restorable(last.txid), "latest {last:?} in {files:?}");
+        for p in &points {
+            if end_ms - p.at_ms < 2 * 60 * 1000 {
+                prop_assert!(restorable(p.txid), "young point {p:?} lost: {files:?}");
+            }
+        }
+        // Every point that is restorable restores to exactly its state.
+        let mut by_txid: Vec<&Point> = points.iter().filter(|p| restorable(p.txid)).collect();
+        by_txid.dedup_by_key(|p| p.txid);
+        for (i, _) in &probes {
+            let p = by_txid[*i as usize % by_txid.len()];
+            let got = restore_to(RestoreTarget::Txid(p.txid)).await.unwrap();
+            prop_assert_eq!(got, p.k, "restore at {:?}", p);
+        }
+        // By time: the newest restorable state at or before that time.
+        let first_ms = points[0].at_ms;
+        for (_, j) in &probes {
+            let span = (end_ms - first_ms).max(1);
+            let t = first_ms + (*j as i64 * 7919) % (span + 1);
+            let expect = points
+                .iter()
+                .filter(|p| p.at_ms <= t && restorable(p.txid))
+                .max_by_key(|p| p.txid);
+            let when = DateTime::<Utc>::from_timestamp_millis(t).unwrap();
+            let got = restore_to(RestoreTarget::Timestamp(when)).await;
+            match (expect, got) {
+                (Some(p), Ok(k)) => prop_assert_eq!(k, p.k, "restore at {} expects {:?}", when, p),
+                (None, Err(_)) => {}
+                (e, g) => prop_assert!(false, "restore at {when}: expected {e:?}, got {g:?}"),
+            }
+        }
+        rep.run(async {}).await.unwrap();
+        Ok(files)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn point_in_time_restore_survives_compaction_and_retention(
+        ops in prop::collection::vec(op(), 20..90),
+        probes in prop::collection::vec((any::<u16>(), any::<u16>()), 6),
+    ) {
+        run_case(ops, probes)?;
+    }
+}
+
+/// A long, fixed history: all levels and snapshots appear, retention
+/// deletes, and every promised point still restores.
+#[test]
+fn a_long_history_compacts_and_expires() {
+    let mut ops = Vec::new();
+    for i in 0..400 {
+        ops.push(Op::Write(1 + (i % 3) as u8));
+        ops.push(Op::Advance(20 + (i * 37 % 50) as u16));
+        ops.push(Op::Maintain);
+    }
+    let files = run_case(ops, (0..10).map(|i| (i * 13, i * 101)).collect()).unwrap();
+    let count = |l: u8| files.iter().filter(|f| f.level == l).count();
+    // Level 3 (hourly) files end before the oldest kept snapshot (every 20
+    // minutes, kept 45) and are expired by then.
+    for level in [1, 2, 9] {
+        assert!(count(level) > 0, "level {level} has files: {files:?}");
+    }
+    // About 4.5 hours of history at one sync every ~45 s: retention keeps
+    // the level-0 files of the last two minutes and deletes the rest.
+    assert!(count(0) < 10, "level 0 was trimmed: {}", count(0));
+    // Snapshots older than the retention are gone (the newest stays).
+    let newest = files
+        .iter()
+        .filter(|f| f.level == 9)
+        .map(|f| f.created)
+        .max()
+        .unwrap();
+    for s in files.iter().filter(|f| f.level == 9) {
+        assert!((newest - s.created).num_minutes() <= 45 + 20, "{s:?}");
+    }
+}
