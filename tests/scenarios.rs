@@ -543,3 +543,54 @@ fn large_transaction_in_progress_while_running() {
         }
     });
 }
+
+/// An app in another process that opens and closes its connection for each
+/// write: when it closes what it believes is the last connection, SQLite
+/// checkpoints and deletes the WAL if it can take an EXCLUSIVE lock on the
+/// database file. The replicator's connections hold a SHARED lock that
+/// prevents it, as long as nothing in the replicator's process closes a
+/// descriptor of the database file (POSIX locks are per process).
+#[test]
+fn an_app_closing_its_last_connection_never_checkpoints_past_the_replicator() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let c = create_db(&db, 4096);
+        Workload::init(&c);
+        drop(c);
+        let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
+        let rep = Replicator::open(&db, replica.clone(), ReplicateOptions::default())
+            .await
+            .unwrap();
+        // The first sync is a resync: it reads the database file itself.
+        rep.sync_all().await.unwrap();
+        for i in 1..=30 {
+            let st = std::process::Command::new("sqlite3")
+                .arg(&db)
+                .arg(format!(
+                    "INSERT INTO items(id, val, pad) VALUES ({i}, {i}, 'x')"
+                ))
+                .status()
+                .expect("the sqlite3 shell is needed (apt-get install sqlite3)");
+            assert!(st.success());
+            if i % 10 == 0 {
+                rep.sync_all().await.unwrap();
+            }
+        }
+        assert!(
+            dir.path().join("app.db-wal").exists(),
+            "the WAL survives the app's last close"
+        );
+        rep.sync_all().await.unwrap();
+        rep.run(async {}).await.unwrap();
+        let out = dir.path().join("out.db");
+        restore(&replica, &out, &RestoreOptions::default())
+            .await
+            .unwrap();
+        let n: i64 = rusqlite::Connection::open(&out)
+            .unwrap()
+            .query_row("SELECT count(*) FROM items", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 30);
+    });
+}

@@ -162,6 +162,13 @@ pub enum Prepared {
 /// The database being replicated.
 pub struct WatchedDb {
     path: PathBuf,
+    /// The database file, opened once for the replicator's own reads. It
+    /// must never be closed while SQLite's connections are open: POSIX
+    /// locks belong to the process, and closing any descriptor of the file
+    /// drops every lock SQLite holds on it. Without its SHARED lock, another
+    /// process closing its last connection would take the EXCLUSIVE lock,
+    /// checkpoint past our read mark and delete the WAL.
+    db_file: File,
     wal_path: PathBuf,
     state: StateDir,
     conns: [Connection; 2],
@@ -260,7 +267,9 @@ impl WatchedDb {
             .query_row("PRAGMA page_size", [], |r| r.get(0))
             .map_err(sqlite_err(&path))?;
         let b = open_conn(&path)?;
+        let db_file = File::open(&path).map_err(io_err(&path))?;
         Ok(WatchedDb {
+            db_file,
             wal_path: wal_path_of(&path),
             state: StateDir::for_db(&path),
             path,
@@ -703,7 +712,7 @@ impl WatchedDb {
             None => None,
         };
         let ps = self.page_size as u64;
-        let db = File::open(&self.path).map_err(io_err(&self.path))?;
+        let db = &self.db_file;
         let db_len = db.metadata().map_err(io_err(&self.path))?.len();
         let commit = match commit_from_wal {
             Some(c) => c,
@@ -869,7 +878,7 @@ impl WatchedDb {
         };
         let commit = table.len() as u32;
         let ps = self.page_size as u64;
-        let db = File::open(&self.path).map_err(io_err(&self.path))?;
+        let db = &self.db_file;
         let db_len = db.metadata().map_err(io_err(&self.path))?.len();
         let mut header = self.base_header(commit, timestamp_ms);
         header.min_txid = Txid(1);
