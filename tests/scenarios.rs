@@ -151,9 +151,12 @@ fn thousands_of_small_transactions_while_running() {
         Workload::init(&c);
         drop(c);
         let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
-        let rep = Replicator::open(&db, replica.clone(), ReplicateOptions::default())
-            .await
-            .unwrap();
+        // Ship each batch at once (no sync interval): many files.
+        let opts = ReplicateOptions {
+            sync_interval: std::time::Duration::ZERO,
+            ..ReplicateOptions::default()
+        };
+        let rep = Replicator::open(&db, replica.clone(), opts).await.unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(rep.run(async {
             let _ = rx.await;
@@ -343,9 +346,12 @@ fn app_truncate_checkpoints_while_replicating() {
         Workload::init(&c);
         drop(c);
         let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
-        let rep = Replicator::open(&db, replica.clone(), ReplicateOptions::default())
-            .await
-            .unwrap();
+        // Ship each batch at once (no sync interval): many files.
+        let opts = ReplicateOptions {
+            sync_interval: std::time::Duration::ZERO,
+            ..ReplicateOptions::default()
+        };
+        let rep = Replicator::open(&db, replica.clone(), opts).await.unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(rep.run(async {
             let _ = rx.await;
@@ -474,9 +480,12 @@ fn large_transaction_in_progress_while_running() {
         Workload::init(&c);
         drop(c);
         let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
-        let rep = Replicator::open(&db, replica.clone(), ReplicateOptions::default())
-            .await
-            .unwrap();
+        // Ship each batch at once (no sync interval): many files.
+        let opts = ReplicateOptions {
+            sync_interval: std::time::Duration::ZERO,
+            ..ReplicateOptions::default()
+        };
+        let rep = Replicator::open(&db, replica.clone(), opts).await.unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(rep.run(async {
             let _ = rx.await;

@@ -6,6 +6,7 @@
 //! the key layout live in one place.
 
 mod body;
+pub mod lease;
 mod url;
 
 use std::fmt;

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::db::{self, CheckpointOptions, Prepared, ShipKind, WatchedDb};
 use crate::ltx::{self, Checksum, DbChecksum, Txid};
+use crate::replica::lease::Lease;
 use crate::replica::{
     LtxBody, LtxFileInfo, Replica, ReplicaError, SNAPSHOT_LEVEL, SPILL_THRESHOLD, SpillWriter,
 };
@@ -69,6 +70,9 @@ pub enum ReplicateError {
         #[source]
         source: std::io::Error,
     },
+    /// The replica's lease is held by another replicator, or was lost.
+    #[error(transparent)]
+    Lease(#[from] crate::replica::lease::LeaseError),
     /// No replica was given.
     #[error("no replica given: pass at least one replica URL")]
     NoReplicas,
@@ -111,6 +115,32 @@ pub struct ReplicateOptions {
     pub retention: RetentionOptions,
     /// The clock files are stamped with and maintenance runs by.
     pub clock: Clock,
+    /// One writer per replica: the lease each replicator takes (`None`:
+    /// no lease, for replicas another mechanism protects).
+    pub lease: Option<LeaseOptions>,
+    /// Least time between two uploads of new transactions to one replica.
+    /// The first commit after a quiet spell ships at once; under a steady
+    /// load, commits are batched into one upload per interval (as
+    /// Litestream's `sync-interval`), which bounds the PUT requests.
+    pub sync_interval: Duration,
+}
+
+/// Settings of the replica lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseOptions {
+    /// How long the lease lasts unless renewed (renewed every third of it).
+    pub ttl: Duration,
+    /// Replace a lease whose holder stopped renewing it (after expiry).
+    pub takeover: bool,
+}
+
+impl Default for LeaseOptions {
+    fn default() -> Self {
+        LeaseOptions {
+            ttl: Duration::from_secs(60),
+            takeover: false,
+        }
+    }
 }
 
 impl Default for ReplicateOptions {
@@ -122,6 +152,8 @@ impl Default for ReplicateOptions {
             litestream_compat: false,
             retention: RetentionOptions::default(),
             clock: Clock::system(),
+            lease: Some(LeaseOptions::default()),
+            sync_interval: Duration::from_secs(1),
         }
     }
 }
@@ -199,6 +231,10 @@ struct SlotState {
     /// When each level was last compacted (index = level).
     compacted_at: [Option<DateTime<Utc>>; 10],
     retention_at: Option<DateTime<Utc>>,
+    /// The lease on the replica, and when it was last renewed.
+    lease: Option<(Lease, Instant)>,
+    /// The lease was lost: nothing more is written to this replica.
+    lease_lost: Option<String>,
 }
 
 /// Status of one replica, for `status` and metrics.
@@ -451,6 +487,23 @@ impl Replicator {
                 path: state_dir.clone(),
                 source,
             })?;
+        let mut leases = Vec::with_capacity(replicas.len());
+        if let Some(lo) = opts.lease {
+            let db_name = watched.path().display().to_string();
+            for r in &replicas {
+                match r.acquire_lease(&db_name, lo.ttl, lo.takeover).await {
+                    Ok(l) => leases.push(Some((l, Instant::now()))),
+                    Err(e) => {
+                        for (l, _) in leases.into_iter().flatten() {
+                            let _ = l.release().await;
+                        }
+                        return Err(e.into());
+                    }
+                }
+            }
+        } else {
+            leases.resize_with(replicas.len(), || None);
+        }
         let heads = futures::future::try_join_all(replicas.iter().map(replica_head)).await?;
         let (saved_table, saved_pos) = watched.saved_state();
         let ref_i = (0..heads.len())
@@ -537,6 +590,7 @@ impl Replicator {
         let known = state.is_some();
         let now = opts.clock.now();
         let mut slots = Vec::with_capacity(replicas.len());
+        let mut leases = leases.into_iter();
         for (i, (replica, h)) in replicas.into_iter().zip(heads).enumerate() {
             let c = match h.checksum {
                 Some(c) => c,
@@ -574,6 +628,8 @@ impl Replicator {
                     files: h.files,
                     compacted_at,
                     retention_at: None,
+                    lease: leases.next().flatten(),
+                    lease_lost: None,
                 }),
                 shipped: watch::channel(h.txid).0,
                 status: Mutex::new(status),
@@ -762,7 +818,35 @@ impl Replicator {
         r
     }
 
+    /// Renews the lease when a third of its time has passed; an error when
+    /// it is lost (nothing more may be written to the replica).
+    async fn keep_lease(&self, slot: &Slot, st: &mut SlotState) -> Result<(), ReplicateError> {
+        use crate::replica::lease::LeaseError;
+        if let Some(holder) = &st.lease_lost {
+            return Err(LeaseError::Lost {
+                replica: slot.replica.to_string(),
+                holder: holder.clone(),
+            }
+            .into());
+        }
+        if let Some((lease, at)) = &mut st.lease
+            && at.elapsed() >= lease.ttl() / 3
+        {
+            match lease.renew().await {
+                Ok(()) => *at = Instant::now(),
+                Err(LeaseError::Lost { replica, holder }) => {
+                    tracing::error!(%replica, %holder, "lease lost: no more writes to this replica");
+                    st.lease_lost = Some(holder.clone());
+                    return Err(LeaseError::Lost { replica, holder }.into());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
     async fn push_locked(&self, slot: &Slot, st: &mut SlotState) -> Result<(), ReplicateError> {
+        self.keep_lease(slot, st).await?;
         loop {
             let head = *self.inner.head.borrow();
             if st.txid == head.txid && st.checksum == head.checksum {
@@ -969,6 +1053,7 @@ impl Replicator {
     }
 
     async fn maintain_locked(&self, slot: &Slot, st: &mut SlotState) -> Result<(), ReplicateError> {
+        self.keep_lease(slot, st).await?;
         let opts = &self.inner.opts.retention;
         let now = self.inner.clock.now();
         let elapsed =
@@ -1149,6 +1234,7 @@ impl Replicator {
                 let mut backoff = Duration::ZERO;
                 let tick = Duration::from_secs(1);
                 let mut next_maint = Instant::now();
+                let mut last_push: Option<Instant> = None;
                 loop {
                     let wait = if backoff.is_zero() { tick } else { backoff };
                     tokio::select! {
@@ -1156,8 +1242,26 @@ impl Replicator {
                         _ = head.changed(), if backoff.is_zero() => {}
                         _ = tokio::time::sleep(wait) => {}
                     }
+                    // Batch under a steady load: at most one upload per
+                    // sync interval (the first after a quiet spell at once).
+                    let spacing = me.inner.opts.sync_interval;
+                    if let Some(at) = last_push {
+                        let since: Duration = Instant::now() - at;
+                        if since < spacing {
+                            tokio::select! {
+                                _ = stop.changed() => break,
+                                _ = tokio::time::sleep(spacing - since) => {}
+                            }
+                        }
+                    }
+                    let before = *me.inner.slots[i].shipped.borrow();
                     match me.push(i).await {
-                        Ok(()) => backoff = Duration::ZERO,
+                        Ok(()) => {
+                            backoff = Duration::ZERO;
+                            if *me.inner.slots[i].shipped.borrow() != before {
+                                last_push = Some(Instant::now());
+                            }
+                        }
                         Err(e) => {
                             backoff = (backoff * 2)
                                 .clamp(Duration::from_millis(100), Duration::from_secs(10));
@@ -1213,6 +1317,14 @@ impl Replicator {
         let timeout = self.inner.opts.shutdown_timeout;
         let _ = tokio::time::timeout(timeout, futures::future::join_all(tasks)).await;
         let done = tokio::time::timeout(timeout, self.sync_all()).await;
+        for s in &self.inner.slots {
+            let lease = s.state.lock().await.lease.take();
+            if let Some((l, _)) = lease
+                && let Err(e) = l.release().await
+            {
+                tracing::warn!(replica = %s.replica, error = %e, "releasing the lease failed; it expires by itself");
+            }
+        }
         let inner = self.inner.clone();
         let close = blocking(move || inner.db.lock().expect("db lock").close());
         match done {

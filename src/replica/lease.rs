@@ -1,0 +1,456 @@
+//! One writer per replica: a lease object beside the LTX files, taken and
+//! renewed with conditional writes.
+//!
+//! The lease lives at `<prefix>/litevault.lease` (JSON: holder, owner,
+//! expiry). It is created with `PutMode::Create` and renewed with
+//! `PutMode::Update` on the version read or written last, so two
+//! replicators can never both believe they hold it: the loser of any race
+//! gets a precondition failure. A second replicator refuses to start and
+//! names the holder; after the lease has expired (its holder stopped
+//! renewing), `takeover` lets it replace the lease. The same owner (same
+//! host and database path) whose process is gone may take its own lease
+//! back at once, so a crash and restart does not wait for the expiry.
+//!
+//! The local backend (`file://`) has no conditional update: there the same
+//! read-compare-write runs under an exclusive `flock` on a lock file beside
+//! the lease, which gives the same guarantee between processes of one host.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use serde::{Deserialize, Serialize};
+
+use super::{Replica, ReplicaError};
+
+/// The object name of the lease, under the replica's prefix.
+pub const LEASE_NAME: &str = "litevault.lease";
+
+/// What the lease object holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    /// Who holds it, for people: `host:pid`.
+    pub holder: String,
+    /// Host name.
+    pub host: String,
+    /// Process ID.
+    pub pid: u32,
+    /// The database replicated (canonical path on the holder's host).
+    pub db: String,
+    /// Random ID of this acquisition.
+    pub id: String,
+    /// When it was taken.
+    pub acquired_at: DateTime<Utc>,
+    /// When it expires unless renewed.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Errors of the lease.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// Another replicator holds the lease.
+    #[error(
+        "replica {replica} is being written by {holder} (database {db}); its lease expires at {expires_at}. Stop that replicator, or, if it is gone, wait for the expiry and start with --takeover"
+    )]
+    Held {
+        /// The replica.
+        replica: String,
+        /// The holder.
+        holder: String,
+        /// Its database.
+        db: String,
+        /// When the lease expires.
+        expires_at: DateTime<Utc>,
+    },
+    /// The lease was taken by someone else while we held it.
+    #[error(
+        "lost the lease on {replica} to {holder}: another replicator took over; this one stops writing to it"
+    )]
+    Lost {
+        /// The replica.
+        replica: String,
+        /// The new holder, when known.
+        holder: String,
+    },
+    /// The store could not be reached.
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+    /// A blocking task panicked.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// The lease object is not valid JSON.
+    #[error("the lease object {key} is damaged ({reason}); delete it if no replicator is running")]
+    Damaged {
+        /// Its key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A held lease.
+#[derive(Debug)]
+pub struct Lease {
+    replica: Replica,
+    record: LeaseRecord,
+    version: Option<UpdateVersion>,
+    ttl: Duration,
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown-host".into())
+}
+
+fn process_alive(pid: u32) -> bool {
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+impl LeaseRecord {
+    fn new(db: &str, ttl: Duration) -> LeaseRecord {
+        let host = host_name();
+        let pid = std::process::id();
+        let now = Utc::now();
+        LeaseRecord {
+            holder: format!("{host}:{pid}"),
+            host,
+            pid,
+            db: db.to_string(),
+            id: format!("{:016x}", rand::random::<u64>()),
+            acquired_at: now,
+            expires_at: now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX),
+        }
+    }
+
+    /// Whether `mine` may replace this record without `takeover`: it has
+    /// expired, or it is our own (same host and database) left by a process
+    /// that no longer exists.
+    fn replaceable_by(&self, mine: &LeaseRecord, takeover: bool, now: DateTime<Utc>) -> bool {
+        let expired = self.expires_at <= now;
+        // Our own lease (same host and database) left by a process that is
+        // gone, or by this very process (a replicator reopened after being
+        // dropped without a clean stop).
+        let own_dead = self.host == mine.host
+            && self.db == mine.db
+            && (self.pid == mine.pid || !process_alive(self.pid));
+        (expired && takeover) || own_dead || (self.id == mine.id)
+    }
+}
+
+impl Replica {
+    fn lease_key(&self) -> String {
+        super::join(&self.prefix, LEASE_NAME)
+    }
+
+    /// Takes the lease of this replica for database `db`, valid for `ttl`
+    /// unless renewed. Fails with [`LeaseError::Held`] when another
+    /// replicator holds it (after expiry, `takeover` replaces it).
+    pub async fn acquire_lease(
+        &self,
+        db: &str,
+        ttl: Duration,
+        takeover: bool,
+    ) -> Result<Lease, LeaseError> {
+        let mine = LeaseRecord::new(db, ttl);
+        let version = if let Some(root) = self.local_root.clone() {
+            let key = self.lease_key();
+            let mine2 = mine.clone();
+            let replica = self.to_string();
+            tokio::task::spawn_blocking(move || {
+                local_swap(&root, &key, &replica, |old| match old {
+                    None => Ok(Some(mine2.clone())),
+                    Some(old) if old.replaceable_by(&mine2, takeover, Utc::now()) => {
+                        Ok(Some(mine2.clone()))
+                    }
+                    Some(old) => Err(held(&replica, &old)),
+                })
+            })
+            .await
+            .map_err(|e| LeaseError::Internal(e.to_string()))??;
+            None
+        } else {
+            Some(self.acquire_remote(&mine, takeover).await?)
+        };
+        Ok(Lease {
+            replica: self.clone(),
+            record: mine,
+            version,
+            ttl,
+        })
+    }
+
+    async fn acquire_remote(
+        &self,
+        mine: &LeaseRecord,
+        takeover: bool,
+    ) -> Result<UpdateVersion, LeaseError> {
+        let key = self.lease_key();
+        let path = ObjectPath::from(key.as_str());
+        let body = serde_json::to_vec_pretty(mine).expect("serializable");
+        match self
+            .put_lease(&path, &key, body.clone(), PutMode::Create)
+            .await
+        {
+            Ok(v) => return Ok(v),
+            Err(ReplicaError::Storage { source, .. })
+                if matches!(*source, object_store::Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let (old, version) = self.read_lease(&path, &key).await?;
+        if !old.replaceable_by(mine, takeover, Utc::now()) {
+            return Err(held(&self.to_string(), &old));
+        }
+        match self
+            .put_lease(&path, &key, body, PutMode::Update(version))
+            .await
+        {
+            Ok(v) => Ok(v),
+            Err(ReplicaError::Storage { source, .. })
+                if matches!(*source, object_store::Error::Precondition { .. }) =>
+            {
+                // Someone else replaced it between our read and write.
+                let (now, _) = self.read_lease(&path, &key).await?;
+                Err(held(&self.to_string(), &now))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn put_lease(
+        &self,
+        path: &ObjectPath,
+        key: &str,
+        body: Vec<u8>,
+        mode: PutMode,
+    ) -> Result<UpdateVersion, ReplicaError> {
+        let payload = PutPayload::from(body);
+        let r = self
+            .with_retry_op("PUT", key, &self.stats.puts, || {
+                self.store.put_opts(
+                    path,
+                    payload.clone(),
+                    PutOptions {
+                        mode: mode.clone(),
+                        ..Default::default()
+                    },
+                )
+            })
+            .await?;
+        Ok(UpdateVersion {
+            e_tag: r.e_tag,
+            version: r.version,
+        })
+    }
+
+    async fn read_lease(
+        &self,
+        path: &ObjectPath,
+        key: &str,
+    ) -> Result<(LeaseRecord, UpdateVersion), LeaseError> {
+        let got = self
+            .with_retry_op("GET", key, &self.stats.gets, || self.store.get(path))
+            .await?;
+        let version = UpdateVersion {
+            e_tag: got.meta.e_tag.clone(),
+            version: got.meta.version.clone(),
+        };
+        let bytes = got.bytes().await.map_err(|source| ReplicaError::Storage {
+            op: "GET",
+            key: key.to_string(),
+            replica: self.to_string(),
+            attempts: 1,
+            source: Box::new(source),
+        })?;
+        self.stats
+            .bytes_in
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let record = serde_json::from_slice(&bytes).map_err(|e| LeaseError::Damaged {
+            key: key.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok((record, version))
+    }
+}
+
+fn held(replica: &str, old: &LeaseRecord) -> LeaseError {
+    LeaseError::Held {
+        replica: replica.to_string(),
+        holder: old.holder.clone(),
+        db: old.db.clone(),
+        expires_at: old.expires_at,
+    }
+}
+
+/// Read-compare-write of the lease file under an exclusive `flock`.
+fn local_swap(
+    root: &std::path::Path,
+    key: &str,
+    replica: &str,
+    decide: impl FnOnce(Option<LeaseRecord>) -> Result<Option<LeaseRecord>, LeaseError>,
+) -> Result<(), LeaseError> {
+    let io = |source: std::io::Error| {
+        LeaseError::Replica(ReplicaError::Storage {
+            op: "PUT",
+            key: key.to_string(),
+            replica: replica.to_string(),
+            attempts: 1,
+            source: Box::new(object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: Box::new(source),
+            }),
+        })
+    };
+    let path = root.join(key);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    let lock_path = path.with_extension("lease.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io)?;
+    // SAFETY: flock on a descriptor we own; released when it is closed.
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
+        return Err(io(std::io::Error::last_os_error()));
+    }
+    let old =
+        match std::fs::read(&path) {
+            Ok(b) => Some(serde_json::from_slice::<LeaseRecord>(&b).map_err(|e| {
+                LeaseError::Damaged {
+                    key: key.to_string(),
+                    reason: e.to_string(),
+                }
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(e)),
+        };
+    match decide(old)? {
+        Some(new) => {
+            let tmp = path.with_extension("lease.tmp");
+            std::fs::write(&tmp, serde_json::to_vec_pretty(&new).expect("serializable"))
+                .map_err(io)?;
+            std::fs::rename(&tmp, &path).map_err(io)?;
+        }
+        None => {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    drop(lock);
+    Ok(())
+}
+
+impl Lease {
+    /// The record we hold.
+    pub fn record(&self) -> &LeaseRecord {
+        &self.record
+    }
+
+    /// How long the lease lasts without renewal.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Extends the lease by its TTL from now. Fails with
+    /// [`LeaseError::Lost`] when another replicator replaced it.
+    pub async fn renew(&mut self) -> Result<(), LeaseError> {
+        let mut next = self.record.clone();
+        next.expires_at =
+            Utc::now() + chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::MAX);
+        let replica = self.replica.clone();
+        let key = replica.lease_key();
+        match (&self.version, replica.local_root.clone()) {
+            (None, Some(root)) => {
+                let mine = self.record.clone();
+                let next2 = next.clone();
+                let name = replica.to_string();
+                tokio::task::spawn_blocking(move || {
+                    local_swap(&root, &key, &name, |old| match old {
+                        Some(old) if old.id == mine.id => Ok(Some(next2)),
+                        Some(old) => Err(LeaseError::Lost {
+                            replica: name.clone(),
+                            holder: old.holder,
+                        }),
+                        None => Err(LeaseError::Lost {
+                            replica: name.clone(),
+                            holder: "nobody (the lease was deleted)".into(),
+                        }),
+                    })
+                })
+                .await
+                .map_err(|e| LeaseError::Internal(e.to_string()))??;
+            }
+            (Some(version), _) => {
+                let path = ObjectPath::from(key.as_str());
+                let body = serde_json::to_vec_pretty(&next).expect("serializable");
+                match replica
+                    .put_lease(&path, &key, body, PutMode::Update(version.clone()))
+                    .await
+                {
+                    Ok(v) => self.version = Some(v),
+                    Err(ReplicaError::Storage { source, .. })
+                        if matches!(
+                            *source,
+                            object_store::Error::Precondition { .. }
+                                | object_store::Error::NotFound { .. }
+                        ) =>
+                    {
+                        let holder = match replica.read_lease(&path, &key).await {
+                            Ok((r, _)) => r.holder,
+                            Err(_) => "nobody (the lease was deleted)".into(),
+                        };
+                        return Err(LeaseError::Lost {
+                            replica: replica.to_string(),
+                            holder,
+                        });
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            (None, None) => unreachable!("a remote lease always has a version"),
+        }
+        self.record = next;
+        Ok(())
+    }
+
+    /// Gives the lease up (deletes it if we still hold it).
+    pub async fn release(self) -> Result<(), LeaseError> {
+        let replica = self.replica.clone();
+        let key = replica.lease_key();
+        if let Some(root) = replica.local_root.clone() {
+            let mine = self.record.clone();
+            let name = replica.to_string();
+            tokio::task::spawn_blocking(move || {
+                local_swap(&root, &key, &name, |old| match old {
+                    Some(old) if old.id == mine.id => Ok(None),
+                    other => Ok(other),
+                })
+            })
+            .await
+            .map_err(|e| LeaseError::Internal(e.to_string()))??;
+            return Ok(());
+        }
+        let path = ObjectPath::from(key.as_str());
+        if let Ok((r, _)) = replica.read_lease(&path, &key).await
+            && r.id == self.record.id
+        {
+            replica
+                .with_retry_op("DELETE", &key, &replica.stats.deletes, || {
+                    replica.store.delete(&path)
+                })
+                .await?;
+        }
+        Ok(())
+    }
+}
