@@ -285,7 +285,7 @@ fn a_failing_replica_does_not_hold_back_the_other() {
             .await
             .unwrap();
         assert_eq!(Workload::check_prefix(&out), 60);
-        let status = rep.status();
+        let status = rep.status().replicas;
         assert_eq!(status[0].txid, rep.local_txid());
         assert!(status[1].txid < rep.local_txid());
         assert!(status[1].last_error.as_deref().unwrap().contains("PUT"));

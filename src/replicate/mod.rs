@@ -248,11 +248,41 @@ pub struct ReplicaStatus {
     pub last_upload: Option<DateTime<Utc>>,
     /// The last error, if the last attempt failed.
     pub last_error: Option<String>,
+    /// How far behind the database it is: the age of the oldest commit it
+    /// does not have yet (0 when up to date).
+    pub lag_ms: u64,
+    /// Files waiting for it in the local store.
+    pub pending_files: usize,
     /// Requests and bytes so far.
     pub requests: crate::replica::RequestCounts,
     /// Files it holds, per level (index = level).
     pub files_per_level: [usize; 10],
 }
+
+/// Status of one database and its replicas (`litevault status`, metrics).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DbStatus {
+    /// The database path.
+    pub db: PathBuf,
+    /// Whether the replicator is running (false in the last status a
+    /// stopped replicator wrote).
+    pub running: bool,
+    /// The latest TXID taken from the database.
+    pub txid: Txid,
+    /// When that state was committed.
+    pub txid_time: Option<DateTime<Utc>>,
+    /// Size of the WAL file in bytes.
+    pub wal_bytes: u64,
+    /// Bytes in the local LTX store.
+    pub local_store_bytes: u64,
+    /// When this status was taken.
+    pub updated_at: DateTime<Utc>,
+    /// Each replica.
+    pub replicas: Vec<ReplicaStatus>,
+}
+
+/// The file a running replicator refreshes its status in.
+pub const STATUS_FILE: &str = "status.json";
 
 struct Slot {
     replica: Replica,
@@ -690,18 +720,81 @@ impl Replicator {
         &self.inner.path
     }
 
-    /// Status of each replica.
-    pub fn status(&self) -> Vec<ReplicaStatus> {
-        self.inner
+    /// Status of the database and of each replica.
+    pub fn status(&self) -> DbStatus {
+        let head = *self.inner.head.borrow();
+        let now = self.inner.clock.now_ms();
+        let (pending, store_bytes): (Vec<(Txid, i64)>, u64) = {
+            let outbox = self.inner.outbox.lock().expect("outbox lock");
+            (
+                outbox
+                    .files()
+                    .filter(|f| f.level == 0)
+                    .map(|f| (f.max_txid, f.timestamp_ms))
+                    .collect(),
+                outbox.files().map(|f| f.size).sum(),
+            )
+        };
+        let wal_bytes = self.inner.db.lock().expect("db lock").wal_bytes();
+        let replicas = self
+            .inner
             .slots
             .iter()
             .map(|s| {
                 let mut st = s.status.lock().expect("status lock").clone();
                 st.txid = *s.shipped.borrow();
                 st.requests = s.replica.stats().counts();
+                let waiting: Vec<&(Txid, i64)> =
+                    pending.iter().filter(|(t, _)| *t > st.txid).collect();
+                st.pending_files = waiting.len();
+                st.lag_ms = if st.txid >= head.txid {
+                    0
+                } else {
+                    let oldest = waiting
+                        .iter()
+                        .map(|(_, ts)| *ts)
+                        .min()
+                        .unwrap_or(head.timestamp_ms);
+                    (now - oldest).max(0) as u64
+                };
                 st
             })
-            .collect()
+            .collect();
+        DbStatus {
+            db: self.inner.path.clone(),
+            running: true,
+            txid: head.txid,
+            txid_time: (head.txid.0 > 0)
+                .then(|| DateTime::from_timestamp_millis(head.timestamp_ms))
+                .flatten(),
+            wal_bytes,
+            local_store_bytes: store_bytes,
+            updated_at: self.inner.clock.now(),
+            replicas,
+        }
+    }
+
+    /// Writes the status to `.<db>-litevault/status.json` (atomically).
+    fn write_status(&self, running: bool) {
+        let mut st = self.status();
+        st.running = running;
+        let dir = self
+            .inner
+            .db
+            .lock()
+            .expect("db lock")
+            .state_dir()
+            .path()
+            .to_path_buf();
+        let tmp = dir.join(format!("{STATUS_FILE}.tmp"));
+        let ok = std::fs::create_dir_all(&dir).is_ok()
+            && serde_json::to_vec_pretty(&st)
+                .ok()
+                .is_some_and(|b| std::fs::write(&tmp, b).is_ok())
+            && std::fs::rename(&tmp, dir.join(STATUS_FILE)).is_ok();
+        if !ok {
+            tracing::debug!(dir = %dir.display(), "could not write the status file");
+        }
     }
 
     /// Waits until every replica holds `txid` (or a later state).
@@ -1285,11 +1378,17 @@ impl Replicator {
         let mut last_full = Instant::now() - Duration::from_secs(3600);
         let mut backoff = Duration::ZERO;
         let poll = self.inner.opts.poll_interval;
+        let mut status_at = Instant::now() - Duration::from_secs(60);
         loop {
             let wait = poll.max(backoff);
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = tokio::time::sleep(wait) => {}
+            }
+            if status_at.elapsed() >= Duration::from_secs(1) {
+                status_at = Instant::now();
+                let me = self.clone();
+                let _ = blocking(move || me.write_status(true)).await;
             }
             let seen = file_stamp(&self.inner.path);
             if seen == last_seen && last_full.elapsed() < Duration::from_secs(1) {
@@ -1325,6 +1424,8 @@ impl Replicator {
                 tracing::warn!(replica = %s.replica, error = %e, "releasing the lease failed; it expires by itself");
             }
         }
+        let me = self.clone();
+        let _ = blocking(move || me.write_status(false)).await;
         let inner = self.inner.clone();
         let close = blocking(move || inner.db.lock().expect("db lock").close());
         match done {
