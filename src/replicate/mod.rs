@@ -72,11 +72,12 @@ pub struct ReplicateOptions {
 
 impl Default for ReplicateOptions {
     fn default() -> Self {
+        use crate::config::defaults;
         ReplicateOptions {
-            poll_interval: Duration::from_millis(10),
+            poll_interval: defaults::POLL_INTERVAL,
             checkpoint: CheckpointOptions::default(),
-            shutdown_timeout: Duration::from_secs(30),
-            litestream_compat: false,
+            shutdown_timeout: defaults::SHUTDOWN_TIMEOUT,
+            litestream_compat: defaults::LITESTREAM_COMPAT,
         }
     }
 }
