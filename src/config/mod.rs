@@ -216,3 +216,6 @@ impl Config {
         resolve::explain(self)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -438,27 +438,39 @@ pub fn canonical_url(l: &ReplicaLocation) -> String {
         out.push('/');
         out.push_str(&enc(&l.path));
     }
-    let mut q = url::form_urlencoded::Serializer::new(String::new());
-    let mut any = false;
+    // Query values keep `:` and `/` readable (both are allowed in a query).
+    let qv = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z'
+                | b'a'..=b'z'
+                | b'0'..=b'9'
+                | b'-'
+                | b'.'
+                | b'_'
+                | b'~'
+                | b':'
+                | b'/' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    let mut q: Vec<String> = Vec::new();
     if let Some(e) = &l.endpoint {
-        q.append_pair("endpoint", e);
-        any = true;
+        q.push(format!("endpoint={}", qv(e)));
     }
     if let Some(r) = &l.region {
-        q.append_pair("region", r);
-        any = true;
+        q.push(format!("region={}", qv(r)));
     }
     if l.force_path_style && l.endpoint.is_none() {
-        q.append_pair("force-path-style", "true");
-        any = true;
+        q.push("force-path-style=true".into());
     }
     if l.skip_verify {
-        q.append_pair("skip-verify", "true");
-        any = true;
+        q.push("skip-verify=true".into());
     }
-    if any {
+    if !q.is_empty() {
         out.push('?');
-        out.push_str(&q.finish());
+        out.push_str(&q.join("&"));
     }
     out
 }

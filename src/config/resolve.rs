@@ -1107,10 +1107,16 @@ impl R<'_, '_> {
             self.origins.insert(url_key.clone(), o);
         }
         let canonical = canonical_url(&location);
-        if let Err(e) = ReplicaLocation::parse(&canonical) {
-            let loc = url.as_ref().map(|(_, l)| *l).unwrap_or(sr.referenced);
-            self.error(Some(loc), &url_key, &e.to_string());
-        }
+        // The location is what the replica module makes of the canonical URL,
+        // so that `location` and `open()` always agree.
+        let location = match ReplicaLocation::parse(&canonical) {
+            Ok(l) => l,
+            Err(e) => {
+                let loc = url.as_ref().map(|(_, l)| *l).unwrap_or(sr.referenced);
+                self.error(Some(loc), &url_key, &e.to_string());
+                location
+            }
+        };
 
         // Credentials.
         let (access_key_id, secret_access_key) = match (akid, secret) {
