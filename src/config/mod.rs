@@ -37,6 +37,9 @@
 //! `litestream-compat` (top level or per replica), `lease.ttl`, `http.addr`,
 //! `http.readyz-max-lag`.
 //!
+//! `~/` in a path is `$HOME` (Litestream asks the user database, which
+//! differs only where `$HOME` was changed).
+//!
 //! Differences from Litestream, on purpose: an unknown key is an error (with
 //! the line and a suggestion) where Litestream ignores it; a duration without
 //! a unit (`sync-interval: 1`) is an error where Litestream reads
