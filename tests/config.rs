@@ -140,7 +140,7 @@ fn check_reports_unknown_keys_and_bad_values_with_file_line_column() {
     assert_eq!(o.status.code(), Some(1));
     let err = text(&o.stderr);
     assert!(
-        err.contains(&format!("error: {cfg}:5:7: sync-intervl: unknown key `sync-intervl`; did you mean `sync-interval`?")),
+        err.contains(&format!("error: {cfg}:5:7: dbs[0].replica.sync-intervl: unknown key `sync-intervl`; did you mean `sync-interval`?")),
         "{err}"
     );
 
@@ -414,7 +414,7 @@ fn litestreams_directory_example_is_rejected_by_both_tools() {
     let e = text(&o.stderr);
     assert!(
         e.contains(&format!(
-            "{cfg}:3:5: directory: unknown key `directory`: write `dir`"
+            "{cfg}:3:5: dbs[0].directory: unknown key `directory`: write `dir`"
         )),
         "{e}"
     );

@@ -141,6 +141,79 @@ fn key_on_line(text: &str, line: u32) -> Option<String> {
     .then(|| k.to_string())
 }
 
+/// The path of the key on a line of block-style YAML (`dbs[1].replica.url`),
+/// found from the indentation of the lines before it. `None` when the line
+/// names no key.
+pub(super) fn yaml_path_at(text: &str, line: u32) -> Option<String> {
+    #[derive(Clone)]
+    struct Frame {
+        col: usize,
+        seg: String,
+        index: bool,
+    }
+    let mut frames: Vec<Frame> = Vec::new();
+    let mut counters: BTreeMap<String, usize> = BTreeMap::new();
+    let path = |frames: &[Frame]| -> String {
+        let mut out = String::new();
+        for f in frames {
+            if !f.index && !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(&f.seg);
+        }
+        out
+    };
+    let mut last_key = None;
+    for (n, l) in text.lines().enumerate().take(line as usize) {
+        let trimmed = l.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with("---") {
+            continue;
+        }
+        let mut col = l.len() - trimmed.len();
+        let mut content = trimmed;
+        while content == "-" || content.starts_with("- ") {
+            while frames
+                .last()
+                .is_some_and(|f| f.col > col || (f.col == col && f.index))
+            {
+                frames.pop();
+            }
+            let counter = format!("{}@{col}", path(&frames));
+            let i = counters.get(&counter).map_or(0, |i| i + 1);
+            counters.insert(counter, i);
+            frames.push(Frame {
+                col,
+                seg: format!("[{i}]"),
+                index: true,
+            });
+            let rest = content[1..].trim_start();
+            col += content.len() - rest.len();
+            content = rest;
+        }
+        last_key = None;
+        if let Some((k, _)) = content.split_once(':') {
+            let k = k.trim().trim_matches(|c| c == '"' || c == '\'');
+            if !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                while frames.last().is_some_and(|f| f.col >= col) {
+                    frames.pop();
+                }
+                frames.push(Frame {
+                    col,
+                    seg: k.to_string(),
+                    index: false,
+                });
+                if n + 1 == line as usize {
+                    last_key = Some(path(&frames));
+                }
+            }
+        }
+    }
+    last_key
+}
+
 /// The message for an unknown key, with a suggestion when one is obvious.
 pub(super) fn unknown_key_message(field: &str, expected: &[&str]) -> String {
     let known_aliases: &[(&str, &str)] = &[
@@ -256,18 +329,27 @@ impl R<'_, '_> {
     }
 
     fn yaml_problem(&self, e: &serde_saphyr::Error) -> Problem {
+        // Errors found by the YAML layer name the key by its path, found from
+        // the indentation.
         let e = e.without_snippet();
         let (line, column) = line_col(e.location());
         match e {
             serde_saphyr::Error::SerdeUnknownField {
                 field, expected, ..
-            } => self.problem(line, column, field, &unknown_key_message(field, expected)),
+            } => {
+                let key = yaml_path_at(self.text, line)
+                    .filter(|k| k.ends_with(field.as_str()))
+                    .unwrap_or_else(|| field.clone());
+                self.problem(line, column, &key, &unknown_key_message(field, expected))
+            }
             other => {
                 let mut msg = other.to_string();
                 if let Some(i) = msg.rfind(" at line ") {
                     msg.truncate(i);
                 }
-                let key = key_on_line(self.text, line).unwrap_or_default();
+                let key = yaml_path_at(self.text, line)
+                    .or_else(|| key_on_line(self.text, line))
+                    .unwrap_or_default();
                 self.problem(line, column, &key, &msg)
             }
         }

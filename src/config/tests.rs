@@ -212,7 +212,7 @@ fn litestream_directory_example_uses_a_key_litestream_rejects() {
     let text = "---\naddr: \":9090\"\n\ndbs:\n  - directory: /var/lib/myapp/databases\n    pattern: \"*.db\"\n";
     let p = one_problem(text);
     assert_eq!((p.line, p.column), (5, 5));
-    assert_eq!(p.key, "directory");
+    assert_eq!(p.key, "dbs[0].directory");
     assert!(p.message.contains("write `dir`"), "{p}");
 }
 
@@ -343,11 +343,11 @@ fn unknown_key_names_file_line_column_and_suggests() {
         "dbs:\n  - path: /a.db\n    replica:\n      url: s3://b/a\n      sync-intervl: 5s\n",
     );
     assert_eq!((p.file.as_str(), p.line, p.column), ("test.yml", 5, 7));
-    assert_eq!(p.key, "sync-intervl");
+    assert_eq!(p.key, "dbs[0].replica.sync-intervl");
     assert!(p.message.contains("did you mean `sync-interval`?"), "{p}");
     assert_eq!(
         p.to_string(),
-        format!("test.yml:5:7: sync-intervl: {}", p.message)
+        format!("test.yml:5:7: dbs[0].replica.sync-intervl: {}", p.message)
     );
 
     let p = one_problem(
@@ -359,11 +359,29 @@ fn unknown_key_names_file_line_column_and_suggests() {
 }
 
 #[test]
+fn yaml_paths_from_indentation() {
+    let text = "addr: x\ndbs:\n  - path: /a\n    replicas:\n      - url: u\n      - url: v\n        sync-interval: 1s\n  - path: /b\n    replica:\n      url: w\nlevels:\n- interval: 1s\n- interval: 2s\nsnapshot: {interval: 1s}\n";
+    let p = |l| resolve::yaml_path_at(text, l);
+    assert_eq!(p(1).as_deref(), Some("addr"));
+    assert_eq!(p(3).as_deref(), Some("dbs[0].path"));
+    assert_eq!(p(5).as_deref(), Some("dbs[0].replicas[0].url"));
+    assert_eq!(p(6).as_deref(), Some("dbs[0].replicas[1].url"));
+    assert_eq!(p(7).as_deref(), Some("dbs[0].replicas[1].sync-interval"));
+    assert_eq!(p(8).as_deref(), Some("dbs[1].path"));
+    assert_eq!(p(10).as_deref(), Some("dbs[1].replica.url"));
+    assert_eq!(p(13).as_deref(), Some("levels[1].interval"));
+    assert_eq!(p(14).as_deref(), Some("snapshot"));
+}
+
+#[test]
 fn bad_values_name_the_key_and_line() {
     let p = one_problem(
         "dbs:\n  - path: /a.db\n    replica:\n      url: s3://b/a\n      sync-interval: 5x\n",
     );
-    assert_eq!((p.line, p.key.as_str()), (5, "sync-interval"));
+    assert_eq!(
+        (p.line, p.key.as_str()),
+        (5, "dbs[0].replica.sync-interval")
+    );
     assert!(p.message.contains("unknown unit \"x\""), "{p}");
 
     // A bare number is nanoseconds to Litestream: refused with the fix.
@@ -377,7 +395,10 @@ fn bad_values_name_the_key_and_line() {
     let p = one_problem(
         "dbs:\n  - path: /a.db\n    replica:\n      url: s3://b/a\n      force-path-style: maybe\n",
     );
-    assert_eq!((p.line, p.key.as_str()), (5, "force-path-style"));
+    assert_eq!(
+        (p.line, p.key.as_str()),
+        (5, "dbs[0].replica.force-path-style")
+    );
 
     let p = one_problem("logging:\n  level: loud\n");
     assert_eq!((p.line, p.key.as_str()), (2, "logging.level"));
