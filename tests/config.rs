@@ -446,3 +446,103 @@ fn litestream_ignores_a_typo_litevault_does_not() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o.stderr).contains("did you mean `sync-interval`?"));
 }
+
+/// Runs `litestream replicate` until it has logged `n` "replicating to"
+/// lines, then stops it; returns `(replica path, sync interval)` per line.
+fn litestream_replicating_to(cfg: &str, n: usize) -> Vec<(String, String)> {
+    use std::io::BufRead;
+    let mut child = Command::new(litestream_bin())
+        .args(["replicate", "-config", cfg])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut out = Vec::new();
+    let mut log = Vec::new();
+    while out.len() < n {
+        // A safety net against a hang, not a timing assertion.
+        match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(line) => {
+                if line.contains("msg=\"replicating to\"") {
+                    let field = |k: &str| {
+                        line.split_whitespace()
+                            .find_map(|t| t.strip_prefix(k))
+                            .unwrap_or_default()
+                            .to_string()
+                    };
+                    out.push((field("path="), field("sync-interval=")));
+                }
+                log.push(line);
+            }
+            Err(_) => {
+                let _ = child.kill();
+                panic!("litestream did not report {n} replicas: {log:#?}");
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    out.sort();
+    out
+}
+
+#[test]
+fn dir_sources_and_sync_intervals_match_litestream_replicate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    for p in [
+        "data/one.db",
+        "data/sub/two.db",
+        "data/skip.sqlite",
+        "single.db",
+    ] {
+        let path = root.join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        create_db(&path, 4096)
+            .execute_batch("CREATE TABLE t(x)")
+            .unwrap();
+    }
+    std::fs::write(root.join("data/notdb.db"), "not a database at all").unwrap();
+    let r = root.display();
+    let cfg = write(
+        root,
+        "dirs.yml",
+        &format!(
+            "sync-interval: 3s\ndbs:\n  - dir: {r}/data\n    pattern: \"*.db\"\n    recursive: true\n    replica:\n      path: {r}/rep\n  - path: {r}/single.db\n    replica:\n      url: file://{r}/rep-single\n      sync-interval: 250ms\n"
+        ),
+    );
+    let ls = litestream_replicating_to(&cfg, 3);
+    let c = litevault::config::Config::load(Path::new(&cfg), &Default::default()).unwrap();
+    let mut lv: Vec<(String, String)> = c
+        .expand_dbs()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let r = &d.replicas[0];
+            (
+                r.location.path.clone(),
+                litevault::config::units::format_duration(r.sync_interval),
+            )
+        })
+        .collect();
+    lv.sort();
+    assert_eq!(lv, ls);
+    assert_eq!(
+        ls.iter()
+            .map(|(p, _)| p.strip_prefix(&r.to_string()).unwrap())
+            .collect::<Vec<_>>(),
+        vec!["/rep-single", "/rep/one.db", "/rep/sub/two.db"]
+    );
+}

@@ -140,6 +140,17 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// A `dir` source holds no database and is not watched (Litestream
+    /// refuses to start too).
+    #[error(
+        "no SQLite database in {dir} matches {pattern:?}: fix `dir` or `pattern`, or set `watch: true` to wait for databases to appear"
+    )]
+    NoDatabases {
+        /// The directory.
+        dir: PathBuf,
+        /// The pattern.
+        pattern: String,
+    },
     /// Two databases would replicate to the same place.
     #[error(
         "{first} and {second} would both replicate to {url}; give each database its own replica path"

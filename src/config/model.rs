@@ -70,6 +70,12 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// The replica lease.
     pub lease: LeaseConfig,
+    /// The top-level compaction levels (every database uses them).
+    pub compaction: CompactionLevels,
+    /// The top-level snapshot settings (a database may override them).
+    pub snapshot: SnapshotPolicy,
+    /// The top-level retention settings (every database uses them).
+    pub retention: RetentionPolicy,
     /// Warnings found while reading (unset variables, ignored keys...).
     pub warnings: Vec<super::Problem>,
     pub(crate) origins: std::collections::BTreeMap<String, Origin>,
@@ -213,8 +219,21 @@ impl DbConfig {
         let DbSource::Dir { dir, .. } = &self.source else {
             return Ok(vec![self.clone()]);
         };
+        let found = self.source.expand()?;
+        if let DbSource::Dir {
+            pattern,
+            watch: false,
+            ..
+        } = &self.source
+            && found.is_empty()
+        {
+            return Err(ConfigError::NoDatabases {
+                dir: dir.clone(),
+                pattern: pattern.to_string(),
+            });
+        }
         let mut out = Vec::new();
-        for path in self.source.expand()? {
+        for path in found {
             let rel = path.strip_prefix(dir).unwrap_or(&path).to_path_buf();
             let mut db = self.clone();
             db.source = DbSource::Path(path);

@@ -636,6 +636,9 @@ impl R<'_, '_> {
             logging,
             shutdown_timeout,
             lease,
+            compaction,
+            snapshot,
+            retention,
             warnings: Vec::new(),
             origins: BTreeMap::new(),
         }
@@ -1386,20 +1389,23 @@ pub(super) fn explain(cfg: &Config) -> Vec<ExplainEntry> {
     push("logging.stderr".into(), cfg.logging.stderr.to_string());
     push("shutdown-timeout".into(), d(cfg.shutdown_timeout));
     push("lease.ttl".into(), d(cfg.lease.ttl));
-    if let Some(db) = cfg.dbs.first() {
-        for (i, l) in db.compaction.0.iter().enumerate() {
-            push(
-                format!("levels[{i}].interval"),
-                format!("L{} {}", l.level, d(l.interval)),
-            );
-        }
-        push("l0-retention".into(), d(db.retention.l0_retention));
+    for (i, l) in cfg.compaction.0.iter().enumerate() {
         push(
-            "l0-retention-check-interval".into(),
-            d(db.retention.l0_retention_check_interval),
+            format!("levels[{i}].interval"),
+            format!("L{} {}", l.level, d(l.interval)),
         );
-        push("retention.enabled".into(), db.retention.enabled.to_string());
     }
+    push("snapshot.interval".into(), d(cfg.snapshot.interval));
+    push("snapshot.retention".into(), d(cfg.snapshot.retention));
+    push("l0-retention".into(), d(cfg.retention.l0_retention));
+    push(
+        "l0-retention-check-interval".into(),
+        d(cfg.retention.l0_retention_check_interval),
+    );
+    push(
+        "retention.enabled".into(),
+        cfg.retention.enabled.to_string(),
+    );
     for db in &cfg.dbs {
         let k = &db.key;
         match &db.source {

@@ -715,6 +715,21 @@ fn dir_sources_expand_like_litestream() {
         c.expand_dbs(),
         Err(ConfigError::SharedReplica { .. })
     ));
+    // An unwatched directory without databases is refused, as by Litestream.
+    let empty = tempfile::tempdir().unwrap();
+    let c = parse(&format!(
+        "dbs:\n  - dir: {}\n    pattern: \"*.db\"\n    replica: {{url: s3://b/x}}\n",
+        empty.path().display()
+    ));
+    assert!(matches!(
+        c.expand_dbs(),
+        Err(ConfigError::NoDatabases { .. })
+    ));
+    let c = parse(&format!(
+        "dbs:\n  - dir: {}\n    pattern: \"*.db\"\n    watch: true\n    replica: {{url: s3://b/x}}\n",
+        empty.path().display()
+    ));
+    assert!(c.expand_dbs().unwrap().is_empty());
     let missing = parse(
         "dbs:\n  - dir: /nonexistent/dir\n    pattern: \"*.db\"\n    replica: {url: s3://b/x}\n",
     );
