@@ -14,6 +14,7 @@
 //! | `dbs[].dir`, `pattern`, `recursive`, `watch` | [`DbSource::Dir`]; [`DbSource::expand`] and [`DbConfig::instances`] find the databases |
 //! | `dbs[].replica` (v0.5) / `replicas` (before v0.5) | [`DbConfig::replicas`]; litevault allows several |
 //! | replica `url`, or `type` + `bucket` + `path` + `endpoint` + `region` + `force-path-style` + `skip-verify` | [`ReplicaConfig::url`], canonical, the form [`crate::Replica::open`] takes |
+//! | `s3://` hosts such as `bkt.s3.REGION.amazonaws.com`, `bkt.host:port` (MinIO), DigitalOcean, Backblaze, Filebase, Scaleway | bucket, region, endpoint and path style, as Litestream's `s3.ParseHost` |
 //! | replica `type`: `file`, `s3`, `gs`, `abs` | [`ReplicaKind`]; `sftp`, `webdav`, `nats`, `oss` are refused |
 //! | `access-key-id`, `secret-access-key` (replica or top level) | [`ReplicaConfig::access_key_id`], [`ReplicaConfig::secret_access_key`] ([`Secret`]) |
 //! | `account-name`, `account-key` (Azure) | the URL's `account@`, [`ReplicaConfig::account_key`] |

@@ -754,3 +754,62 @@ fn replica_config_opens_a_file_replica() {
     );
     assert!(tmp.path().join("rep").is_dir());
 }
+
+#[test]
+fn s3_provider_hostnames_like_litestream() {
+    use resolve::parse_s3_host as h;
+    let b = |host: &str| h(host).unwrap();
+    assert_eq!(b("mybkt.litestream.io").bucket, "mybkt.litestream.io");
+    let x = b("bkt.s3.amazonaws.com");
+    assert_eq!(
+        (x.bucket.as_str(), x.region, x.endpoint),
+        ("bkt", None, None)
+    );
+    let x = b("my.bkt.s3.us-west-2.amazonaws.com");
+    assert_eq!(
+        (x.bucket.as_str(), x.region.as_deref()),
+        ("my.bkt", Some("us-west-2"))
+    );
+    let x = b("bkt.localhost:9000");
+    assert_eq!(
+        (x.bucket.as_str(), x.endpoint.as_deref(), x.force_path_style),
+        ("bkt", Some("http://localhost:9000"), true)
+    );
+    assert!(h("localhost:9000").unwrap_err().contains("no bucket"));
+    let x = b("bkt.nyc3.digitaloceanspaces.com");
+    assert_eq!(
+        (
+            x.bucket.as_str(),
+            x.region.as_deref(),
+            x.endpoint.as_deref()
+        ),
+        (
+            "bkt",
+            Some("nyc3"),
+            Some("https://nyc3.digitaloceanspaces.com")
+        )
+    );
+    let x = b("bkt.s3.us-west-002.backblazeb2.com");
+    assert_eq!(
+        (x.bucket.as_str(), x.endpoint.as_deref(), x.force_path_style),
+        ("bkt", Some("https://s3.us-west-002.backblazeb2.com"), true)
+    );
+    assert_eq!(
+        b("bkt.s3.filebase.com").endpoint.as_deref(),
+        Some("https://s3.filebase.com")
+    );
+    assert_eq!(
+        b("bkt.s3.fr-par.scw.cloud").region.as_deref(),
+        Some("fr-par")
+    );
+
+    // Through the whole resolution: the canonical URL carries what the host said.
+    let c = parse(
+        "dbs:\n  - path: /a.db\n    replica:\n      url: s3://bkt.s3.eu-central-1.amazonaws.com/db\n  - path: /b.db\n    replica:\n      url: s3://bkt.127.0.0.1:9000/db?region=x\n",
+    );
+    assert_eq!(c.dbs[0].replicas[0].url, "s3://bkt/db?region=eu-central-1");
+    assert_eq!(
+        c.dbs[1].replicas[0].url,
+        "s3://bkt/db?endpoint=http://127.0.0.1:9000&region=x"
+    );
+}
