@@ -441,11 +441,18 @@ pub fn canonical_url(l: &ReplicaLocation) -> String {
         Scheme::Azure => "abs",
         Scheme::Memory => "memory",
     };
+    // Only the characters that would change the URL's structure are
+    // escaped: `ReplicaLocation::parse` keeps the path as written.
     let enc = |s: &str| -> String {
-        s.split('/')
-            .map(|seg| url::form_urlencoded::byte_serialize(seg.as_bytes()).collect::<String>())
-            .collect::<Vec<_>>()
-            .join("/")
+        s.chars()
+            .map(|c| match c {
+                ' ' => "%20".to_string(),
+                '?' => "%3F".to_string(),
+                '#' => "%23".to_string(),
+                '@' => "%40".to_string(),
+                c => c.to_string(),
+            })
+            .collect()
     };
     let account = l
         .account
