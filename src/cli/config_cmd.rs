@@ -28,7 +28,7 @@ enum Command {
 #[derive(clap::Args, Debug)]
 struct Common {
     /// The config file (default: $LITEVAULT_CONFIG, ./litevault.yml, /etc/litevault.yml).
-    #[arg(long, short)]
+    #[arg(long)]
     config: Option<PathBuf>,
     /// Do not expand $VAR / ${VAR} in the file.
     #[arg(long)]
