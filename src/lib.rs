@@ -25,8 +25,9 @@
 //!                               integrity_check, rename into place
 //! ```
 //!
-//! Beside the flow: `content` (row-level digest used to compare databases)
-//! and `cli` (one file per subcommand; `main.rs` only calls [`cli::main`]).
+//! Beside the flow: `config` (the YAML file, compatible with `litestream.yml`;
+//! every default in `config::defaults`), `content` (row-level digest used to
+//! compare databases) and `cli` (one file per subcommand; `main.rs` only calls [`cli::main`]).
 //!
 //! # Example
 //!
@@ -43,6 +44,7 @@
 //! ```
 
 pub mod cli;
+pub mod config;
 pub mod content;
 pub mod db;
 pub mod ltx;

@@ -38,6 +38,7 @@ fn op() -> impl Strategy<Value = Op> {
 fn opts(clock: Clock) -> ReplicateOptions {
     ReplicateOptions {
         retention: RetentionOptions {
+            enabled: true,
             levels: vec![
                 Duration::from_secs(30),
                 Duration::from_secs(5 * 60),

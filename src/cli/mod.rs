@@ -1,6 +1,7 @@
 //! The `litevault` command line: one file per subcommand, each a thin layer
 //! over a library function.
 
+mod config_cmd;
 mod demo;
 mod ltx_cmd;
 mod replicate;
@@ -29,6 +30,8 @@ enum Command {
     Ltx(ltx_cmd::Args),
     /// Create a database, replicate it while writing, delete it, restore it, compare.
     Demo(demo::Args),
+    /// Check the configuration file, or explain every resolved setting.
+    Config(config_cmd::Args),
 }
 
 /// Entry point of the binary.
@@ -59,6 +62,7 @@ pub fn main() -> ExitCode {
             Command::Restore(a) => restore::run(a).await,
             Command::Ltx(a) => ltx_cmd::run(a).await,
             Command::Demo(a) => demo::run(a).await,
+            Command::Config(a) => config_cmd::run(a).await,
         }
     });
     match result {

@@ -105,8 +105,8 @@ pub struct CheckpointOptions {
 impl Default for CheckpointOptions {
     fn default() -> Self {
         CheckpointOptions {
-            min_pages: 1000,
-            truncate_bytes: 256 << 20,
+            min_pages: crate::config::defaults::MIN_CHECKPOINT_PAGES,
+            truncate_bytes: crate::config::defaults::TRUNCATE_WAL_BYTES,
         }
     }
 }

@@ -268,6 +268,20 @@ impl Replica {
         raw: &str,
         creds: Option<&S3Credentials>,
     ) -> Result<Replica, ReplicaError> {
+        Replica::open_inner(raw, creds, None)
+    }
+
+    /// Opens an Azure Blob Storage replica (`abs://account@container/path`)
+    /// with an explicit account key (taking precedence over the environment).
+    pub fn open_with_azure_key(raw: &str, account_key: &str) -> Result<Replica, ReplicaError> {
+        Replica::open_inner(raw, None, Some(account_key))
+    }
+
+    fn open_inner(
+        raw: &str,
+        creds: Option<&S3Credentials>,
+        azure_key: Option<&str>,
+    ) -> Result<Replica, ReplicaError> {
         let loc = ReplicaLocation::parse(raw)?;
         let bad = |reason: String| ReplicaError::BadUrl {
             url: raw.into(),
@@ -373,7 +387,10 @@ impl Replica {
                     {
                         b = b.with_account(a);
                     }
-                    if let Some(k) = env_any(&["LITESTREAM_AZURE_ACCOUNT_KEY"]) {
+                    if let Some(k) = azure_key
+                        .map(str::to_string)
+                        .or_else(|| env_any(&["LITESTREAM_AZURE_ACCOUNT_KEY"]))
+                    {
                         b = b.with_access_key(k);
                     }
                     let az = b.build().map_err(|e| bad(format!("Azure client: {e}")))?;

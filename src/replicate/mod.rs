@@ -137,7 +137,7 @@ pub struct LeaseOptions {
 impl Default for LeaseOptions {
     fn default() -> Self {
         LeaseOptions {
-            ttl: Duration::from_secs(60),
+            ttl: crate::config::defaults::LEASE_TTL,
             takeover: false,
         }
     }
@@ -145,15 +145,16 @@ impl Default for LeaseOptions {
 
 impl Default for ReplicateOptions {
     fn default() -> Self {
+        use crate::config::defaults;
         ReplicateOptions {
-            poll_interval: Duration::from_millis(10),
+            poll_interval: defaults::POLL_INTERVAL,
             checkpoint: CheckpointOptions::default(),
-            shutdown_timeout: Duration::from_secs(30),
-            litestream_compat: false,
+            shutdown_timeout: defaults::SHUTDOWN_TIMEOUT,
+            litestream_compat: defaults::LITESTREAM_COMPAT,
             retention: RetentionOptions::default(),
             clock: Clock::system(),
             lease: Some(LeaseOptions::default()),
-            sync_interval: Duration::from_secs(1),
+            sync_interval: defaults::SYNC_INTERVAL,
         }
     }
 }
@@ -1192,7 +1193,7 @@ impl Replicator {
                 }
             }
         }
-        if elapsed(st.retention_at).is_none_or(|e| e >= opts.check_interval) {
+        if opts.enabled && elapsed(st.retention_at).is_none_or(|e| e >= opts.check_interval) {
             st.retention_at = Some(now);
             let doomed = retention::plan_retention(&st.files, now, opts);
             if !doomed.is_empty() {

@@ -28,6 +28,8 @@ use crate::replica::{LtxFileInfo, SNAPSHOT_LEVEL};
 /// Compaction and retention settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetentionOptions {
+    /// Whether expired files are deleted at all.
+    pub enabled: bool,
     /// Compaction interval of levels 1, 2, ... (empty: no compaction).
     pub levels: Vec<Duration>,
     /// How often a snapshot (level 9) is taken; `None`: never. A snapshot is
@@ -44,16 +46,14 @@ pub struct RetentionOptions {
 
 impl Default for RetentionOptions {
     fn default() -> Self {
+        use crate::config::defaults;
         RetentionOptions {
-            levels: vec![
-                Duration::from_secs(30),
-                Duration::from_secs(5 * 60),
-                Duration::from_secs(60 * 60),
-            ],
-            snapshot_interval: Some(Duration::from_secs(24 * 60 * 60)),
-            snapshot_retention: Duration::from_secs(24 * 60 * 60),
-            l0_retention: Duration::from_secs(5 * 60),
-            check_interval: Duration::from_secs(15),
+            enabled: defaults::RETENTION_ENABLED,
+            levels: defaults::COMPACTION_LEVELS.to_vec(),
+            snapshot_interval: Some(defaults::SNAPSHOT_INTERVAL),
+            snapshot_retention: defaults::SNAPSHOT_RETENTION,
+            l0_retention: defaults::L0_RETENTION,
+            check_interval: defaults::L0_RETENTION_CHECK_INTERVAL,
         }
     }
 }
