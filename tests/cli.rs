@@ -273,3 +273,67 @@ fn exec_supervises_the_app() {
         "sh reports a missing program as 127"
     );
 }
+
+/// `replicate --config`: two databases, each to a local folder and to the
+/// S3 server, from one litestream.yml-style file with ${VAR} expansion.
+#[test]
+fn replicate_from_a_config_file() {
+    let s3 = S3Server::start();
+    let bucket = s3.bucket("cfg");
+    let dir = tempfile::tempdir().unwrap();
+    let mut dbs = Vec::new();
+    for name in ["a", "b"] {
+        let db = dir.path().join(format!("{name}.db"));
+        let mut c = create_db(&db, 4096);
+        Workload::init(&c);
+        for i in 1..=(if name == "a" { 7 } else { 11 }) {
+            Workload::apply(&mut c, i).unwrap();
+        }
+        dbs.push(db);
+    }
+    let cfg = dir.path().join("litevault.yml");
+    let yml = format!(
+        "access-key-id: ${{KEY_ID}}\nsecret-access-key: ${{SECRET}}\ndbs:\n{}",
+        ["a", "b"]
+            .iter()
+            .map(|n| format!(
+                "  - path: {d}/{n}.db\n    replicas:\n      - url: file://{d}/backup/{n}\n      - type: s3\n        bucket: {bucket}\n        path: {n}\n        endpoint: {ep}\n        region: us-east-1\n        force-path-style: true\n",
+                d = dir.path().display(),
+                ep = s3.endpoint(),
+            ))
+            .collect::<String>()
+    );
+    std::fs::write(&cfg, yml).unwrap();
+    let o = litevault(&[])
+        .args(["replicate", "--once", "--config", cfg.to_str().unwrap()])
+        .env("KEY_ID", "testing")
+        .env("SECRET", "testing")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (name, k) in [("a", 7), ("b", 11)] {
+        for url in [
+            file_url(&dir.path().join(format!("backup/{name}"))),
+            s3.url(&bucket, name),
+        ] {
+            let out = dir.path().join(format!("out-{name}-{}.db", url.len()));
+            let o = litevault(&s3.env())
+                .args(["restore", &url, "-o", out.to_str().unwrap()])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{url}: {}", stderr(&o));
+            assert_eq!(Workload::check_prefix(&out), k, "{url}");
+        }
+    }
+    // A typo in the file is an error naming the key and the line.
+    std::fs::write(
+        &cfg,
+        "dbs:\n  - path: /x.db\n    replica:\n      url: file:///tmp/x\n      sync-intervl: 1s\n",
+    )
+    .unwrap();
+    let o = run(&["replicate", "--config", cfg.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("sync-intervl") && e.contains(":5:"), "{e}");
+}

@@ -1,82 +1,205 @@
-//! `litevault replicate DB URL [URL...] [--exec CMD]`
+//! `litevault replicate DB URL [URL...]` or `litevault replicate --config F`,
+//! optionally supervising the app with `--exec CMD`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
+use tokio::sync::watch;
+
+use crate::config::{self, Config, LoadOptions, units::parse_duration};
 use crate::{ReplicateOptions, Replicator, replica::Replica};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The SQLite database (in WAL mode).
-    db: PathBuf,
+    /// The SQLite database (in WAL mode). Without it, the databases of the
+    /// config file are replicated.
+    db: Option<PathBuf>,
     /// Replica URLs (one or more; each keeps its own position): file:///dir,
-    /// s3://bucket/path?endpoint=..&region=..&force-path-style=true, gs://, az://
-    #[arg(required = true)]
+    /// s3://bucket/path?endpoint=..&region=..&force-path-style=true, gs://, abs://
     urls: Vec<String>,
-    /// Start this command (with `sh -c`) once the database is open, forward
+    /// The config file (default: $LITEVAULT_CONFIG, ./litevault.yml,
+    /// /etc/litevault.yml); used when no DB is given.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Start this command (with `sh -c`) once the databases are open, forward
     /// SIGINT/SIGTERM to it, and when it exits do a final sync and exit with
-    /// its exit code.
+    /// its exit code. Overrides the config's `exec`.
     #[arg(long, value_name = "CMD", conflicts_with = "once")]
     exec: Option<String>,
     /// Ship what is committed now, then exit.
     #[arg(long)]
     once: bool,
     /// How often to look for new commits, in milliseconds.
-    #[arg(long, default_value_t = 10)]
-    poll_ms: u64,
+    #[arg(long)]
+    poll_ms: Option<u64>,
     /// PASSIVE checkpoint once the WAL holds this many frames (0: never).
-    #[arg(long, default_value_t = 1000)]
-    checkpoint_pages: u64,
+    #[arg(long)]
+    checkpoint_pages: Option<u64>,
     /// TRUNCATE checkpoint once the WAL file reaches this many MiB (0: never).
-    #[arg(long, default_value_t = 256)]
-    truncate_mib: u64,
+    #[arg(long)]
+    truncate_mib: Option<u64>,
+    /// Least time between two uploads to a replica under a steady load
+    /// (`500ms`, `1s`; `0s` ships every commit at once).
+    #[arg(long, value_parser = parse_duration)]
+    sync_interval: Option<Duration>,
     /// Write files that `litestream restore` (0.5) accepts: the NoChecksum
     /// flag, with litevault's checksums kept in the reserved header bytes.
     #[arg(long)]
     litestream_compat: bool,
-    /// Seconds allowed for the final sync at shutdown.
-    #[arg(long, default_value_t = 30)]
-    shutdown_timeout: u64,
+    /// Replace a replica lease whose holder stopped renewing it (after it
+    /// expired).
+    #[arg(long)]
+    takeover: bool,
+    /// Do not take the replica lease (only when something else guarantees a
+    /// single writer).
+    #[arg(long)]
+    no_lease: bool,
+    /// Time allowed for the final sync at shutdown (`30s`).
+    #[arg(long, value_parser = parse_duration)]
+    shutdown_timeout: Option<Duration>,
+}
+
+impl Args {
+    /// Applies the command-line flags over options from defaults or the
+    /// config file.
+    fn apply(&self, opts: &mut ReplicateOptions) {
+        if let Some(ms) = self.poll_ms {
+            opts.poll_interval = Duration::from_millis(ms.max(1));
+        }
+        if let Some(p) = self.checkpoint_pages {
+            opts.checkpoint.min_pages = p;
+        }
+        if let Some(m) = self.truncate_mib {
+            opts.checkpoint.truncate_bytes = m << 20;
+        }
+        if let Some(d) = self.sync_interval {
+            opts.sync_interval = d;
+        }
+        if let Some(d) = self.shutdown_timeout {
+            opts.shutdown_timeout = d;
+        }
+        opts.litestream_compat |= self.litestream_compat;
+        if self.no_lease {
+            opts.lease = None;
+        } else if let Some(l) = &mut opts.lease {
+            l.takeover |= self.takeover;
+        }
+    }
+}
+
+/// One database to replicate: its path, replicas and options.
+struct Job {
+    db: PathBuf,
+    replicas: Vec<Replica>,
+    opts: ReplicateOptions,
+}
+
+fn page_size(db: &std::path::Path) -> u32 {
+    rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|c| c.query_row("PRAGMA page_size", [], |r| r.get(0)))
+        .unwrap_or(4096)
+}
+
+fn jobs_from_config(a: &Args) -> anyhow::Result<(Vec<Job>, Option<String>)> {
+    let path = config::locate(a.config.as_deref())?;
+    let cfg = Config::load(&path, &LoadOptions::default())?;
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
+    if cfg.addr.is_some() {
+        tracing::warn!(
+            "`addr` is set in {}, but this build has no HTTP server: it is ignored",
+            path.display()
+        );
+    }
+    let mut jobs = Vec::new();
+    for db in cfg.expand_dbs()? {
+        let config::DbSource::Path(p) = &db.source else {
+            continue;
+        };
+        let replicas = db
+            .replicas
+            .iter()
+            .map(|r| r.open())
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut opts = cfg.replicate_options(&db, page_size(p));
+        a.apply(&mut opts);
+        jobs.push(Job {
+            db: p.clone(),
+            replicas,
+            opts,
+        });
+    }
+    if jobs.is_empty() {
+        anyhow::bail!("{} lists no database to replicate", path.display());
+    }
+    Ok((jobs, cfg.exec.clone()))
 }
 
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let shutdown = super::shutdown_signal();
-    let replicas = a
-        .urls
-        .iter()
-        .map(|u| Replica::open(u))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut opts = ReplicateOptions {
-        poll_interval: Duration::from_millis(a.poll_ms.max(1)),
-        shutdown_timeout: Duration::from_secs(a.shutdown_timeout),
-        litestream_compat: a.litestream_compat,
-        ..ReplicateOptions::default()
-    };
-    opts.checkpoint.min_pages = a.checkpoint_pages;
-    opts.checkpoint.truncate_bytes = a.truncate_mib << 20;
     tokio::pin!(shutdown);
-    // A signal during start-up still ends with a final sync: nothing the app
-    // committed before the signal is left behind.
-    let replicator = Replicator::open_many(&a.db, replicas, opts).await?;
-    if a.once {
-        let txid = replicator.sync_all().await?;
-        replicator.clone().run(async {}).await?;
-        println!(
-            "{} replicated to {} at TXID {txid}",
-            a.db.display(),
-            a.urls.join(", ")
-        );
-        return Ok(ExitCode::SUCCESS);
+    let (jobs, config_exec) = match &a.db {
+        Some(db) => {
+            if a.urls.is_empty() {
+                anyhow::bail!(
+                    "no replica URL for {}: give one or more (e.g. file:///backups/app), or use --config",
+                    db.display()
+                );
+            }
+            let replicas = a
+                .urls
+                .iter()
+                .map(|u| Replica::open(u))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut opts = ReplicateOptions::default();
+            a.apply(&mut opts);
+            let job = Job {
+                db: db.clone(),
+                replicas,
+                opts,
+            };
+            (vec![job], None)
+        }
+        None => jobs_from_config(&a)?,
+    };
+    // Open every database first: a signal during start-up still ends with a
+    // final sync, and the app starts only once all are open.
+    let mut replicators = Vec::with_capacity(jobs.len());
+    for j in jobs {
+        let r = Replicator::open_many(&j.db, j.replicas, j.opts)
+            .await
+            .with_context(|| format!("opening {}", j.db.display()))?;
+        tracing::info!(db = %j.db.display(), replicas = ?r.replicas().iter().map(|r| r.to_string()).collect::<Vec<_>>(), txid = %r.local_txid(), "replicating");
+        replicators.push(r);
     }
-    if let Some(cmd) = &a.exec {
-        // A signal that arrived while the database was opening: do not start
-        // the app at all, just the final sync.
+    if a.once {
+        let mut code = ExitCode::SUCCESS;
+        for r in replicators {
+            match r.sync_all().await {
+                Ok(txid) => println!("{} replicated at TXID {txid}", r.path().display()),
+                Err(e) => {
+                    eprintln!("error: {}: {e}", r.path().display());
+                    code = ExitCode::FAILURE;
+                }
+            }
+            r.run(async {}).await?;
+        }
+        return Ok(code);
+    }
+    let exec = a.exec.clone().or(config_exec);
+    if let Some(cmd) = exec {
+        // A signal that arrived while the databases were opening: do not
+        // start the app at all, just the final sync.
         if futures::FutureExt::now_or_never(shutdown.as_mut()).is_some() {
-            replicator.run(async {}).await?;
+            for r in replicators {
+                r.run(async {}).await?;
+            }
             return Ok(ExitCode::SUCCESS);
         }
-        let outcome = crate::supervise::supervise(vec![replicator], cmd).await?;
+        let outcome = crate::supervise::supervise(replicators, &cmd).await?;
         for r in &outcome.replication {
             if let Err(e) = r {
                 tracing::error!(error = %e, "final sync after the application exited failed");
@@ -84,8 +207,36 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::from(outcome.exit_code.clamp(0, 255) as u8));
     }
-    tracing::info!(db = %a.db.display(), replica = %replicator.replica(), txid = %replicator.txid(), "replicating");
-    replicator.run(&mut shutdown).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    for r in replicators {
+        let mut stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let path = r.path().to_path_buf();
+            let res = r
+                .run(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+            (path, res)
+        }));
+    }
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    let mut code = ExitCode::SUCCESS;
+    for t in tasks {
+        match t.await {
+            Ok((_, Ok(()))) => {}
+            Ok((path, Err(e))) => {
+                eprintln!("error: {}: {e}", path.display());
+                code = ExitCode::FAILURE;
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                code = ExitCode::FAILURE;
+            }
+        }
+    }
     tracing::info!("stopped after a final sync");
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
