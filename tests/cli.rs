@@ -337,3 +337,71 @@ fn replicate_from_a_config_file() {
     let e = stderr(&o);
     assert!(e.contains("sync-intervl") && e.contains(":5:"), "{e}");
 }
+
+/// `status`: a running replicator reports per replica; a replica that
+/// cannot be reached (nothing listens on its port) is retried in the
+/// background while the other one receives everything.
+#[test]
+fn status_reports_each_replica_and_an_unreachable_one_never_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = file_url(&dir.path().join("good"));
+    let bad = "s3://nowhere/app?endpoint=http://127.0.0.1:9&region=us-east-1&force-path-style=true";
+    let db = dir.path().join("app.db");
+    let mut c = create_db(&db, 4096);
+    Workload::init(&c);
+    let mut child = litevault(&[
+        ("AWS_ACCESS_KEY_ID", "x".into()),
+        ("AWS_SECRET_ACCESS_KEY", "y".into()),
+    ])
+    .args([
+        "replicate",
+        db.to_str().unwrap(),
+        &good,
+        bad,
+        "--sync-interval",
+        "0s",
+    ])
+    .stdin(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    for i in 1..=20 {
+        Workload::apply(&mut c, i).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let o = run(&["status", db.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let st = &v[0];
+    assert_eq!(st["running"], true, "{st}");
+    let txid = st["txid"].as_str().unwrap().to_string();
+    assert_eq!(st["replicas"][0]["txid"].as_str().unwrap(), txid, "{st}");
+    assert_eq!(st["replicas"][0]["lag_ms"], 0, "{st}");
+    assert!(
+        st["replicas"][0]["requests"]["puts"].as_u64().unwrap() >= 1,
+        "{st}"
+    );
+    assert!(st["replicas"][1]["last_error"].as_str().is_some(), "{st}");
+    assert!(st["replicas"][1]["lag_ms"].as_u64().unwrap() > 0, "{st}");
+    assert!(
+        st["replicas"][1]["pending_files"].as_u64().unwrap() > 0,
+        "{st}"
+    );
+    // The text form names both replicas.
+    let o = run(&["status", db.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("running") && text.contains("nowhere"),
+        "{text}"
+    );
+    signal(&child, "TERM");
+    let _ = child.wait();
+    let o = run(&["status", db.to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["running"], false);
+    let out = dir.path().join("out.db");
+    let o = run(&["restore", &good, "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(Workload::check_prefix(&out), 20);
+}

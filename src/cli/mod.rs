@@ -6,6 +6,7 @@ mod demo;
 mod ltx_cmd;
 mod replicate;
 mod restore;
+mod status;
 
 use std::process::ExitCode;
 
@@ -26,6 +27,8 @@ enum Command {
     Replicate(replicate::Args),
     /// Restore a database from a replica, verified.
     Restore(restore::Args),
+    /// What each replicator last reported: TXID, lag, uploads, requests.
+    Status(status::Args),
     /// List the LTX files a replica holds.
     Ltx(ltx_cmd::Args),
     /// Create a database, replicate it while writing, delete it, restore it, compare.
@@ -61,6 +64,7 @@ pub fn main() -> ExitCode {
             Command::Replicate(a) => replicate::run(a).await,
             Command::Restore(a) => restore::run(a).await,
             Command::Ltx(a) => ltx_cmd::run(a).await,
+            Command::Status(a) => status::run(a).await,
             Command::Demo(a) => demo::run(a).await,
             Command::Config(a) => config_cmd::run(a).await,
         }

@@ -147,6 +147,15 @@ impl serde::Serialize for Txid {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Txid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        u64::from_str_radix(&s, 16).map(Txid).map_err(|_| {
+            serde::de::Error::custom(format!("bad TXID {s:?}: expected 16 hex digits"))
+        })
+    }
+}
+
 impl serde::Serialize for Checksum {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)

@@ -123,7 +123,7 @@ pub struct RequestStats {
 }
 
 /// A snapshot of [`RequestStats`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RequestCounts {
     /// PUT requests.
     pub puts: u64,

@@ -73,6 +73,14 @@ pub enum ReplicateError {
     /// The replica's lease is held by another replicator, or was lost.
     #[error(transparent)]
     Lease(#[from] crate::replica::lease::LeaseError),
+    /// A replica did not answer in time.
+    #[error("replica {replica} did not answer within {after:?}; retrying in the background")]
+    Unreachable {
+        /// The replica.
+        replica: String,
+        /// How long we waited.
+        after: Duration,
+    },
     /// No replica was given.
     #[error("no replica given: pass at least one replica URL")]
     NoReplicas,
@@ -236,10 +244,13 @@ struct SlotState {
     lease: Option<(Lease, Instant)>,
     /// The lease was lost: nothing more is written to this replica.
     lease_lost: Option<String>,
+    /// It could not be reached at start: its lease and position are still
+    /// to be established.
+    unreachable: bool,
 }
 
 /// Status of one replica, for `status` and metrics.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ReplicaStatus {
     /// The replica URL (no credentials).
     pub url: String,
@@ -261,7 +272,7 @@ pub struct ReplicaStatus {
 }
 
 /// Status of one database and its replicas (`litevault status`, metrics).
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct DbStatus {
     /// The database path.
     pub db: PathBuf,
@@ -393,6 +404,35 @@ pub async fn replica_head(replica: &Replica) -> Result<ReplicaHead, ReplicateErr
     })
 }
 
+/// How long opening waits for one replica before going on without it.
+const INIT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Takes a replica's lease (when leases are on) and reads where it stands.
+async fn init_replica(
+    replica: &Replica,
+    db: &str,
+    lease: Option<LeaseOptions>,
+) -> Result<(Option<(Lease, Instant)>, ReplicaHead), ReplicateError> {
+    let lease = match lease {
+        Some(lo) => match replica.acquire_lease(db, lo.ttl, lo.takeover).await {
+            Ok(l) => Some((l, Instant::now())),
+            // The store cannot be reached: not a conflict with another writer.
+            Err(crate::replica::lease::LeaseError::Replica(e)) => return Err(e.into()),
+            Err(e) => return Err(e.into()),
+        },
+        None => None,
+    };
+    match replica_head(replica).await {
+        Ok(h) => Ok((lease, h)),
+        Err(e) => {
+            if let Some((l, _)) = lease {
+                let _ = l.release().await;
+            }
+            Err(e)
+        }
+    }
+}
+
 /// Applies the page checksums of replica files `from+1..=to` to a table,
 /// verifying each file's pre-apply checksum against the table.
 async fn roll_forward(
@@ -518,31 +558,83 @@ impl Replicator {
                 path: state_dir.clone(),
                 source,
             })?;
+        // Each replica: its lease, then where it stands. A replica that
+        // cannot be reached now is retried in the background; a lease held
+        // by another replicator stops everything.
+        let db_name = watched.path().display().to_string();
+        let lease_opts = opts.lease;
+        let inits = futures::future::join_all(replicas.iter().map(|r| async {
+            // A replica that hangs must not hold back the start.
+            tokio::time::timeout(INIT_TIMEOUT, init_replica(r, &db_name, lease_opts))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ReplicateError::Unreachable {
+                        replica: r.to_string(),
+                        after: INIT_TIMEOUT,
+                    })
+                })
+        }))
+        .await;
         let mut leases = Vec::with_capacity(replicas.len());
-        if let Some(lo) = opts.lease {
-            let db_name = watched.path().display().to_string();
-            for r in &replicas {
-                match r.acquire_lease(&db_name, lo.ttl, lo.takeover).await {
-                    Ok(l) => leases.push(Some((l, Instant::now()))),
-                    Err(e) => {
-                        for (l, _) in leases.into_iter().flatten() {
-                            let _ = l.release().await;
-                        }
-                        return Err(e.into());
-                    }
+        let mut heads: Vec<Option<ReplicaHead>> = Vec::with_capacity(replicas.len());
+        let mut init_errors: Vec<Option<String>> = Vec::with_capacity(replicas.len());
+        let mut fatal = None;
+        let mut first_error = None;
+        for r in inits {
+            match r {
+                Ok((l, h)) => {
+                    leases.push(l);
+                    heads.push(Some(h));
+                    init_errors.push(None);
+                }
+                Err(e @ ReplicateError::Lease(_)) => {
+                    fatal.get_or_insert(e);
+                    leases.push(None);
+                    heads.push(None);
+                    init_errors.push(None);
+                }
+                Err(e) => {
+                    init_errors.push(Some(e.to_string()));
+                    first_error.get_or_insert(e);
+                    leases.push(None);
+                    heads.push(None);
                 }
             }
-        } else {
-            leases.resize_with(replicas.len(), || None);
         }
-        let heads = futures::future::try_join_all(replicas.iter().map(replica_head)).await?;
+        if let Some(e) = fatal {
+            for (l, _) in leases.into_iter().flatten() {
+                let _ = l.release().await;
+            }
+            return Err(e);
+        }
         let (saved_table, saved_pos) = watched.saved_state();
-        let ref_i = (0..heads.len())
-            .max_by_key(|&i| (heads[i].txid, std::cmp::Reverse(i)))
-            .expect("at least one replica");
-        let head = &heads[ref_i];
-        let reference = &replicas[ref_i];
         let local = local_state(&outbox, saved_table.clone(), saved_pos, watched.page_size());
+        let Some(ref_i) = (0..heads.len())
+            .filter(|&i| heads[i].is_some())
+            .max_by_key(|&i| (heads[i].as_ref().map(|h| h.txid), std::cmp::Reverse(i)))
+        else {
+            // No replica can be reached. Starting is still safe when the
+            // local state is proven: files wait in the local store.
+            let Some(l) = local else {
+                return Err(first_error.expect("every replica failed"));
+            };
+            tracing::warn!(db = %path.display(), "no replica can be reached; replicating to the local store until they can");
+            heads = vec![None; replicas.len()];
+            return Self::assemble(
+                path,
+                watched,
+                outbox,
+                replicas,
+                heads,
+                leases,
+                init_errors,
+                (l.txid, l.checksum, Some(l.table), l.wal),
+                usize::MAX,
+                opts,
+            );
+        };
+        let head = heads[ref_i].as_ref().expect("reachable");
+        let reference = &replicas[ref_i];
         let mut state: Option<DbChecksum> = None;
         let mut wal = None;
         let checksum;
@@ -618,51 +710,106 @@ impl Replicator {
                 );
             }
         }
+        let heads_owned = heads.clone();
+        Self::assemble(
+            path,
+            watched,
+            outbox,
+            replicas,
+            heads_owned,
+            leases,
+            init_errors,
+            (txid, checksum, state, wal),
+            ref_i,
+            opts,
+        )
+    }
+
+    /// Where a replica stands against the database's state: its TXID and
+    /// checksum, and whether it needs a snapshot (the local store cannot
+    /// continue its chain).
+    fn place_replica(
+        replica: &Replica,
+        h: &ReplicaHead,
+        is_reference: bool,
+        db: (Txid, Checksum, bool),
+        outbox: &Outbox,
+    ) -> Result<(Txid, Checksum, bool), ReplicateError> {
+        let (txid, checksum, known) = db;
+        let c = match h.checksum {
+            Some(c) => c,
+            None if is_reference => checksum,
+            None => Checksum(0),
+        };
+        let in_step = h.txid == txid && c == checksum;
+        let both_empty = h.txid.0 == 0 && txid.0 == 0;
+        let needs_snapshot = !(in_step || both_empty)
+            && outbox.chain_after(h.txid, c).is_none_or(|ch| ch.is_empty());
+        if needs_snapshot && (h.txid > txid || (known && h.txid == txid)) {
+            return Err(ReplicateError::Diverged {
+                replica: replica.to_string(),
+                txid: h.txid,
+            });
+        }
+        if needs_snapshot {
+            tracing::info!(replica = %replica, txid = %h.txid, "the replica is behind and the local store cannot bridge the gap: it gets a snapshot");
+        }
+        Ok((h.txid, c, needs_snapshot))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        path: PathBuf,
+        watched: WatchedDb,
+        outbox: Outbox,
+        replicas: Vec<Replica>,
+        heads: Vec<Option<ReplicaHead>>,
+        leases: Vec<Option<(Lease, Instant)>>,
+        init_errors: Vec<Option<String>>,
+        db: (Txid, Checksum, Option<DbChecksum>, Option<db::WalPosition>),
+        ref_i: usize,
+        opts: ReplicateOptions,
+    ) -> Result<Replicator, ReplicateError> {
+        let (txid, checksum, state, wal) = db;
         let known = state.is_some();
         let now = opts.clock.now();
         let mut slots = Vec::with_capacity(replicas.len());
         let mut leases = leases.into_iter();
-        for (i, (replica, h)) in replicas.into_iter().zip(heads).enumerate() {
-            let c = match h.checksum {
-                Some(c) => c,
-                None if i == ref_i => checksum,
-                None => Checksum(0),
+        for (i, ((replica, h), err)) in replicas.into_iter().zip(heads).zip(init_errors).enumerate()
+        {
+            let (rt, rc, needs_snapshot, files) = match &h {
+                Some(h) => {
+                    let (t, c, n) = Self::place_replica(
+                        &replica,
+                        h,
+                        i == ref_i,
+                        (txid, checksum, known),
+                        &outbox,
+                    )?;
+                    (t, c, n, h.files.clone())
+                }
+                None => (Txid(0), Checksum(0), false, Vec::new()),
             };
-            let in_step = h.txid == txid && c == checksum;
-            let both_empty = h.txid.0 == 0 && txid.0 == 0;
-            let needs_snapshot = !(in_step || both_empty)
-                && outbox.chain_after(h.txid, c).is_none_or(|ch| ch.is_empty());
-            if needs_snapshot && known && h.txid >= txid {
-                return Err(ReplicateError::Diverged {
-                    replica: replica.to_string(),
-                    txid: h.txid,
-                });
-            }
-            if needs_snapshot {
-                tracing::info!(replica = %replica, txid = %h.txid, "the replica is behind and the local store cannot bridge the gap: it gets a snapshot");
-            }
-            let mut compacted_at = [None; 10];
-            for c in compacted_at.iter_mut() {
-                *c = Some(now);
-            }
             let status = ReplicaStatus {
                 url: replica.to_string(),
-                txid: h.txid,
-                files_per_level: count_levels(&h.files),
+                txid: rt,
+                files_per_level: count_levels(&files),
+                last_error: err.clone(),
                 ..Default::default()
             };
             slots.push(Slot {
                 state: tokio::sync::Mutex::new(SlotState {
-                    txid: h.txid,
-                    checksum: c,
+                    txid: rt,
+                    checksum: rc,
                     needs_snapshot,
-                    files: h.files,
-                    compacted_at,
+                    files,
+                    compacted_at: [Some(now); 10],
                     retention_at: None,
                     lease: leases.next().flatten(),
                     lease_lost: None,
+                    unreachable: h.is_none(),
                 }),
-                shipped: watch::channel(h.txid).0,
+                shipped: watch::channel(rt).0,
                 status: Mutex::new(status),
                 replica,
             });
@@ -688,6 +835,42 @@ impl Replicator {
                 opts,
             }),
         })
+    }
+
+    /// A replica that could not be reached at start: take its lease and
+    /// learn where it stands, now.
+    async fn late_init(&self, slot: &Slot, st: &mut SlotState) -> Result<(), ReplicateError> {
+        let db_name = self.inner.path.display().to_string();
+        let (lease, h) = init_replica(&slot.replica, &db_name, self.inner.opts.lease).await?;
+        let head = *self.inner.head.borrow();
+        let placed = {
+            let outbox = self.inner.outbox.lock().expect("outbox lock");
+            Self::place_replica(
+                &slot.replica,
+                &h,
+                false,
+                (head.txid, head.checksum, true),
+                &outbox,
+            )
+        };
+        let (t, c, n) = match placed {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some((l, _)) = lease {
+                    let _ = l.release().await;
+                }
+                return Err(e);
+            }
+        };
+        st.txid = t;
+        st.checksum = c;
+        st.needs_snapshot = n;
+        st.files = h.files;
+        st.lease = lease;
+        st.unreachable = false;
+        slot.shipped.send_replace(t);
+        tracing::info!(replica = %slot.replica, txid = %t, "replica reachable again");
+        Ok(())
     }
 
     /// The first replica.
@@ -940,6 +1123,9 @@ impl Replicator {
     }
 
     async fn push_locked(&self, slot: &Slot, st: &mut SlotState) -> Result<(), ReplicateError> {
+        if st.unreachable {
+            self.late_init(slot, st).await?;
+        }
         self.keep_lease(slot, st).await?;
         loop {
             let head = *self.inner.head.borrow();
@@ -1147,6 +1333,9 @@ impl Replicator {
     }
 
     async fn maintain_locked(&self, slot: &Slot, st: &mut SlotState) -> Result<(), ReplicateError> {
+        if st.unreachable {
+            return Ok(());
+        }
         self.keep_lease(slot, st).await?;
         let opts = &self.inner.opts.retention;
         let now = self.inner.clock.now();
