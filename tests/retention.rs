@@ -204,3 +204,54 @@ fn a_long_history_compacts_and_expires() {
         assert!((newest - s.created).num_minutes() <= 45 + 20, "{s:?}");
     }
 }
+
+/// The same rules on the S3 server: retention deletes in bulk (one
+/// `DeleteObjects` request for many files) and the latest state restores.
+#[test]
+fn retention_on_s3_deletes_in_bulk() {
+    let s3 = S3Server::start();
+    let bucket = s3.bucket("retention");
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let mut c = create_db(&db, 1024);
+        Workload::init(&c);
+        let now = Arc::new(AtomicI64::new(1_800_000_000_000));
+        let n = now.clone();
+        let replica = s3.replica(&bucket, "app");
+        let rep = Replicator::open(
+            &db,
+            replica.clone(),
+            opts(Clock::from_fn(move || n.load(Ordering::SeqCst))),
+        )
+        .await
+        .unwrap();
+        for k in 1..=40 {
+            Workload::apply(&mut c, k).unwrap();
+            rep.sync_all().await.unwrap();
+            now.fetch_add(5_000, Ordering::SeqCst);
+        }
+        let before = replica.list_level(0).await.unwrap().len();
+        assert_eq!(before, 40);
+        // Compact into L1, then let L0 age past its retention.
+        now.fetch_add(60_000, Ordering::SeqCst);
+        rep.maintain().await.unwrap();
+        now.fetch_add(200_000, Ordering::SeqCst);
+        let deletes = replica.stats().counts().deletes;
+        rep.maintain().await.unwrap();
+        let after = replica.list_level(0).await.unwrap().len();
+        assert!(after < before, "{after} of {before} L0 files left");
+        assert_eq!(
+            replica.stats().counts().deletes - deletes,
+            1,
+            "{} files deleted in one request",
+            before - after
+        );
+        rep.run(async {}).await.unwrap();
+        let out = dir.path().join("out.db");
+        restore(&replica, &out, &RestoreOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(Workload::check_prefix(&out), 40);
+    });
+}

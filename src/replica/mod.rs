@@ -222,6 +222,9 @@ pub struct Replica {
     display: String,
     retry: RetryPolicy,
     stats: Arc<RequestStats>,
+    /// The store deletes many keys in one request (S3 `DeleteObjects`, up
+    /// to 1000 keys).
+    bulk_delete: bool,
 }
 
 impl fmt::Debug for Replica {
@@ -419,6 +422,7 @@ impl Replica {
             display,
             retry: RetryPolicy::default(),
             stats: Arc::new(RequestStats::default()),
+            bulk_delete: loc.scheme == Scheme::S3,
         })
     }
 
@@ -439,6 +443,7 @@ impl Replica {
             display: display.to_string(),
             retry: RetryPolicy::default(),
             stats: Arc::new(RequestStats::default()),
+            bulk_delete: false,
         }
     }
 
@@ -796,9 +801,29 @@ impl Replica {
         Ok(())
     }
 
-    /// Deletes files (missing files are not an error).
+    /// Deletes files (missing files are not an error). On S3, up to 1000
+    /// files go in one request; a key the bulk request could not delete is
+    /// retried on its own.
     pub async fn delete_files(&self, files: &[LtxFileInfo]) -> Result<(), ReplicaError> {
-        for f in files {
+        let mut left: Vec<&LtxFileInfo> = files.iter().collect();
+        if self.bulk_delete && files.len() > 1 {
+            use futures::StreamExt;
+            let keys: Vec<ObjectPath> = files
+                .iter()
+                .map(|f| ObjectPath::from(self.file_key(f.level, f.min_txid, f.max_txid)))
+                .collect();
+            self.stats
+                .deletes
+                .fetch_add(keys.len().div_ceil(1000) as u64, Ordering::Relaxed);
+            let stream = futures::stream::iter(keys.into_iter().map(Ok)).boxed();
+            let results: Vec<_> = self.store.delete_stream(stream).collect().await;
+            let deleted: std::collections::HashSet<String> = results
+                .into_iter()
+                .filter_map(|r| r.ok().map(|p| p.to_string()))
+                .collect();
+            left.retain(|f| !deleted.contains(&self.file_key(f.level, f.min_txid, f.max_txid)));
+        }
+        for f in left {
             let key = self.file_key(f.level, f.min_txid, f.max_txid);
             let path = ObjectPath::from(key.as_str());
             match self
