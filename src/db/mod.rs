@@ -111,6 +111,19 @@ impl Default for CheckpointOptions {
     }
 }
 
+/// Checkpoints the replicator ran, and how long they took.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CheckpointStats {
+    /// PASSIVE checkpoints.
+    pub passive: u64,
+    /// TRUNCATE checkpoints.
+    pub truncate: u64,
+    /// Time spent in checkpoints, in seconds.
+    pub total_seconds: f64,
+    /// Duration of the last one, in seconds.
+    pub last_seconds: f64,
+}
+
 /// Why a file is being shipped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ShipKind {
@@ -188,6 +201,8 @@ pub struct WatchedDb {
     opts: CheckpointOptions,
     litestream_compat: bool,
     ships_since_table_save: u64,
+    /// Checkpoints run by the replicator.
+    checkpoints: CheckpointStats,
     /// Set when the last scan ended in a long uncommitted transaction: when
     /// it was seen, the WAL salts and the scan's start offset.
     open_txn: Option<(std::time::Instant, u32, u32, u64)>,
@@ -284,6 +299,7 @@ impl WatchedDb {
             opts,
             litestream_compat: false,
             ships_since_table_save: 0,
+            checkpoints: CheckpointStats::default(),
             open_txn: None,
         })
     }
@@ -990,6 +1006,28 @@ impl WatchedDb {
     /// Runs the checkpoint the thresholds call for, after everything
     /// committed so far has been shipped. Returns the mode run, if any.
     pub fn maybe_checkpoint(&mut self) -> Result<Option<&'static str>, DbError> {
+        let started = std::time::Instant::now();
+        let mode = self.run_checkpoint()?;
+        if let Some(m) = mode {
+            let c = &mut self.checkpoints;
+            let d = started.elapsed();
+            if m == "TRUNCATE" {
+                c.truncate += 1;
+            } else {
+                c.passive += 1;
+            }
+            c.total_seconds += d.as_secs_f64();
+            c.last_seconds = d.as_secs_f64();
+        }
+        Ok(mode)
+    }
+
+    /// Checkpoints run so far and their durations.
+    pub fn checkpoint_stats(&self) -> CheckpointStats {
+        self.checkpoints
+    }
+
+    fn run_checkpoint(&mut self) -> Result<Option<&'static str>, DbError> {
         let bytes = self.wal_bytes();
         let frame = self.page_size as u64 + wal::FRAME_HEADER_SIZE as u64;
         let frames = bytes.saturating_sub(wal::WAL_HEADER_SIZE as u64) / frame;

@@ -287,6 +287,9 @@ pub struct DbStatus {
     pub wal_bytes: u64,
     /// Bytes in the local LTX store.
     pub local_store_bytes: u64,
+    /// Checkpoints run by the replicator.
+    #[serde(default)]
+    pub checkpoints: db::CheckpointStats,
     /// When this status was taken.
     pub updated_at: DateTime<Utc>,
     /// Each replica.
@@ -919,7 +922,10 @@ impl Replicator {
                 outbox.files().map(|f| f.size).sum(),
             )
         };
-        let wal_bytes = self.inner.db.lock().expect("db lock").wal_bytes();
+        let (wal_bytes, checkpoints) = {
+            let db = self.inner.db.lock().expect("db lock");
+            (db.wal_bytes(), db.checkpoint_stats())
+        };
         let replicas = self
             .inner
             .slots
@@ -953,6 +959,7 @@ impl Replicator {
                 .flatten(),
             wal_bytes,
             local_store_bytes: store_bytes,
+            checkpoints,
             updated_at: self.inner.clock.now(),
             replicas,
         }

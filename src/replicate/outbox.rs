@@ -57,7 +57,7 @@ pub struct Outbox {
 }
 
 /// Bytes of small files kept in memory at most.
-const MEMORY_BUDGET: u64 = 64 << 20;
+const MEMORY_BUDGET: u64 = 8 << 20;
 
 impl Outbox {
     /// Opens the store under `dir` and indexes the files already there
