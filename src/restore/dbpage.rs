@@ -29,14 +29,67 @@ pub fn ensure_available(conn: &Connection) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// The page size and the content checksum (LTX rolling checksum) of the
-/// database as the connection sees it, reading every page through
-/// `sqlite_dbpage`. Run it inside a transaction to pin a snapshot; outside
-/// one it runs in its own read transaction.
-pub fn read_checksum(conn: &Connection) -> rusqlite::Result<(u32, DbChecksum)> {
+/// The bytes of page 1 that SQLite itself rewrites whenever a WAL commit
+/// includes page 1: the file change counter (24..28), the version-valid-for
+/// number (92..96) and the writer's `SQLITE_VERSION_NUMBER` (96..100). A
+/// follower's page 1 therefore differs from the primary's in these bytes
+/// only; the follower keeps the primary's values (the "stamp") to compare
+/// checksums.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Page1Stamp(pub [u8; 12]);
+
+impl Page1Stamp {
+    /// The stamp of a page 1.
+    pub fn of(page1: &[u8]) -> Page1Stamp {
+        let mut s = [0u8; 12];
+        if page1.len() >= 100 {
+            s[..4].copy_from_slice(&page1[24..28]);
+            s[4..].copy_from_slice(&page1[92..100]);
+        }
+        Page1Stamp(s)
+    }
+
+    /// Page 1 with this stamp.
+    pub fn apply(&self, page1: &[u8]) -> Vec<u8> {
+        let mut p = page1.to_vec();
+        if p.len() >= 100 {
+            p[24..28].copy_from_slice(&self.0[..4]);
+            p[92..100].copy_from_slice(&self.0[4..]);
+        }
+        p
+    }
+}
+
+/// Every page of a database, checksummed, as one read saw it.
+#[derive(Clone, Debug)]
+pub struct PageScan {
+    /// The page size.
+    pub page_size: u32,
+    /// The checksum of every page as stored.
+    pub table: DbChecksum,
+    /// Page 1 as stored.
+    pub page1: Vec<u8>,
+}
+
+impl PageScan {
+    /// The checksum table with page 1 carrying `stamp` instead of its own.
+    pub fn with_stamp(&self, stamp: Page1Stamp) -> DbChecksum {
+        let mut t = self.table.clone();
+        if !self.page1.is_empty() {
+            t.apply_page(1, &stamp.apply(&self.page1));
+        }
+        t
+    }
+}
+
+/// Reads every page through `sqlite_dbpage` and checksums it. Run it inside
+/// a transaction to pin a snapshot; outside one it runs in its own read
+/// transaction.
+pub fn scan(conn: &Connection) -> rusqlite::Result<PageScan> {
     let page_size: u32 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
     let lock = ltx::lock_pgno(page_size);
     let mut table = DbChecksum::new();
+    let mut page1 = Vec::new();
     let mut stmt = conn.prepare("SELECT pgno, data FROM sqlite_dbpage ORDER BY pgno")?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
@@ -45,9 +98,23 @@ pub fn read_checksum(conn: &Connection) -> rusqlite::Result<(u32, DbChecksum)> {
             continue;
         }
         let data = row.get_ref(1)?.as_blob()?;
+        if pgno == 1 {
+            page1 = data.to_vec();
+        }
         table.apply_page(pgno, data);
     }
-    Ok((page_size, table))
+    Ok(PageScan {
+        page_size,
+        table,
+        page1,
+    })
+}
+
+/// The page size and the content checksum (the LTX rolling checksum) of the
+/// database as the connection sees it: see [`scan`].
+pub fn read_checksum(conn: &Connection) -> rusqlite::Result<(u32, DbChecksum)> {
+    let s = scan(conn)?;
+    Ok((s.page_size, s.table))
 }
 
 /// The number of pages of the database as the connection sees it.
@@ -171,9 +238,14 @@ mod tests {
             w.finish(commit).unwrap();
             dst.execute_batch("COMMIT").unwrap();
             let reader = Connection::open(dir.path().join("dst.db")).unwrap();
-            assert_eq!(pages(&reader), want, "round {round}");
+            // SQLite stamps page 1 of every WAL commit that writes it: only
+            // those bytes may differ.
+            let mut got = pages(&reader);
+            let stamp = Page1Stamp::of(&want[0].1);
+            got[0].1 = stamp.apply(&got[0].1);
+            assert_eq!(got, want, "round {round}");
             assert_eq!(
-                read_checksum(&reader).unwrap().1.value(),
+                scan(&reader).unwrap().with_stamp(stamp).value(),
                 read_checksum(&src).unwrap().1.value()
             );
             let ok: String = reader

@@ -42,7 +42,7 @@ use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::dbpage::{self, PageWriter};
+use super::dbpage::{self, Page1Stamp, PageScan, PageWriter};
 use super::plan::{first_gap, plan_chain};
 use super::{Fetched, RestoreError, RestoreOptions, RestoreOutcome, RestoreTarget, fetch, restore};
 use crate::db::StateDir;
@@ -307,6 +307,8 @@ pub struct Follower {
     opts: FollowOptions,
     conn: Option<Connection>,
     table: DbChecksum,
+    /// The replica's stamp of page 1 at the position (see [`Page1Stamp`]).
+    stamp: Page1Stamp,
     position: FollowPosition,
     data_version: i64,
     state: PositionFile,
@@ -378,10 +380,10 @@ fn data_version(conn: &Connection, path: &Path) -> Result<i64, FollowError> {
         .map_err(sqlite_err(path))
 }
 
-/// The checksum of every page, in one read transaction.
-fn read_checksum(conn: &Connection, path: &Path) -> Result<(u32, DbChecksum), FollowError> {
+/// Every page checksummed, in one read transaction.
+fn scan(conn: &Connection, path: &Path) -> Result<PageScan, FollowError> {
     conn.execute_batch("BEGIN").map_err(sqlite_err(path))?;
-    let r = dbpage::read_checksum(conn).map_err(sqlite_err(path));
+    let r = dbpage::scan(conn).map_err(sqlite_err(path));
     let _ = conn.execute_batch("COMMIT");
     r
 }
@@ -402,6 +404,7 @@ impl Follower {
         let start;
         let conn;
         let table;
+        let stamp;
         let mut position;
         if !path.exists() {
             let wal = super::sibling(&path, "-wal");
@@ -423,75 +426,87 @@ impl Follower {
                 _ => unreachable!("no skip option was set"),
             };
             let p = path.clone();
-            let (c, (page_size, t)) = blocking(move || -> Result<_, FollowError> {
+            let (c, scanned) = blocking(move || -> Result<_, FollowError> {
                 let c = open_conn(&p)?;
-                let t = read_checksum(&c, &p)?;
-                Ok((c, t))
+                let s = scan(&c, &p)?;
+                Ok((c, s))
             })
             .await??;
-            if t.value() != report.checksum {
-                // The restore verified what it wrote; this is a disk or a
+            if scanned.table.value() != report.checksum {
+                // The restore verified what it wrote: this is the disk or a
                 // concurrent writer.
                 return Err(FollowError::ForeignWrite {
                     path,
                     txid: report.txid,
                     expected: report.checksum,
-                    actual: t.value(),
+                    actual: scanned.table.value(),
                 });
             }
             position = FollowPosition {
                 txid: report.txid,
-                checksum: t.value(),
-                page_size,
+                checksum: report.checksum,
+                page_size: scanned.page_size,
             };
             start = FollowStart::Restored {
                 txid: report.txid,
                 files: report.files.len(),
             };
+            stamp = Page1Stamp::of(&scanned.page1);
             conn = c;
-            table = t;
+            table = scanned.table;
         } else {
             let p = path.clone();
-            let (c, (page_size, t)) = blocking(move || -> Result<_, FollowError> {
+            let (c, scanned) = blocking(move || -> Result<_, FollowError> {
                 let c = open_conn(&p)?;
-                let t = read_checksum(&c, &p)?;
-                Ok((c, t))
+                let s = scan(&c, &p)?;
+                Ok((c, s))
             })
             .await??;
             let saved = state.load();
-            let actual = t.value();
-            let resumed = match &saved {
-                Some(s) if s.checksum == actual => Some(s.txid),
-                Some(s) => s
-                    .pending
-                    .filter(|pending| pending.checksum == actual)
-                    .map(|pending| pending.txid),
-                None => {
-                    // A database written by a plain `restore` (its state names
-                    // the TXID and checksum it restored) can be followed too.
-                    StateDir::for_db(&path)
-                        .for_replica(&url)
-                        .load_position()
-                        .filter(|s| s.checksum == actual)
-                        .map(|s| s.txid)
+            // The states the database may be in, each with the page-1 stamp
+            // of the replica's page 1 (SQLite rewrites the follower's).
+            let mut candidates: Vec<(Txid, Checksum, Page1Stamp)> = Vec::new();
+            match &saved {
+                Some(s) => {
+                    candidates.push((s.txid, s.checksum, s.stamp));
+                    if let Some(p) = s.pending {
+                        candidates.push((p.txid, p.checksum, p.stamp));
+                    }
                 }
-            };
+                None => {
+                    // A database written by a plain `restore` (its state
+                    // names the TXID and checksum it restored; its page 1 is
+                    // the replica's) can be followed too.
+                    if let Some(r) = StateDir::for_db(&path).for_replica(&url).load_position() {
+                        candidates.push((r.txid, r.checksum, Page1Stamp::of(&scanned.page1)));
+                    }
+                }
+            }
+            let resumed = candidates.iter().find_map(|(txid, sum, st)| {
+                let t = scanned.with_stamp(*st);
+                (t.value() == *sum).then_some((*txid, t, *st))
+            });
             position = FollowPosition {
-                txid: resumed.unwrap_or(Txid(0)),
-                checksum: actual,
-                page_size,
+                txid: Txid(0),
+                checksum: scanned.table.value(),
+                page_size: scanned.page_size,
             };
             conn = c;
-            table = t;
-            start = match resumed {
-                Some(txid) => FollowStart::Resumed { txid },
+            match resumed {
+                Some((txid, t, st)) => {
+                    position.txid = txid;
+                    position.checksum = t.value();
+                    table = t;
+                    stamp = st;
+                    start = FollowStart::Resumed { txid };
+                }
                 None => {
                     let err = match &saved {
                         Some(s) => FollowError::ForeignWrite {
                             path: path.clone(),
                             txid: s.txid,
                             expected: s.checksum,
-                            actual,
+                            actual: scanned.with_stamp(s.stamp).value(),
                         },
                         None => FollowError::NotAFollower {
                             path: path.clone(),
@@ -501,12 +516,14 @@ impl Follower {
                     if !opts.force {
                         return Err(err);
                     }
-                    FollowStart::Rebuilt {
+                    stamp = Page1Stamp::of(&scanned.page1);
+                    table = scanned.table;
+                    start = FollowStart::Rebuilt {
                         txid: Txid(0),
                         reason: err.to_string(),
-                    }
+                    };
                 }
-            };
+            }
         }
         let (status, _) = watch::channel(FollowStatus {
             position,
@@ -520,6 +537,7 @@ impl Follower {
             opts,
             conn: Some(conn),
             table,
+            stamp,
             position,
             data_version: dv,
             state,
@@ -537,7 +555,9 @@ impl Follower {
                 reason,
             };
         } else {
-            follower.state.save(&follower.position, None, true)?;
+            follower
+                .state
+                .save(&follower.position, follower.stamp, None, true)?;
         }
         Ok(follower)
     }
@@ -633,8 +653,9 @@ impl Follower {
                     Err(ApplyFailure::Foreign {
                         data_version,
                         table,
+                        stamp,
                     }) => {
-                        self.foreign(data_version, table)?;
+                        self.foreign(data_version, table, stamp)?;
                         let files = self.replica.list_all().await?;
                         self.rebuild(&files, "the follower was written to by another connection")
                             .await
@@ -690,8 +711,9 @@ impl Follower {
             Err(ApplyFailure::Foreign {
                 data_version,
                 table,
+                stamp,
             }) => {
-                self.foreign(data_version, table)?;
+                self.foreign(data_version, table, stamp)?;
                 Box::pin(self.rebuild(files, "the follower was written to by another connection"))
                     .await
             }
@@ -734,22 +756,35 @@ impl Follower {
         let known = self.data_version;
         let seen = self
             .with_conn(
-                move |conn, path| -> Result<Option<(i64, DbChecksum)>, FollowError> {
+                move |conn, path| -> Result<Option<(i64, PageScan)>, FollowError> {
                     let dv = data_version(conn, path)?;
                     if dv == known {
                         return Ok(None);
                     }
-                    Ok(Some((dv, read_checksum(conn, path)?.1)))
+                    Ok(Some((dv, scan(conn, path)?)))
                 },
             )
             .await??;
         match seen {
             None => Ok(()),
-            Some((dv, table)) => self.foreign(dv, table),
+            Some((dv, scanned)) => {
+                let table = scanned.with_stamp(self.stamp);
+                let stamp = Page1Stamp::of(&scanned.page1);
+                self.foreign(dv, table, stamp)
+            }
         }
     }
 
-    fn foreign(&mut self, dv: i64, table: DbChecksum) -> Result<(), FollowError> {
+    /// Handles a change by another connection: accepted if no page changed,
+    /// else an error, or with `force` the follower forgets its position so
+    /// that the next step re-restores. `table` is the checksum with the
+    /// follower's stamp, `stamp` the one page 1 holds.
+    fn foreign(
+        &mut self,
+        dv: i64,
+        table: DbChecksum,
+        stamp: Page1Stamp,
+    ) -> Result<(), FollowError> {
         if table.value() == self.table.value() {
             // Another connection committed nothing that changed a page (or a
             // checkpoint): accept.
@@ -767,6 +802,7 @@ impl Follower {
         }
         tracing::warn!("{err}; re-restoring in place (--force)");
         self.table = table;
+        self.stamp = stamp;
         self.data_version = dv;
         // Not a state of the replica: the next poll cannot continue from it.
         self.position.txid = Txid(0);
@@ -781,8 +817,13 @@ impl Follower {
     ) -> Result<PollOutcome, ApplyFailure> {
         let staging = super::sibling(&self.path, ".tmp-ltx");
         std::fs::create_dir_all(&staging).map_err(io_err(&staging))?;
-        let fetched: Result<Vec<Fetched>, RestoreError> = futures::stream::iter(chain.iter())
+        // The futures are built first: a closure returning a borrowing future
+        // would make the whole follower future not `Send`.
+        let fetches: Vec<_> = chain
+            .iter()
             .map(|f| fetch(&self.replica, f, &staging))
+            .collect();
+        let fetched: Result<Vec<Fetched>, RestoreError> = futures::stream::iter(fetches)
             .buffered(self.opts.concurrency.max(1))
             .try_collect()
             .await;
@@ -798,6 +839,7 @@ impl Follower {
             fetched,
             mode,
             table: std::mem::take(&mut self.table),
+            stamp: self.stamp,
             position: self.position,
             data_version: self.data_version,
             state: self.state.clone(),
@@ -808,8 +850,8 @@ impl Follower {
             Ok(d) => d,
             Err(e) => {
                 // The table went with the task: recompute it.
-                let (_, t) = self.with_conn(read_checksum).await??;
-                self.table = t;
+                let scanned = self.with_conn(scan).await??;
+                self.table = scanned.with_stamp(self.stamp);
                 return Err(e.into());
             }
         };
@@ -817,6 +859,7 @@ impl Follower {
         let applied = result?;
         let from = self.position.txid;
         self.position = applied.position;
+        self.stamp = applied.stamp;
         self.data_version = applied.data_version;
         self.status.send_modify(|s| {
             s.position = applied.position;
@@ -854,6 +897,7 @@ enum ApplyFailure {
     Foreign {
         data_version: i64,
         table: DbChecksum,
+        stamp: Page1Stamp,
     },
     Error(FollowError),
 }
@@ -950,6 +994,7 @@ struct ApplyJob {
     fetched: Vec<Fetched>,
     mode: Mode,
     table: DbChecksum,
+    stamp: Page1Stamp,
     position: FollowPosition,
     data_version: i64,
     state: PositionFile,
@@ -957,6 +1002,7 @@ struct ApplyJob {
 
 struct Applied {
     position: FollowPosition,
+    stamp: Page1Stamp,
     data_version: i64,
     pages: usize,
     verified: bool,
@@ -965,6 +1011,7 @@ struct Applied {
 /// A batch written and verified, not yet committed.
 struct Staged {
     next: FollowPosition,
+    stamp: Page1Stamp,
     changes: Vec<(u32, Checksum)>,
     commit: u32,
     verified: bool,
@@ -1022,7 +1069,12 @@ impl ApplyJob {
         };
         // The intended position, durable before the commit: after a crash the
         // database matches the saved position or this one.
-        if let Err(e) = self.state.save(&self.position, Some(&staged.next), true) {
+        if let Err(e) = self.state.save(
+            &self.position,
+            self.stamp,
+            Some((&staged.next, staged.stamp)),
+            true,
+        ) {
             let _ = conn.execute_batch("ROLLBACK");
             return Err(e.into());
         }
@@ -1037,9 +1089,10 @@ impl ApplyJob {
         debug_assert_eq!(table.value(), staged.next.checksum);
         // A failure to record the final position is harmless: the intended
         // one, already durable, names the same state.
-        let _ = self.state.save(&staged.next, None, false);
+        let _ = self.state.save(&staged.next, staged.stamp, None, false);
         Ok(Applied {
             position: staged.next,
+            stamp: staged.stamp,
             data_version: data_version(conn, path)?,
             pages: staged.changes.len(),
             verified: staged.verified,
@@ -1061,18 +1114,24 @@ impl ApplyJob {
         // means someone did since our last commit.
         let now = data_version(conn, path)?;
         if now != self.data_version {
-            let (_, actual) = dbpage::read_checksum(conn).map_err(sqlite_err(path))?;
+            let scanned = dbpage::scan(conn).map_err(sqlite_err(path))?;
+            let actual = scanned.with_stamp(self.stamp);
             if actual.value() != table.value() {
                 return Err(ApplyFailure::Foreign {
                     data_version: now,
                     table: actual,
+                    stamp: Page1Stamp::of(&scanned.page1),
                 });
             }
         }
         let commit = headers.last().expect("chain is not empty").commit;
         let mut writer = PageWriter::new(conn).map_err(sqlite_err(path))?;
         let mut changes: Vec<(u32, Checksum)> = Vec::new();
+        let mut stamp = self.stamp;
         merge_pages(chain, headers, decoders, |pgno, page| {
+            if pgno == 1 {
+                stamp = Page1Stamp::of(page);
+            }
             changes.push((pgno, ltx::page_checksum(pgno, page)));
             writer.write(pgno, page).map_err(sqlite_err(path))
         })?;
@@ -1114,10 +1173,13 @@ impl ApplyJob {
         if let Some(Some((_, expected))) = sums.last()
             && *expected != after
         {
-            if self.mode == Mode::Overlap {
+            if self.mode != Mode::Rebuild {
+                // The pre-apply checksum can agree by accident (it is an XOR
+                // of page CRCs: equal changes at the same place in two pages
+                // cancel out); the result cannot.
                 return Err(ApplyFailure::Discontinuity(format!(
-                    "the compacted files up to {last} do not lead from the follower's TXID {} to the replica's state",
-                    self.position.txid
+                    "the replica no longer continues from the follower's TXID {}: after its files {}..{last} the follower's checksum would be {after}, the replica's is {expected}",
+                    self.position.txid, chain[0]
                 )));
             }
             return Err(FollowError::from(RestoreError::ChecksumMismatch {
@@ -1135,6 +1197,7 @@ impl ApplyJob {
                 checksum: after,
                 page_size: headers[0].page_size,
             },
+            stamp,
             changes,
             commit,
             verified,
@@ -1268,6 +1331,8 @@ struct PositionJson {
     txid: String,
     checksum: String,
     page_size: u32,
+    /// The replica's page-1 stamp, hex.
+    stamp: String,
     /// The position a batch being committed leads to.
     pending: Option<PendingJson>,
 }
@@ -1276,12 +1341,14 @@ struct PositionJson {
 struct PendingJson {
     txid: String,
     checksum: String,
+    stamp: String,
 }
 
 #[derive(Clone, Copy, Debug)]
 struct Saved {
     txid: Txid,
     checksum: Checksum,
+    stamp: Page1Stamp,
     pending: Option<SavedPending>,
 }
 
@@ -1289,9 +1356,14 @@ struct Saved {
 struct SavedPending {
     txid: Txid,
     checksum: Checksum,
+    stamp: Page1Stamp,
 }
 
 const FOLLOW_FILE: &str = "follow.json";
+
+fn parse_stamp(s: &str) -> Option<Page1Stamp> {
+    hex::decode(s).ok()?.try_into().ok().map(Page1Stamp)
+}
 
 impl PositionFile {
     fn new(db: &Path, replica: &str) -> PositionFile {
@@ -1314,10 +1386,12 @@ impl PositionFile {
         Some(Saved {
             txid: j.txid.parse().ok()?,
             checksum: sum(&j.checksum)?,
+            stamp: parse_stamp(&j.stamp)?,
             pending: j.pending.and_then(|p| {
                 Some(SavedPending {
                     txid: p.txid.parse().ok()?,
                     checksum: sum(&p.checksum)?,
+                    stamp: parse_stamp(&p.stamp)?,
                 })
             }),
         })
@@ -1326,7 +1400,8 @@ impl PositionFile {
     fn save(
         &self,
         pos: &FollowPosition,
-        pending: Option<&FollowPosition>,
+        stamp: Page1Stamp,
+        pending: Option<(&FollowPosition, Page1Stamp)>,
         sync: bool,
     ) -> Result<(), FollowError> {
         let j = PositionJson {
@@ -1335,9 +1410,11 @@ impl PositionFile {
             txid: pos.txid.to_string(),
             checksum: pos.checksum.to_string(),
             page_size: pos.page_size,
-            pending: pending.map(|p| PendingJson {
+            stamp: hex::encode(stamp.0),
+            pending: pending.map(|(p, st)| PendingJson {
                 txid: p.txid.to_string(),
                 checksum: p.checksum.to_string(),
+                stamp: hex::encode(st.0),
             }),
         };
         let bytes = serde_json::to_vec_pretty(&j).expect("position serializes");
