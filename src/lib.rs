@@ -49,6 +49,7 @@ pub mod ltx;
 pub mod replica;
 pub mod replicate;
 pub mod restore;
+pub mod verify;
 pub mod wal;
 
 pub use replica::Replica;

@@ -5,6 +5,7 @@ mod demo;
 mod ltx_cmd;
 mod replicate;
 mod restore;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -25,6 +26,9 @@ enum Command {
     Replicate(replicate::Args),
     /// Restore a database from a replica, verified.
     Restore(restore::Args),
+    /// Check that the replica restores to the live database (cron-able:
+    /// exit 0 ok, 2 damaged, 3 behind, 4 diverged, 1 could not run).
+    Verify(verify::Args),
     /// List the LTX files a replica holds.
     Ltx(ltx_cmd::Args),
     /// Create a database, replicate it while writing, delete it, restore it, compare.
@@ -58,6 +62,7 @@ pub fn main() -> ExitCode {
             Command::Replicate(a) => replicate::run(a).await,
             Command::Restore(a) => restore::run(a).await,
             Command::Ltx(a) => ltx_cmd::run(a).await,
+            Command::Verify(a) => verify::run(a).await,
             Command::Demo(a) => demo::run(a).await,
         }
     });
