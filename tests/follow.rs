@@ -637,3 +637,57 @@ fn cli_follow_s3() {
         dir.path(),
     );
 }
+
+/// The follower's `follow.json` for a database and replica.
+fn follow_json(out: &Path, replica: &Replica) -> PathBuf {
+    litevault::db::StateDir::for_db(out)
+        .for_replica(&replica.to_string())
+        .path()
+        .join("follow.json")
+}
+
+/// A crash around a batch's commit: the intended position is saved (durably)
+/// before the commit and the final one after, so whichever of the two states
+/// the database holds, the follower resumes from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_around_a_commit_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
+    let mut p = Primary::new(dir.path(), "primary.db", &replica).await;
+    let t1 = p.write(4).await;
+    let out = dir.path().join("follower.db");
+    let mut f = Follower::open(replica.clone(), &out, opts()).await.unwrap();
+    let json = follow_json(&out, &replica);
+    let before: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(before["txid"], t1.to_string());
+    assert!(before["pending"].is_null());
+    let t2 = p.write(3).await;
+    assert!(matches!(
+        f.poll().await.unwrap(),
+        PollOutcome::Applied { .. }
+    ));
+    drop(f);
+    let after: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(after["txid"], t2.to_string());
+    // Crash after the commit, before the final save: the file still names
+    // the old position, with the batch's as pending.
+    let mut crashed = before.clone();
+    crashed["pending"] = serde_json::json!({
+        "txid": after["txid"], "checksum": after["checksum"], "stamp": after["stamp"],
+    });
+    std::fs::write(&json, serde_json::to_vec(&crashed).unwrap()).unwrap();
+    let f = Follower::open(replica.clone(), &out, opts()).await.unwrap();
+    assert_eq!(f.start(), &FollowStart::Resumed { txid: t2 });
+    drop(f);
+    // Crash before the commit: the database is at the saved position and the
+    // pending one never happened.
+    let mut crashed = after.clone();
+    crashed["pending"] = serde_json::json!({
+        "txid": "00000000000000ff", "checksum": "8000000000000001", "stamp": after["stamp"],
+    });
+    std::fs::write(&json, serde_json::to_vec(&crashed).unwrap()).unwrap();
+    let mut f = Follower::open(replica.clone(), &out, opts()).await.unwrap();
+    assert_eq!(f.start(), &FollowStart::Resumed { txid: t2 });
+    assert_eq!(f.poll().await.unwrap(), PollOutcome::UpToDate);
+    assert_eq!(Workload::check_prefix(&out), p.next - 1);
+}

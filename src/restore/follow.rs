@@ -264,12 +264,13 @@ pub enum FollowError {
 
 impl FollowError {
     /// Whether [`Follower::run`] retries after this error on the next poll
-    /// (storage errors, and a chain with a gap that a replicator may still
-    /// fill) rather than stopping.
+    /// (storage errors, a replica emptied or with a gap in its chain, which a
+    /// replicator starting over may still fill) rather than stopping.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
             FollowError::Replica(_)
+                | FollowError::EmptyReplica { .. }
                 | FollowError::Restore(RestoreError::Replica(_))
                 | FollowError::Restore(RestoreError::NoRestorePoint { .. })
         )
