@@ -109,6 +109,17 @@ pub enum VerifyError {
         /// How to fix it.
         fix: &'static str,
     },
+    /// The live database is not in WAL mode.
+    #[error(
+        "{path} is in journal mode {mode}, not WAL: it cannot be replicated, and verify's read transactions would block \
+         its writers; run `PRAGMA journal_mode=WAL` on it (litevault replicate needs it too)"
+    )]
+    NotWal {
+        /// The database.
+        path: PathBuf,
+        /// Its journal mode.
+        mode: String,
+    },
     /// The replica holds no files.
     #[error(
         "replica {replica} holds no LTX files: nothing was ever shipped there; check the URL and that `litevault replicate` runs"
@@ -316,6 +327,17 @@ impl Sampler {
             message,
             fix: dbpage::DBPAGE_FIX,
         })?;
+        // In rollback-journal mode a held read transaction would block the
+        // application's commits; a replicated database is in WAL mode anyway.
+        let mode: String = probe
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(live_err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(VerifyError::NotWal {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
         // Read before the snapshot: a commit in between shows as a change
         // (a needless snapshot, never a missed one).
         let mut seen = data_version(&probe).map_err(live_err)?;

@@ -278,3 +278,19 @@ fn cli_verify_s3() {
         dir.path(),
     );
 }
+
+/// A database not in WAL mode is refused with the fix (verify's read
+/// transactions would block its writers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_refuses_a_rollback_journal_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
+    let db = dir.path().join("rollback.db");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    let err = verify(&db, &replica, &quick()).await.unwrap_err();
+    assert!(matches!(err, VerifyError::NotWal { .. }), "{err}");
+    assert!(err.to_string().contains("journal_mode=WAL"), "{err}");
+    assert_eq!(err.exit_code(), 1);
+}
