@@ -378,6 +378,14 @@ async fn restart_resumes(open: impl Fn() -> Replica, dir: &Path) {
         2,
         "only the two new files are fetched"
     );
+    // Keeping up costs one LIST per poll and nothing else.
+    let before = replica2.stats().counts();
+    assert_eq!(f.poll().await.unwrap(), PollOutcome::UpToDate);
+    let after = replica2.stats().counts();
+    assert_eq!(
+        (after.lists - before.lists, after.gets - before.gets),
+        (1, 0)
+    );
     assert_eq!(Workload::check_prefix(&out), p.next - 1);
     assert_same_pages(&out, &p.path);
 }
