@@ -624,6 +624,46 @@ fn cli_follow(url: &str, env: &[(&'static str, String)], replica: Replica, dir: 
         assert!(stderr.contains(how), "round {round}: {stderr}");
         assert_eq!(Workload::check_prefix(&out), target);
     }
+    // Someone writes to the copy: the next start refuses, naming --force;
+    // with --force it re-restores and runs.
+    let rw = Connection::open(&out).unwrap();
+    rw.execute("DELETE FROM items", []).unwrap();
+    drop(rw);
+    let run = litevault(env)
+        .args(["restore", url, "-o"])
+        .arg(&out)
+        .args(["--follow", "--interval", "50ms"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("changed by another writer") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    let mut child = litevault(env)
+        .args(["restore", url, "-o"])
+        .arg(&out)
+        .args(["--follow", "--interval", "50ms", "--force"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !out.exists()
+        || read_only(&out)
+            .query_row("SELECT count(*) FROM items", [], |r| r.get::<_, i64>(0))
+            .unwrap_or(0)
+            == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "--force did not re-restore the copy"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal(&child, "TERM");
+    assert!(child.wait().unwrap().success());
+    assert_eq!(Workload::check_prefix(&out), p.next - 1);
 }
 
 #[test]
@@ -698,4 +738,83 @@ async fn crash_around_a_commit_resumes() {
     assert_eq!(f.start(), &FollowStart::Resumed { txid: t2 });
     assert_eq!(f.poll().await.unwrap(), PollOutcome::UpToDate);
     assert_eq!(Workload::check_prefix(&out), p.next - 1);
+}
+
+/// Far behind (more than 32 level-0 files), the follower plans over every
+/// level and takes the compacted file instead of the long level-0 chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn far_behind_uses_compacted_levels() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
+    let mut p = Primary::new(dir.path(), "primary.db", &replica).await;
+    let t1 = p.write(3).await;
+    let out = dir.path().join("follower.db");
+    let mut f = Follower::open(replica.clone(), &out, opts()).await.unwrap();
+    let t2 = p.write(40).await;
+    let inputs: Vec<_> = replica
+        .list_level(0)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.min_txid > t1)
+        .collect();
+    assert_eq!(inputs.len(), 40);
+    let mut decoders = Vec::new();
+    for i in &inputs {
+        let bytes = replica.read_file(i).await.unwrap();
+        decoders.push(litevault::ltx::Decoder::new(std::io::Cursor::new(bytes.to_vec())).unwrap());
+    }
+    let (bytes, _) = litevault::ltx::compact(decoders, Vec::new(), Default::default()).unwrap();
+    replica
+        .write_file(1, Txid(t1.0 + 1), t2, bytes.into(), chrono::Utc::now())
+        .await
+        .unwrap();
+    match f.poll().await.unwrap() {
+        PollOutcome::Applied {
+            from, to, files, ..
+        } => assert_eq!((from, to, files), (t1, t2, 1)),
+        other => panic!("expected one compacted file, got {other:?}"),
+    }
+    assert_eq!(Workload::check_prefix(&out), p.next - 1);
+    assert_same_pages(&out, &p.path);
+}
+
+/// A replica written in Litestream-compatible mode (checksums in the
+/// reserved header bytes) is followed with the same proofs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_a_litestream_compat_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
+    let path = dir.path().join("primary.db");
+    let mut conn = create_db(&path, 4096);
+    Workload::init(&conn);
+    let rep = Replicator::open(
+        &path,
+        replica.clone(),
+        ReplicateOptions {
+            litestream_compat: true,
+            ..ReplicateOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    rep.sync_all().await.unwrap();
+    let out = dir.path().join("follower.db");
+    let mut f = Follower::open(replica.clone(), &out, opts()).await.unwrap();
+    for i in 1..=5 {
+        Workload::apply(&mut conn, i).unwrap();
+        rep.sync_all().await.unwrap();
+    }
+    match f.poll().await.unwrap() {
+        PollOutcome::Applied { verified, to, .. } => {
+            assert!(
+                verified,
+                "compat files carry checksums in the reserved bytes"
+            );
+            assert_eq!(to, rep.txid());
+        }
+        other => panic!("expected a batch, got {other:?}"),
+    }
+    assert_eq!(Workload::check_prefix(&out), 5);
+    assert_same_pages(&out, &path);
 }

@@ -294,3 +294,30 @@ async fn verify_refuses_a_rollback_journal_database() {
     assert!(err.to_string().contains("journal_mode=WAL"), "{err}");
     assert_eq!(err.exit_code(), 1);
 }
+
+/// A replica written in Litestream-compatible mode keeps its checksums in the
+/// reserved header bytes: verify matches states with them too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_succeeds_on_a_litestream_compat_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
+    let path = dir.path().join("app.db");
+    let mut conn = create_db(&path, 4096);
+    Workload::init(&conn);
+    let rep = Replicator::open(
+        &path,
+        replica.clone(),
+        ReplicateOptions {
+            litestream_compat: true,
+            ..ReplicateOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    for i in 1..=6 {
+        Workload::apply(&mut conn, i).unwrap();
+        rep.sync_all().await.unwrap();
+    }
+    let r = verify(&path, &replica, &quick()).await.unwrap();
+    assert_eq!(r.txid, rep.txid());
+}

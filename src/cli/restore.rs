@@ -37,7 +37,7 @@ pub struct Args {
     /// batch one SQLite transaction, until SIGINT/SIGTERM. Readers must open
     /// the output read-only (`file:replica.db?mode=ro`). Resumes from its
     /// saved position when restarted.
-    #[arg(long, conflicts_with_all = ["txid", "timestamp", "if_db_not_exists"])]
+    #[arg(long, conflicts_with_all = ["txid", "timestamp", "if_db_not_exists", "if_replica_exists"])]
     follow: bool,
     /// Time between two polls in follow mode (e.g. 500ms, 1s, 2m).
     #[arg(long, default_value = "1s", value_parser = super::parse_duration, requires = "follow")]

@@ -632,6 +632,12 @@ impl Follower {
         // Level 0 first: one LIST when the follower keeps up.
         let l0 = self.replica.list_level(0).await?;
         let step = match next_step(&l0, cur, false) {
+            // A long way behind (e.g. after a day offline): the compacted
+            // levels may reach the same TXID with far fewer files.
+            Some(Step::Apply { chain, .. }) if chain.len() > LONG_CHAIN => {
+                next_step(&self.replica.list_all().await?, cur, true)
+                    .expect("a complete listing always decides")
+            }
             Some(step) => step,
             None => next_step(&self.replica.list_all().await?, cur, true)
                 .expect("a complete listing always decides"),
@@ -875,6 +881,10 @@ impl Follower {
         })
     }
 }
+
+/// A level-0 chain longer than this makes the follower look at every level
+/// for a shorter one.
+const LONG_CHAIN: usize = 32;
 
 /// How a chain relates to the follower's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
