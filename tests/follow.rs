@@ -818,3 +818,66 @@ async fn follows_a_litestream_compat_replica() {
     assert_eq!(Workload::check_prefix(&out), 5);
     assert_same_pages(&out, &path);
 }
+
+/// A replica written by the real `litestream replicate` (0.5.17), whose files
+/// carry no checksums: the follower keeps up with it on the files' own CRCs,
+/// and says its batches are not proven by checksums.
+#[test]
+fn follows_a_replica_litestream_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = file_url(&dir.path().join("replica"));
+    let db = dir.path().join("app.db");
+    let mut c = create_db(&db, 4096);
+    Workload::init(&c);
+    let mut ls = std::process::Command::new(litestream_bin())
+        .env_remove("AWS_CA_BUNDLE")
+        .arg("replicate")
+        .arg(&db)
+        .arg(&url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let replica = Replica::open(&url).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for i in 1..=100 {
+        Workload::apply(&mut c, i).unwrap();
+    }
+    while rt.block_on(latest_txid(&replica)) == Txid(0) {
+        assert!(Instant::now() < deadline, "litestream shipped nothing");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = dir.path().join("follower.db");
+    let mut f = rt
+        .block_on(Follower::open(replica.clone(), &out, opts()))
+        .unwrap();
+    for i in 101..=300 {
+        Workload::apply(&mut c, i).unwrap();
+        if i % 50 == 0 {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let mut unverified = 0;
+    loop {
+        match rt.block_on(f.poll()).unwrap() {
+            PollOutcome::Applied { verified, .. } => {
+                assert!(!verified, "litestream's files carry no checksums");
+                unverified += 1;
+            }
+            PollOutcome::UpToDate => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        if Workload::check_prefix(&out) == 300 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the follower did not reach the last write"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    signal(&ls, "INT");
+    assert!(ls.wait().unwrap().success());
+    assert!(unverified >= 1);
+}
