@@ -704,7 +704,13 @@ async fn crash_around_a_commit_resumes() {
     let mut p = Primary::new(dir.path(), "primary.db", &replica).await;
     let t1 = p.write(4).await;
     let out = dir.path().join("follower.db");
+    // A crash during a first restore leaves the staged copy, never the
+    // output: the next start restores again.
+    let staged = dir.path().join("follower.db.follow-restore");
+    std::fs::write(&staged, b"half a database").unwrap();
     let mut f = Follower::open(replica.clone(), &out, opts()).await.unwrap();
+    assert!(matches!(f.start(), FollowStart::Restored { .. }));
+    assert!(!staged.exists());
     let json = follow_json(&out, &replica);
     let before: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(before["txid"], t1.to_string());

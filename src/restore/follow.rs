@@ -416,16 +416,41 @@ impl Follower {
                 return Err(FollowError::StaleWal { path, wal });
             }
             let _ = std::fs::remove_file(super::sibling(&path, "-shm"));
+            // Restore beside the output, record the position, then rename:
+            // a crash at any point leaves either no output (restored again
+            // on the next start) or an output with its position.
+            let staged = super::sibling(&path, ".follow-restore");
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(super::sibling(&staged, suffix));
+            }
             let ropts = RestoreOptions {
                 target: RestoreTarget::Latest,
                 concurrency: opts.concurrency,
                 write_state: false,
                 ..RestoreOptions::default()
             };
-            let report = match restore(&replica, &path, &ropts).await? {
+            let report = match restore(&replica, &staged, &ropts).await? {
                 RestoreOutcome::Restored(r) => r,
                 _ => unreachable!("no skip option was set"),
             };
+            let mut page1 = vec![0u8; 100];
+            std::fs::File::open(&staged)
+                .and_then(|mut f| f.read_exact(&mut page1))
+                .map_err(io_err(&staged))?;
+            state.save(
+                &FollowPosition {
+                    txid: report.txid,
+                    checksum: report.checksum,
+                    page_size: report.page_size,
+                },
+                Page1Stamp::of(&page1),
+                None,
+                true,
+            )?;
+            std::fs::rename(&staged, &path).map_err(io_err(&path))?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+            }
             let p = path.clone();
             let (c, scanned) = blocking(move || -> Result<_, FollowError> {
                 let c = open_conn(&p)?;
