@@ -188,6 +188,29 @@ fn reader(path: PathBuf, stop: Arc<AtomicBool>) -> (u64, usize) {
     (reads, seen.len())
 }
 
+/// The reader process: reads the follower read-only in a loop until the stop
+/// file exists; exits 1 on a torn read; prints the number of reads.
+const READER_PROCESS: &str = r#"
+import os, sqlite3, sys
+path, stop, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
+reads = 0
+while not os.path.exists(stop):
+    c = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    c.execute("PRAGMA busy_timeout = 10000")
+    for _ in range(20):
+        c.execute("BEGIN")
+        n, s = c.execute("SELECT count(*), sum(balance) FROM accounts").fetchone()
+        c.execute("COMMIT")
+        if (n, s) != (200, total):
+            print(f"torn read: {n} accounts, total {s}")
+            sys.exit(1)
+        reads += 1
+        if reads == 1:
+            open(stop + ".ready", "w").close()
+    c.close()
+print(reads)
+"#;
+
 async fn wait_for(
     rx: &mut tokio::sync::watch::Receiver<litevault::restore::follow::FollowStatus>,
     txid: Txid,
@@ -231,6 +254,25 @@ async fn follows_under_load(replica: Replica, dir: &Path) {
         let (out, stop) = (out.clone(), stop_reader.clone());
         std::thread::spawn(move || reader(out, stop))
     };
+    // And a reader in another process (Python's own SQLite library), where
+    // SQLite coordinates through file locks and the shared-memory index.
+    let stop_file = dir.join("stop-reader");
+    let reader_process = std::process::Command::new("python3")
+        .args(["-c", READER_PROCESS])
+        .arg(&out)
+        .arg(&stop_file)
+        .arg((ACCOUNTS * BALANCE).to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("this test needs python3 (with its sqlite3 module)");
+    // Writes start once it reads.
+    let ready = dir.join("stop-reader.ready");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "the reader process never read");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let max_pages = tokio::task::spawn_blocking(move || {
         for i in 1..=150 {
             transfer(&mut c, i);
@@ -251,6 +293,16 @@ async fn follows_under_load(replica: Replica, dir: &Path) {
     wait_for(&mut status, head).await;
     stop_reader.store(true, Ordering::Relaxed);
     let (reads, states) = reader_task.join().expect("the reader saw a torn state");
+    std::fs::write(&stop_file, b"").unwrap();
+    let o = reader_process.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "the reader process saw a torn state: {said}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let process_reads: u64 = said.trim().parse().unwrap();
+    assert!(process_reads > 0, "{said}");
     stop_f.send(()).unwrap();
     let report = ftask.await.unwrap().unwrap();
     assert!(reads > 0);
