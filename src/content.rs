@@ -33,6 +33,12 @@ pub fn digest_conn(conn: &rusqlite::Connection) -> rusqlite::Result<ContentDiges
     r
 }
 
+/// Computes the digest inside a transaction the caller holds open (e.g. to
+/// digest the same snapshot it checksummed).
+pub fn digest_in_transaction(conn: &rusqlite::Connection) -> rusqlite::Result<ContentDigest> {
+    digest_inner(conn)
+}
+
 fn digest_inner(conn: &rusqlite::Connection) -> rusqlite::Result<ContentDigest> {
     let mut h = Sha256::new();
     let mut counts = BTreeMap::new();

@@ -22,7 +22,13 @@
 //!                     |         retries, request counts
 //!                     v
 //!                   restore::   plan the fewest files, fetch, merge, verify,
-//!                               integrity_check, rename into place
+//!                     |         integrity_check, rename into place
+//!                     |         (restore::follow: keep a read replica current,
+//!                     |         each batch one SQLite transaction through
+//!                     |         restore::dbpage)
+//!                     v
+//!                   verify::    match a live snapshot to a TXID, restore it,
+//!                               compare
 //! ```
 //!
 //! Beside the flow: `config` (the YAML file, compatible with `litestream.yml`;
@@ -52,6 +58,7 @@ pub mod replica;
 pub mod replicate;
 pub mod restore;
 pub mod supervise;
+pub mod verify;
 pub mod wal;
 
 pub use replica::Replica;

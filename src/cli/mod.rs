@@ -7,6 +7,7 @@ mod ltx_cmd;
 mod replicate;
 mod restore;
 mod status;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -29,6 +30,9 @@ enum Command {
     Restore(restore::Args),
     /// What each replicator last reported: TXID, lag, uploads, requests.
     Status(status::Args),
+    /// Check that the replica restores to the live database (cron-able:
+    /// exit 0 ok, 2 damaged, 3 behind, 4 diverged, 1 could not run).
+    Verify(verify::Args),
     /// List the LTX files a replica holds.
     Ltx(ltx_cmd::Args),
     /// Create a database, replicate it while writing, delete it, restore it, compare.
@@ -65,6 +69,7 @@ pub fn main() -> ExitCode {
             Command::Restore(a) => restore::run(a).await,
             Command::Ltx(a) => ltx_cmd::run(a).await,
             Command::Status(a) => status::run(a).await,
+            Command::Verify(a) => verify::run(a).await,
             Command::Demo(a) => demo::run(a).await,
             Command::Config(a) => config_cmd::run(a).await,
         }
@@ -97,5 +102,46 @@ pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
+    }
+}
+
+/// Parses a duration such as `500ms`, `1s`, `1.5s`, `2m` or `1h` (a bare
+/// number is seconds).
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration; write e.g. 500ms, 1s, 2m"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        u => return Err(format!("unknown unit {u:?} in {s:?}; use ms, s, m or h")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("{s:?} is not a valid duration"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("1 fortnight").unwrap_err().contains("unit"));
+        assert!(parse_duration("fast").is_err());
     }
 }

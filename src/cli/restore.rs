@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use crate::ltx::Txid;
 use crate::replica::Replica;
+use crate::restore::follow::{FollowOptions, FollowStart, Follower};
 use crate::restore::{RestoreOptions, RestoreOutcome, RestoreTarget, restore};
 
 #[derive(clap::Args, Debug)]
@@ -32,6 +33,20 @@ pub struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Keep the output current: poll the replica and apply new files, each
+    /// batch one SQLite transaction, until SIGINT/SIGTERM. Readers must open
+    /// the output read-only (`file:replica.db?mode=ro`). Resumes from its
+    /// saved position when restarted.
+    #[arg(long, conflicts_with_all = ["txid", "timestamp", "if_db_not_exists", "if_replica_exists"])]
+    follow: bool,
+    /// Time between two polls in follow mode (e.g. 500ms, 1s, 2m).
+    #[arg(long, default_value = "1s", value_parser = super::parse_duration, requires = "follow")]
+    interval: std::time::Duration,
+    /// Follow mode: when the output was written to by something else (or is
+    /// not a follower of this replica), re-restore it in place instead of
+    /// stopping with an error.
+    #[arg(long, requires = "follow")]
+    force: bool,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -51,6 +66,9 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         _ => RestoreTarget::Latest,
     };
     let replica = Replica::open(&a.url)?;
+    if a.follow {
+        return follow(a, replica).await;
+    }
     let opts = RestoreOptions {
         target,
         if_db_not_exists: a.if_db_not_exists,
@@ -95,6 +113,45 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
                 a.url
             )
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn follow(a: Args, replica: Replica) -> anyhow::Result<ExitCode> {
+    // Installed before the (possibly long) initial restore, so a signal
+    // during it is not lost.
+    let shutdown = super::shutdown_signal();
+    let opts = FollowOptions {
+        interval: a.interval,
+        force: a.force,
+        concurrency: a.concurrency,
+    };
+    let follower = Follower::open(replica, &a.output, opts).await?;
+    let pos = follower.position();
+    let how = match follower.start() {
+        FollowStart::Restored { files, .. } => format!("restored from {files} file(s)"),
+        FollowStart::Resumed { .. } => "resumed from its saved position".to_string(),
+        FollowStart::Rebuilt { reason, .. } => format!("re-restored in place ({reason})"),
+    };
+    eprintln!(
+        "following {} into {} at TXID {} ({how}); polling every {:?}",
+        a.url,
+        a.output.display(),
+        pos.txid,
+        a.interval
+    );
+    let report = follower.run(shutdown).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "stopped following {}: at TXID {} (checksum {}), {} batch(es) applied, {} re-restore(s)",
+            a.output.display(),
+            report.status.position.txid,
+            report.status.position.checksum,
+            report.status.batches,
+            report.status.rebuilds
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

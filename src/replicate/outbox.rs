@@ -64,6 +64,21 @@ impl Outbox {
     /// (left by an earlier run). Unreadable files are removed: they were
     /// never acknowledged as durable.
     pub fn open(dir: &Path) -> std::io::Result<Outbox> {
+        Self::index(dir, true)
+    }
+
+    /// Indexes the store of a database another process may be replicating:
+    /// reads only, removes nothing.
+    pub fn read_only(dir: &Path) -> std::io::Result<Outbox> {
+        Self::index(dir, false)
+    }
+
+    fn index(dir: &Path, tidy: bool) -> std::io::Result<Outbox> {
+        let remove = |p: &Path| {
+            if tidy {
+                let _ = std::fs::remove_file(p);
+            }
+        };
         let mut files = BTreeMap::new();
         let root = dir.join("ltx");
         if let Ok(levels) = std::fs::read_dir(&root) {
@@ -78,7 +93,7 @@ impl Outbox {
                 for f in std::fs::read_dir(level.path())?.flatten() {
                     let name = f.file_name();
                     let Some((min, max)) = name.to_str().and_then(ltx::parse_filename) else {
-                        let _ = std::fs::remove_file(f.path());
+                        remove(&f.path());
                         continue;
                     };
                     match read_meta(&f.path()) {
@@ -98,9 +113,7 @@ impl Outbox {
                                 },
                             );
                         }
-                        None => {
-                            let _ = std::fs::remove_file(f.path());
-                        }
+                        None => remove(&f.path()),
                     }
                 }
             }

@@ -17,6 +17,8 @@
 //! On any failure the output path is left as it was and the error names the
 //! file and TXID at fault.
 
+pub mod dbpage;
+pub mod follow;
 pub mod plan;
 
 use std::cmp::Reverse;
