@@ -405,3 +405,51 @@ fn status_reports_each_replica_and_an_unreachable_one_never_blocks() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(Workload::check_prefix(&out), 20);
 }
+
+/// `verify DB` with the config file: every replica of the database is
+/// checked; a damaged one makes the exit code 2.
+#[test]
+fn verify_every_replica_of_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let mut c = create_db(&db, 4096);
+    Workload::init(&c);
+    for i in 1..=25 {
+        Workload::apply(&mut c, i).unwrap();
+    }
+    let cfg = dir.path().join("litevault.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "dbs:\n  - path: {d}/app.db\n    replicas:\n      - path: {d}/one\n      - path: {d}/two\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let cfg_s = cfg.to_str().unwrap();
+    let o = run(&["replicate", "--once", "--config", cfg_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&["verify", db.to_str().unwrap(), "--config", cfg_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out.matches("ok:").count(), 2, "{out}");
+    // Damage one byte of the second replica's file.
+    let l0 = dir.path().join("two/ltx/0");
+    let f = std::fs::read_dir(&l0)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut b = std::fs::read(&f).unwrap();
+    let n = b.len();
+    b[n / 2] ^= 0xff;
+    std::fs::write(&f, b).unwrap();
+    let o = run(&["verify", db.to_str().unwrap(), "--config", cfg_s]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("two"), "{}", stderr(&o));
+    // A database the file does not list: a clear error.
+    let o = run(&["verify", "/nonexistent.db", "--config", cfg_s]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("not listed"), "{}", stderr(&o));
+}

@@ -1,4 +1,5 @@
-//! `litevault verify DB URL`
+//! `litevault verify DB [URL]`: without a URL, every replica the config
+//! file lists for the database.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,8 +12,11 @@ use crate::verify::{VerifyOptions, verify};
 pub struct Args {
     /// The live database.
     db: PathBuf,
-    /// Replica URL.
-    url: String,
+    /// Replica URL (default: every replica of the database in the config file).
+    url: Option<String>,
+    /// The config file (default: $LITEVAULT_CONFIG, ./litevault.yml, /etc/litevault.yml).
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// How long to wait for the replica to reach the database's state.
     #[arg(long, default_value = "30s", value_parser = super::parse_duration)]
     timeout: Duration,
@@ -32,14 +36,51 @@ pub struct Args {
 /// damaged or restores to something else; 3 it is behind the database beyond
 /// the timeout; 4 the database diverged from it; 1 verify could not run.
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let replica = Replica::open(&a.url)?;
+    let replicas: Vec<(String, Replica)> = match &a.url {
+        Some(u) => vec![(u.clone(), Replica::open(u)?)],
+        None => replicas_from_config(&a)?,
+    };
+    let mut worst = 0u8;
+    for (url, replica) in replicas {
+        let code = verify_one(&a, &url, &replica).await?;
+        worst = worst.max(code);
+    }
+    Ok(ExitCode::from(worst))
+}
+
+/// The replicas the config file lists for the database.
+fn replicas_from_config(a: &Args) -> anyhow::Result<Vec<(String, Replica)>> {
+    use crate::config::{self, Config, DbSource, LoadOptions};
+    let path = config::locate(a.config.as_deref())?;
+    let cfg = Config::load(&path, &LoadOptions::default())?;
+    let want = std::fs::canonicalize(&a.db).unwrap_or_else(|_| a.db.clone());
+    for db in cfg.expand_dbs()? {
+        let DbSource::Path(p) = &db.source else {
+            continue;
+        };
+        if std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()) == want {
+            return db
+                .replicas
+                .iter()
+                .map(|r| Ok((r.url.clone(), r.open()?)))
+                .collect();
+        }
+    }
+    anyhow::bail!(
+        "{} is not listed in {}: give the replica URL (litevault verify DB URL)",
+        a.db.display(),
+        path.display()
+    )
+}
+
+async fn verify_one(a: &Args, url: &str, replica: &Replica) -> anyhow::Result<u8> {
     let opts = VerifyOptions {
         timeout: a.timeout,
         temp_dir: a.temp_dir.clone(),
         concurrency: a.concurrency,
         ..VerifyOptions::default()
     };
-    match verify(&a.db, &replica, &opts).await {
+    match verify(&a.db, replica, &opts).await {
         Ok(r) => {
             if a.json {
                 let mut v = serde_json::to_value(&r)?;
@@ -50,7 +91,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
                 println!(
                     "ok: {} matches {} at TXID {} (checksum {}, {} pages, {} rows in {} tables; restored from {} file(s) in {} ms)",
                     a.db.display(),
-                    a.url,
+                    url,
                     r.txid,
                     r.checksum,
                     r.pages,
@@ -60,7 +101,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
                     r.millis
                 );
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(0)
         }
         Err(e) => {
             if a.json {
@@ -72,8 +113,8 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             }
-            eprintln!("error: {e}");
-            Ok(ExitCode::from(e.exit_code()))
+            eprintln!("error: {url}: {e}");
+            Ok(e.exit_code())
         }
     }
 }
