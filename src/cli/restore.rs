@@ -132,9 +132,7 @@ fn replica_from_config(a: &Args) -> anyhow::Result<(String, Replica)> {
     use crate::config::{self, Config, DbSource, LoadOptions};
     let path = config::locate(a.config.as_deref())?;
     let cfg = Config::load(&path, &LoadOptions::default())?;
-    let abs = |p: &std::path::Path| {
-        std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
-    };
+    let abs = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let want = abs(&a.output);
     for db in &cfg.dbs {
         let DbSource::Path(p) = &db.source else {
