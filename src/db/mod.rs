@@ -245,6 +245,10 @@ fn open_conn(path: &Path) -> Result<Connection, DbError> {
     .map_err(sqlite_err(path))?;
     c.pragma_update(None, "wal_autocheckpoint", 0)
         .map_err(sqlite_err(path))?;
+    // These connections only hold read marks and run checkpoints: a small
+    // page cache keeps the memory of many databases low.
+    c.pragma_update(None, "cache_size", -128)
+        .map_err(sqlite_err(path))?;
     Ok(c)
 }
 
