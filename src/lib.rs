@@ -46,6 +46,7 @@ pub mod cli;
 pub mod content;
 pub mod db;
 pub mod ltx;
+pub mod pg;
 pub mod replica;
 pub mod replicate;
 pub mod restore;

@@ -2,6 +2,7 @@
 //! over a library function.
 
 mod demo;
+mod export;
 mod ltx_cmd;
 mod replicate;
 mod restore;
@@ -29,6 +30,8 @@ enum Command {
     Ltx(ltx_cmd::Args),
     /// Create a database, replicate it while writing, delete it, restore it, compare.
     Demo(demo::Args),
+    /// Export a database (or a replica's point in time) to PostgreSQL, verified.
+    Export(export::Args),
 }
 
 /// Entry point of the binary.
@@ -59,6 +62,7 @@ pub fn main() -> ExitCode {
             Command::Restore(a) => restore::run(a).await,
             Command::Ltx(a) => ltx_cmd::run(a).await,
             Command::Demo(a) => demo::run(a).await,
+            Command::Export(a) => export::run(a).await,
         }
     });
     match result {
