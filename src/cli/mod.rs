@@ -3,6 +3,7 @@
 
 mod demo;
 mod export;
+mod import;
 mod ltx_cmd;
 mod replicate;
 mod restore;
@@ -32,6 +33,8 @@ enum Command {
     Demo(demo::Args),
     /// Export a database (or a replica's point in time) to PostgreSQL, verified.
     Export(export::Args),
+    /// Import a PostgreSQL schema into a new SQLite database (WAL mode), verified.
+    Import(import::Args),
 }
 
 /// Entry point of the binary.
@@ -63,6 +66,7 @@ pub fn main() -> ExitCode {
             Command::Ltx(a) => ltx_cmd::run(a).await,
             Command::Demo(a) => demo::run(a).await,
             Command::Export(a) => export::run(a).await,
+            Command::Import(a) => import::run(a).await,
         }
     });
     match result {

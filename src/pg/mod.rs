@@ -20,6 +20,7 @@ pub mod ddl;
 pub mod export;
 pub mod expr;
 pub mod ident;
+pub mod import;
 pub mod source;
 pub mod types;
 pub mod value;
@@ -27,4 +28,5 @@ pub mod value;
 pub use export::{
     ExportError, ExportMode, ExportOptions, ExportPlan, ExportReport, IfExists, OnBadRow, export,
 };
+pub use import::{ImportError, ImportOptions, ImportReport, import};
 pub use types::{Orm, PgType};
