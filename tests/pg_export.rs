@@ -412,24 +412,40 @@ fn constraints_defaults_indexes_and_foreign_keys() {
 }
 
 #[test]
-fn views_are_translated_and_triggers_reported() {
+fn views_and_simple_triggers_are_translated_others_reported() {
     let e = Env::new();
     let db = e.sqlite(
         "a.db",
         "CREATE TABLE Users(Id INTEGER PRIMARY KEY, Name TEXT, active BOOLEAN);
+         CREATE TABLE Audit(id INTEGER PRIMARY KEY, who TEXT, at DATETIME);
          CREATE VIEW ActiveUsers AS SELECT u.Name AS n FROM Users u WHERE u.active == 1;
          CREATE VIEW odd AS SELECT Name FROM Users WHERE Name GLOB 'a*';
-         CREATE TRIGGER stamp AFTER INSERT ON Users BEGIN UPDATE Users SET Name = upper(new.Name) WHERE Id = new.Id; END;
+         CREATE TRIGGER stamp AFTER INSERT ON Users WHEN new.Name IS NOT NULL BEGIN
+           UPDATE Users SET Name = upper(new.Name) WHERE Id = new.Id;
+           INSERT INTO Audit(who, at) VALUES (new.Name, datetime('now'));
+         END;
+         CREATE TRIGGER guard BEFORE DELETE ON Users BEGIN SELECT RAISE(ABORT, 'no deletes'); END;
          INSERT INTO Users VALUES (1, 'ann', 1), (2, 'bob', 0);",
     );
     let out = e.export_ok(&db, &[]);
     assert_eq!(e.q("SELECT n FROM \"ActiveUsers\""), "ANN");
     assert!(out.contains("NOT CARRIED OVER: view \"odd\""), "{out}");
     assert!(out.contains("GLOB"), "{out}");
-    assert!(out.contains("NOT CARRIED OVER: trigger \"stamp\""), "{out}");
+    // The loaded rows did not fire the trigger again (Audit has the two
+    // rows SQLite's trigger wrote, not four).
+    assert_eq!(e.q("SELECT count(*) FROM \"Audit\""), "2");
+    // The translated trigger runs in PostgreSQL.
+    e.q("INSERT INTO \"Users\"(\"Name\", active) VALUES ('cy', true)");
+    assert_eq!(e.q("SELECT \"Name\" FROM \"Users\" WHERE \"Id\" = 3"), "CY");
+    assert_eq!(
+        e.q("SELECT who FROM \"Audit\" ORDER BY id DESC LIMIT 1"),
+        "cy"
+    );
+    // RAISE() is reported with the trigger's SQL.
+    assert!(out.contains("NOT CARRIED OVER: trigger \"guard\""), "{out}");
     assert!(
-        out.contains("CREATE TRIGGER stamp AFTER INSERT"),
-        "the trigger's SQL is shown: {out}"
+        out.contains("CREATE TRIGGER guard BEFORE DELETE"),
+        "the SQL is shown: {out}"
     );
 }
 

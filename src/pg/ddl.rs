@@ -520,7 +520,10 @@ pub fn script(schema: &str, plans: &[TablePlan], src: &SourceSchema) -> String {
         }
     }
     for t in &src.triggers {
-        problems.push(trigger_problem(t));
+        match trigger(schema, t, plans) {
+            Ok(st) => s.push_str(&format!("{};\n", st.sql)),
+            Err(pr) => problems.push(pr),
+        }
     }
     for t in &src.virtual_tables {
         problems.push(Problem {
@@ -540,14 +543,158 @@ pub fn script(schema: &str, plans: &[TablePlan], src: &SourceSchema) -> String {
     s
 }
 
-/// Triggers are reported, not translated: a PostgreSQL trigger needs a
-/// function in PL/pgSQL, and the body's semantics (NEW/OLD, RAISE) differ.
-pub fn trigger_problem(t: &SourceObject) -> Problem {
+/// A trigger that cannot be translated, reported with its SQL.
+pub fn trigger_problem(t: &SourceObject, reason: String) -> Problem {
     Problem {
         object: format!("trigger {}", quote(&t.name)),
         sqlite_sql: t.sql.clone(),
-        reason: "SQLite triggers are not translated (PostgreSQL needs a PL/pgSQL function); recreate it by hand".into(),
+        reason,
     }
+}
+
+/// Translates a simple trigger: `BEFORE|AFTER INSERT|UPDATE [OF cols]|DELETE
+/// ON table [FOR EACH ROW] [WHEN expr] BEGIN` INSERT/UPDATE/DELETE
+/// statements `END` becomes a PL/pgSQL function and a row trigger. Anything
+/// else (INSTEAD OF, SELECT or RAISE in the body, SQLite-only functions) is
+/// reported with its SQL.
+pub fn trigger(schema: &str, t: &SourceObject, all: &[TablePlan]) -> Result<Stmt, Problem> {
+    use expr::Tok;
+    let fail = |reason: &str| trigger_problem(t, reason.to_string());
+    let toks = expr::tokenize(&t.sql).map_err(|e| fail(&e))?;
+    let word = |k: usize, w: &str| matches!(toks.get(k), Some((Tok::Word(x), _)) if x.eq_ignore_ascii_case(w));
+    let find = |from: usize, w: &str| (from..toks.len()).find(|&k| word(k, w));
+    let trig = find(0, "TRIGGER").ok_or_else(|| fail("no TRIGGER keyword"))?;
+    let mut k = trig + 1;
+    if word(k, "IF") {
+        k += 3;
+    }
+    k += 1; // the name
+    let timing = if word(k, "BEFORE") {
+        k += 1;
+        "BEFORE"
+    } else if word(k, "AFTER") {
+        k += 1;
+        "AFTER"
+    } else if word(k, "INSTEAD") {
+        return Err(fail(
+            "INSTEAD OF triggers (on views) are not translated; recreate it as a rule or an INSTEAD OF trigger by hand",
+        ));
+    } else {
+        "BEFORE"
+    };
+    let event_kw = match &toks.get(k).map(|x| &x.0) {
+        Some(Tok::Word(w)) => w.to_ascii_uppercase(),
+        _ => return Err(fail("no event")),
+    };
+    if !matches!(event_kw.as_str(), "INSERT" | "UPDATE" | "DELETE") {
+        return Err(fail("unknown trigger event"));
+    }
+    let on = find(k, "ON").ok_or_else(|| fail("no ON"))?;
+    let mut event = event_kw.clone();
+    if word(k + 1, "OF") {
+        let cols: Vec<String> = toks[k + 2..on]
+            .iter()
+            .filter_map(|(t, _)| match t {
+                Tok::Word(w) | Tok::Quoted(w) => Some(quote(w)),
+                _ => None,
+            })
+            .collect();
+        event = format!("UPDATE OF {}", cols.join(", "));
+    }
+    let table = match toks.get(on + 1).map(|x| &x.0) {
+        Some(Tok::Word(w)) | Some(Tok::Quoted(w)) => w.clone(),
+        _ => return Err(fail("no table after ON")),
+    };
+    let plan = all
+        .iter()
+        .find(|p| p.table.name.eq_ignore_ascii_case(&table))
+        .ok_or_else(|| fail("its table is not exported"))?;
+    let begin = find(on, "BEGIN").ok_or_else(|| fail("no BEGIN"))?;
+    let end = (0..toks.len())
+        .rev()
+        .find(|&k| word(k, "END"))
+        .filter(|&e| e > begin)
+        .ok_or_else(|| fail("no END"))?;
+    let names = TableNames {
+        plan: None,
+        tables: all,
+    };
+    let when = match find(on, "WHEN").filter(|&w| w < begin) {
+        Some(w) => Some(
+            expr::translate(&t.sql[toks[w].1.end..toks[begin].1.start], &names)
+                .map_err(|e| fail(&e))?,
+        ),
+        None => None,
+    };
+    let body = &t.sql[toks[begin].1.end..toks[end].1.start];
+    let mut stmts = vec![];
+    for st in split_statements(body) {
+        let first = st
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        if !matches!(first.as_str(), "INSERT" | "UPDATE" | "DELETE") {
+            return Err(fail(&format!(
+                "the body has a {first} statement; only INSERT, UPDATE and DELETE are translated"
+            )));
+        }
+        if st.to_ascii_uppercase().contains("RAISE") {
+            return Err(fail("RAISE() has no direct PostgreSQL equivalent here"));
+        }
+        stmts.push(expr::translate(&st, &names).map_err(|e| fail(&e))?);
+    }
+    let ret = match (timing, event_kw.as_str()) {
+        ("AFTER", _) => "NULL",
+        (_, "DELETE") => "OLD",
+        _ => "NEW",
+    };
+    let mut code = String::from("BEGIN\n");
+    let indent = if when.is_some() { "    " } else { "  " };
+    if let Some(w) = &when {
+        code.push_str(&format!("  IF {w} THEN\n"));
+    }
+    for st in &stmts {
+        code.push_str(&format!("{indent}{st};\n"));
+    }
+    if when.is_some() {
+        code.push_str("  END IF;\n");
+    }
+    code.push_str(&format!("  RETURN {ret};\nEND"));
+    let func = qualified(schema, &format!("{}_fn", t.name));
+    Ok(Stmt {
+        what: format!("trigger {}", quote(&t.name)),
+        sql: format!(
+            "CREATE FUNCTION {func}() RETURNS trigger LANGUAGE plpgsql SET search_path = {} AS $litevault$\n{code}\n$litevault$;\n\
+             CREATE TRIGGER {} {timing} {event} ON {} FOR EACH ROW EXECUTE FUNCTION {func}()",
+            quote(schema),
+            quote(&t.name),
+            qualified(schema, &plan.table.name)
+        ),
+    })
+}
+
+/// Splits a trigger body on the semicolons between statements.
+fn split_statements(body: &str) -> Vec<String> {
+    let Ok(toks) = expr::tokenize(body) else {
+        return vec![body.trim().to_string()];
+    };
+    let mut out = vec![];
+    let mut start = 0;
+    for (t, r) in &toks {
+        if matches!(t, expr::Tok::Op(o) if o == ";") {
+            let s = body[start..r.start].trim();
+            if !s.is_empty() {
+                out.push(s.to_string());
+            }
+            start = r.end;
+        }
+    }
+    let s = body[start..].trim();
+    if !s.is_empty() {
+        out.push(s.to_string());
+    }
+    out
 }
 
 /// Order tables so that parents come before children where possible (for

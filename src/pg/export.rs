@@ -646,8 +646,18 @@ pub async fn export(
             }
             run_or_report(&client, st, &mut report, false).await;
         }
+        // After the load: COPY would have fired them.
         for t in &plan.source.triggers {
-            report.problems.push(ddl::trigger_problem(t));
+            let st = ddl::trigger(schema, t, &all);
+            if opts.if_exists == IfExists::Drop && st.is_ok() {
+                let _ = client
+                    .batch_execute(&format!(
+                        "DROP FUNCTION IF EXISTS {}() CASCADE",
+                        qualified(schema, &format!("{}_fn", t.name))
+                    ))
+                    .await;
+            }
+            run_or_report(&client, st, &mut report, false).await;
         }
         for t in &plan.source.virtual_tables {
             report.problems.push(Problem {

@@ -219,7 +219,14 @@ pub fn translate(sql: &str, names: &dyn Names) -> Result<String, String> {
             Tok::Word(w) | Tok::Quoted(w) => {
                 let quoted = matches!(t, Tok::Quoted(_));
                 let upper = w.to_ascii_uppercase();
-                if !quoted && next_is(i + 1, "(") {
+                // `INSERT INTO t(...)`, `ON t(...)`: a name, not a call.
+                let after_name_kw = out.last().is_some_and(|l| {
+                    matches!(
+                        l.to_ascii_uppercase().as_str(),
+                        "INTO" | "ON" | "TABLE" | "REFERENCES"
+                    )
+                });
+                if !quoted && next_is(i + 1, "(") && !after_name_kw {
                     out.push(function(&upper, &toks, &mut i)?);
                     i += 1;
                     continue;
@@ -328,7 +335,7 @@ fn function(upper: &str, toks: &[Tok], i: &mut usize) -> Result<String, String> 
         "TYPEOF" | "JSON_VALID" | "JSON_EXTRACT" | "PRINTF" | "FORMAT" | "STRFTIME"
         | "JULIANDAY" | "UNIXEPOCH" | "DATETIME" | "DATE" | "TIME" | "GLOB" | "LIKELY"
         | "UNLIKELY" | "IIF" | "HEX" | "RANDOM" | "RANDOMBLOB" | "TOTAL" | "GROUP_CONCAT"
-        | "CHAR" | "UNICODE" | "ZEROBLOB" | "QUOTE" => {
+        | "CHAR" | "UNICODE" | "ZEROBLOB" | "QUOTE" | "RAISE" | "LAST_INSERT_ROWID" | "CHANGES" => {
             return Err(format!(
                 "SQLite function {} has no direct PostgreSQL equivalent",
                 upper.to_ascii_lowercase()
@@ -470,6 +477,10 @@ mod tests {
         );
         assert!(translate("typeof(age) = 'integer'", &N).is_err());
         assert!(translate("name GLOB 'a*'", &N).is_err());
+        assert_eq!(
+            translate("INSERT INTO users(age) VALUES (1)", &N).unwrap(),
+            "INSERT INTO \"Users\" (\"Age\") values(1)"
+        );
         assert_eq!(
             translate("SELECT u.age AS a FROM users u WHERE active", &N).unwrap(),
             "SELECT u.\"Age\" AS a FROM \"Users\" u WHERE \"active\""
