@@ -20,7 +20,7 @@ use super::copy::{self, CopyFormatError, TupleReader};
 use super::ddl::{self, Problem, SourceSchema, Stmt, TablePlan};
 use super::ident::{literal, qualified, quote};
 use super::source;
-use super::types::{ColumnMapping, PgType, map_column};
+use super::types::{ColumnMapping, ColumnStats, PgType, map_column};
 use super::value::{self, Conversion};
 
 /// Errors of an export. Each names what was at fault and what to do.
@@ -245,20 +245,54 @@ pub fn plan(path: &Path, opts: &ExportOptions) -> Result<ExportPlan, ExportError
             });
         }
     }
+    conn.execute_batch("COMMIT").map_err(sq)?;
+    drop(conn);
+    // One statistics scan per table, `jobs` tables at once.
+    let kinds: Vec<Vec<Option<source::StatsKind>>> = source
+        .tables
+        .iter()
+        .map(|t| {
+            t.columns
+                .iter()
+                .map(|c| {
+                    let over = opts.types.get(&(t.name.clone(), c.name.clone()));
+                    match over {
+                        Some(ty) if ty.is_temporal() => Some(source::StatsKind::Temporal),
+                        Some(_) => None,
+                        None => source::stats_kind(c, source.orm),
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<rusqlite::Result<Vec<ColumnStats>>>>> =
+        Mutex::new((0..source.tables.len()).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..opts.jobs.max(1).min(source.tables.len().max(1)) {
+            scope.spawn(|| {
+                let Ok(conn) = open_ro(path) else { return };
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(t) = source.tables.get(i) else { break };
+                    let r = source::column_stats(&conn, &t.name, &t.columns, &kinds[i]);
+                    results.lock().unwrap()[i] = Some(r);
+                }
+            });
+        }
+    });
+    let results = results.into_inner().unwrap();
     let mut tables = vec![];
-    for t in &source.tables {
-        let wanted: Vec<bool> = t
-            .columns
-            .iter()
-            .map(|c| {
-                source::needs_stats(c)
-                    || opts
-                        .types
-                        .get(&(t.name.clone(), c.name.clone()))
-                        .is_some_and(|ty| ty.is_temporal())
-            })
-            .collect();
-        let stats = source::column_stats(&conn, &t.name, &t.columns, &wanted).map_err(sq)?;
+    for (t, r) in source.tables.iter().zip(results) {
+        let stats = match r {
+            Some(r) => r.map_err(sq)?,
+            None => {
+                return Err(ExportError::Worker(format!(
+                    "no statistics for table {:?}",
+                    t.name
+                )));
+            }
+        };
         let columns = t
             .columns
             .iter()
@@ -277,7 +311,6 @@ pub fn plan(path: &Path, opts: &ExportOptions) -> Result<ExportPlan, ExportError
             columns,
         });
     }
-    conn.execute_batch("COMMIT").map_err(sq)?;
     ddl::parents_first(&mut tables);
     Ok(ExportPlan { source, tables })
 }
@@ -408,6 +441,7 @@ pub async fn export(
     let mut plan = tokio::task::spawn_blocking(move || plan(&path_owned, &opts_c))
         .await
         .map_err(|e| ExportError::Worker(e.to_string()))??;
+    tracing::debug!("planned in {} ms", started.elapsed().as_millis());
     let client = connect(url)
         .await
         .map_err(pg(format!("connecting to {}", redact(url))))?;
@@ -624,7 +658,8 @@ pub async fn export(
         b.flush()?;
     }
 
-    // Foreign keys once every table is loaded; then views; triggers reported.
+    // Foreign keys once every table is loaded; then views and triggers.
+    let t3 = Instant::now();
     if opts.mode == ExportMode::Full {
         for (i, p) in plan.tables.iter().enumerate() {
             if !created[i] {
@@ -667,6 +702,10 @@ pub async fn export(
             });
         }
     }
+    tracing::debug!(
+        "foreign keys, views, triggers in {} ms",
+        t3.elapsed().as_millis()
+    );
     report.millis = started.elapsed().as_millis() as u64;
     Ok(report)
 }
@@ -928,6 +967,7 @@ async fn load_and_verify(
 ) -> Result<TableOutcome, ExportError> {
     let plan = &plans[i];
     let name = plan.table.name.clone();
+    let t0 = Instant::now();
     let qt = qualified(schema, &name);
     let cols: Vec<String> = plan.table.columns.iter().map(|c| quote(&c.name)).collect();
     if let Some(b) = &bar {
@@ -970,6 +1010,8 @@ async fn load_and_verify(
         .await
         .map_err(pg(format!("finishing COPY into {name:?}")))?;
 
+    tracing::debug!("{name}: loaded in {} ms", t0.elapsed().as_millis());
+    let t1 = Instant::now();
     // Keys, checks, indexes; sequence.
     let (mut problems, mut notes, mut failed) = (vec![], vec![], 0usize);
     if created {
@@ -996,6 +1038,11 @@ async fn load_and_verify(
         reset_existing_sequences(client, schema, &name).await?;
     }
 
+    tracing::debug!(
+        "{name}: keys and indexes in {} ms",
+        t1.elapsed().as_millis()
+    );
+    let t2 = Instant::now();
     // Read back and compare.
     let types = plan.types();
     let out_sql = format!(
@@ -1004,6 +1051,7 @@ async fn load_and_verify(
     );
     let postgres = read_back(client, &out_sql, &types, &name).await?;
     let verified = postgres == read.sum;
+    tracing::debug!("{name}: read back in {} ms", t2.elapsed().as_millis());
     Ok((
         TableReport {
             table: name,

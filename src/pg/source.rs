@@ -215,51 +215,130 @@ fn read_table(
     })
 }
 
-/// True if mapping this column needs statistics of its values.
-pub fn needs_stats(c: &ColumnDecl) -> bool {
-    if c.rowid_alias {
-        return false;
+/// Which statistics mapping a column needs (each costs a scan expression).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatsKind {
+    /// Storage classes and the integer range.
+    Basic,
+    /// Storage classes and whether integers are all 0/1.
+    Bool,
+    /// Storage classes, integer and real magnitude, offsets in texts.
+    Temporal,
+    /// Storage classes and UUID-shaped texts.
+    Uuid,
+}
+
+/// The statistics mapping this column needs, if any: the declared type
+/// alone decides JSON, UUID, numeric(p,s), text, real and blob columns, and
+/// integers outside ORM schemas.
+pub fn stats_kind(c: &ColumnDecl, orm: Orm) -> Option<StatsKind> {
+    if c.rowid_alias || c.json_checked {
+        return None;
     }
-    let d = c.declared.to_ascii_lowercase();
-    let temporal = d.contains("date") || d.contains("time");
-    let charn = (d.starts_with("char") || d.starts_with("varchar") || d.starts_with("nchar"))
-        && (d.contains("32") || d.contains("36"));
-    temporal
-        || charn
-        || d.starts_with("bool")
-        || !matches!(Affinity::of(&c.declared), Affinity::Text | Affinity::Real)
+    let d = c.declared.trim().to_ascii_lowercase();
+    let first = d
+        .split(|ch: char| ch == '(' || ch.is_whitespace())
+        .next()
+        .unwrap_or("");
+    if matches!(first, "bool" | "boolean") {
+        return Some(StatsKind::Bool);
+    }
+    if matches!(
+        first,
+        "json" | "jsonb" | "uuid" | "guid" | "uniqueidentifier"
+    ) {
+        return None;
+    }
+    if d.contains("datetime") || d.starts_with("timestamp") || first == "date" {
+        return Some(StatsKind::Temporal);
+    }
+    if matches!(first, "char" | "character" | "varchar" | "nchar")
+        && (d.contains("(32)") || d.contains("(36)"))
+    {
+        return Some(StatsKind::Uuid);
+    }
+    match Affinity::of(&c.declared) {
+        Affinity::Text | Affinity::Real => None,
+        Affinity::Blob if !d.is_empty() => None,
+        Affinity::Blob => Some(StatsKind::Basic),
+        Affinity::Integer => {
+            let small = matches!(first, "smallint" | "int2" | "tinyint");
+            (small || orm != Orm::None).then_some(StatsKind::Basic)
+        }
+        Affinity::Numeric if matches!(first, "numeric" | "decimal" | "money") => None,
+        Affinity::Numeric => Some(StatsKind::Basic),
+    }
 }
 
 const HEX: &str = "[0-9a-fA-F]";
 
-/// Statistics of the given columns (one scan of the table); columns not
-/// listed get empty statistics.
+/// Statistics of the given columns (one scan of the table); columns without
+/// a kind get empty statistics.
 pub fn column_stats(
     conn: &Connection,
     table: &str,
     columns: &[ColumnDecl],
-    wanted: &[bool],
+    kinds: &[Option<StatsKind>],
 ) -> rusqlite::Result<Vec<ColumnStats>> {
-    let mut exprs = vec![];
     let h8 = HEX.repeat(8);
     let h4 = HEX.repeat(4);
     let h12 = HEX.repeat(12);
     let uuid36 = format!("{h8}-{h4}-{h4}-{h4}-{h12}");
-    for (c, w) in columns.iter().zip(wanted) {
-        if !w {
-            continue;
-        }
+    // Per column: which expressions, in a fixed order of fields.
+    let mut exprs: Vec<String> = vec![];
+    let mut fields: Vec<(usize, &'static str)> = vec![];
+    for (i, (c, k)) in columns.iter().zip(kinds).enumerate() {
+        let Some(k) = k else { continue };
         let q = quote(&c.name);
-        exprs.push(format!(
-            "sum({q} IS NULL), sum(typeof({q})='integer'), sum(typeof({q})='real'), \
-             sum(typeof({q})='text'), sum(typeof({q})='blob'), \
-             min(CASE WHEN typeof({q})='integer' THEN {q} END), \
-             max(CASE WHEN typeof({q})='integer' THEN {q} END), \
-             sum(typeof({q})='integer' AND {q} NOT IN (0, 1)), \
-             sum(typeof({q})='text' AND ((length({q}) = 32 AND NOT {q} GLOB '*[^0-9a-fA-F]*') OR {q} GLOB '{uuid36}')), \
-             sum(typeof({q})='text' AND length({q}) > 10 AND (substr({q}, -1) IN ('Z', 'z') OR substr({q}, 11) GLOB '*[+-][0-9][0-9]' OR substr({q}, 11) GLOB '*[+-][0-9][0-9]:[0-9][0-9]' OR substr({q}, 11) GLOB '*[+-][0-9][0-9][0-9][0-9]')), \
-             max(CASE WHEN typeof({q})='real' THEN abs({q}) END)"
-        ));
+        let mut add = |f: &'static str, e: String| {
+            fields.push((i, f));
+            exprs.push(e);
+        };
+        add("nulls", format!("sum({q} IS NULL)"));
+        add("integers", format!("sum(typeof({q})='integer')"));
+        add("reals", format!("sum(typeof({q})='real')"));
+        add("texts", format!("sum(typeof({q})='text')"));
+        add("blobs", format!("sum(typeof({q})='blob')"));
+        match k {
+            StatsKind::Basic | StatsKind::Temporal => {
+                add(
+                    "int_min",
+                    format!("min(CASE WHEN typeof({q})='integer' THEN {q} END)"),
+                );
+                add(
+                    "int_max",
+                    format!("max(CASE WHEN typeof({q})='integer' THEN {q} END)"),
+                );
+            }
+            _ => {}
+        }
+        match k {
+            StatsKind::Bool => add(
+                "non_bool",
+                format!("sum(typeof({q})='integer' AND {q} NOT IN (0, 1))"),
+            ),
+            StatsKind::Uuid => add(
+                "uuid",
+                format!(
+                    "sum(typeof({q})='text' AND ((length({q}) = 32 AND NOT {q} GLOB '*[^0-9a-fA-F]*') OR {q} GLOB '{uuid36}'))"
+                ),
+            ),
+            StatsKind::Temporal => {
+                add(
+                    "tz",
+                    format!(
+                        "sum(typeof({q})='text' AND length({q}) > 10 AND (substr({q}, -1) IN ('Z', 'z') \
+                         OR substr({q}, -6, 1) IN ('+', '-') OR substr({q}, -5, 1) IN ('+', '-') \
+                         OR (substr({q}, -3, 1) IN ('+', '-') AND substr({q}, -5, 1) <> '-')))"
+                    ),
+                );
+                add(
+                    "real_max",
+                    format!("max(CASE WHEN typeof({q})='real' THEN abs({q}) END)"),
+                );
+            }
+            StatsKind::Basic => {}
+        }
     }
     let mut out = vec![ColumnStats::default(); columns.len()];
     if exprs.is_empty() {
@@ -267,28 +346,24 @@ pub fn column_stats(
     }
     let sql = format!("SELECT {} FROM {}", exprs.join(", "), quote(table));
     conn.query_row(&sql, [], |r| {
-        let mut k = 0;
-        for (i, w) in wanted.iter().enumerate() {
-            if !w {
-                continue;
+        for (k, (i, f)) in fields.iter().enumerate() {
+            let s = &mut out[*i];
+            let n =
+                || -> rusqlite::Result<u64> { Ok(r.get::<_, Option<i64>>(k)?.unwrap_or(0) as u64) };
+            match *f {
+                "nulls" => s.nulls = n()?,
+                "integers" => s.integers = n()?,
+                "reals" => s.reals = n()?,
+                "texts" => s.texts = n()?,
+                "blobs" => s.blobs = n()?,
+                "int_min" => s.int_min = r.get(k)?,
+                "int_max" => s.int_max = r.get(k)?,
+                "non_bool" => s.non_bool_integers = n()?,
+                "uuid" => s.uuid_texts = n()?,
+                "tz" => s.tz_texts = n()?,
+                "real_max" => s.real_max_abs = r.get::<_, Option<f64>>(k)?.unwrap_or(0.0),
+                _ => unreachable!(),
             }
-            let n = |k: usize| -> rusqlite::Result<u64> {
-                Ok(r.get::<_, Option<i64>>(k)?.unwrap_or(0) as u64)
-            };
-            out[i] = ColumnStats {
-                nulls: n(k)?,
-                integers: n(k + 1)?,
-                reals: n(k + 2)?,
-                texts: n(k + 3)?,
-                blobs: n(k + 4)?,
-                int_min: r.get(k + 5)?,
-                int_max: r.get(k + 6)?,
-                non_bool_integers: n(k + 7)?,
-                uuid_texts: n(k + 8)?,
-                tz_texts: n(k + 9)?,
-                real_max_abs: r.get::<_, Option<f64>>(k + 10)?.unwrap_or(0.0),
-            };
-            k += 11;
         }
         Ok(())
     })?;
