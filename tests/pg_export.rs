@@ -103,6 +103,20 @@ fn integers_reals_text_blobs() {
 }
 
 #[test]
+fn generated_columns_are_exported_as_values_with_a_note() {
+    let e = Env::new();
+    let db = e.sqlite(
+        "a.db",
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, a INTEGER, twice INTEGER GENERATED ALWAYS AS (a * 2) STORED, v TEXT AS (upper('x' || a)));
+         INSERT INTO t(id, a) VALUES (1, 21);",
+    );
+    let out = e.export_ok(&db, &[]);
+    assert!(out.contains("\"t\".\"twice\": generated column"), "{out}");
+    assert!(out.contains("\"t\".\"v\": generated column"), "{out}");
+    assert_eq!(e.q("SELECT a, twice, v FROM t"), "21|42|X21");
+}
+
+#[test]
 fn booleans_holding_zero_one_become_boolean() {
     let e = Env::new();
     let db = e.sqlite(

@@ -61,7 +61,8 @@ fn import_maps_types_keys_indexes_and_writes_wal() {
     pg.psql(
         DB,
         "CREATE TYPE mood AS ENUM ('ok', 'sad');
-         CREATE TABLE \"Parent Table\" (id bigserial PRIMARY KEY, code varchar(8) NOT NULL UNIQUE, active boolean NOT NULL DEFAULT true, note text DEFAULT 'n/a');
+         CREATE TABLE \"Parent Table\" (id bigserial PRIMARY KEY, code varchar(8) NOT NULL UNIQUE, active boolean NOT NULL DEFAULT true, note text DEFAULT 'n/a', ticket serial);
+         CREATE VIEW active_parents AS SELECT * FROM \"Parent Table\" WHERE active;
          CREATE TABLE child (
            id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
            parent_id bigint REFERENCES \"Parent Table\"(id) ON DELETE CASCADE,
@@ -151,8 +152,11 @@ fn import_maps_types_keys_indexes_and_writes_wal() {
     // Keys, uniques, foreign keys, checks, defaults, the partial index.
     c.execute_batch("PRAGMA foreign_keys = ON").unwrap();
     assert!(
-        c.execute("INSERT INTO \"Parent Table\"(code) VALUES ('A')", [])
-            .is_err(),
+        c.execute(
+            "INSERT INTO \"Parent Table\"(code, ticket) VALUES ('A', 9)",
+            []
+        )
+        .is_err(),
         "unique"
     );
     assert!(
@@ -165,8 +169,11 @@ fn import_maps_types_keys_indexes_and_writes_wal() {
             .is_err(),
         "check"
     );
-    c.execute("INSERT INTO \"Parent Table\"(code) VALUES ('C')", [])
-        .unwrap();
+    c.execute(
+        "INSERT INTO \"Parent Table\"(code, ticket) VALUES ('C', 3)",
+        [],
+    )
+    .unwrap();
     let (id, active): (i64, i64) = c
         .query_row(
             "SELECT id, active FROM \"Parent Table\" WHERE code = 'C'",

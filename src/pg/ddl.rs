@@ -754,6 +754,7 @@ mod tests {
             rowid_alias: false,
             json_checked: false,
             default: None,
+            generated: false,
         };
         let mut id = col("id", "INTEGER");
         id.rowid_alias = true;

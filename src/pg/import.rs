@@ -96,6 +96,8 @@ pub struct ImportColumn {
     pub sqlite_type: String,
     pub not_null: bool,
     pub default: Option<String>,
+    /// The column's default is a sequence (`serial`, identity).
+    pub serial: bool,
 }
 
 /// A table read from PostgreSQL's catalog.
@@ -315,6 +317,9 @@ async fn read_catalog(
                 }
                 None => None,
             };
+            let identity: String = c.get(6);
+            let serial =
+                !identity.is_empty() || dflt.as_deref().is_some_and(|d| d.starts_with("nextval("));
             by_num.insert(num, cname.clone());
             columns.push(ImportColumn {
                 name: cname,
@@ -324,6 +329,7 @@ async fn read_catalog(
                 sqlite_type,
                 not_null: c.get(3),
                 default,
+                serial,
             });
         }
         names.insert(oid, (name.clone(), by_num));
@@ -415,21 +421,54 @@ async fn read_catalog(
             .await
             .map_err(pg(format!("reading the indexes of {:?}", t.name)))?;
         t.indexes = ixs.iter().map(|r| (r.get(0), r.get(1))).collect();
+        // A sequence survives only as the rowid alias (SQLite hands out max+1).
+        let rowid = rowid_pk(t);
+        for c in &t.columns {
+            if c.serial && rowid.as_deref() != Some(c.name.as_str()) {
+                warnings.push(format!(
+                    "{}.{}: its sequence default is not imported (SQLite has sequences only for INTEGER PRIMARY KEY)",
+                    quote(&t.name),
+                    quote(&c.name)
+                ));
+            }
+        }
+    }
+    // Views are not imported: their SQL is PostgreSQL's.
+    let views = client
+        .query(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relkind IN ('v', 'm') ORDER BY 1",
+            &[&schema],
+        )
+        .await
+        .map_err(pg("listing views"))?;
+    for v in views {
+        let name: String = v.get(0);
+        warnings.push(format!(
+            "view {} not imported (recreate it in SQLite's dialect)",
+            quote(&name)
+        ));
     }
     Ok((out.into_iter().map(|(_, t)| t).collect(), warnings))
 }
 
-/// `CREATE TABLE` for SQLite (pure). A single integer primary key becomes
-/// the rowid alias (`INTEGER PRIMARY KEY`).
-pub fn sqlite_create_table(t: &ImportTable, checks: &[String]) -> String {
-    let rowid_pk = t.primary_key.len() == 1
+/// The column that becomes the rowid alias: a single integer primary key.
+pub fn rowid_pk(t: &ImportTable) -> Option<String> {
+    (t.primary_key.len() == 1
         && t.columns.iter().any(|c| {
             c.name == t.primary_key[0]
                 && matches!(
                     c.read_as,
                     PgType::SmallInt | PgType::Integer | PgType::BigInt
                 )
-        });
+        }))
+    .then(|| t.primary_key[0].clone())
+}
+
+/// `CREATE TABLE` for SQLite (pure). A single integer primary key becomes
+/// the rowid alias (`INTEGER PRIMARY KEY`).
+pub fn sqlite_create_table(t: &ImportTable, checks: &[String]) -> String {
+    let rowid_pk = rowid_pk(t).is_some();
     let cols = |c: &[String]| c.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
     let mut parts: Vec<String> = t
         .columns

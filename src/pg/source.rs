@@ -118,6 +118,7 @@ fn read_table(
             rowid_alias: rowid_alias_col.as_deref() == Some(c.1.as_str()),
             json_checked: json_checked.iter().any(|j| j.eq_ignore_ascii_case(&c.1)),
             default: c.4.clone(),
+            generated: c.6 == 2 || c.6 == 3,
         })
         .collect();
     let autoincrement = if upper.contains("AUTOINCREMENT") {

@@ -249,6 +249,8 @@ pub struct ColumnDecl {
     pub json_checked: bool,
     /// The default, as SQLite SQL text.
     pub default: Option<String>,
+    /// A generated column (its values are exported as plain values).
+    pub generated: bool,
 }
 
 /// The decision for one column.
@@ -311,6 +313,20 @@ fn split_declared(declared: &str) -> (String, Vec<u32>) {
 
 /// Chooses the PostgreSQL type of a column.
 pub fn map_column(
+    col: &ColumnDecl,
+    stats: &ColumnStats,
+    orm: Orm,
+    override_type: Option<&PgType>,
+) -> ColumnMapping {
+    let mut m = map_column_inner(col, stats, orm, override_type);
+    if col.generated {
+        m.notes
+            .push("generated column: its values are exported, the expression is not".into());
+    }
+    m
+}
+
+fn map_column_inner(
     col: &ColumnDecl,
     stats: &ColumnStats,
     orm: Orm,
@@ -543,6 +559,7 @@ mod tests {
             rowid_alias: false,
             json_checked: false,
             default: None,
+            generated: false,
         }
     }
 
