@@ -25,8 +25,11 @@
 //!                               integrity_check, rename into place
 //! ```
 //!
-//! Beside the flow: `content` (row-level digest used to compare databases)
-//! and `cli` (one file per subcommand; `main.rs` only calls [`cli::main`]).
+//! Beside the flow: `content` (row-level digest used to compare databases),
+//! `pg` (export to PostgreSQL and import from it, verified: pure type mapping,
+//! value codec, checksums and DDL, with the I/O in `pg::export` and
+//! `pg::import`) and `cli` (one file per subcommand; `main.rs` only calls
+//! [`cli::main`]).
 //!
 //! # Example
 //!

@@ -465,7 +465,10 @@ pub fn view(schema: &str, v: &SourceObject, all: &[TablePlan]) -> Result<Stmt, P
     let body = expr::translate(body, &names).map_err(problem)?;
     Ok(Stmt {
         what: format!("view {}", quote(&v.name)),
-        sql: format!("CREATE VIEW {} AS {body}", qualified(schema, &v.name)),
+        sql: format!(
+            "CREATE OR REPLACE VIEW {} AS {body}",
+            qualified(schema, &v.name)
+        ),
     })
 }
 
@@ -665,11 +668,12 @@ pub fn trigger(schema: &str, t: &SourceObject, all: &[TablePlan]) -> Result<Stmt
     Ok(Stmt {
         what: format!("trigger {}", quote(&t.name)),
         sql: format!(
-            "CREATE FUNCTION {func}() RETURNS trigger LANGUAGE plpgsql SET search_path = {} AS $litevault$\n{code}\n$litevault$;\n\
-             CREATE TRIGGER {} {timing} {event} ON {} FOR EACH ROW EXECUTE FUNCTION {func}()",
+            "CREATE OR REPLACE FUNCTION {func}() RETURNS trigger LANGUAGE plpgsql SET search_path = {} AS $litevault$\n{code}\n$litevault$;\n\
+             DROP TRIGGER IF EXISTS {trig} ON {table};\n\
+             CREATE TRIGGER {trig} {timing} {event} ON {table} FOR EACH ROW EXECUTE FUNCTION {func}()",
             quote(schema),
-            quote(&t.name),
-            qualified(schema, &plan.table.name)
+            trig = quote(&t.name),
+            table = qualified(schema, &plan.table.name)
         ),
     })
 }

@@ -40,7 +40,8 @@ pub enum ExportError {
     #[error(
         "bad value in table {table:?}, {rowid}, column {column:?}: {reason}: {value}. \
          Fix the row, set the column's type with --type {table}.{column}=TYPE, \
-         or skip such rows with --on-bad-row report=FILE"
+         or skip such rows with --on-bad-row report=FILE (tables created so far stay: \
+         rerun with --drop)"
     )]
     BadValue {
         table: String,
@@ -671,27 +672,11 @@ pub async fn export(
         }
         for v in &plan.source.views {
             let st = ddl::view(schema, v, &all);
-            if opts.if_exists == IfExists::Drop && st.is_ok() {
-                let _ = client
-                    .batch_execute(&format!(
-                        "DROP VIEW IF EXISTS {} CASCADE",
-                        qualified(schema, &v.name)
-                    ))
-                    .await;
-            }
             run_or_report(&client, st, &mut report, false).await;
         }
         // After the load: COPY would have fired them.
         for t in &plan.source.triggers {
             let st = ddl::trigger(schema, t, &all);
-            if opts.if_exists == IfExists::Drop && st.is_ok() {
-                let _ = client
-                    .batch_execute(&format!(
-                        "DROP FUNCTION IF EXISTS {}() CASCADE",
-                        qualified(schema, &format!("{}_fn", t.name))
-                    ))
-                    .await;
-            }
             run_or_report(&client, st, &mut report, false).await;
         }
         for t in &plan.source.virtual_tables {
@@ -954,25 +939,19 @@ fn read_table(
     Ok(Some(out))
 }
 
+/// Streams one table into `COPY ... FROM STDIN (FORMAT binary)`.
 #[allow(clippy::too_many_arguments)]
-async fn load_and_verify(
+async fn copy_into(
     client: &Client,
     path: &Path,
-    schema: &str,
     plans: &Arc<Vec<TablePlan>>,
     i: usize,
-    created: bool,
+    qt: &str,
+    cols: &[String],
     bad_rows: Option<Arc<BadRowFile>>,
     bar: Option<indicatif::ProgressBar>,
-) -> Result<TableOutcome, ExportError> {
-    let plan = &plans[i];
-    let name = plan.table.name.clone();
-    let t0 = Instant::now();
-    let qt = qualified(schema, &name);
-    let cols: Vec<String> = plan.table.columns.iter().map(|c| quote(&c.name)).collect();
-    if let Some(b) = &bar {
-        b.set_message(name.clone());
-    }
+) -> Result<ReadOutcome, ExportError> {
+    let name = &plans[i].table.name;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     let reader = {
         let (path, plans) = (path.to_path_buf(), plans.clone());
@@ -1010,10 +989,73 @@ async fn load_and_verify(
         .await
         .map_err(pg(format!("finishing COPY into {name:?}")))?;
 
+    Ok(read)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn load_and_verify(
+    client: &Client,
+    path: &Path,
+    schema: &str,
+    plans: &Arc<Vec<TablePlan>>,
+    i: usize,
+    created: bool,
+    bad_rows: Option<Arc<BadRowFile>>,
+    bar: Option<indicatif::ProgressBar>,
+) -> Result<TableOutcome, ExportError> {
+    let plan = &plans[i];
+    let name = plan.table.name.clone();
+    let t0 = Instant::now();
+    let qt = qualified(schema, &name);
+    let cols: Vec<String> = plan.table.columns.iter().map(|c| quote(&c.name)).collect();
+    if let Some(b) = &bar {
+        b.set_message(name.clone());
+    }
+    // An existing table's own triggers would fire on every copied row; the
+    // SQLite rows already hold their effects.
+    let (mut problems, mut notes, mut failed) = (vec![], vec![], 0usize);
+    let mut triggers_disabled = false;
+    if !created {
+        let has_triggers: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = $1::text::regclass AND NOT tgisinternal)",
+                &[&qt],
+            )
+            .await
+            .map_err(pg(format!("looking for triggers on {name:?}")))?
+            .get(0);
+        if has_triggers {
+            match client
+                .batch_execute(&format!("ALTER TABLE {qt} DISABLE TRIGGER USER"))
+                .await
+            {
+                Ok(()) => {
+                    triggers_disabled = true;
+                    notes.push(format!(
+                        "{}: its triggers were disabled during the load",
+                        quote(&name)
+                    ));
+                }
+                Err(e) => notes.push(format!(
+                    "{}: its triggers fired during the load (cannot disable them: {})",
+                    quote(&name),
+                    pg_message(&e)
+                )),
+            }
+        }
+    }
+    let copied = copy_into(client, path, plans, i, &qt, &cols, bad_rows, bar).await;
+    if triggers_disabled {
+        client
+            .batch_execute(&format!("ALTER TABLE {qt} ENABLE TRIGGER USER"))
+            .await
+            .map_err(pg(format!("enabling the triggers of {name:?} again")))?;
+    }
+    let read = copied?;
+
     tracing::debug!("{name}: loaded in {} ms", t0.elapsed().as_millis());
     let t1 = Instant::now();
     // Keys, checks, indexes; sequence.
-    let (mut problems, mut notes, mut failed) = (vec![], vec![], 0usize);
     if created {
         let (stmts, pr, nt) = ddl::after_load(schema, plan, plans);
         problems.extend(pr);
