@@ -233,8 +233,17 @@ fn encode_value(buf: &mut BytesMut, conv: &Conversion, v: ValueRef<'_>) -> Resul
             }
             buf.put_i32((micros.div_euclid(MICROS_PER_DAY) - PG_EPOCH_DAYS) as i32);
         }
-        T::Timestamp(_) | T::TimestampTz(_) => {
+        T::Timestamp(p) | T::TimestampTz(p) => {
             let micros = temporal_micros(v, conv.epoch, true)?;
+            if let Some(p) = p
+                && *p < 6
+                && micros.rem_euclid(10i64.pow(6 - *p)) != 0
+            {
+                return Err(bad(
+                    format!("more fractional seconds than {ty} keeps: PostgreSQL would round it"),
+                    v,
+                ));
+            }
             buf.put_i64(micros - PG_EPOCH_MICROS);
         }
         T::Time => {
@@ -873,6 +882,21 @@ mod tests {
         assert!(enc(PgType::Integer, ValueRef::Integer(1 << 40)).is_err());
         assert!(enc(PgType::Double, ValueRef::Integer((1 << 60) + 1)).is_err());
         assert!(enc(PgType::Date, ValueRef::Text(b"2024-01-01 10:00")).is_err());
+        assert!(
+            enc(
+                PgType::Timestamp(Some(3)),
+                ValueRef::Text(b"2024-01-01 10:00:00.1234")
+            )
+            .is_err()
+        );
+        assert!(
+            enc(
+                PgType::Timestamp(Some(3)),
+                ValueRef::Text(b"2024-01-01 10:00:00.123")
+            )
+            .is_ok()
+        );
+        assert!(enc(PgType::Timestamp(Some(0)), ValueRef::Integer(1)).is_ok());
     }
 
     #[test]
