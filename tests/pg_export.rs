@@ -506,6 +506,49 @@ fn bad_values_stop_the_export_naming_table_row_column_and_value() {
 }
 
 #[test]
+fn without_rowid_tables_are_exported_and_bad_rows_named_by_primary_key() {
+    let e = Env::new();
+    let db = e.sqlite(
+        "a.db",
+        "CREATE TABLE kv(k TEXT, n INTEGER, v INTEGER, PRIMARY KEY (k, n)) WITHOUT ROWID;
+         INSERT INTO kv VALUES ('a', 1, 10), ('b', 2, 'oops'), ('c', 3, NULL);",
+    );
+    let out = e.export(&db, &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("k 'b', n 2") && err.contains("column \"v\""),
+        "{err}"
+    );
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute("UPDATE kv SET v = 20 WHERE k = 'b'", [])
+        .unwrap();
+    // As the error says: rerun with --drop.
+    e.export_ok(&db, &["--drop"]);
+    assert_eq!(
+        e.q("SELECT string_agg(k || n || coalesce(v::text, '-'), ',' ORDER BY k) FROM kv"),
+        "a110,b220,c3-"
+    );
+    assert_eq!(
+        e.q("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE contype = 'p' AND conrelid = 'kv'::regclass"),
+        "PRIMARY KEY (k, n)"
+    );
+}
+
+#[test]
+fn a_missing_database_is_named() {
+    let e = Env::new();
+    let out = e.export(&e.dir.path().join("nope.db"), &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no SQLite database at"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn invalid_utf8_and_nul_bytes_are_refused() {
     let e = Env::new();
     let db = e.sqlite("a.db", "CREATE TABLE t(id INTEGER PRIMARY KEY, s TEXT);");

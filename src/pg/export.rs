@@ -27,6 +27,8 @@ use super::value::{self, Conversion};
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
+    #[error("no SQLite database at {path}: check the path")]
+    NoDatabase { path: PathBuf },
     #[error("cannot read the SQLite database {path}: {source}")]
     Sqlite {
         path: PathBuf,
@@ -228,8 +230,8 @@ pub fn plan(path: &Path, opts: &ExportOptions) -> Result<ExportPlan, ExportError
         path: path.into(),
         source,
     };
-    if !path.exists() {
-        return Err(sq(rusqlite::Error::InvalidPath(path.into())));
+    if !path.is_file() {
+        return Err(ExportError::NoDatabase { path: path.into() });
     }
     let conn = open_ro(path)?;
     conn.execute_batch("BEGIN").map_err(sq)?;
