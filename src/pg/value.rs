@@ -226,6 +226,20 @@ fn encode_value(buf: &mut BytesMut, conv: &Conversion, v: ValueRef<'_>) -> Resul
             ValueRef::Blob(b) | ValueRef::Text(b) => buf.put_slice(b),
             _ => return Err(bad("number in a bytea column", v)),
         },
+        T::Date if infinity(v).is_some() => {
+            buf.put_i32(if infinity(v) == Some(true) {
+                i32::MAX
+            } else {
+                i32::MIN
+            });
+        }
+        T::Timestamp(_) | T::TimestampTz(_) if infinity(v).is_some() => {
+            buf.put_i64(if infinity(v) == Some(true) {
+                i64::MAX
+            } else {
+                i64::MIN
+            });
+        }
         T::Date => {
             let micros = temporal_micros(v, conv.epoch, false)?;
             if micros.rem_euclid(MICROS_PER_DAY) != 0 {
@@ -289,6 +303,15 @@ fn encode_value(buf: &mut BytesMut, conv: &Conversion, v: ValueRef<'_>) -> Resul
         }
     }
     Ok(())
+}
+
+/// PostgreSQL's `infinity` (Some(true)) and `-infinity` (Some(false)) as text.
+fn infinity(v: ValueRef<'_>) -> Option<bool> {
+    match v {
+        ValueRef::Text(b"infinity") => Some(true),
+        ValueRef::Text(b"-infinity") => Some(false),
+        _ => None,
+    }
 }
 
 fn temporal_micros(v: ValueRef<'_>, unit: EpochUnit, with_time: bool) -> Result<i64, BadValue> {
@@ -362,7 +385,9 @@ pub fn parse_time(s: &str) -> Option<i64> {
         [h, m, s] => (num(h)?, num(m)?, num(s)?),
         _ => return None,
     };
-    if parts.iter().any(|p| p.len() != 2) || h > 23 || m > 59 || sec > 60 {
+    // 24:00:00 is a valid PostgreSQL time (end of day).
+    let end_of_day = h == 24 && m == 0 && sec == 0 && frac.is_none();
+    if parts.iter().any(|p| p.len() != 2) || (h > 23 && !end_of_day) || m > 59 || sec > 60 {
         return None;
     }
     let mut micros = ((h * 60 + m) * 60 + sec) * 1_000_000;
@@ -784,15 +809,24 @@ pub fn decode_to_sqlite(ty: &PgType, b: &[u8]) -> Option<Value> {
         T::Json => Value::Text(String::from_utf8(b.to_vec()).ok()?),
         T::Jsonb => Value::Text(String::from_utf8(b.get(1..)?.to_vec()).ok()?),
         T::Bytea => Value::Blob(b.to_vec()),
-        T::Date => Value::Text(format_date(
-            i32::from_be_bytes(b.try_into().ok()?) as i64 + PG_EPOCH_DAYS,
-        )),
+        T::Date => match i32::from_be_bytes(b.try_into().ok()?) {
+            i32::MAX => Value::Text("infinity".into()),
+            i32::MIN => Value::Text("-infinity".into()),
+            d => Value::Text(format_date(d as i64 + PG_EPOCH_DAYS)),
+        },
         T::Time => Value::Text(format_time(be8(b)?)),
-        T::Timestamp(_) => Value::Text(format_timestamp(be8(b)? + PG_EPOCH_MICROS)),
-        T::TimestampTz(_) => Value::Text(format!(
-            "{}+00:00",
-            format_timestamp(be8(b)? + PG_EPOCH_MICROS)
-        )),
+        T::Timestamp(_) | T::TimestampTz(_) => match be8(b)? {
+            i64::MAX => Value::Text("infinity".into()),
+            i64::MIN => Value::Text("-infinity".into()),
+            m => {
+                let t = format_timestamp(m.checked_add(PG_EPOCH_MICROS)?);
+                if matches!(ty, T::TimestampTz(_)) {
+                    Value::Text(format!("{t}+00:00"))
+                } else {
+                    Value::Text(t)
+                }
+            }
+        },
         T::Uuid => {
             let h = hex::encode(b);
             if h.len() != 32 {
@@ -841,6 +875,8 @@ mod tests {
         assert_eq!(parse_timestamp("1970-01-01"), Some(0));
         assert_eq!(parse_timestamp("1969-12-31 23:59:59"), Some(-1_000_000));
         assert_eq!(parse_timestamp("hello"), None);
+        assert_eq!(parse_time("24:00:00"), Some(86_400_000_000));
+        assert_eq!(parse_time("24:00:01"), None);
         // Epoch seconds 0 is 2000-01-01 minus 30 years in PostgreSQL's epoch.
         let f = enc(PgType::Timestamp(None), ValueRef::Integer(946_684_800)).unwrap();
         assert_eq!(f, 0i64.to_be_bytes());
@@ -953,6 +989,21 @@ mod tests {
             Some(Value::Text("550e8400-e29b-41d4-a716-446655440000".into()))
         );
         assert!(parse_uuid("not-a-uuid").is_none());
+    }
+
+    #[test]
+    fn infinities_round_trip() {
+        for (ty, bytes) in [
+            (PgType::Timestamp(None), i64::MAX.to_be_bytes().to_vec()),
+            (PgType::TimestampTz(None), i64::MIN.to_be_bytes().to_vec()),
+            (PgType::Date, i32::MAX.to_be_bytes().to_vec()),
+        ] {
+            let Some(Value::Text(t)) = decode_to_sqlite(&ty, &bytes) else {
+                panic!()
+            };
+            assert!(t.ends_with("infinity"), "{t}");
+            assert_eq!(enc(ty, ValueRef::Text(t.as_bytes())).unwrap(), bytes);
+        }
     }
 
     #[test]
