@@ -83,6 +83,11 @@ pub enum ExportError {
         column: String,
         pg_type: String,
     },
+    #[error(
+        "{url} asks for TLS (sslmode={mode}); litevault connects without TLS for now: \
+         reach the server through a local tunnel (ssh -L, fly proxy) and use sslmode=disable"
+    )]
+    TlsUnsupported { url: String, mode: String },
     #[error("--type {key}: {reason}")]
     BadOverride { key: String, reason: String },
     #[error("cannot write the bad-row report {path}: {source}")]
@@ -364,6 +369,17 @@ impl ExportReport {
     }
 }
 
+/// The `sslmode` of a URL or key=value connection string, if it demands TLS.
+pub fn tls_required(url: &str) -> Option<String> {
+    let lower = url.to_ascii_lowercase();
+    let i = lower.find("sslmode=")?;
+    let mode: String = lower[i + 8..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    matches!(mode.as_str(), "require" | "verify-ca" | "verify-full").then_some(mode)
+}
+
 /// Connects, spawning the connection's driver.
 pub async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
     let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
@@ -445,6 +461,12 @@ pub async fn export(
         .await
         .map_err(|e| ExportError::Worker(e.to_string()))??;
     tracing::debug!("planned in {} ms", started.elapsed().as_millis());
+    if let Some(mode) = tls_required(url) {
+        return Err(ExportError::TlsUnsupported {
+            url: redact(url),
+            mode,
+        });
+    }
     let client = connect(url)
         .await
         .map_err(pg(format!("connecting to {}", redact(url))))?;
