@@ -627,16 +627,18 @@ fn rejects_are_reported_and_counted() {
 #[test]
 fn data_only_loads_into_a_schema_created_by_plain_ddl() {
     let e = Env::new();
-    e.q("CREATE TABLE accounts (id serial PRIMARY KEY, email varchar(50) NOT NULL, active boolean NOT NULL DEFAULT true, created timestamptz, extra text DEFAULT 'x', balance numeric(12,2));");
+    e.q("CREATE TABLE accounts (id serial PRIMARY KEY, email varchar(50) NOT NULL, active boolean NOT NULL DEFAULT true, created timestamptz, seen timestamp, extra text DEFAULT 'x', balance numeric(12,2));");
+    // Plain INTEGER columns in SQLite: epoch seconds and epoch milliseconds,
+    // told apart by magnitude once the target's types are known.
     let db = e.sqlite(
         "a.db",
-        "CREATE TABLE accounts(id INTEGER PRIMARY KEY, email TEXT, active INTEGER, created INTEGER, balance REAL);
-         INSERT INTO accounts VALUES (3, 'a@x', 1, 1700000000, 10.25), (9, 'b@x', 0, NULL, NULL);",
+        "CREATE TABLE accounts(id INTEGER PRIMARY KEY, email TEXT, active INTEGER, created INTEGER, seen INTEGER, balance REAL);
+         INSERT INTO accounts VALUES (3, 'a@x', 1, 1700000000, 1700000000123, 10.25), (9, 'b@x', 0, NULL, NULL, NULL);",
     );
     e.export_ok(&db, &["--data-only"]);
     assert_eq!(
-        e.q("SET timezone='UTC'; SELECT id, email, active, created, extra, balance FROM accounts ORDER BY id"),
-        "3|a@x|t|2023-11-14 22:13:20+00|x|10.25\n9|b@x|f||x|"
+        e.q("SET timezone='UTC'; SELECT id, email, active, created, seen, extra, balance FROM accounts ORDER BY id"),
+        "3|a@x|t|2023-11-14 22:13:20+00|2023-11-14 22:13:20.123|x|10.25\n9|b@x|f|||x|"
     );
     // serial continues after the loaded ids.
     assert_eq!(

@@ -20,7 +20,7 @@ use super::copy::{self, CopyFormatError, TupleReader};
 use super::ddl::{self, Problem, SourceSchema, Stmt, TablePlan};
 use super::ident::{literal, qualified, quote};
 use super::source;
-use super::types::{ColumnMapping, ColumnStats, PgType, map_column};
+use super::types::{ColumnMapping, ColumnStats, EpochUnit, PgType, map_column};
 use super::value::{self, Conversion};
 
 /// Errors of an export. Each names what was at fault and what to do.
@@ -415,10 +415,22 @@ async fn existing_columns(
 
 /// Re-targets a plan at an existing table: its column types come from
 /// PostgreSQL's catalog, checked before the first row.
-async fn retarget(client: &Client, schema: &str, plan: &mut TablePlan) -> Result<(), ExportError> {
+async fn retarget(
+    client: &Client,
+    path: &Path,
+    schema: &str,
+    plan: &mut TablePlan,
+) -> Result<(), ExportError> {
     let cols = existing_columns(client, schema, &plan.table.name).await?;
     let t = &plan.table.name;
-    for (c, m) in plan.table.columns.iter().zip(plan.columns.iter_mut()) {
+    let mut temporal = vec![None; plan.table.columns.len()];
+    for (k, (c, m)) in plan
+        .table
+        .columns
+        .iter()
+        .zip(plan.columns.iter_mut())
+        .enumerate()
+    {
         let Some((_, ty, _, _)) = cols.iter().find(|x| x.0 == c.name) else {
             return Err(ExportError::MissingColumn {
                 table: t.clone(),
@@ -430,12 +442,36 @@ async fn retarget(client: &Client, schema: &str, plan: &mut TablePlan) -> Result
             column: c.name.clone(),
             pg_type: ty.clone(),
         })?;
+        if pg_type.is_temporal() {
+            temporal[k] = Some(source::StatsKind::Temporal);
+        }
         *m = ColumnMapping {
             pg_type,
             epoch: m.epoch,
             identity: false,
             notes: vec![],
         };
+    }
+    // Integers going into an existing date/time column: their unit comes
+    // from their magnitude, measured now (the plan did not know the target).
+    if temporal.iter().any(|k| k.is_some()) {
+        let (path, table, columns) = (path.to_path_buf(), t.clone(), plan.table.columns.clone());
+        let stats = tokio::task::spawn_blocking(move || {
+            let conn = open_ro(&path)?;
+            source::column_stats(&conn, &table, &columns, &temporal).map_err(|source| {
+                ExportError::Sqlite {
+                    path: path.clone(),
+                    source,
+                }
+            })
+        })
+        .await
+        .map_err(|e| ExportError::Worker(e.to_string()))??;
+        for (m, st) in plan.columns.iter_mut().zip(&stats) {
+            if m.pg_type.is_temporal() {
+                m.epoch = EpochUnit::from_max_abs(st.int_max_abs().max(st.real_max_abs as u64));
+            }
+        }
     }
     for (name, _, not_null, has_default) in &cols {
         if *not_null && !has_default && !plan.table.columns.iter().any(|c| &c.name == name) {
@@ -541,7 +577,7 @@ pub async fn export(
                     return Err(ExportError::TableNotEmpty { table: name });
                 }
             }
-            retarget(&client, schema, p).await?;
+            retarget(&client, path, schema, p).await?;
         } else {
             created[i] = true;
         }
