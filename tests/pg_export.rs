@@ -911,3 +911,46 @@ fn export_from_a_file_replica_at_a_txid() {
     assert!(out.status.success(), "txid {hex}: {}", stderr(&out));
     assert_eq!(e.q("SELECT string_agg(v, ',' ORDER BY id) FROM t"), "one");
 }
+
+#[test]
+fn export_from_an_s3_replica_at_a_timestamp() {
+    let e = Env::new();
+    let s3 = S3Server::start();
+    let bucket = s3.bucket("pgexport");
+    let db = e.dir.path().join("live.db");
+    let stamp = block_on(async {
+        let c = create_db(&db, 4096);
+        c.execute_batch(
+            "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'one');",
+        )
+        .unwrap();
+        let rep = litevault::Replicator::open(
+            &db,
+            s3.replica(&bucket, "app"),
+            litevault::ReplicateOptions::default(),
+        )
+        .await
+        .unwrap();
+        rep.sync_all().await.unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let stamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        c.execute("INSERT INTO t VALUES (2, 'two')", []).unwrap();
+        rep.sync_all().await.unwrap();
+        stamp
+    });
+    let out = litevault(&s3.env())
+        .args([
+            "export",
+            "--from",
+            &s3.url(&bucket, "app"),
+            "--timestamp",
+            &stamp,
+            &e.url,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("verified"));
+    assert_eq!(e.q("SELECT string_agg(v, ',' ORDER BY id) FROM t"), "one");
+}
