@@ -204,6 +204,32 @@ fn import_maps_types_keys_indexes_and_writes_wal() {
 }
 
 #[test]
+fn children_may_load_before_their_parents() {
+    let pg = PgCluster::start();
+    let url = pg.fresh_db(DB);
+    // "a_child" sorts before "z_parent": loaded first, its keys point to rows
+    // not there yet.
+    pg.psql(
+        DB,
+        "CREATE TABLE z_parent (id int PRIMARY KEY);
+         CREATE TABLE a_child (id int PRIMARY KEY, parent int NOT NULL REFERENCES z_parent(id));
+         INSERT INTO z_parent VALUES (1), (2);
+         INSERT INTO a_child VALUES (10, 1), (20, 2);",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("back.db");
+    let stdout = ok(run(&["import", &url, out.to_str().unwrap()]));
+    assert!(!stdout.contains("foreign_key_check"), "{stdout}");
+    assert_eq!(
+        rows(&out, "SELECT id, parent FROM a_child ORDER BY id"),
+        vec![
+            vec![Value::Integer(10), Value::Integer(1)],
+            vec![Value::Integer(20), Value::Integer(2)]
+        ]
+    );
+}
+
+#[test]
 fn import_refuses_an_existing_output() {
     let pg = PgCluster::start();
     let url = pg.fresh_db(DB);
