@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """SQLite -> PostgreSQL: litevault export vs pgloader vs COPY FROM pre-made CSV.
 
-    python3 scripts/pg_bench.py [--db app.db] [--scale 1.0] [--jobs 2]
+    python3 scripts/pg_bench.py [--db app.db] [--scale 1.0] [--jobs 2] [--repeat 3]
 
 Generates the benchmark database with scripts/pg_bench_gen.py (deterministic)
 unless --db exists, starts a throwaway PostgreSQL cluster on 127.0.0.1 (same
@@ -111,8 +111,8 @@ def timed(cmd, **kw):
     return time.monotonic() - t, p
 
 
-def run_litevault(c, db, jobs):
-    url = c.createdb("lv")
+def run_litevault(c, db, jobs, name="lv"):
+    url = c.createdb(name)
     exe = os.path.join(ROOT, "target/release/litevault")
     secs, p = timed([exe, "export", db, url, "--jobs", str(jobs)], env=dict(os.environ, LITEVAULT_LOG="warn"))
     if p.returncode != 0:
@@ -128,11 +128,11 @@ def run_pgloader(c, db):
     return secs, (p.stdout + p.stderr)[-3000:], p.returncode == 0
 
 
-def run_pgloader_cast(c, db):
+def run_pgloader_cast(c, db, name="pgl2"):
     """pgloader told to keep the epoch columns as bigint: with its defaults it
     turns them into out-of-range dates and drops those rows, so this is the
     run whose time is comparable (every row loaded)."""
-    url = c.createdb("pgl2")
+    url = c.createdb(name)
     load = tempfile.NamedTemporaryFile("w", suffix=".load", delete=False)
     load.write("LOAD DATABASE FROM sqlite://%s INTO %s\n"
                "  WITH include drop, create tables, create indexes, reset sequences\n"
@@ -142,13 +142,16 @@ def run_pgloader_cast(c, db):
     load.close()
     secs, p = timed(["pgloader", load.name])
     os.unlink(load.name)
-    rows = int(c.psql("pgl2", "SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM orders) + "
+    rows = int(c.psql(name, "SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM orders) + "
                               "(SELECT count(*) FROM order_items) + (SELECT count(*) FROM events)"))
     return secs, rows
 
 
-def run_copy(c, db):
-    url = c.createdb("cp")
+CSV_CACHE = {}
+
+
+def run_copy(c, db, name="cp"):
+    url = c.createdb(name)
     exe = os.path.join(ROOT, "target/release/litevault")
     ddl = subprocess.run([exe, "export", db, "--schema-only"], check=True, capture_output=True, text=True).stdout
     stmts = [s.strip() for s in ddl.split(";\n") if s.strip()]
@@ -156,32 +159,34 @@ def run_copy(c, db):
     stmts = [s for s in stmts if s]
     pre = [s for s in stmts if s.startswith("CREATE TABLE") or "SET DEFAULT" in s]
     post = [s for s in stmts if s not in pre]
-    csvdir = tempfile.mkdtemp(prefix="litevault-csv-")
-    os.chmod(csvdir, 0o755)
-    for t in TABLES:
-        path = os.path.join(csvdir, t + ".csv")
-        with open(path, "w") as f:
-            subprocess.run(["sqlite3", "-csv", db, "SELECT %s FROM %s" % (CSV_SELECT[t], t)], stdout=f, check=True)
-        os.chmod(path, 0o644)
+    if "dir" not in CSV_CACHE:
+        csvdir = tempfile.mkdtemp(prefix="litevault-csv-")
+        os.chmod(csvdir, 0o755)
+        for t in TABLES:
+            path = os.path.join(csvdir, t + ".csv")
+            with open(path, "w") as f:
+                subprocess.run(["sqlite3", "-csv", db, "SELECT %s FROM %s" % (CSV_SELECT[t], t)], stdout=f, check=True)
+            os.chmod(path, 0o644)
+        CSV_CACHE["dir"] = csvdir
+    csvdir = CSV_CACHE["dir"]
     fks = [x for x in post if "FOREIGN KEY" in x]
     per_table = {t: [x for x in post if x not in fks and ('"public"."%s"' % t) in x] for t in TABLES}
 
     def load(t):
-        c.psql("cp", "COPY %s FROM '%s' (FORMAT csv)" % (t, os.path.join(csvdir, t + ".csv")))
+        c.psql(name, "COPY %s FROM '%s' (FORMAT csv)" % (t, os.path.join(csvdir, t + ".csv")))
         if per_table[t]:
-            c.psql("cp", ";\n".join(per_table[t]))
+            c.psql(name, ";\n".join(per_table[t]))
 
     from concurrent.futures import ThreadPoolExecutor
     t0 = time.monotonic()
-    c.psql("cp", ";\n".join(pre))
+    c.psql(name, ";\n".join(pre))
     # Largest first, `jobs` at once, like litevault.
     with ThreadPoolExecutor(JOBS) as ex:
         list(ex.map(load, sorted(TABLES, key=lambda t: -os.path.getsize(os.path.join(csvdir, t + ".csv")))))
     if fks:
-        c.psql("cp", ";\n".join(fks))
+        c.psql(name, ";\n".join(fks))
     secs = time.monotonic() - t0
     csv_bytes = sum(os.path.getsize(os.path.join(csvdir, t + ".csv")) for t in TABLES)
-    shutil.rmtree(csvdir, ignore_errors=True)
     return secs, csv_bytes
 
 
@@ -287,6 +292,7 @@ def main():
     ap.add_argument("--db", default="/tmp/litevault-pgbench/app.db")
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3, help="rounds of the three timed loads; medians are reported")
     a = ap.parse_args()
     global JOBS
     JOBS = a.jobs
@@ -302,30 +308,59 @@ def main():
     size = os.path.getsize(a.db)
     c = Cluster()
     try:
-        lv_secs, lv_out = run_litevault(c, a.db, a.jobs)
         has_pgloader = shutil.which("pgloader") is not None
         if has_pgloader:
             pl_secs, pl_out, pl_ok = run_pgloader(c, a.db)
-            pc_secs, pc_rows = run_pgloader_cast(c, a.db)
-        cp_secs, csv_bytes = run_copy(c, a.db)
+        # Rounds interleave the tools, so each sees the same machine load.
+        lv_all, pc_all, cp_all = [], [], []
+        for r in range(a.repeat):
+            sfx = "" if r == 0 else "_%d" % r
+            secs, out = run_litevault(c, a.db, a.jobs, "lv" + sfx)
+            lv_all.append(secs)
+            if r == 0:
+                lv_out = out
+            if has_pgloader:
+                secs, pc_rows = run_pgloader_cast(c, a.db, "pgl2" + sfx)
+                pc_all.append(secs)
+            secs, csv_bytes = run_copy(c, a.db, "cp" + sfx)
+            cp_all.append(secs)
+        med = lambda v: sorted(v)[len(v) // 2]
+        lv_secs, cp_secs = med(lv_all), med(cp_all)
+        pc_secs = med(pc_all) if has_pgloader else 0
+        # The reverse direction: what litevault exported, imported back.
+        back = tempfile.mktemp(suffix=".db")
+        exe = os.path.join(ROOT, "target/release/litevault")
+        im_secs, im = timed([exe, "import", c.url("lv"), back], env=dict(os.environ, LITEVAULT_LOG="warn"))
+        if im.returncode != 0 or "verified" not in im.stdout:
+            print(im.stdout, im.stderr, file=sys.stderr)
+            sys.exit("litevault import failed")
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(back + suffix):
+                os.remove(back + suffix)
         fid_lv = fidelity(c, "lv", a.db)
         fid_pl = fidelity(c, "pgl", a.db) if has_pgloader else None
         fid_pc = fidelity(c, "pgl2", a.db) if has_pgloader else None
         pgver = c.psql("postgres", "SHOW server_version")
     finally:
         c.stop()
+        if "dir" in CSV_CACHE:
+            shutil.rmtree(CSV_CACHE["dir"], ignore_errors=True)
     cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     print("## PostgreSQL export: litevault vs pgloader vs COPY\n")
     print("Database: `scripts/pg_bench_gen.py` (%d rows, %.1f MB, 4 tables, 4 indexes, 3 foreign keys); "
           "PostgreSQL %s on 127.0.0.1 (fsync off, same settings for all), %s cores shared.\n" % (rows, size / 1e6, pgver, cpu))
-    print("| tool | seconds | rows/s | MB/s (SQLite file) | vs litevault |")
-    print("|---|---:|---:|---:|---:|")
-    print("| litevault export --jobs %d (verification included) | %.1f | %.0f | %.1f | 1.00x |" % (a.jobs, lv_secs, rows / lv_secs, size / 1e6 / lv_secs))
+    fmt = lambda v: ", ".join("%.1f" % x for x in v)
+    print("Median of %d interleaved rounds (all rounds in the last column).\n" % a.repeat)
+    print("| tool | seconds (median) | rows/s | MB/s (SQLite file) | vs litevault | rounds (s) |")
+    print("|---|---:|---:|---:|---:|---|")
+    print("| litevault export --jobs %d (verification included) | %.1f | %.0f | %.1f | 1.00x | %s |" % (a.jobs, lv_secs, rows / lv_secs, size / 1e6 / lv_secs, fmt(lv_all)))
     if has_pgloader:
-        print("| pgloader, defaults (drops the rows it cannot convert, see fidelity) | %.1f | - | - | %.2fx |" % (pl_secs, pl_secs / lv_secs))
-        print("| pgloader, epoch columns cast to bigint (%d rows loaded) | %.1f | %.0f | %.1f | %.2fx |" % (pc_rows, pc_secs, pc_rows / pc_secs, size / 1e6 / pc_secs, pc_secs / lv_secs))
-    print("| COPY FROM pre-made CSV (%.0f MB), same DDL and indexes, %d tables at once | %.1f | %.0f | %.1f | %.2fx |" % (csv_bytes / 1e6, a.jobs, cp_secs, rows / cp_secs, size / 1e6 / cp_secs, cp_secs / lv_secs))
+        print("| pgloader, epoch columns cast to bigint (%d rows loaded) | %.1f | %.0f | %.1f | %.2fx | %s |" % (pc_rows, pc_secs, pc_rows / pc_secs, size / 1e6 / pc_secs, pc_secs / lv_secs, fmt(pc_all)))
+        print("| pgloader, defaults (drops the rows it cannot convert, see fidelity; one round) | %.1f | - | - | %.2fx | %.1f |" % (pl_secs, pl_secs / lv_secs, pl_secs))
+    print("| COPY FROM pre-made CSV (%.0f MB), same DDL and indexes, %d tables at once | %.1f | %.0f | %.1f | %.2fx | %s |" % (csv_bytes / 1e6, a.jobs, cp_secs, rows / cp_secs, size / 1e6 / cp_secs, cp_secs / lv_secs, fmt(cp_all)))
     print()
+    print("`litevault import` of the exported database back into a new SQLite file (verified, WAL mode): "
+          "%.1f s, %.0f rows/s.\n" % (im_secs, rows / im_secs))
     if has_pgloader:
         print("litevault: %.2fx pgloader's throughput (the run that loads every row); %.2fx the time of raw COPY.\n" % (pc_secs / lv_secs, lv_secs / cp_secs))
     print("### Fidelity\n")
