@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use super::checksum::TableChecksum;
 use super::copy::{self, CopyFormatError, TupleReader};
@@ -83,11 +83,8 @@ pub enum ExportError {
         column: String,
         pg_type: String,
     },
-    #[error(
-        "{url} asks for TLS (sslmode={mode}); litevault connects without TLS for now: \
-         reach the server through a local tunnel (ssh -L, fly proxy) and use sslmode=disable"
-    )]
-    TlsUnsupported { url: String, mode: String },
+    #[error("cannot connect to {url}: {source}")]
+    Connect { url: String, source: ConnectError },
     #[error("--type {key}: {reason}")]
     BadOverride { key: String, reason: String },
     #[error("cannot write the bad-row report {path}: {source}")]
@@ -369,20 +366,21 @@ impl ExportReport {
     }
 }
 
-/// The `sslmode` of a URL or key=value connection string, if it demands TLS.
-pub fn tls_required(url: &str) -> Option<String> {
-    let lower = url.to_ascii_lowercase();
-    let i = lower.find("sslmode=")?;
-    let mode: String = lower[i + 8..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
-        .collect();
-    matches!(mode.as_str(), "require" | "verify-ca" | "verify-full").then_some(mode)
+/// Why a connection could not be made.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Tls(#[from] super::tls::TlsSetupError),
+    #[error("{}", pg_message(.0))]
+    Postgres(#[from] tokio_postgres::Error),
 }
 
-/// Connects, spawning the connection's driver.
-pub async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
+/// Connects (TLS per `sslmode`, see [`super::tls`]), spawning the
+/// connection's driver.
+pub async fn connect(url: &str) -> Result<Client, ConnectError> {
+    let (conn_str, tls) = super::tls::prepare(url)?;
+    let (client, conn) = tokio_postgres::connect(&conn_str, tls).await?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!("PostgreSQL connection ended: {e}");
@@ -497,15 +495,10 @@ pub async fn export(
         .await
         .map_err(|e| ExportError::Worker(e.to_string()))??;
     tracing::debug!("planned in {} ms", started.elapsed().as_millis());
-    if let Some(mode) = tls_required(url) {
-        return Err(ExportError::TlsUnsupported {
-            url: redact(url),
-            mode,
-        });
-    }
-    let client = connect(url)
-        .await
-        .map_err(pg(format!("connecting to {}", redact(url))))?;
+    let client = connect(url).await.map_err(|source| ExportError::Connect {
+        url: redact(url),
+        source,
+    })?;
     let schema = &opts.schema;
     let mut report = ExportReport {
         orm: plan.source.orm.to_string(),
@@ -655,9 +648,10 @@ pub async fn export(
         let (url, schema, path) = (url.to_string(), schema.clone(), path.to_path_buf());
         let (bad_rows, bar) = (bad_rows.clone(), bar.clone());
         workers.push(tokio::spawn(async move {
-            let client = connect(&url)
-                .await
-                .map_err(pg("connecting a load worker"))?;
+            let client = connect(&url).await.map_err(|source| ExportError::Connect {
+                url: redact(&url),
+                source,
+            })?;
             let mut done = vec![];
             loop {
                 if cancel.load(Ordering::Relaxed) {

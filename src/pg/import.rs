@@ -37,11 +37,11 @@ pub enum ImportError {
         doing: String,
         source: rusqlite::Error,
     },
-    #[error(
-        "{url} asks for TLS (sslmode={mode}); litevault connects without TLS for now: \
-         reach the server through a local tunnel (ssh -L, fly proxy) and use sslmode=disable"
-    )]
-    TlsUnsupported { url: String, mode: String },
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        url: String,
+        source: super::export::ConnectError,
+    },
     #[error("schema {schema:?} holds no tables in {url}; check the URL and --schema")]
     NoTables { schema: String, url: String },
     #[error("cannot decode a {pg_type} value of {table}.{column} sent by PostgreSQL")]
@@ -628,15 +628,10 @@ pub async fn import(
     if out.exists() {
         return Err(ImportError::OutputExists { path: out.into() });
     }
-    if let Some(mode) = super::export::tls_required(url) {
-        return Err(ImportError::TlsUnsupported {
-            url: redact(url),
-            mode,
-        });
-    }
-    let client = connect(url)
-        .await
-        .map_err(pg(format!("connecting to {}", redact(url))))?;
+    let client = connect(url).await.map_err(|source| ImportError::Connect {
+        url: redact(url),
+        source,
+    })?;
     let schema = opts.schema.clone();
     let (tables, warnings) = read_catalog(&client, &schema).await?;
     if tables.is_empty() {
@@ -997,21 +992,6 @@ mod tests {
         assert!(warn.unwrap().contains("JSON"));
         let (_, sel, decl, _) = map_pg_column("a", "mood", "E");
         assert_eq!((sel.as_str(), decl.as_str()), ("\"a\"::text", "TEXT"));
-    }
-
-    #[test]
-    fn tls_modes() {
-        use crate::pg::export::tls_required;
-        assert_eq!(
-            tls_required("postgres://h/db?sslmode=require").as_deref(),
-            Some("require")
-        );
-        assert_eq!(
-            tls_required("host=h sslmode=verify-full").as_deref(),
-            Some("verify-full")
-        );
-        assert_eq!(tls_required("postgres://h/db?sslmode=prefer"), None);
-        assert_eq!(tls_required("postgres://h/db"), None);
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! I/O:
 //! - [`source`]: reads a SQLite schema and value statistics,
 //! - [`export`]: SQLite -> PostgreSQL, verified,
-//! - [`import`]: PostgreSQL -> SQLite, verified.
+//! - [`import`]: PostgreSQL -> SQLite, verified,
+//! - [`tls`]: rustls for the connections, libpq's `sslmode` meanings.
 
 pub mod checksum;
 pub mod copy;
@@ -22,6 +23,7 @@ pub mod expr;
 pub mod ident;
 pub mod import;
 pub mod source;
+pub mod tls;
 pub mod types;
 pub mod value;
 

@@ -19,6 +19,9 @@ pub struct PgCluster {
     dir: tempfile::TempDir,
     bin: PathBuf,
     pub port: u16,
+    /// With [`PgCluster::start_tls`]: the CA certificate (PEM) that signed
+    /// the server's certificate (for 127.0.0.1).
+    pub ca_cert: Option<PathBuf>,
 }
 
 fn pg_bin_dir() -> PathBuf {
@@ -71,6 +74,17 @@ fn free_port() -> u16 {
 impl PgCluster {
     /// initdb + start; panics with install instructions if PostgreSQL is missing.
     pub fn start() -> PgCluster {
+        Self::start_with(false)
+    }
+
+    /// A cluster that accepts TLS connections only (`hostssl` in pg_hba.conf,
+    /// plain TCP rejected), with a certificate for 127.0.0.1 signed by a test
+    /// CA made with `openssl`.
+    pub fn start_tls() -> PgCluster {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> PgCluster {
         let bin = pg_bin_dir();
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -108,12 +122,100 @@ impl PgCluster {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let mut tls_opts = String::new();
+        let mut ca_cert = None;
+        if tls {
+            let d = dir.path();
+            let openssl = |args: &[&str]| {
+                let out = Command::new("openssl")
+                    .args(args)
+                    .current_dir(d)
+                    .output()
+                    .expect("this test needs the openssl command: apt-get install openssl");
+                assert!(
+                    out.status.success(),
+                    "openssl {args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            };
+            openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=litevault test CA",
+            ]);
+            openssl(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ]);
+            std::fs::write(
+                d.join("ext.cnf"),
+                "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+            )
+            .unwrap();
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.crt",
+                "-days",
+                "2",
+                "-extfile",
+                "ext.cnf",
+            ]);
+            std::fs::set_permissions(d.join("server.key"), std::fs::Permissions::from_mode(0o600))
+                .unwrap();
+            if unsafe_is_root() {
+                let st = Command::new("chown")
+                    .args(["postgres:postgres"])
+                    .arg(d.join("server.key"))
+                    .arg(d.join("server.crt"))
+                    .status()
+                    .unwrap();
+                assert!(st.success());
+            }
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+            )
+            .unwrap();
+            tls_opts = format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                d.join("server.crt").display(),
+                d.join("server.key").display()
+            );
+            ca_cert = Some(d.join("ca.crt"));
+        }
         // A few tries in case another process takes the port in between.
         for _ in 0..5 {
             let port = free_port();
             let opts = format!(
                 "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={} \
-                 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+                 -c fsync=off -c synchronous_commit=off -c full_page_writes=off{tls_opts}",
                 dir.path().display()
             );
             let log = dir.path().join("log");
@@ -136,7 +238,12 @@ impl PgCluster {
             .status()
             .expect("run pg_ctl");
             if st.success() {
-                return PgCluster { dir, bin, port };
+                return PgCluster {
+                    dir,
+                    bin,
+                    port,
+                    ca_cert,
+                };
             }
             let log = std::fs::read_to_string(&log).unwrap_or_default();
             if !log.contains("could not bind") && !log.contains("in use") {
