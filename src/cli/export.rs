@@ -18,7 +18,7 @@ use crate::restore::{RestoreOptions, RestoreTarget, restore};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// `DB POSTGRES_URL`; with --from only `POSTGRES_URL`; with --schema-only only `DB`.
-    #[arg(num_args = 1..=2, required = true)]
+    #[arg(num_args = 1..=2, required = true, value_name = "DB | POSTGRES_URL")]
     args: Vec<String>,
     /// Export a point in time of this replica (restored to a temporary file first).
     #[arg(long)]
@@ -36,7 +36,7 @@ pub struct Args {
     #[arg(long)]
     schema_only: bool,
     /// Drop tables that already exist and create them again.
-    #[arg(long, conflicts_with = "truncate")]
+    #[arg(long, conflicts_with_all = ["truncate", "data_only"])]
     drop: bool,
     /// Empty tables that already exist and load into them.
     #[arg(long)]
