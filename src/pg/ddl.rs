@@ -593,17 +593,6 @@ pub fn trigger(schema: &str, t: &SourceObject, all: &[TablePlan]) -> Result<Stmt
         return Err(fail("unknown trigger event"));
     }
     let on = find(k, "ON").ok_or_else(|| fail("no ON"))?;
-    let mut event = event_kw.clone();
-    if word(k + 1, "OF") {
-        let cols: Vec<String> = toks[k + 2..on]
-            .iter()
-            .filter_map(|(t, _)| match t {
-                Tok::Word(w) | Tok::Quoted(w) => Some(quote(w)),
-                _ => None,
-            })
-            .collect();
-        event = format!("UPDATE OF {}", cols.join(", "));
-    }
     let table = match toks.get(on + 1).map(|x| &x.0) {
         Some(Tok::Word(w)) | Some(Tok::Quoted(w)) => w.clone(),
         _ => return Err(fail("no table after ON")),
@@ -612,6 +601,25 @@ pub fn trigger(schema: &str, t: &SourceObject, all: &[TablePlan]) -> Result<Stmt
         .iter()
         .find(|p| p.table.name.eq_ignore_ascii_case(&table))
         .ok_or_else(|| fail("its table is not exported"))?;
+    let mut event = event_kw.clone();
+    if word(k + 1, "OF") {
+        // Column names as the table spells them (SQLite ignores case).
+        let cols: Vec<String> = toks[k + 2..on]
+            .iter()
+            .filter_map(|(t, _)| match t {
+                Tok::Word(w) | Tok::Quoted(w) => Some(
+                    plan.table
+                        .columns
+                        .iter()
+                        .find(|c| c.name.eq_ignore_ascii_case(w))
+                        .map(|c| quote(&c.name))
+                        .unwrap_or_else(|| quote(w)),
+                ),
+                _ => None,
+            })
+            .collect();
+        event = format!("UPDATE OF {}", cols.join(", "));
+    }
     let begin = find(on, "BEGIN").ok_or_else(|| fail("no BEGIN"))?;
     let end = (0..toks.len())
         .rev()
@@ -825,6 +833,28 @@ mod tests {
                 "CREATE INDEX \"ix\" ON \"public\".\"User Table\" (\"Active\") WHERE \"Active\" = TRUE",
             ]
         );
+        let trig = SourceObject {
+            name: "Up".into(),
+            sql: "CREATE TRIGGER Up BEFORE UPDATE OF active ON \"User Table\" WHEN new.active = 1 \
+                  BEGIN UPDATE \"User Table\" SET \"created at\" = datetime('now') WHERE id = new.id; END"
+                .into(),
+        };
+        let st = trigger("public", &trig, &all).unwrap().sql;
+        assert!(st.contains("IF new.\"Active\" = TRUE THEN"), "{st}");
+        assert!(
+            st.contains("UPDATE \"User Table\" SET \"created at\" = CURRENT_TIMESTAMP WHERE \"id\" = new.\"id\";"),
+            "{st}"
+        );
+        assert!(st.contains("RETURN NEW;"), "{st}");
+        assert!(
+            st.contains("CREATE TRIGGER \"Up\" BEFORE UPDATE OF \"Active\" ON \"public\".\"User Table\" FOR EACH ROW"),
+            "{st}"
+        );
+        let raise = SourceObject {
+            name: "no".into(),
+            sql: "CREATE TRIGGER no BEFORE DELETE ON \"User Table\" BEGIN SELECT RAISE(ABORT, 'no'); END".into(),
+        };
+        assert!(trigger("public", &raise, &all).is_err());
         let s = sequence_reset("public", &p).unwrap().sql;
         assert!(s.contains("GREATEST(COALESCE((SELECT max(\"id\")"), "{s}");
         assert!(s.contains(", 7) + 1, false)"), "{s}");
