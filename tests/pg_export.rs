@@ -470,9 +470,9 @@ fn awkward_identifiers_are_quoted() {
         "a.db",
         r#"CREATE TABLE "order" ("select" INTEGER PRIMARY KEY, "My Col" TEXT, "quo""te" TEXT, MixedCase INTEGER, "user" TEXT UNIQUE);
            CREATE INDEX "idx ""odd"" name" ON "order"("My Col", MixedCase);
-           CREATE TABLE "Line Item" (id INTEGER PRIMARY KEY, "order" INTEGER REFERENCES "order"("select"));
+           CREATE TABLE "Line Item" (id INTEGER PRIMARY KEY, "order" INTEGER REFERENCES "ORDER"("SELECT"), Other INTEGER, FOREIGN KEY (OTHER) REFERENCES "order");
            INSERT INTO "order" VALUES (1, 'a b', 'q"', 5, 'me');
-           INSERT INTO "Line Item" VALUES (1, 1);"#,
+           INSERT INTO "Line Item" VALUES (1, 1, 1);"#,
     );
     e.export_ok(&db, &[]);
     assert_eq!(
@@ -484,6 +484,11 @@ fn awkward_identifiers_are_quoted() {
         "1"
     );
     assert_eq!(e.q(r#"SELECT "order" FROM "Line Item""#), "1");
+    // Foreign keys written in another case than the names they refer to.
+    assert_eq!(
+        e.q(r#"SELECT string_agg(pg_get_constraintdef(oid), ' | ' ORDER BY pg_get_constraintdef(oid)) FROM pg_constraint WHERE contype = 'f'"#),
+        r#"FOREIGN KEY ("Other") REFERENCES "order"("select") | FOREIGN KEY ("order") REFERENCES "order"("select")"#
+    );
 }
 
 #[test]

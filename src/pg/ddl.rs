@@ -394,11 +394,21 @@ pub fn foreign_keys(
                     reason: format!("the parent table {} does not exist", quote(&fk.parent)),
                 });
             };
-            let parent_cols = if fk.parent_columns.is_empty() {
+            // Names as the tables spell them: a foreign key may write them
+            // in another case (SQLite ignores it, PostgreSQL does not).
+            let spell = |t: &SourceTable, c: &String| {
+                t.columns
+                    .iter()
+                    .find(|d| d.name.eq_ignore_ascii_case(c))
+                    .map(|d| d.name.clone())
+                    .unwrap_or_else(|| c.clone())
+            };
+            let parent_cols: Vec<String> = if fk.parent_columns.is_empty() {
                 parent.table.primary_key.clone()
             } else {
-                fk.parent_columns.clone()
+                fk.parent_columns.iter().map(|c| spell(&parent.table, c)).collect()
             };
+            let child_cols: Vec<String> = fk.columns.iter().map(|c| spell(t, c)).collect();
             let action = |a: &str| match a.to_ascii_uppercase().as_str() {
                 "CASCADE" => " CASCADE",
                 "SET NULL" => " SET NULL",
@@ -411,7 +421,7 @@ pub fn foreign_keys(
                 sql: format!(
                     "ALTER TABLE {} ADD FOREIGN KEY ({}) REFERENCES {} ({}) ON UPDATE{} ON DELETE{}",
                     qualified(schema, &t.name),
-                    cols(&fk.columns),
+                    cols(&child_cols),
                     qualified(schema, &parent.table.name),
                     cols(&parent_cols),
                     action(&fk.on_update),
