@@ -675,6 +675,18 @@ fn data_only_checks_columns_and_types_before_the_first_row() {
     );
     assert_eq!(e.q("SELECT count(*) FROM t"), "0");
 
+    // Created with unquoted names, PostgreSQL folds them to lower case.
+    e.q("DROP TABLE t; CREATE TABLE t (id bigint PRIMARY KEY, Tags_X text);");
+    let db2 = e.sqlite(
+        "b.db",
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, Tags_X TEXT); INSERT INTO t VALUES (1, 'a');",
+    );
+    let out = e.export(&db2, &["--data-only"]);
+    assert!(
+        stderr(&out).contains("it has \"tags_x\": names differ in case"),
+        "{}",
+        stderr(&out)
+    );
     e.q("DROP TABLE t; CREATE TABLE t (id bigint PRIMARY KEY);");
     let out = e.export(&db, &["--data-only"]);
     assert!(

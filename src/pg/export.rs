@@ -64,10 +64,15 @@ pub enum ExportError {
     )]
     MissingTable { table: String },
     #[error(
-        "column {column:?} of table {table:?} does not exist in PostgreSQL; add it, or drop it \
+        "column {column:?} of table {table:?} does not exist in PostgreSQL{hint}; add it, or drop it \
          from the SQLite table before a --data-only export"
     )]
-    MissingColumn { table: String, column: String },
+    MissingColumn {
+        table: String,
+        column: String,
+        /// e.g. ` (it has "createdat": names differ in case)`.
+        hint: String,
+    },
     #[error(
         "PostgreSQL column {table}.{column} is NOT NULL without a default and the SQLite table \
          has no such column"
@@ -430,9 +435,15 @@ async fn retarget(
         .enumerate()
     {
         let Some((_, ty, _, _)) = cols.iter().find(|x| x.0 == c.name) else {
+            let hint = cols
+                .iter()
+                .find(|x| x.0.eq_ignore_ascii_case(&c.name))
+                .map(|x| format!(" (it has {:?}: names differ in case)", x.0))
+                .unwrap_or_default();
             return Err(ExportError::MissingColumn {
                 table: t.clone(),
                 column: c.name.clone(),
+                hint,
             });
         };
         let pg_type = PgType::parse(ty).ok_or_else(|| ExportError::UnsupportedType {
