@@ -33,7 +33,10 @@
 //!
 //! Beside the flow: `config` (the YAML file, compatible with `litestream.yml`;
 //! every default in `config::defaults`), `content` (row-level digest used to
-//! compare databases) and `cli` (one file per subcommand; `main.rs` only calls [`cli::main`]).
+//! compare databases), `pg` (export to PostgreSQL and import from it, verified:
+//! pure type mapping, value codec, checksums and DDL, with the I/O in
+//! `pg::export` and `pg::import`) and `cli` (one file per subcommand; `main.rs`
+//! only calls [`cli::main`]).
 //!
 //! # Example
 //!
@@ -54,6 +57,7 @@ pub mod config;
 pub mod content;
 pub mod db;
 pub mod ltx;
+pub mod pg;
 pub mod replica;
 pub mod replicate;
 pub mod restore;
