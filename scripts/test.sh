@@ -31,5 +31,7 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
 
+# The deployment test runs the example app as the container would.
+cargo build --quiet --example chat
 cargo nextest run --workspace --all-targets --no-fail-fast "$@"
 cargo test --doc --quiet
