@@ -58,8 +58,17 @@ pub fn main() -> ExitCode {
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // Memory: one malloc arena per thread would grow with the blocking
+    // threads that many databases use; two are plenty for this workload.
+    // SAFETY: mallopt only tunes the allocator; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // SQLite work and file I/O run on blocking threads; a handful serve
+        // many databases on a small machine.
+        .max_blocking_threads(8)
         .enable_all()
         .build()
     {
