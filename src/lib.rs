@@ -57,6 +57,7 @@ pub mod ltx;
 pub mod replica;
 pub mod replicate;
 pub mod restore;
+pub mod server;
 pub mod supervise;
 pub mod verify;
 pub mod wal;
