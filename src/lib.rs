@@ -33,7 +33,9 @@
 //!
 //! Beside the flow: `config` (the YAML file, compatible with `litestream.yml`;
 //! every default in `config::defaults`), `content` (row-level digest used to
-//! compare databases) and `cli` (one file per subcommand; `main.rs` only calls [`cli::main`]).
+//! compare databases), `server` (the HTTP surface over running replicators:
+//! health, readiness, Prometheus metrics, status, durable sync, a status page)
+//! and `cli` (one file per subcommand; `main.rs` only calls [`cli::main`]).
 //!
 //! # Example
 //!

@@ -806,33 +806,15 @@ fn replicate_with_addr_serves_http_and_refuses_a_public_address_without_a_token(
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains(TOKEN_ENV), "{err}");
 
-    let mut child = litevault(&[])
-        .env("LITEVAULT_LOG", "info")
-        .env_remove(TOKEN_ENV)
-        .args([
-            "replicate",
-            db.to_str().unwrap(),
-            &url,
-            "--addr",
-            "127.0.0.1:0",
-            "--sync-interval",
-            "0s",
-        ])
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let base = loop {
-        let line = lines
-            .next()
-            .expect("replicate exited before serving HTTP")
-            .unwrap();
-        if let Some(at) = line.find("listening on http://") {
-            break line[at + "listening on ".len()..].trim().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let (mut child, base) = spawn_serving(&[
+        "replicate",
+        db.to_str().unwrap(),
+        &url,
+        "--addr",
+        "127.0.0.1:0",
+        "--sync-interval",
+        "0s",
+    ]);
     c.execute("INSERT INTO t VALUES (42, 'answer')", [])
         .unwrap();
     block_on(async {
@@ -853,5 +835,82 @@ fn replicate_with_addr_serves_http_and_refuses_a_public_address_without_a_token(
         assert!(restored_has(&replica, dir.path(), 42).await);
     });
     signal(&child, "TERM");
+    assert!(child.wait().unwrap().success());
+}
+
+/// Starts `litevault ARGS` and waits for its "listening on" line; returns
+/// the child and the server's base URL.
+fn spawn_serving(args: &[&str]) -> (std::process::Child, String) {
+    let mut child = litevault(&[])
+        .env("LITEVAULT_LOG", "info")
+        .env_remove(TOKEN_ENV)
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let base = loop {
+        let line = match lines.next() {
+            Some(l) => l.unwrap(),
+            None => panic!("litevault exited before serving HTTP:\n{}", seen.join("\n")),
+        };
+        if let Some(at) = line.find("listening on http://") {
+            break line[at + "listening on ".len()..].trim().to_string();
+        }
+        seen.push(line);
+    };
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, base)
+}
+
+#[test]
+fn replicate_config_http_addr_starts_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let c = create_db(&db, 4096);
+    c.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);")
+        .unwrap();
+    let cfg = dir.path().join("litevault.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "http:\n  addr: 127.0.0.1:0\n  readyz-max-lag: 2s\ndbs:\n  - path: {}\n    replicas:\n      - url: {}\n",
+            db.display(),
+            file_url(&dir.path().join("replica"))
+        ),
+    )
+    .unwrap();
+    let (child, base) = spawn_serving(&["replicate", "--config", cfg.to_str().unwrap()]);
+    c.execute("INSERT INTO t VALUES (7, 'x')", []).unwrap();
+    block_on(async {
+        let client = reqwest::Client::new();
+        // One database: `db` may be left out.
+        let r = client
+            .post(format!("{base}/v1/sync?wait=true"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+        let r = client.get(format!("{base}/readyz")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let text = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        check_exposition(&text).unwrap();
+        assert!(
+            text.contains(&format!("litevault_txid{{db=\"{}\"}}", db.display())),
+            "{text}"
+        );
+    });
+    signal(&child, "TERM");
+    let mut child = child;
     assert!(child.wait().unwrap().success());
 }
