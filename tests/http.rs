@@ -914,3 +914,55 @@ fn replicate_config_http_addr_starts_the_server() {
     let mut child = child;
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn a_stopped_replicator_is_not_ready_yet_a_sync_still_uploads() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
+        let db = dir.path().join("app.db");
+        let c = create_db(&db, 4096);
+        c.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);")
+            .unwrap();
+        // Opened, never run.
+        let r = Replicator::open(&db, replica.clone(), ReplicateOptions::default())
+            .await
+            .unwrap();
+        assert!(!r.is_running());
+        let server = Server::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            ServerState::new(vec![r], server_options()),
+        )
+        .await
+        .unwrap();
+        let base = format!("http://{}", server.local_addr().unwrap());
+        let (stop, mut rx) = watch::channel(false);
+        let task = tokio::spawn(server.run(async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }));
+        let client = reqwest::Client::new();
+        let resp = client.get(format!("{base}/readyz")).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 503);
+        let body = resp.text().await.unwrap();
+        assert!(body.contains("not replicating"), "{body}");
+        let resp = client.get(format!("{base}/metrics")).send().await.unwrap();
+        let m = check_exposition(&resp.text().await.unwrap()).unwrap();
+        let key = series_key(
+            "litevault_replicating",
+            &[("db", &db.display().to_string())],
+        );
+        assert_eq!(m[&key], 0.0);
+
+        c.execute("INSERT INTO t VALUES (9, 'x')", []).unwrap();
+        let resp = client
+            .post(format!("{base}/v1/sync?db=app&wait=true&timeout=20s"))
+            .send()
+            .await
+            .unwrap();
+        let code = resp.status().as_u16();
+        assert_eq!(code, 200, "{}", resp.text().await.unwrap());
+        assert!(restored_has(&replica, dir.path(), 9).await);
+        let _ = stop.send(true);
+        task.await.unwrap().unwrap();
+    });
+}

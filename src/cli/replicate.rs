@@ -229,7 +229,14 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
         None => jobs_from_config(&a)?,
     };
-    let http = if a.once { None } else { http_plan(&a, &from)? };
+    let http = if a.once {
+        if a.addr.is_some() {
+            tracing::warn!("--addr is ignored with --once: nothing stays up to serve");
+        }
+        None
+    } else {
+        http_plan(&a, &from)?
+    };
     // Open every database first: a signal during start-up still ends with a
     // final sync, and the app starts only once all are open.
     let mut replicators = Vec::with_capacity(jobs.len());

@@ -202,8 +202,8 @@ struct StateInner {
     lag: Mutex<Vec<Vec<VecDeque<Sample>>>>,
     /// Per database: the last listing of each replica.
     files: Vec<tokio::sync::Mutex<Option<Listing>>>,
-    /// Per database: a background upload started by `/v1/sync` is running.
-    pushing: Vec<Arc<AtomicBool>>,
+    /// Per database: uploads started by `/v1/sync`, one at a time.
+    push: Vec<Arc<PushQueue>>,
 }
 
 impl ServerState {
@@ -218,9 +218,9 @@ impl ServerState {
             .iter()
             .map(|_| tokio::sync::Mutex::new(None))
             .collect();
-        let pushing = replicators
+        let push = replicators
             .iter()
-            .map(|_| Arc::new(AtomicBool::new(false)))
+            .map(|_| Arc::new(PushQueue::default()))
             .collect();
         ServerState {
             inner: Arc::new(StateInner {
@@ -228,7 +228,7 @@ impl ServerState {
                 opts,
                 lag: Mutex::new(lag),
                 files,
-                pushing,
+                push,
             }),
         }
     }
@@ -291,6 +291,34 @@ impl ServerState {
             .map(|r| r.path().display().to_string())
             .collect::<Vec<_>>()
             .join(", ")
+    }
+}
+
+/// Uploads requested over HTTP: at most one running and one queued per
+/// database, so a burst of requests (or a replica that keeps failing) does
+/// not pile up uploads. The queued one starts after every request that saw
+/// it queued had taken its commits into the local store, so it covers them
+/// all (group commit).
+#[derive(Default)]
+struct PushQueue {
+    running: tokio::sync::Mutex<()>,
+    queued: AtomicBool,
+}
+
+impl PushQueue {
+    fn request(self: &Arc<Self>, r: &Replicator) {
+        if self.queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = self.clone();
+        let r = r.clone();
+        tokio::spawn(async move {
+            let _running = me.running.lock().await;
+            me.queued.store(false, Ordering::Release);
+            if let Err(e) = r.sync_all().await {
+                tracing::debug!(error = %e, "upload requested over HTTP failed; the replicator retries");
+            }
+        });
     }
 }
 
@@ -526,18 +554,8 @@ async fn sync(
                 .into_response();
         }
     };
-    // Upload at once rather than at the next sync interval; one such upload
-    // per database at a time.
-    let flag = state.inner.pushing[idx].clone();
-    if !flag.swap(true, Ordering::AcqRel) {
-        let bg = r.clone();
-        tokio::spawn(async move {
-            if let Err(e) = bg.sync_all().await {
-                tracing::debug!(error = %e, "upload requested over HTTP failed; the replicator retries");
-            }
-            flag.store(false, Ordering::Release);
-        });
-    }
+    // Upload at once rather than at the next sync interval.
+    state.inner.push[idx].request(&r);
     if !wait {
         return (
             StatusCode::ACCEPTED,
@@ -563,8 +581,13 @@ async fn sync(
                 StatusCode::GATEWAY_TIMEOUT,
                 axum::Json(json!({
                     "error": format!(
-                        "{db}: not every replica holds TXID {txid} after {:.1}s; it is safe in the local store and keeps being uploaded: retry, or raise timeout=",
-                        timeout.as_secs_f64()
+                        "{db}: not every replica holds TXID {txid} after {:.1}s; it is safe in the local store and {}: retry, or raise timeout=",
+                        timeout.as_secs_f64(),
+                        if st.running {
+                            "keeps being uploaded"
+                        } else {
+                            "is uploaded once the replicator runs again"
+                        }
                     ),
                     "db": db,
                     "txid": txid,
