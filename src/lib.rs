@@ -61,12 +61,14 @@ pub mod replicate;
 pub mod restore;
 pub mod server;
 pub mod supervise;
+pub mod vault;
 pub mod verify;
 pub mod wal;
 
 pub use replica::Replica;
 pub use replicate::{ReplicateError, ReplicateOptions, Replicator, SyncOutcome};
 pub use restore::{RestoreError, RestoreOptions, RestoreTarget, restore};
+pub use vault::{Vault, VaultError, VaultOptions};
 
 /// The README's Rust example is compiled as a doctest.
 #[cfg(doctest)]

@@ -4,100 +4,15 @@
 
 mod support;
 
-use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use futures::stream::BoxStream;
 use litevault::replica::{KeyLayout, Replica, RetryPolicy};
 use litevault::restore::{RestoreOptions, restore};
 use litevault::{ReplicateOptions, Replicator};
-use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
+use support::store::flaky;
 use support::*;
-
-/// Fails the next `fail_puts` PUTs with a transient error, then passes
-/// everything to the inner store.
-#[derive(Debug)]
-struct FlakyStore {
-    inner: Arc<dyn ObjectStore>,
-    fail_puts: AtomicU32,
-    attempts: AtomicU32,
-}
-
-impl fmt::Display for FlakyStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "FlakyStore({})", self.inner)
-    }
-}
-
-#[async_trait]
-impl ObjectStore for FlakyStore {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.attempts.fetch_add(1, Ordering::SeqCst);
-        let left = self.fail_puts.load(Ordering::SeqCst);
-        if left > 0 {
-            self.fail_puts.store(left - 1, Ordering::SeqCst);
-            return Err(object_store::Error::Generic {
-                store: "flaky",
-                source: "injected: connection reset".into(),
-            });
-        }
-        self.inner.put_opts(location, payload, opts).await
-    }
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-}
-
-fn flaky(inner: Arc<dyn ObjectStore>) -> Arc<FlakyStore> {
-    Arc::new(FlakyStore {
-        inner,
-        fail_puts: AtomicU32::new(0),
-        attempts: AtomicU32::new(0),
-    })
-}
 
 fn fast_retry(attempts: u32) -> RetryPolicy {
     RetryPolicy {

@@ -966,3 +966,49 @@ fn a_stopped_replicator_is_not_ready_yet_a_sync_still_uploads() {
         task.await.unwrap().unwrap();
     });
 }
+
+#[test]
+fn an_embedded_vault_serves_the_same_routes() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let url = file_url(&dir.path().join("replica"));
+        let vault = litevault::vault::Vault::open(dir.path().join("app.db"))
+            .replicate_to(&url)
+            .unwrap()
+            .start()
+            .await
+            .unwrap();
+        let server = Server::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            ServerState::new(vec![vault.replicator().clone()], server_options()),
+        )
+        .await
+        .unwrap();
+        let base = format!("http://{}", server.local_addr().unwrap());
+        let (stop, mut rx) = watch::channel(false);
+        let task = tokio::spawn(server.run(async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }));
+        {
+            let w = vault.writer().await;
+            w.execute_batch(
+                "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (11, 'x');",
+            )
+            .unwrap();
+        }
+        let client = reqwest::Client::new();
+        let r = client
+            .post(format!("{base}/v1/sync?db=app&wait=true"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+        let r = client.get(format!("{base}/readyz")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+        let replica = Replica::open(&url).unwrap();
+        assert!(restored_has(&replica, dir.path(), 11).await);
+        let _ = stop.send(true);
+        task.await.unwrap().unwrap();
+        vault.close().await.unwrap();
+    });
+}

@@ -1,4 +1,5 @@
-//! `litevault restore URL -o OUT`
+//! `litevault restore URL -o OUT`, or `litevault restore -o DB --config F`
+//! (the replica the config file lists first for that database).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,8 +11,13 @@ use crate::restore::{RestoreOptions, RestoreOutcome, RestoreTarget, restore};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Replica URL.
-    url: String,
+    /// Replica URL (default: the first replica the config file lists for
+    /// the database at `--output`).
+    url: Option<String>,
+    /// The config file (default: $LITEVAULT_CONFIG, ./litevault.yml,
+    /// /etc/litevault.yml); used when no URL is given.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Where to write the database.
     #[arg(short, long)]
     output: PathBuf,
@@ -65,7 +71,14 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         ),
         _ => RestoreTarget::Latest,
     };
-    let replica = Replica::open(&a.url)?;
+    let (url, replica) = match &a.url {
+        Some(u) => (u.clone(), Replica::open(u)?),
+        None => replica_from_config(&a)?,
+    };
+    let a = Args {
+        url: Some(url.clone()),
+        ..a
+    };
     if a.follow {
         return follow(a, replica).await;
     }
@@ -108,13 +121,35 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             )
         }
         RestoreOutcome::SkippedNoReplica => {
-            println!(
-                "{} holds no files; nothing restored (--if-replica-exists)",
-                a.url
-            )
+            println!("{url} holds no files; nothing restored (--if-replica-exists)")
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The first replica the config file lists for the output database.
+fn replica_from_config(a: &Args) -> anyhow::Result<(String, Replica)> {
+    use crate::config::{self, Config, DbSource, LoadOptions};
+    let path = config::locate(a.config.as_deref())?;
+    let cfg = Config::load(&path, &LoadOptions::default())?;
+    let abs = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let want = abs(&a.output);
+    for db in &cfg.dbs {
+        let DbSource::Path(p) = &db.source else {
+            continue;
+        };
+        if abs(p) == want
+            && let Some(r) = db.replicas.first()
+        {
+            return Ok((r.url.clone(), r.open()?));
+        }
+    }
+    anyhow::bail!(
+        "{} is not a database listed in {}: give the replica URL (litevault restore URL -o {})",
+        a.output.display(),
+        path.display(),
+        a.output.display()
+    )
 }
 
 async fn follow(a: Args, replica: Replica) -> anyhow::Result<ExitCode> {
@@ -135,7 +170,7 @@ async fn follow(a: Args, replica: Replica) -> anyhow::Result<ExitCode> {
     };
     eprintln!(
         "following {} into {} at TXID {} ({how}); polling every {:?}",
-        a.url,
+        a.url.as_deref().unwrap_or_default(),
         a.output.display(),
         pos.txid,
         a.interval

@@ -318,6 +318,13 @@ struct Inner {
     clock: Clock,
     /// Whether [`Replicator::run`] is replicating (until its shutdown).
     running: std::sync::atomic::AtomicBool,
+    /// Wakes the producer at once (the commit hook of an embedded writer).
+    wake: tokio::sync::Notify,
+    /// Commits counted by an embedded writer's hook, when attached.
+    commit_counter: std::sync::OnceLock<Arc<std::sync::atomic::AtomicU64>>,
+    /// The highest counted commit known to be in the local store, and the
+    /// TXID that holds it.
+    covered: watch::Sender<(u64, Txid)>,
 }
 
 /// Replicates one database to one or more replicas.
@@ -839,6 +846,9 @@ impl Replicator {
                 clock,
                 opts,
                 running: std::sync::atomic::AtomicBool::new(false),
+                wake: tokio::sync::Notify::new(),
+                commit_counter: std::sync::OnceLock::new(),
+                covered: watch::channel((0, txid)).0,
             }),
         })
     }
@@ -1008,6 +1018,30 @@ impl Replicator {
         Ok(self.local_txid())
     }
 
+    /// Wakes the producer now, instead of at the next poll (called from an
+    /// embedded writer's commit hook: it only signals).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Attaches the commit counter of an embedded writer: its hook adds one
+    /// per commit, and [`wait_commit`](Self::wait_commit) waits for a count.
+    pub fn attach_commit_counter(&self, counter: Arc<std::sync::atomic::AtomicU64>) {
+        let _ = self.inner.commit_counter.set(counter);
+    }
+
+    /// Waits until the counted commit `seq` is in the local store, then
+    /// until every replica holds it; returns the TXID that holds it.
+    pub async fn wait_commit(&self, seq: u64) -> Txid {
+        let mut rx = self.inner.covered.subscribe();
+        let txid = match rx.wait_for(|c| c.0 >= seq).await {
+            Ok(c) => c.1,
+            Err(_) => self.inner.head.borrow().txid,
+        };
+        self.wait_replicated(txid).await;
+        txid
+    }
+
     /// Waits until every replica holds `txid` (or a later state).
     pub async fn wait_replicated(&self, txid: Txid) {
         for s in &self.inner.slots {
@@ -1027,6 +1061,28 @@ impl Replicator {
     async fn produce_locked(&self) -> Result<SyncOutcome, ReplicateError> {
         let inner = self.inner.clone();
         let ts = inner.clock.now_ms();
+        // Every commit counted before the read mark is taken is in the WAL
+        // that prepare scans: once this step is done, it is in the store.
+        let seq = inner
+            .commit_counter
+            .get()
+            .map(|c| c.load(std::sync::atomic::Ordering::SeqCst));
+        let out = self.produce_step(ts).await;
+        if let (Some(seq), Ok(_)) = (seq, &out) {
+            let txid = self.inner.head.borrow().txid;
+            self.inner.covered.send_if_modified(|c| {
+                let newer = seq > c.0;
+                if newer {
+                    *c = (seq, txid);
+                }
+                newer
+            });
+        }
+        out
+    }
+
+    async fn produce_step(&self, ts: i64) -> Result<SyncOutcome, ReplicateError> {
+        let inner = self.inner.clone();
         blocking(move || {
             let mut db = inner.db.lock().expect("db lock");
             let outcome = match db.prepare(ts)? {
@@ -1601,9 +1657,11 @@ impl Replicator {
         let mut status_at = Instant::now() - Duration::from_secs(60);
         loop {
             let wait = poll.max(backoff);
+            let mut woken = false;
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = tokio::time::sleep(wait) => {}
+                _ = self.inner.wake.notified(), if backoff.is_zero() => woken = true,
             }
             if status_at.elapsed() >= Duration::from_secs(1) {
                 status_at = Instant::now();
@@ -1611,7 +1669,7 @@ impl Replicator {
                 let _ = blocking(move || me.write_status(true)).await;
             }
             let seen = file_stamp(&self.inner.path);
-            if seen == last_seen && last_full.elapsed() < Duration::from_secs(1) {
+            if !woken && seen == last_seen && last_full.elapsed() < Duration::from_secs(1) {
                 continue;
             }
             match self.produce().await {

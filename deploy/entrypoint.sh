@@ -1,0 +1,43 @@
+#!/bin/sh
+# Container entrypoint: restore the database on boot when the volume is
+# empty, then run the app under `litevault replicate --exec`, which
+# replicates every commit, forwards SIGINT/SIGTERM to the app and, when the
+# app exits, ships what is left and exits with the app's code.
+#
+#   entrypoint.sh APP [ARGS...]        (default: the chat example)
+set -eu
+
+: "${LITEVAULT_DB:=/data/app.db}"
+: "${LITEVAULT_CONFIG:=/etc/litevault.yml}"
+export LITEVAULT_DB LITEVAULT_CONFIG
+
+if [ -z "${LITEVAULT_REPLICA_URL:-}" ]; then
+  echo "entrypoint: LITEVAULT_REPLICA_URL is not set; set it to the replica," \
+       "e.g. s3://bucket/app?endpoint=https://fly.storage.tigris.dev&region=auto" >&2
+  exit 64
+fi
+export LITEVAULT_REPLICA_URL
+
+mkdir -p "$(dirname "$LITEVAULT_DB")"
+
+# 1. Restore on boot: only when the volume has no database, and only if the
+#    replica holds something (a first deploy starts empty).
+litevault restore -o "$LITEVAULT_DB" --config "$LITEVAULT_CONFIG" \
+  --if-db-not-exists --if-replica-exists
+
+# 2. A first deploy: create the (empty) database in WAL mode, so that the
+#    replicator can open it before the app creates its schema. The replica
+#    is empty here (step 1 restored nothing), so this cannot hide data.
+if [ ! -e "$LITEVAULT_DB" ]; then
+  sqlite3 "$LITEVAULT_DB" 'PRAGMA journal_mode=WAL;' >/dev/null
+fi
+
+# 3. Replicate while the app runs.
+if [ "$#" -eq 0 ]; then
+  set -- chat
+fi
+quoted=""
+for arg in "$@"; do
+  quoted="$quoted '$(printf '%s' "$arg" | sed "s/'/'\\\\''/g")'"
+done
+exec litevault replicate --config "$LITEVAULT_CONFIG" --exec "exec$quoted"

@@ -1,0 +1,380 @@
+//! Embedded use: a replicated SQLite database inside a Rust application.
+//!
+//! [`Vault`] opens the database in WAL mode, hands out one writer
+//! connection and a small pool of readers (rusqlite), and replicates in the
+//! background. The writer's commit hook (`sqlite3_wal_hook`) only counts the
+//! commit and wakes the shipper: there is no polling on the write path and
+//! no work inside the hook. A commit can be made durable: the call returns
+//! once every replica holds it; concurrent durable commits share uploads.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use litevault::Vault;
+//! let vault = Vault::open("/data/app.db")
+//!     .replicate_to("s3://bucket/app")?
+//!     .start()
+//!     .await?;
+//! {
+//!     let conn = vault.writer().await;
+//!     conn.execute("INSERT INTO notes(body) VALUES (?1)", ["hello"])?;
+//! }
+//! vault.wait_replicated(vault.txid()).await?; // every replica has it
+//! let id = vault
+//!     .transaction_durable(|tx| tx.execute("INSERT INTO notes(body) VALUES ('x')", []))
+//!     .await?;
+//! vault.close().await?;
+//! # Ok(()) }
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{Mutex, MutexGuard, OwnedSemaphorePermit, Semaphore, watch};
+
+use crate::ltx::Txid;
+use crate::replica::{Replica, ReplicaError};
+use crate::replicate::{ReplicateError, ReplicateOptions, Replicator};
+
+/// Errors of an embedded vault.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    /// The database cannot be opened or configured.
+    #[error("opening {path}: {source}")]
+    Open {
+        /// The database.
+        path: PathBuf,
+        /// SQLite's error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A replica URL is not valid.
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+    /// Replication failed to start or stop.
+    #[error(transparent)]
+    Replicate(#[from] ReplicateError),
+    /// A statement of a durable transaction failed (nothing was committed).
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    /// The transaction is committed locally but not every replica confirmed
+    /// it in time. It is not lost: it ships as soon as the replicas answer.
+    #[error(
+        "commit {commit} is committed locally but not yet in every replica after {waited:?}; it will ship when the replicas answer (see `litevault status`)"
+    )]
+    NotYetReplicated {
+        /// The commit's sequence number.
+        commit: u64,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// A blocking task panicked.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The sequence number of a commit made through the vault's writer
+/// ([`Vault::txid`]): pass it to [`Vault::wait_replicated`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CommitSeq(pub u64);
+
+/// Settings of a vault.
+#[derive(Clone, Debug)]
+pub struct VaultOptions {
+    /// Replication settings. The embedded default ships each commit at once
+    /// (no sync interval): uploads are back to back, and every upload
+    /// carries all commits made while the previous one was in flight.
+    pub replicate: ReplicateOptions,
+    /// Reader connections in the pool.
+    pub readers: usize,
+    /// How long a durable commit waits for the replicas.
+    pub durable_timeout: Duration,
+    /// SQLite busy timeout of the vault's connections.
+    pub busy_timeout: Duration,
+}
+
+impl Default for VaultOptions {
+    fn default() -> Self {
+        VaultOptions {
+            replicate: ReplicateOptions {
+                sync_interval: Duration::ZERO,
+                // The commit hook wakes the shipper; polling only catches
+                // writes made by other processes.
+                poll_interval: Duration::from_millis(250),
+                ..ReplicateOptions::default()
+            },
+            readers: 4,
+            durable_timeout: Duration::from_secs(10),
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Opens a vault: [`Vault::open`], then replicas, then [`start`](VaultBuilder::start).
+#[derive(Debug)]
+pub struct VaultBuilder {
+    path: PathBuf,
+    replicas: Vec<Replica>,
+    opts: VaultOptions,
+}
+
+impl VaultBuilder {
+    /// Adds a replica by URL (see [`Replica::open`]).
+    pub fn replicate_to(mut self, url: &str) -> Result<Self, VaultError> {
+        self.replicas.push(Replica::open(url)?);
+        Ok(self)
+    }
+
+    /// Adds an opened replica.
+    pub fn replica(mut self, replica: Replica) -> Self {
+        self.replicas.push(replica);
+        self
+    }
+
+    /// Replaces the settings.
+    pub fn options(mut self, opts: VaultOptions) -> Self {
+        self.opts = opts;
+        self
+    }
+
+    /// Opens (or creates) the database in WAL mode and starts replicating.
+    pub async fn start(self) -> Result<Vault, VaultError> {
+        let VaultBuilder {
+            path,
+            replicas,
+            opts,
+        } = self;
+        let p = path.clone();
+        let busy = opts.busy_timeout;
+        let writer = tokio::task::spawn_blocking(move || open_writer(&p, busy))
+            .await
+            .map_err(|e| VaultError::Internal(e.to_string()))??;
+        let replicator = Replicator::open_many(&path, replicas, opts.replicate.clone()).await?;
+        let counter = Arc::new(AtomicU64::new(0));
+        replicator.attach_commit_counter(counter.clone());
+        let mut writer = writer;
+        {
+            let counter = counter.clone();
+            let rep = replicator.clone();
+            // The hook runs inside SQLite's commit: count and signal, nothing
+            // else. Installing it also turns off SQLite's own automatic
+            // checkpoints on this connection: the replicator runs them.
+            writer.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, _pages| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                rep.wake();
+                Ok(())
+            }))?;
+        }
+        let mut readers = Vec::with_capacity(opts.readers);
+        for _ in 0..opts.readers.max(1) {
+            readers.push(open_reader(&path, busy)?);
+        }
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+        let run = tokio::spawn(replicator.clone().run(async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        }));
+        Ok(Vault {
+            path,
+            replicator,
+            writer: Mutex::new(writer),
+            pool: std::sync::Mutex::new(readers),
+            permits: Arc::new(Semaphore::new(opts.readers.max(1))),
+            counter,
+            stop: stop_tx,
+            run: Mutex::new(Some(run)),
+            durable_timeout: opts.durable_timeout,
+        })
+    }
+}
+
+fn tune(c: &Connection, busy: Duration) -> rusqlite::Result<()> {
+    c.busy_timeout(busy)?;
+    c.pragma_update(None, "foreign_keys", "ON")?;
+    c.pragma_update(None, "temp_store", "MEMORY")?;
+    Ok(())
+}
+
+fn open_writer(path: &Path, busy: Duration) -> Result<Connection, VaultError> {
+    let err = |source| VaultError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let c = Connection::open(path).map_err(err)?;
+    let mode: String = c
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .map_err(err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(VaultError::Open {
+            path: path.to_path_buf(),
+            source: rusqlite::Error::InvalidParameterName(format!(
+                "journal_mode stays {mode}: the database must support WAL mode"
+            )),
+        });
+    }
+    c.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(err)?;
+    tune(&c, busy).map_err(err)?;
+    Ok(c)
+}
+
+fn open_reader(path: &Path, busy: Duration) -> Result<Connection, VaultError> {
+    let err = |source| VaultError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(err)?;
+    tune(&c, busy).map_err(err)?;
+    c.pragma_update(None, "query_only", "ON").map_err(err)?;
+    Ok(c)
+}
+
+/// A replicated SQLite database embedded in the application.
+pub struct Vault {
+    path: PathBuf,
+    replicator: Replicator,
+    writer: Mutex<Connection>,
+    pool: std::sync::Mutex<Vec<Connection>>,
+    permits: Arc<Semaphore>,
+    counter: Arc<AtomicU64>,
+    stop: watch::Sender<bool>,
+    run: Mutex<Option<tokio::task::JoinHandle<Result<(), ReplicateError>>>>,
+    durable_timeout: Duration,
+}
+
+/// A reader connection from the pool (returned to it on drop).
+pub struct Reader<'a> {
+    conn: Option<Connection>,
+    vault: &'a Vault,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for Reader<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn.as_ref().expect("present until drop")
+    }
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            self.vault.pool.lock().expect("pool lock").push(c);
+        }
+    }
+}
+
+impl Vault {
+    /// Starts building a vault for the database at `path` (created if
+    /// missing).
+    pub fn open(path: impl AsRef<Path>) -> VaultBuilder {
+        VaultBuilder {
+            path: path.as_ref().to_path_buf(),
+            replicas: Vec::new(),
+            opts: VaultOptions::default(),
+        }
+    }
+
+    /// The database path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The replicator (status, replicas).
+    pub fn replicator(&self) -> &Replicator {
+        &self.replicator
+    }
+
+    /// The writer connection (one at a time). Its commits wake the shipper.
+    pub async fn writer(&self) -> MutexGuard<'_, Connection> {
+        self.writer.lock().await
+    }
+
+    /// A reader connection (`query_only`) from the pool.
+    pub async fn reader(&self) -> Reader<'_> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let conn = self.pool.lock().expect("pool lock").pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => {
+                open_reader(&self.path, Duration::from_secs(5)).expect("the database opened before")
+            }
+        };
+        Reader {
+            conn: Some(conn),
+            vault: self,
+            _permit: permit,
+        }
+    }
+
+    /// The latest commit made through the writer.
+    pub fn txid(&self) -> CommitSeq {
+        CommitSeq(self.counter.load(Ordering::SeqCst))
+    }
+
+    /// Waits until every replica holds commit `seq` (and everything before
+    /// it), at most the durable timeout. Returns the replica TXID holding it.
+    pub async fn wait_replicated(&self, seq: CommitSeq) -> Result<Txid, VaultError> {
+        self.replicator.wake();
+        match tokio::time::timeout(self.durable_timeout, self.replicator.wait_commit(seq.0)).await {
+            Ok(t) => Ok(t),
+            Err(_) => Err(VaultError::NotYetReplicated {
+                commit: seq.0,
+                waited: self.durable_timeout,
+            }),
+        }
+    }
+
+    /// Runs `f` in a write transaction, commits it, and returns once every
+    /// replica holds it. On [`VaultError::NotYetReplicated`] the transaction
+    /// is committed locally and will ship; on any other error nothing was
+    /// committed.
+    pub async fn transaction_durable<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, VaultError> {
+        let (value, seq) = {
+            let mut conn = self.writer.lock().await;
+            let tx = conn.transaction()?;
+            let value = f(&tx)?;
+            tx.commit()?;
+            (value, self.txid())
+        };
+        self.wait_replicated(seq).await?;
+        Ok(value)
+    }
+
+    /// Stops replicating after a final sync (bounded by the shutdown
+    /// timeout) and closes the connections.
+    pub async fn close(self) -> Result<(), VaultError> {
+        let _ = self.stop.send(true);
+        let run = self.run.lock().await.take();
+        if let Some(run) = run {
+            run.await
+                .map_err(|e| VaultError::Internal(e.to_string()))??;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Vault {
+    fn drop(&mut self) {
+        // Without `close`, replication stops after its final sync in the
+        // background (if the runtime is still alive).
+        let _ = self.stop.send(true);
+    }
+}

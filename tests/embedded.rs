@@ -1,0 +1,238 @@
+//! Embedded use: `Vault` hands out connections, its commit hook wakes the
+//! shipper, and durable commits return once every replica holds them.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use litevault::replica::{KeyLayout, Replica, RetryPolicy};
+use litevault::restore::{RestoreOptions, restore};
+use litevault::{Vault, VaultError, VaultOptions};
+use support::store::flaky;
+use support::*;
+
+fn count_rows(path: &std::path::Path) -> i64 {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM notes", [], |r| r.get(0))
+        .unwrap()
+}
+
+async fn restored_rows(replica: &Replica, dir: &std::path::Path, name: &str) -> i64 {
+    let out = dir.join(name);
+    let _ = std::fs::remove_file(&out);
+    restore(
+        replica,
+        &out,
+        &RestoreOptions {
+            write_state: false,
+            ..RestoreOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    count_rows(&out)
+}
+
+/// Rows in the replica's latest state, `None` while it holds no table yet.
+async fn try_restored_rows(replica: &Replica, dir: &std::path::Path) -> Option<i64> {
+    let out = dir.join("probe.db");
+    let _ = std::fs::remove_file(&out);
+    let opts = RestoreOptions {
+        write_state: false,
+        ..RestoreOptions::default()
+    };
+    restore(replica, &out, &opts).await.ok()?;
+    rusqlite::Connection::open(&out)
+        .ok()?
+        .query_row("SELECT count(*) FROM notes", [], |r| r.get(0))
+        .ok()
+}
+
+/// With polling set to an hour, a commit still reaches the replica at once:
+/// only the commit hook can have woken the shipper.
+#[test]
+fn the_commit_hook_wakes_the_shipper() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
+        let mut opts = VaultOptions::default();
+        opts.replicate.poll_interval = Duration::from_secs(3600);
+        let vault = Vault::open(dir.path().join("app.db"))
+            .replica(replica.clone())
+            .options(opts)
+            .start()
+            .await
+            .unwrap();
+        {
+            let c = vault.writer().await;
+            c.execute_batch("CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT);")
+                .unwrap();
+        }
+        for i in 0..20 {
+            {
+                let c = vault.writer().await;
+                c.execute("INSERT INTO notes(body) VALUES (?1)", [format!("n{i}")])
+                    .unwrap();
+            }
+            // No wait_replicated here (it would wake the shipper itself):
+            // only the hook can make the row reach the replica.
+            let mut seen = false;
+            for _ in 0..500 {
+                if try_restored_rows(&replica, dir.path()).await == Some(i + 1) {
+                    seen = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(seen, "commit {i} reached the replica without polling");
+        }
+        vault.wait_replicated(vault.txid()).await.unwrap();
+        // Readers see the writer's commits.
+        let n: i64 = vault
+            .reader()
+            .await
+            .query_row("SELECT count(*) FROM notes", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 20);
+        vault.close().await.unwrap();
+    });
+}
+
+/// Durable commits on two replicas (a folder and the S3 server): when the
+/// call returns, both replicas restore the row.
+#[test]
+fn a_durable_commit_is_in_every_replica_when_it_returns() {
+    let s3 = S3Server::start();
+    let bucket = s3.bucket("embedded");
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Replica::open(&file_url(&dir.path().join("a"))).unwrap();
+        let b = s3.replica(&bucket, "app");
+        let vault = Vault::open(dir.path().join("app.db"))
+            .replica(a.clone())
+            .replica(b.clone())
+            .start()
+            .await
+            .unwrap();
+        vault
+            .transaction_durable(|tx| {
+                tx.execute_batch("CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT);")
+            })
+            .await
+            .unwrap();
+        for i in 1..=5 {
+            vault
+                .transaction_durable(|tx| tx.execute("INSERT INTO notes(body) VALUES ('x')", []))
+                .await
+                .unwrap();
+            assert_eq!(restored_rows(&a, dir.path(), "a.db").await, i);
+            assert_eq!(restored_rows(&b, dir.path(), "b.db").await, i);
+        }
+        vault.close().await.unwrap();
+    });
+}
+
+/// 32 concurrent durable commits against a store whose PUTs take 40 ms:
+/// commits made while an upload is in flight go up together in the next
+/// one, so there are far fewer uploads than commits, and every commit is in
+/// the replica.
+#[test]
+fn concurrent_durable_commits_share_uploads() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = flaky(Arc::new(object_store::memory::InMemory::new()));
+        store.put_delay_ms.store(40, Ordering::SeqCst);
+        let replica = Replica::from_store(store.clone(), "app", KeyLayout::Ltx, "slow");
+        let vault = Arc::new(
+            Vault::open(dir.path().join("app.db"))
+                .replica(replica.clone())
+                .start()
+                .await
+                .unwrap(),
+        );
+        vault
+            .transaction_durable(|tx| {
+                tx.execute_batch("CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT);")
+            })
+            .await
+            .unwrap();
+        let before = replica.stats().counts().puts;
+        let mut tasks = Vec::new();
+        for i in 0..32 {
+            let v = vault.clone();
+            tasks.push(tokio::spawn(async move {
+                v.transaction_durable(move |tx| {
+                    tx.execute("INSERT INTO notes(body) VALUES (?1)", [i])
+                })
+                .await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let puts = replica.stats().counts().puts - before;
+        assert!(puts < 32 / 2, "32 durable commits took {puts} uploads");
+        assert_eq!(restored_rows(&replica, dir.path(), "out.db").await, 32);
+        Arc::try_unwrap(vault).ok().unwrap().close().await.unwrap();
+    });
+}
+
+/// The store is down: a durable commit times out with a clear error, the
+/// row stays committed locally, and it ships once the store is back.
+#[test]
+fn a_durable_commit_that_times_out_loses_nothing() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = flaky(Arc::new(object_store::memory::InMemory::new()));
+        let replica = Replica::from_store(store.clone(), "app", KeyLayout::Ltx, "flaky")
+            .with_retry(RetryPolicy {
+                max_attempts: 1,
+                initial_backoff: Duration::from_millis(1),
+                max_backoff: Duration::from_millis(2),
+            });
+        let opts = VaultOptions {
+            durable_timeout: Duration::from_millis(300),
+            ..VaultOptions::default()
+        };
+        let vault = Vault::open(dir.path().join("app.db"))
+            .replica(replica.clone())
+            .options(opts)
+            .start()
+            .await
+            .unwrap();
+        vault
+            .transaction_durable(|tx| {
+                tx.execute_batch("CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT);")
+            })
+            .await
+            .unwrap();
+        store.fail_puts.store(u32::MAX, Ordering::SeqCst);
+        let err = vault
+            .transaction_durable(|tx| tx.execute("INSERT INTO notes(body) VALUES ('kept')", []))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, VaultError::NotYetReplicated { .. }), "{err}");
+        assert!(err.to_string().contains("committed locally"), "{err}");
+        let local: i64 = vault
+            .reader()
+            .await
+            .query_row("SELECT count(*) FROM notes", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(local, 1, "committed locally");
+        store.fail_puts.store(0, Ordering::SeqCst);
+        // Wait again (the uploader retries with backoff, up to 10 s).
+        let mut ok = false;
+        for _ in 0..60 {
+            if vault.wait_replicated(vault.txid()).await.is_ok() {
+                ok = true;
+                break;
+            }
+        }
+        assert!(ok, "the commit reached the replica once the store was back");
+        assert_eq!(restored_rows(&replica, dir.path(), "out.db").await, 1);
+        vault.close().await.unwrap();
+    });
+}

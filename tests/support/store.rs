@@ -1,0 +1,102 @@
+//! Fault and latency injection around a real object store: a decorator,
+//! never a parallel fake.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+
+/// Fails the next `fail_puts` PUTs with a transient error, then passes
+/// everything to the inner store.
+#[derive(Debug)]
+pub struct FlakyStore {
+    pub inner: Arc<dyn ObjectStore>,
+    /// PUTs still to fail.
+    pub fail_puts: AtomicU32,
+    /// PUT attempts seen.
+    pub attempts: AtomicU32,
+    /// Milliseconds added to every PUT (a slow network).
+    pub put_delay_ms: AtomicU64,
+}
+
+impl fmt::Display for FlakyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FlakyStore({})", self.inner)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for FlakyStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        let delay = self.put_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        let left = self.fail_puts.load(Ordering::SeqCst);
+        if left > 0 {
+            self.fail_puts.store(left - 1, Ordering::SeqCst);
+            return Err(object_store::Error::Generic {
+                store: "flaky",
+                source: "injected: connection reset".into(),
+            });
+        }
+        self.inner.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+pub fn flaky(inner: Arc<dyn ObjectStore>) -> Arc<FlakyStore> {
+    Arc::new(FlakyStore {
+        inner,
+        fail_puts: AtomicU32::new(0),
+        attempts: AtomicU32::new(0),
+        put_delay_ms: AtomicU64::new(0),
+    })
+}
