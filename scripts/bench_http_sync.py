@@ -73,8 +73,13 @@ def run_row(binary: Path, backend: str, moto: bc.Moto | None, writers: int, comm
     port = bc.free_port()
     proc = bc.spawn([binary, "replicate", db, url, "--addr", f"127.0.0.1:{port}"], env=env,
                     log=d / "litevault.log")
-    bc.wait_for(lambda: request(port, "GET", "/healthz")[0] == 200, 30, 0.05,
-                "litevault's HTTP server", alive=proc)
+    def healthy() -> bool:
+        try:
+            return request(port, "GET", "/healthz")[0] == 200
+        except OSError:
+            return False
+
+    bc.wait_for(healthy, 30, 0.05, "litevault's HTTP server", alive=proc)
     code, body = request(port, "POST", "/v1/sync?db=app&wait=true")
     if code != 200:
         raise bc.BenchError(f"first sync: HTTP {code}: {body!r}")

@@ -238,11 +238,21 @@ impl ServerState {
         &self.inner.opts
     }
 
+    /// The status of every database, taken on a blocking thread: a status
+    /// waits for the database lock, which a long resync or checkpoint holds.
+    pub async fn statuses(&self) -> Vec<DbStatus> {
+        let dbs = self.inner.dbs.clone();
+        tokio::task::spawn_blocking(move || dbs.iter().map(|r| r.status()).collect())
+            .await
+            .expect("status task")
+    }
+
     /// Takes one lag sample of every replica (the server does it every
-    /// [`ServerOptions::sample_interval`]).
-    pub fn sample_lag(&self) {
+    /// [`ServerOptions::sample_interval`]; call it yourself when you mount
+    /// [`router`] in your own app).
+    pub async fn sample_lag(&self) {
         let now = Utc::now().timestamp_millis();
-        let statuses: Vec<DbStatus> = self.inner.dbs.iter().map(|r| r.status()).collect();
+        let statuses = self.statuses().await;
         let cap = self.inner.opts.history.max(1);
         let mut lag = self.inner.lag.lock().expect("lag lock");
         for (d, st) in statuses.iter().enumerate() {
@@ -379,9 +389,11 @@ pub async fn serve(
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = stop_rx.wait_for(|s| *s) => break,
-                    _ = tick.tick() => state.sample_lag(),
+                    // The only change is to true (or the sender is gone).
+                    _ = stop_rx.changed() => break,
+                    _ = tick.tick() => {}
                 }
+                state.sample_lag().await;
             }
         })
     };
@@ -396,7 +408,8 @@ pub async fn serve(
     Ok(res?)
 }
 
-/// The routes, for embedding in another axum app.
+/// The routes, for embedding in another axum app (the lag chart then needs
+/// [`ServerState::sample_lag`] called every second; [`serve`] does it).
 pub fn router(state: ServerState) -> Router {
     Router::new()
         .route("/", get(page_handler))
@@ -480,7 +493,7 @@ pub fn not_ready_reasons(statuses: &[DbStatus], max_lag: Duration) -> Vec<String
 }
 
 async fn readyz(State(state): State<ServerState>) -> Response {
-    let statuses: Vec<DbStatus> = state.inner.dbs.iter().map(|r| r.status()).collect();
+    let statuses = state.statuses().await;
     let reasons = not_ready_reasons(&statuses, state.inner.opts.readyz_max_lag);
     if reasons.is_empty() {
         (StatusCode::OK, axum::Json(json!({"ready": true}))).into_response()
@@ -494,7 +507,7 @@ async fn readyz(State(state): State<ServerState>) -> Response {
 }
 
 async fn metrics_handler(State(state): State<ServerState>) -> Response {
-    let statuses: Vec<DbStatus> = state.inner.dbs.iter().map(|r| r.status()).collect();
+    let statuses = state.statuses().await;
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
@@ -504,7 +517,7 @@ async fn metrics_handler(State(state): State<ServerState>) -> Response {
 }
 
 async fn status(State(state): State<ServerState>) -> axum::Json<Vec<DbStatus>> {
-    axum::Json(state.inner.dbs.iter().map(|r| r.status()).collect())
+    axum::Json(state.statuses().await)
 }
 
 fn bad_request(msg: String) -> Response {
@@ -570,7 +583,12 @@ async fn sync(
         )
             .into_response(),
         Err(_) => {
-            let st = r.status();
+            let st = {
+                let r = r.clone();
+                tokio::task::spawn_blocking(move || r.status())
+                    .await
+                    .expect("status task")
+            };
             let behind: Vec<_> = st
                 .replicas
                 .iter()
