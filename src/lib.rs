@@ -33,9 +33,12 @@
 //!
 //! Beside the flow: `config` (the YAML file, compatible with `litestream.yml`;
 //! every default in `config::defaults`), `content` (row-level digest used to
-//! compare databases), `server` (the HTTP surface over running replicators:
-//! health, readiness, Prometheus metrics, status, durable sync, a status page)
-//! and `cli` (one file per subcommand; `main.rs` only calls [`cli::main`]).
+//! compare databases), `pg` (export to PostgreSQL and import from it, verified:
+//! pure type mapping, value codec, checksums and DDL, with the I/O in
+//! `pg::export` and `pg::import`), `server` (the HTTP surface over running
+//! replicators: health, readiness, Prometheus metrics, status, durable sync, a
+//! status page) and `cli` (one file per subcommand; `main.rs` only calls
+//! [`cli::main`]).
 //!
 //! # Example
 //!
@@ -56,6 +59,7 @@ pub mod config;
 pub mod content;
 pub mod db;
 pub mod ltx;
+pub mod pg;
 pub mod replica;
 pub mod replicate;
 pub mod restore;

@@ -255,3 +255,127 @@ fn retention_on_s3_deletes_in_bulk() {
         assert_eq!(Workload::check_prefix(&out), 40);
     });
 }
+
+/// Files that went up merged (a replica behind by several files) are
+/// compacted from their pieces in the local store: compaction downloads
+/// nothing.
+#[test]
+fn compaction_reads_merged_uploads_from_the_local_store() {
+    use litevault::replica::KeyLayout;
+    use support::store::flaky;
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let mut c = create_db(&db, 1024);
+        Workload::init(&c);
+        let now = Arc::new(AtomicI64::new(1_800_000_000_000));
+        let n = now.clone();
+        let store = flaky(Arc::new(object_store::memory::InMemory::new()));
+        let replica = Replica::from_store(store.clone(), "app", KeyLayout::Ltx, "flaky")
+            .with_retry(litevault::replica::RetryPolicy {
+                max_attempts: 1,
+                initial_backoff: Duration::from_millis(1),
+                max_backoff: Duration::from_millis(1),
+            });
+        let rep = Replicator::open(
+            &db,
+            replica.clone(),
+            opts(Clock::from_fn(move || n.load(Ordering::SeqCst))),
+        )
+        .await
+        .unwrap();
+        for round in 0..4 {
+            // The store is down for a few commits, then back: one merged upload.
+            store
+                .fail_puts
+                .store(u32::MAX, std::sync::atomic::Ordering::SeqCst);
+            for i in 1..=5 {
+                Workload::apply(&mut c, round * 5 + i).unwrap();
+                let _ = rep.sync().await;
+                now.fetch_add(2_000, Ordering::SeqCst);
+            }
+            store
+                .fail_puts
+                .store(0, std::sync::atomic::Ordering::SeqCst);
+            rep.sync_all().await.unwrap();
+        }
+        let l0 = replica.list_level(0).await.unwrap();
+        assert!(
+            l0.iter().any(|f| f.min_txid < f.max_txid),
+            "some level-0 files went up merged: {l0:?}"
+        );
+        let gets = replica.stats().counts().gets;
+        now.fetch_add(60_000, Ordering::SeqCst);
+        rep.maintain().await.unwrap();
+        assert!(
+            !replica.list_level(1).await.unwrap().is_empty(),
+            "compacted"
+        );
+        assert_eq!(
+            replica.stats().counts().gets - gets,
+            0,
+            "compaction read its inputs locally"
+        );
+        rep.run(async {}).await.unwrap();
+        let out = dir.path().join("out.db");
+        restore(&replica, &out, &RestoreOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(Workload::check_prefix(&out), 20);
+    });
+}
+
+/// Under a steady load with a short sync interval, the running replicator
+/// keeps one unbroken chain of level-0 files: no replica ever falls back to
+/// a snapshot (a slot must never run ahead of the announced state).
+#[test]
+fn a_fast_sync_interval_keeps_an_unbroken_chain() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let c = create_db(&db, 4096);
+        Workload::init(&c);
+        drop(c);
+        let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
+        let opts = ReplicateOptions {
+            sync_interval: Duration::from_millis(50),
+            ..ReplicateOptions::default()
+        };
+        let rep = Replicator::open(&db, replica.clone(), opts).await.unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(rep.run(async {
+            let _ = rx.await;
+        }));
+        let db2 = db.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = create_db(&db2, 4096);
+            for i in 1..=1500 {
+                Workload::apply(&mut c, i).unwrap();
+                if i % 3 == 0 {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        })
+        .await
+        .unwrap();
+        tx.send(()).unwrap();
+        task.await.unwrap().unwrap();
+        let files = replica.list_all().await.unwrap();
+        assert!(
+            files.iter().all(|f| f.level != 9),
+            "no snapshot was needed: {:?}",
+            files.iter().filter(|f| f.level == 9).collect::<Vec<_>>()
+        );
+        let max = files.iter().map(|f| f.max_txid).max().unwrap();
+        assert_eq!(
+            litevault::restore::plan::first_gap(&files, Txid(0), max),
+            None,
+            "every TXID is on the chain"
+        );
+        let out = dir.path().join("out.db");
+        restore(&replica, &out, &RestoreOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(Workload::check_prefix(&out), 1500);
+    });
+}

@@ -3,6 +3,8 @@
 
 mod config_cmd;
 mod demo;
+mod export;
+mod import;
 mod ltx_cmd;
 mod replicate;
 mod restore;
@@ -39,6 +41,10 @@ enum Command {
     Demo(demo::Args),
     /// Check the configuration file, or explain every resolved setting.
     Config(config_cmd::Args),
+    /// Export a database (or a replica's point in time) to PostgreSQL, verified.
+    Export(export::Args),
+    /// Import a PostgreSQL schema into a new SQLite database (WAL mode), verified.
+    Import(import::Args),
 }
 
 /// Entry point of the binary.
@@ -72,6 +78,8 @@ pub fn main() -> ExitCode {
             Command::Verify(a) => verify::run(a).await,
             Command::Demo(a) => demo::run(a).await,
             Command::Config(a) => config_cmd::run(a).await,
+            Command::Export(a) => export::run(a).await,
+            Command::Import(a) => import::run(a).await,
         }
     });
     match result {

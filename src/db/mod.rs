@@ -245,6 +245,18 @@ fn open_conn(path: &Path) -> Result<Connection, DbError> {
     .map_err(sqlite_err(path))?;
     c.pragma_update(None, "wal_autocheckpoint", 0)
         .map_err(sqlite_err(path))?;
+    // These connections only hold read marks and run checkpoints: a small
+    // page cache keeps the memory of many databases low.
+    c.pragma_update(None, "cache_size", -128)
+        .map_err(|source| match source {
+            rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::NotADatabase => {
+                DbError::NotSqlite {
+                    path: path.to_path_buf(),
+                    reason: "file is not a database".into(),
+                }
+            }
+            source => sqlite_err(path)(source),
+        })?;
     Ok(c)
 }
 

@@ -506,7 +506,7 @@ fn local_state(
     }
     if t < pos.txid {
         // Roll the table forward over the files in the local store.
-        let chain = outbox.chain_after(t, table.value())?;
+        let chain = outbox.chain_after(t, table.value(), pos.txid)?;
         for f in chain.iter().take_while(|f| f.max_txid <= pos.txid) {
             let path = outbox.path(f.level, f.min_txid, f.max_txid);
             let bytes = std::fs::read(path).ok()?;
@@ -756,7 +756,9 @@ impl Replicator {
         let in_step = h.txid == txid && c == checksum;
         let both_empty = h.txid.0 == 0 && txid.0 == 0;
         let needs_snapshot = !(in_step || both_empty)
-            && outbox.chain_after(h.txid, c).is_none_or(|ch| ch.is_empty());
+            && outbox
+                .chain_after(h.txid, c, txid)
+                .is_none_or(|ch| ch.is_empty());
         if needs_snapshot && (h.txid > txid || (known && h.txid == txid)) {
             return Err(ReplicateError::Diverged {
                 replica: replica.to_string(),
@@ -1104,7 +1106,17 @@ impl Replicator {
                             path: state,
                             source,
                         })?;
-                    db.commit(p)?;
+                    if let Err(e) = db.commit(p) {
+                        // Not recorded: the next step prepares this TXID
+                        // again. No replica has it yet (it is announced
+                        // below, only after the commit).
+                        inner
+                            .outbox
+                            .lock()
+                            .expect("outbox lock")
+                            .remove(0, header.max_txid);
+                        return Err(e.into());
+                    }
                     if resync && header.max_txid.0 > 1 {
                         tracing::info!(db = %inner.path.display(), txid = %header.max_txid, pages, "resync: shipping the pages that differ from the last shipped state");
                     }
@@ -1210,28 +1222,30 @@ impl Replicator {
             self.late_init(slot, st).await?;
         }
         self.keep_lease(slot, st).await?;
+        // One round, up to the state announced now: commits that arrive
+        // during the upload go in the next round (the sync interval then
+        // batches them).
+        let target = *self.inner.head.borrow();
         loop {
-            let head = *self.inner.head.borrow();
-            if st.txid == head.txid && st.checksum == head.checksum {
+            if st.txid >= target.txid {
                 return Ok(());
             }
             if st.needs_snapshot {
                 self.snapshot_to(slot, st).await?;
                 continue;
             }
-            let chain = self
-                .inner
-                .outbox
-                .lock()
-                .expect("outbox lock")
-                .chain_after(st.txid, st.checksum);
-            let Some(chain) = chain.filter(|c| !c.is_empty()) else {
-                if st.txid.0 == 0 && head.txid.0 == 0 {
-                    return Ok(());
-                }
+            let chain = self.inner.outbox.lock().expect("outbox lock").chain_after(
+                st.txid,
+                st.checksum,
+                target.txid,
+            );
+            let Some(chain) = chain else {
                 st.needs_snapshot = true;
                 continue;
             };
+            if chain.is_empty() {
+                return Ok(());
+            }
             let (body, header) = if chain.len() == 1 {
                 let f = &chain[0];
                 let body = self.inner.outbox.lock().expect("outbox lock").body(f);
@@ -1487,22 +1501,42 @@ impl Replicator {
     ) -> Result<(), ReplicateError> {
         let mut readers: Vec<Box<dyn std::io::Read + Send>> = Vec::with_capacity(run.len());
         for f in run {
-            let local = {
+            // Local first: the same file, or (for a level-0 file that went up
+            // merged) the pieces it was merged from; else download it.
+            let local: Option<Vec<LtxBody>> = {
                 let outbox = self.inner.outbox.lock().expect("outbox lock");
-                outbox
+                match outbox
                     .get(f.level, f.min_txid, f.max_txid)
                     .filter(|o| o.size == f.size)
-                    .map(|o| outbox.body(o))
+                {
+                    Some(o) => Some(vec![outbox.body(o)]),
+                    None if f.level == 0 => outbox
+                        .covering(f.min_txid, f.max_txid)
+                        .map(|pieces| pieces.iter().map(|p| outbox.body(p)).collect()),
+                    None => None,
+                }
             };
-            let r: Box<dyn std::io::Read + Send> = match local {
-                Some(LtxBody::Memory(b)) => Box::new(std::io::Cursor::new(b)),
-                Some(other) => match std::fs::File::open(other.file_path().expect("a file")) {
-                    Ok(file) => Box::new(std::io::BufReader::new(file)),
-                    Err(_) => Box::new(std::io::Cursor::new(slot.replica.read_file(f).await?)),
-                },
-                None => Box::new(std::io::Cursor::new(slot.replica.read_file(f).await?)),
-            };
-            readers.push(r);
+            // Every piece must open, else the whole file is downloaded.
+            let opened: Option<Vec<Box<dyn std::io::Read + Send>>> = local.and_then(|bodies| {
+                bodies
+                    .into_iter()
+                    .map(|b| -> Option<Box<dyn std::io::Read + Send>> {
+                        match b {
+                            LtxBody::Memory(b) => Some(Box::new(std::io::Cursor::new(b))),
+                            other => std::fs::File::open(other.file_path()?).ok().map(|f| {
+                                Box::new(std::io::BufReader::new(f))
+                                    as Box<dyn std::io::Read + Send>
+                            }),
+                        }
+                    })
+                    .collect()
+            });
+            match opened {
+                Some(v) => readers.extend(v),
+                None => readers.push(Box::new(std::io::Cursor::new(
+                    slot.replica.read_file(f).await?,
+                ))),
+            }
         }
         let inner = self.inner.clone();
         let first = run[0].clone();

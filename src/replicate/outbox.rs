@@ -187,7 +187,9 @@ impl Outbox {
             post_apply,
             timestamp_ms: header.timestamp_ms,
             size,
-            bytes: bytes.filter(|b| b.len() <= SPILL_THRESHOLD),
+            // Only level-0 files are uploaded from here; compaction outputs
+            // are read back rarely and stay on disk.
+            bytes: bytes.filter(|b| level == 0 && b.len() <= SPILL_THRESHOLD),
             durable: false,
         };
         self.files.insert((level, max.0), file.clone());
@@ -230,18 +232,24 @@ impl Outbox {
     }
 
     /// The chain of level-0 files continuing the state (`txid`, `checksum`)
-    /// up to the newest file, or `None` when it cannot be continued from
-    /// here (a file is missing, or the checksums do not link).
-    pub fn chain_after(&self, txid: Txid, checksum: Checksum) -> Option<Vec<OutboxFile>> {
+    /// up to exactly `upto`: empty when `txid` is `upto`, `None` when it
+    /// cannot be continued from here (a file is missing, or the checksums
+    /// do not link). Files past `upto` (produced but not yet announced) are
+    /// left for later.
+    pub fn chain_after(
+        &self,
+        txid: Txid,
+        checksum: Checksum,
+        upto: Txid,
+    ) -> Option<Vec<OutboxFile>> {
         let mut out = Vec::new();
         let mut at = (txid, checksum);
-        let newest = self.newest(0)?;
-        if newest.max_txid <= txid {
-            return (newest.max_txid == txid && newest.post_apply == checksum).then_some(out);
+        if upto <= txid {
+            return (upto == txid).then_some(out);
         }
         for f in self
             .files
-            .range((0, txid.0 + 1)..=(0, u64::MAX))
+            .range((0, txid.0 + 1)..=(0, upto.0))
             .map(|(_, f)| f)
         {
             if f.min_txid.0 > at.0.0 + 1 {
@@ -257,7 +265,22 @@ impl Outbox {
             at = (f.max_txid, f.post_apply);
             out.push(f.clone());
         }
-        (at.0 == newest.max_txid).then_some(out)
+        (at.0 == upto).then_some(out)
+    }
+
+    /// Level-0 files that together cover exactly `min..=max` (the pieces of
+    /// a file that went up merged), if the store still holds all of them.
+    pub fn covering(&self, min: Txid, max: Txid) -> Option<Vec<OutboxFile>> {
+        let mut out = Vec::new();
+        let mut next = min.0;
+        for f in self.files.range((0, min.0)..=(0, max.0)).map(|(_, f)| f) {
+            if f.min_txid.0 != next {
+                continue;
+            }
+            next = f.max_txid.0 + 1;
+            out.push(f.clone());
+        }
+        (next == max.0 + 1 && !out.is_empty()).then_some(out)
     }
 
     /// The newest file of a level.

@@ -1,0 +1,872 @@
+//! The schema model read from SQLite and the PostgreSQL DDL made from it
+//! (pure). Tables are created bare, loaded, and then given their primary
+//! keys, unique constraints, checks and indexes; foreign keys come last,
+//! once every table is loaded; identity sequences are reset to max+1.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::expr::{self, Names};
+use super::ident::{literal, qualified, quote};
+use super::types::{ColumnDecl, ColumnMapping, EpochUnit, Orm, PgType};
+
+/// A foreign key as SQLite declares it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ForeignKey {
+    pub columns: Vec<String>,
+    pub parent: String,
+    /// Empty when the key refers to the parent's primary key.
+    pub parent_columns: Vec<String>,
+    pub on_update: String,
+    pub on_delete: String,
+}
+
+/// A `CREATE INDEX` of a table (not the automatic ones behind constraints).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceIndex {
+    pub name: String,
+    pub sql: String,
+}
+
+/// A SQLite table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceTable {
+    pub name: String,
+    pub sql: String,
+    pub columns: Vec<ColumnDecl>,
+    pub without_rowid: bool,
+    pub primary_key: Vec<String>,
+    /// `AUTOINCREMENT`: the high-water mark from `sqlite_sequence`.
+    pub autoincrement: Option<i64>,
+    pub uniques: Vec<Vec<String>>,
+    pub checks: Vec<String>,
+    pub foreign_keys: Vec<ForeignKey>,
+    pub indexes: Vec<SourceIndex>,
+}
+
+/// A view or trigger, with its SQL.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceObject {
+    pub name: String,
+    pub sql: String,
+}
+
+/// Everything read from the SQLite schema.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceSchema {
+    pub tables: Vec<SourceTable>,
+    pub views: Vec<SourceObject>,
+    pub triggers: Vec<SourceObject>,
+    /// Virtual tables (FTS, R*Tree...): reported, not exported.
+    pub virtual_tables: Vec<SourceObject>,
+    pub orm: Orm,
+}
+
+/// A table with the PostgreSQL type of every column.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TablePlan {
+    pub table: SourceTable,
+    pub columns: Vec<ColumnMapping>,
+}
+
+impl TablePlan {
+    /// The PostgreSQL types, column by column.
+    pub fn types(&self) -> Vec<PgType> {
+        self.columns.iter().map(|m| m.pg_type.clone()).collect()
+    }
+}
+
+/// A statement to run, and what it is for the report.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stmt {
+    pub what: String,
+    pub sql: String,
+}
+
+/// Something of the source schema that could not be carried over.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Problem {
+    /// e.g. `check on "users"`, `view "v"`.
+    pub object: String,
+    /// The SQLite SQL.
+    pub sqlite_sql: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Names known to the expression rewrite for one table (its columns first,
+/// then every table name).
+pub struct TableNames<'a> {
+    pub plan: Option<&'a TablePlan>,
+    pub tables: &'a [TablePlan],
+}
+
+impl Names for TableNames<'_> {
+    fn resolve(&self, w: &str) -> Option<String> {
+        if let Some(p) = self.plan
+            && let Some(c) = p
+                .table
+                .columns
+                .iter()
+                .find(|c| c.name.eq_ignore_ascii_case(w))
+        {
+            return Some(c.name.clone());
+        }
+        if let Some(t) = self
+            .tables
+            .iter()
+            .find(|t| t.table.name.eq_ignore_ascii_case(w))
+        {
+            return Some(t.table.name.clone());
+        }
+        if self.plan.is_none() {
+            // A view: any column of any table.
+            for t in self.tables {
+                if let Some(c) = t
+                    .table
+                    .columns
+                    .iter()
+                    .find(|c| c.name.eq_ignore_ascii_case(w))
+                {
+                    return Some(c.name.clone());
+                }
+            }
+        }
+        None
+    }
+
+    fn is_bool(&self, column: &str) -> bool {
+        let mut seen = false;
+        let plans: Vec<&TablePlan> = match self.plan {
+            Some(p) => vec![p],
+            None => self.tables.iter().collect(),
+        };
+        for p in plans {
+            for (c, m) in p.table.columns.iter().zip(&p.columns) {
+                if c.name == column {
+                    if m.pg_type != PgType::Boolean {
+                        return false;
+                    }
+                    seen = true;
+                }
+            }
+        }
+        seen
+    }
+}
+
+/// `CREATE TABLE` with columns, types, NOT NULL and identity; constraints
+/// and defaults come separately.
+pub fn create_table(schema: &str, plan: &TablePlan) -> String {
+    let cols: Vec<String> = plan
+        .table
+        .columns
+        .iter()
+        .zip(&plan.columns)
+        .map(|(c, m)| {
+            let mut s = format!("{} {}", quote(&c.name), m.pg_type);
+            if m.identity {
+                s.push_str(" GENERATED BY DEFAULT AS IDENTITY");
+            }
+            // A rowid alias is never NULL; other primary-key columns get
+            // NOT NULL from the primary key itself.
+            if c.not_null || m.identity {
+                s.push_str(" NOT NULL");
+            }
+            s
+        })
+        .collect();
+    format!(
+        "CREATE TABLE {} (\n  {}\n)",
+        qualified(schema, &plan.table.name),
+        cols.join(",\n  ")
+    )
+}
+
+/// `ALTER TABLE ... SET DEFAULT` for every column with a default, or why not.
+pub fn defaults(schema: &str, plan: &TablePlan, all: &[TablePlan]) -> Vec<Result<Stmt, Problem>> {
+    let names = TableNames {
+        plan: Some(plan),
+        tables: all,
+    };
+    let mut out = vec![];
+    for (c, m) in plan.table.columns.iter().zip(&plan.columns) {
+        let Some(d) = &c.default else { continue };
+        let object = format!("default of {}.{}", quote(&plan.table.name), quote(&c.name));
+        let expr = match default_expr(d, m, &names) {
+            Ok(e) => e,
+            Err(reason) => {
+                out.push(Err(Problem {
+                    object,
+                    sqlite_sql: d.clone(),
+                    reason,
+                }));
+                continue;
+            }
+        };
+        out.push(Ok(Stmt {
+            what: object,
+            sql: format!(
+                "ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {expr}",
+                qualified(schema, &plan.table.name),
+                quote(&c.name)
+            ),
+        }));
+    }
+    out
+}
+
+fn default_expr(d: &str, m: &ColumnMapping, names: &dyn Names) -> Result<String, String> {
+    let t = d.trim();
+    let bare = t.trim_start_matches('(').trim_end_matches(')').trim();
+    let unquoted = bare.trim_matches('\'');
+    if m.pg_type == PgType::Boolean {
+        return match unquoted.to_ascii_lowercase().as_str() {
+            "0" | "false" | "f" => Ok("false".into()),
+            "1" | "true" | "t" => Ok("true".into()),
+            "null" => Ok("NULL".into()),
+            _ => Err(format!("default {t} of a boolean column is not 0 or 1")),
+        };
+    }
+    if m.pg_type.is_temporal()
+        && let Ok(n) = bare.parse::<f64>()
+    {
+        let secs = n * m.epoch.micros() as f64 / 1e6;
+        let e = format!("to_timestamp({secs})");
+        return Ok(match m.pg_type {
+            PgType::TimestampTz(_) => e,
+            PgType::Date => format!("(({e}) AT TIME ZONE 'UTC')::date"),
+            _ => format!("(({e}) AT TIME ZONE 'UTC')"),
+        });
+    }
+    if m.pg_type == PgType::Uuid
+        && let Some(u) = super::value::parse_uuid(unquoted)
+    {
+        return Ok(format!("{}::uuid", literal(&hex::encode(u))));
+    }
+    expr::translate(t, names)
+}
+
+/// Primary key, unique constraints, checks and indexes of one table, to run
+/// after its load; with the problems found while rewriting them.
+pub fn after_load(
+    schema: &str,
+    plan: &TablePlan,
+    all: &[TablePlan],
+) -> (Vec<Stmt>, Vec<Problem>, Vec<String>) {
+    let t = &plan.table;
+    let qt = qualified(schema, &t.name);
+    let names = TableNames {
+        plan: Some(plan),
+        tables: all,
+    };
+    let (mut stmts, mut problems, mut notes) = (vec![], vec![], vec![]);
+    let cols = |c: &[String]| c.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
+    if !t.primary_key.is_empty() {
+        stmts.push(Stmt {
+            what: format!("primary key of {}", quote(&t.name)),
+            sql: format!(
+                "ALTER TABLE {qt} ADD PRIMARY KEY ({})",
+                cols(&t.primary_key)
+            ),
+        });
+    }
+    for u in &t.uniques {
+        stmts.push(Stmt {
+            what: format!("unique ({}) of {}", cols(u), quote(&t.name)),
+            sql: format!("ALTER TABLE {qt} ADD UNIQUE ({})", cols(u)),
+        });
+    }
+    for c in &t.checks {
+        let object = format!("check on {}", quote(&t.name));
+        if let Some(col) = expr::is_type_check(c) {
+            let col_type = t
+                .columns
+                .iter()
+                .zip(&plan.columns)
+                .find(|(d, _)| d.name.eq_ignore_ascii_case(&col))
+                .map(|(_, m)| m.pg_type.clone());
+            if matches!(
+                col_type,
+                Some(PgType::Boolean | PgType::Json | PgType::Jsonb)
+            ) {
+                notes.push(format!(
+                    "check ({c}) on {}: enforced by the {} type, not created",
+                    quote(&t.name),
+                    col_type.unwrap()
+                ));
+                continue;
+            }
+        }
+        match expr::translate(c, &names) {
+            Ok(e) => stmts.push(Stmt {
+                what: object,
+                sql: format!("ALTER TABLE {qt} ADD CHECK ({e})"),
+            }),
+            Err(reason) => problems.push(Problem {
+                object,
+                sqlite_sql: c.clone(),
+                reason,
+            }),
+        }
+    }
+    for ix in &t.indexes {
+        let object = format!("index {}", quote(&ix.name));
+        match index_sql(schema, &t.name, ix, &names) {
+            Ok(sql) => stmts.push(Stmt { what: object, sql }),
+            Err(reason) => problems.push(Problem {
+                object,
+                sqlite_sql: ix.sql.clone(),
+                reason,
+            }),
+        }
+    }
+    (stmts, problems, notes)
+}
+
+/// Rewrites `CREATE [UNIQUE] INDEX name ON table (parts) [WHERE expr]`.
+fn index_sql(
+    schema: &str,
+    table: &str,
+    ix: &SourceIndex,
+    names: &dyn Names,
+) -> Result<String, String> {
+    use expr::Tok;
+    let toks = expr::tokenize(&ix.sql)?;
+    let word = |k: usize, s: &str| matches!(toks.get(k), Some((Tok::Word(w), _)) if w.eq_ignore_ascii_case(s));
+    let unique = word(1, "UNIQUE");
+    let on = (0..toks.len())
+        .find(|&k| word(k, "ON"))
+        .ok_or("no ON in CREATE INDEX")?;
+    let open = (on..toks.len())
+        .find(|&k| matches!(&toks[k].0, Tok::Op(o) if o == "("))
+        .ok_or("no column list in CREATE INDEX")?;
+    let mut depth = 0;
+    let mut close = open;
+    for (k, (t, _)) in toks.iter().enumerate().skip(open) {
+        match t {
+            Tok::Op(o) if o == "(" => depth += 1,
+            Tok::Op(o) if o == ")" => {
+                depth -= 1;
+                if depth == 0 {
+                    close = k;
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    let parts = &ix.sql[toks[open].1.end..toks[close].1.start];
+    let parts = expr::translate(parts, names)?;
+    let mut sql = format!(
+        "CREATE {}INDEX {} ON {} ({parts})",
+        if unique { "UNIQUE " } else { "" },
+        quote(&ix.name),
+        qualified(schema, table)
+    );
+    if word(close + 1, "WHERE") {
+        let w = &ix.sql[toks[close + 1].1.end..];
+        sql.push_str(&format!(" WHERE {}", expr::translate(w, names)?));
+    }
+    Ok(sql)
+}
+
+/// The foreign keys of one table.
+pub fn foreign_keys(
+    schema: &str,
+    plan: &TablePlan,
+    all: &[TablePlan],
+) -> Vec<Result<Stmt, Problem>> {
+    let t = &plan.table;
+    let cols = |c: &[String]| c.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
+    t.foreign_keys
+        .iter()
+        .map(|fk| {
+            let object = format!(
+                "foreign key {}({}) -> {}",
+                quote(&t.name),
+                cols(&fk.columns),
+                quote(&fk.parent)
+            );
+            let Some(parent) = all.iter().find(|p| p.table.name.eq_ignore_ascii_case(&fk.parent)) else {
+                return Err(Problem {
+                    object,
+                    sqlite_sql: t.sql.clone(),
+                    reason: format!("the parent table {} does not exist", quote(&fk.parent)),
+                });
+            };
+            // Names as the tables spell them: a foreign key may write them
+            // in another case (SQLite ignores it, PostgreSQL does not).
+            let spell = |t: &SourceTable, c: &String| {
+                t.columns
+                    .iter()
+                    .find(|d| d.name.eq_ignore_ascii_case(c))
+                    .map(|d| d.name.clone())
+                    .unwrap_or_else(|| c.clone())
+            };
+            let parent_cols: Vec<String> = if fk.parent_columns.is_empty() {
+                parent.table.primary_key.clone()
+            } else {
+                fk.parent_columns.iter().map(|c| spell(&parent.table, c)).collect()
+            };
+            let child_cols: Vec<String> = fk.columns.iter().map(|c| spell(t, c)).collect();
+            let action = |a: &str| match a.to_ascii_uppercase().as_str() {
+                "CASCADE" => " CASCADE",
+                "SET NULL" => " SET NULL",
+                "SET DEFAULT" => " SET DEFAULT",
+                "RESTRICT" => " RESTRICT",
+                _ => " NO ACTION",
+            };
+            Ok(Stmt {
+                what: object,
+                sql: format!(
+                    "ALTER TABLE {} ADD FOREIGN KEY ({}) REFERENCES {} ({}) ON UPDATE{} ON DELETE{}",
+                    qualified(schema, &t.name),
+                    cols(&child_cols),
+                    qualified(schema, &parent.table.name),
+                    cols(&parent_cols),
+                    action(&fk.on_update),
+                    action(&fk.on_delete)
+                ),
+            })
+        })
+        .collect()
+}
+
+/// Resets the identity sequence of a table to max+1 (and past the
+/// AUTOINCREMENT high-water mark, which may be above max after deletes).
+pub fn sequence_reset(schema: &str, plan: &TablePlan) -> Option<Stmt> {
+    let (c, _) = plan
+        .table
+        .columns
+        .iter()
+        .zip(&plan.columns)
+        .find(|(_, m)| m.identity)?;
+    let seq = plan.table.autoincrement.unwrap_or(0);
+    let qt = qualified(schema, &plan.table.name);
+    Some(Stmt {
+        what: format!("sequence of {}.{}", quote(&plan.table.name), quote(&c.name)),
+        sql: format!(
+            "SELECT setval(pg_get_serial_sequence({}, {}), GREATEST(COALESCE((SELECT max({}) FROM {qt}), 0), {seq}) + 1, false)",
+            literal(&qt),
+            literal(&c.name),
+            quote(&c.name)
+        ),
+    })
+}
+
+/// `CREATE VIEW` rewritten, or why not.
+pub fn view(schema: &str, v: &SourceObject, all: &[TablePlan]) -> Result<Stmt, Problem> {
+    use expr::Tok;
+    let problem = |reason: String| Problem {
+        object: format!("view {}", quote(&v.name)),
+        sqlite_sql: v.sql.clone(),
+        reason,
+    };
+    let toks = expr::tokenize(&v.sql).map_err(problem)?;
+    let as_at = toks
+        .iter()
+        .position(|(t, _)| matches!(t, Tok::Word(w) if w.eq_ignore_ascii_case("AS")))
+        .ok_or_else(|| problem("no AS in CREATE VIEW".into()))?;
+    let body = &v.sql[toks[as_at].1.end..];
+    let names = TableNames {
+        plan: None,
+        tables: all,
+    };
+    let body = expr::translate(body, &names).map_err(problem)?;
+    Ok(Stmt {
+        what: format!("view {}", quote(&v.name)),
+        sql: format!(
+            "CREATE OR REPLACE VIEW {} AS {body}",
+            qualified(schema, &v.name)
+        ),
+    })
+}
+
+/// The whole schema as a script (for `--schema-only`).
+pub fn script(schema: &str, plans: &[TablePlan], src: &SourceSchema) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "-- litevault export --schema-only; ORM: {}\n",
+        src.orm
+    ));
+    let mut problems = vec![];
+    for p in plans {
+        s.push_str(&format!("\n{};\n", create_table(schema, p)));
+        for (c, m) in p.table.columns.iter().zip(&p.columns) {
+            for n in &m.notes {
+                s.push_str(&format!("-- {}: {n}\n", quote(&c.name)));
+            }
+        }
+        for d in defaults(schema, p, plans) {
+            match d {
+                Ok(st) => s.push_str(&format!("{};\n", st.sql)),
+                Err(pr) => problems.push(pr),
+            }
+        }
+    }
+    s.push('\n');
+    for p in plans {
+        let (stmts, pr, notes) = after_load(schema, p, plans);
+        for st in stmts {
+            s.push_str(&format!("{};\n", st.sql));
+        }
+        for n in notes {
+            s.push_str(&format!("-- {n}\n"));
+        }
+        problems.extend(pr);
+        if let Some(st) = sequence_reset(schema, p) {
+            s.push_str(&format!("{};\n", st.sql));
+        }
+    }
+    for p in plans {
+        for fk in foreign_keys(schema, p, plans) {
+            match fk {
+                Ok(st) => s.push_str(&format!("{};\n", st.sql)),
+                Err(pr) => problems.push(pr),
+            }
+        }
+    }
+    for v in &src.views {
+        match view(schema, v, plans) {
+            Ok(st) => s.push_str(&format!("{};\n", st.sql)),
+            Err(pr) => problems.push(pr),
+        }
+    }
+    for t in &src.triggers {
+        match trigger(schema, t, plans) {
+            Ok(st) => s.push_str(&format!("{};\n", st.sql)),
+            Err(pr) => problems.push(pr),
+        }
+    }
+    for t in &src.virtual_tables {
+        problems.push(Problem {
+            object: format!("virtual table {}", quote(&t.name)),
+            sqlite_sql: t.sql.clone(),
+            reason: "virtual tables (FTS, R*Tree...) have no PostgreSQL equivalent".into(),
+        });
+    }
+    for p in problems {
+        s.push_str(&format!(
+            "\n-- NOT TRANSLATED: {} ({})\n--   {}\n",
+            p.object,
+            p.reason,
+            p.sqlite_sql.replace('\n', "\n--   ")
+        ));
+    }
+    s
+}
+
+/// A trigger that cannot be translated, reported with its SQL.
+pub fn trigger_problem(t: &SourceObject, reason: String) -> Problem {
+    Problem {
+        object: format!("trigger {}", quote(&t.name)),
+        sqlite_sql: t.sql.clone(),
+        reason,
+    }
+}
+
+/// Translates a simple trigger: `BEFORE|AFTER INSERT|UPDATE [OF cols]|DELETE
+/// ON table [FOR EACH ROW] [WHEN expr] BEGIN` INSERT/UPDATE/DELETE
+/// statements `END` becomes a PL/pgSQL function and a row trigger. Anything
+/// else (INSTEAD OF, SELECT or RAISE in the body, SQLite-only functions) is
+/// reported with its SQL.
+pub fn trigger(schema: &str, t: &SourceObject, all: &[TablePlan]) -> Result<Stmt, Problem> {
+    use expr::Tok;
+    let fail = |reason: &str| trigger_problem(t, reason.to_string());
+    let toks = expr::tokenize(&t.sql).map_err(|e| fail(&e))?;
+    let word = |k: usize, w: &str| matches!(toks.get(k), Some((Tok::Word(x), _)) if x.eq_ignore_ascii_case(w));
+    let find = |from: usize, w: &str| (from..toks.len()).find(|&k| word(k, w));
+    let trig = find(0, "TRIGGER").ok_or_else(|| fail("no TRIGGER keyword"))?;
+    let mut k = trig + 1;
+    if word(k, "IF") {
+        k += 3;
+    }
+    k += 1; // the name
+    let timing = if word(k, "BEFORE") {
+        k += 1;
+        "BEFORE"
+    } else if word(k, "AFTER") {
+        k += 1;
+        "AFTER"
+    } else if word(k, "INSTEAD") {
+        return Err(fail(
+            "INSTEAD OF triggers (on views) are not translated; recreate it as a rule or an INSTEAD OF trigger by hand",
+        ));
+    } else {
+        "BEFORE"
+    };
+    let event_kw = match &toks.get(k).map(|x| &x.0) {
+        Some(Tok::Word(w)) => w.to_ascii_uppercase(),
+        _ => return Err(fail("no event")),
+    };
+    if !matches!(event_kw.as_str(), "INSERT" | "UPDATE" | "DELETE") {
+        return Err(fail("unknown trigger event"));
+    }
+    let on = find(k, "ON").ok_or_else(|| fail("no ON"))?;
+    let table = match toks.get(on + 1).map(|x| &x.0) {
+        Some(Tok::Word(w)) | Some(Tok::Quoted(w)) => w.clone(),
+        _ => return Err(fail("no table after ON")),
+    };
+    let plan = all
+        .iter()
+        .find(|p| p.table.name.eq_ignore_ascii_case(&table))
+        .ok_or_else(|| fail("its table is not exported"))?;
+    let mut event = event_kw.clone();
+    if word(k + 1, "OF") {
+        // Column names as the table spells them (SQLite ignores case).
+        let cols: Vec<String> = toks[k + 2..on]
+            .iter()
+            .filter_map(|(t, _)| match t {
+                Tok::Word(w) | Tok::Quoted(w) => Some(
+                    plan.table
+                        .columns
+                        .iter()
+                        .find(|c| c.name.eq_ignore_ascii_case(w))
+                        .map(|c| quote(&c.name))
+                        .unwrap_or_else(|| quote(w)),
+                ),
+                _ => None,
+            })
+            .collect();
+        event = format!("UPDATE OF {}", cols.join(", "));
+    }
+    let begin = find(on, "BEGIN").ok_or_else(|| fail("no BEGIN"))?;
+    let end = (0..toks.len())
+        .rev()
+        .find(|&k| word(k, "END"))
+        .filter(|&e| e > begin)
+        .ok_or_else(|| fail("no END"))?;
+    let names = TableNames {
+        plan: None,
+        tables: all,
+    };
+    let when = match find(on, "WHEN").filter(|&w| w < begin) {
+        Some(w) => Some(
+            expr::translate(&t.sql[toks[w].1.end..toks[begin].1.start], &names)
+                .map_err(|e| fail(&e))?,
+        ),
+        None => None,
+    };
+    let body = &t.sql[toks[begin].1.end..toks[end].1.start];
+    let mut stmts = vec![];
+    for st in split_statements(body) {
+        let first = st
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        if !matches!(first.as_str(), "INSERT" | "UPDATE" | "DELETE") {
+            return Err(fail(&format!(
+                "the body has a {first} statement; only INSERT, UPDATE and DELETE are translated"
+            )));
+        }
+        if st.to_ascii_uppercase().contains("RAISE") {
+            return Err(fail("RAISE() has no direct PostgreSQL equivalent here"));
+        }
+        stmts.push(expr::translate(&st, &names).map_err(|e| fail(&e))?);
+    }
+    let ret = match (timing, event_kw.as_str()) {
+        ("AFTER", _) => "NULL",
+        (_, "DELETE") => "OLD",
+        _ => "NEW",
+    };
+    let mut code = String::from("BEGIN\n");
+    let indent = if when.is_some() { "    " } else { "  " };
+    if let Some(w) = &when {
+        code.push_str(&format!("  IF {w} THEN\n"));
+    }
+    for st in &stmts {
+        code.push_str(&format!("{indent}{st};\n"));
+    }
+    if when.is_some() {
+        code.push_str("  END IF;\n");
+    }
+    code.push_str(&format!("  RETURN {ret};\nEND"));
+    let func = qualified(schema, &format!("{}_fn", t.name));
+    Ok(Stmt {
+        what: format!("trigger {}", quote(&t.name)),
+        sql: format!(
+            "CREATE OR REPLACE FUNCTION {func}() RETURNS trigger LANGUAGE plpgsql SET search_path = {} AS $litevault$\n{code}\n$litevault$;\n\
+             DROP TRIGGER IF EXISTS {trig} ON {table};\n\
+             CREATE TRIGGER {trig} {timing} {event} ON {table} FOR EACH ROW EXECUTE FUNCTION {func}()",
+            quote(schema),
+            trig = quote(&t.name),
+            table = qualified(schema, &plan.table.name)
+        ),
+    })
+}
+
+/// Splits a trigger body on the semicolons between statements.
+fn split_statements(body: &str) -> Vec<String> {
+    let Ok(toks) = expr::tokenize(body) else {
+        return vec![body.trim().to_string()];
+    };
+    let mut out = vec![];
+    let mut start = 0;
+    for (t, r) in &toks {
+        if matches!(t, expr::Tok::Op(o) if o == ";") {
+            let s = body[start..r.start].trim();
+            if !s.is_empty() {
+                out.push(s.to_string());
+            }
+            start = r.end;
+        }
+    }
+    let s = body[start..].trim();
+    if !s.is_empty() {
+        out.push(s.to_string());
+    }
+    out
+}
+
+/// Order tables so that parents come before children where possible (for
+/// reading the schema script; loading does not depend on it).
+pub fn parents_first(plans: &mut [TablePlan]) {
+    let deps: BTreeMap<String, BTreeSet<String>> = plans
+        .iter()
+        .map(|p| {
+            (
+                p.table.name.clone(),
+                p.table
+                    .foreign_keys
+                    .iter()
+                    .map(|f| f.parent.clone())
+                    .collect(),
+            )
+        })
+        .collect();
+    let depth = |n: &str| {
+        let mut d = 0;
+        let mut cur: Vec<&str> = vec![n];
+        while d < 16 {
+            let next: Vec<&str> = cur
+                .iter()
+                .flat_map(|c| deps.get(*c).into_iter().flatten().map(|s| s.as_str()))
+                .collect();
+            if next.is_empty() {
+                break;
+            }
+            cur = next;
+            d += 1;
+        }
+        d
+    };
+    plans.sort_by_key(|p| depth(&p.table.name));
+}
+
+/// The unit name for a report.
+pub fn epoch_name(u: EpochUnit) -> &'static str {
+    match u {
+        EpochUnit::Seconds => "s",
+        EpochUnit::Millis => "ms",
+        EpochUnit::Micros => "us",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::types::{ColumnMapping, EpochUnit};
+
+    fn plan() -> TablePlan {
+        let col = |n: &str, d: &str| ColumnDecl {
+            name: n.into(),
+            declared: d.into(),
+            not_null: false,
+            rowid_alias: false,
+            json_checked: false,
+            default: None,
+            generated: false,
+        };
+        let mut id = col("id", "INTEGER");
+        id.rowid_alias = true;
+        let mut active = col("Active", "BOOLEAN");
+        active.default = Some("1".into());
+        let mut created = col("created at", "DATETIME");
+        created.default = Some("CURRENT_TIMESTAMP".into());
+        let m = |t: PgType, identity: bool| ColumnMapping {
+            pg_type: t,
+            epoch: EpochUnit::Seconds,
+            identity,
+            notes: vec![],
+        };
+        TablePlan {
+            table: SourceTable {
+                name: "User Table".into(),
+                sql: String::new(),
+                columns: vec![id, active, created],
+                without_rowid: false,
+                primary_key: vec!["id".into()],
+                autoincrement: Some(7),
+                uniques: vec![],
+                checks: vec![
+                    "active IN (0, 1)".into(),
+                    "\"created at\" > '2000-01-01'".into(),
+                ],
+                foreign_keys: vec![],
+                indexes: vec![SourceIndex {
+                    name: "ix".into(),
+                    sql: "CREATE INDEX ix ON \"User Table\"(active) WHERE active = 1".into(),
+                }],
+            },
+            columns: vec![
+                m(PgType::BigInt, true),
+                m(PgType::Boolean, false),
+                m(PgType::Timestamp(None), false),
+            ],
+        }
+    }
+
+    #[test]
+    fn table_ddl() {
+        let p = plan();
+        assert_eq!(
+            create_table("public", &p),
+            "CREATE TABLE \"public\".\"User Table\" (\n  \"id\" bigint GENERATED BY DEFAULT AS IDENTITY NOT NULL,\n  \"Active\" boolean,\n  \"created at\" timestamp\n)"
+        );
+        let all = [p.clone()];
+        let d: Vec<String> = defaults("public", &p, &all)
+            .into_iter()
+            .map(|d| d.unwrap().sql)
+            .collect();
+        assert!(d[0].ends_with("SET DEFAULT true"), "{d:?}");
+        assert!(d[1].ends_with("SET DEFAULT CURRENT_TIMESTAMP"), "{d:?}");
+        let (stmts, problems, notes) = after_load("public", &p, &all);
+        assert!(problems.is_empty());
+        assert_eq!(notes.len(), 1, "the boolean check is the type's");
+        let sqls: Vec<&str> = stmts.iter().map(|s| s.sql.as_str()).collect();
+        assert_eq!(
+            sqls,
+            [
+                "ALTER TABLE \"public\".\"User Table\" ADD PRIMARY KEY (\"id\")",
+                "ALTER TABLE \"public\".\"User Table\" ADD CHECK (\"created at\" > '2000-01-01')",
+                "CREATE INDEX \"ix\" ON \"public\".\"User Table\" (\"Active\") WHERE \"Active\" = TRUE",
+            ]
+        );
+        let trig = SourceObject {
+            name: "Up".into(),
+            sql: "CREATE TRIGGER Up BEFORE UPDATE OF active ON \"User Table\" WHEN new.active = 1 \
+                  BEGIN UPDATE \"User Table\" SET \"created at\" = datetime('now') WHERE id = new.id; END"
+                .into(),
+        };
+        let st = trigger("public", &trig, &all).unwrap().sql;
+        assert!(st.contains("IF new.\"Active\" = TRUE THEN"), "{st}");
+        assert!(
+            st.contains("UPDATE \"User Table\" SET \"created at\" = CURRENT_TIMESTAMP WHERE \"id\" = new.\"id\";"),
+            "{st}"
+        );
+        assert!(st.contains("RETURN NEW;"), "{st}");
+        assert!(
+            st.contains("CREATE TRIGGER \"Up\" BEFORE UPDATE OF \"Active\" ON \"public\".\"User Table\" FOR EACH ROW"),
+            "{st}"
+        );
+        let raise = SourceObject {
+            name: "no".into(),
+            sql: "CREATE TRIGGER no BEFORE DELETE ON \"User Table\" BEGIN SELECT RAISE(ABORT, 'no'); END".into(),
+        };
+        assert!(trigger("public", &raise, &all).is_err());
+        let s = sequence_reset("public", &p).unwrap().sql;
+        assert!(s.contains("GREATEST(COALESCE((SELECT max(\"id\")"), "{s}");
+        assert!(s.contains(", 7) + 1, false)"), "{s}");
+    }
+}

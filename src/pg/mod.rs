@@ -1,0 +1,34 @@
+//! PostgreSQL export and import.
+//!
+//! # Layout
+//!
+//! Pure (no I/O), unit-tested next to the code:
+//! - [`types`]: the type mapping (declared type + stored values + ORM + overrides),
+//! - [`value`]: SQLite values to binary COPY fields and back, refusing bad values,
+//! - [`checksum`]: the per-table content checksum both sides compute,
+//! - [`copy`]: binary COPY framing,
+//! - [`ddl`], [`expr`], [`ident`]: the schema model, DDL, SQL rewriting, quoting.
+//!
+//! I/O:
+//! - [`source`]: reads a SQLite schema and value statistics,
+//! - [`export`]: SQLite -> PostgreSQL, verified,
+//! - [`import`]: PostgreSQL -> SQLite, verified,
+//! - [`tls`]: rustls for the connections, libpq's `sslmode` meanings.
+
+pub mod checksum;
+pub mod copy;
+pub mod ddl;
+pub mod export;
+pub mod expr;
+pub mod ident;
+pub mod import;
+pub mod source;
+pub mod tls;
+pub mod types;
+pub mod value;
+
+pub use export::{
+    ExportError, ExportMode, ExportOptions, ExportPlan, ExportReport, IfExists, OnBadRow, export,
+};
+pub use import::{ImportError, ImportOptions, ImportReport, import};
+pub use types::{Orm, PgType};
