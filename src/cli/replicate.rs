@@ -9,6 +9,7 @@ use anyhow::Context;
 use tokio::sync::watch;
 
 use crate::config::{self, Config, LoadOptions, units::parse_duration};
+use crate::server::{self, Server, ServerOptions, ServerState};
 use crate::{ReplicateOptions, Replicator, replica::Replica};
 
 #[derive(clap::Args, Debug)]
@@ -59,6 +60,12 @@ pub struct Args {
     /// Time allowed for the final sync at shutdown (`30s`).
     #[arg(long, value_parser = parse_duration)]
     shutdown_timeout: Option<Duration>,
+    /// Serve /healthz, /readyz, /metrics, /v1/status, /v1/sync and a status
+    /// page on this address (`127.0.0.1:9090`; `:9090` is 127.0.0.1 too).
+    /// Any other address needs $LITEVAULT_HTTP_TOKEN. Overrides the
+    /// config's `addr` / `http.addr`.
+    #[arg(long, value_name = "HOST:PORT")]
+    addr: Option<String>,
 }
 
 impl Args {
@@ -102,17 +109,19 @@ fn page_size(db: &std::path::Path) -> u32 {
         .unwrap_or(4096)
 }
 
-fn jobs_from_config(a: &Args) -> anyhow::Result<(Vec<Job>, Option<String>)> {
+/// What the config file gives besides the jobs.
+#[derive(Default)]
+struct FromConfig {
+    exec: Option<String>,
+    addr: Option<String>,
+    readyz_max_lag: Option<Duration>,
+}
+
+fn jobs_from_config(a: &Args) -> anyhow::Result<(Vec<Job>, FromConfig)> {
     let path = config::locate(a.config.as_deref())?;
     let cfg = Config::load(&path, &LoadOptions::default())?;
     for w in &cfg.warnings {
         tracing::warn!("{w}");
-    }
-    if cfg.addr.is_some() {
-        tracing::warn!(
-            "`addr` is set in {}, but this build has no HTTP server: it is ignored",
-            path.display()
-        );
     }
     let mut jobs = Vec::new();
     for db in cfg.expand_dbs()? {
@@ -135,13 +144,68 @@ fn jobs_from_config(a: &Args) -> anyhow::Result<(Vec<Job>, Option<String>)> {
     if jobs.is_empty() {
         anyhow::bail!("{} lists no database to replicate", path.display());
     }
-    Ok((jobs, cfg.exec.clone()))
+    let from = FromConfig {
+        exec: cfg.exec.clone(),
+        addr: cfg.addr.clone(),
+        readyz_max_lag: Some(cfg.readyz_max_lag),
+    };
+    Ok((jobs, from))
+}
+
+/// The HTTP server to start next to the replicators, checked before any
+/// database is opened.
+fn http_plan(
+    a: &Args,
+    from: &FromConfig,
+) -> anyhow::Result<Option<(std::net::SocketAddr, ServerOptions)>> {
+    let Some(addr) = a.addr.as_deref().or(from.addr.as_deref()) else {
+        return Ok(None);
+    };
+    let addr = server::parse_addr(addr)?;
+    let mut opts = ServerOptions::default().token_from_env();
+    if let Some(l) = from.readyz_max_lag {
+        opts.readyz_max_lag = l;
+    }
+    server::check_bind(addr, &opts)?;
+    Ok(Some((addr, opts)))
+}
+
+/// Starts the HTTP server; it stops when `stop` turns true.
+async fn start_http(
+    plan: Option<(std::net::SocketAddr, ServerOptions)>,
+    replicators: &[Replicator],
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<Result<(), server::ServerError>>>> {
+    let Some((addr, opts)) = plan else {
+        return Ok(None);
+    };
+    let state = ServerState::new(replicators.to_vec(), opts);
+    let srv = Server::bind(addr, state).await?;
+    tracing::info!("HTTP server listening on http://{}", srv.local_addr()?);
+    Ok(Some(tokio::spawn(srv.run(async move {
+        let _ = stop.wait_for(|s| *s).await;
+    }))))
+}
+
+/// Stops the HTTP server, letting requests in flight finish for a moment.
+async fn stop_http(
+    http: Option<tokio::task::JoinHandle<Result<(), server::ServerError>>>,
+    stop: &watch::Sender<bool>,
+) {
+    let _ = stop.send(true);
+    if let Some(mut h) = http {
+        match tokio::time::timeout(Duration::from_secs(5), &mut h).await {
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "HTTP server"),
+            Ok(_) => {}
+            Err(_) => h.abort(),
+        }
+    }
 }
 
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let shutdown = super::shutdown_signal();
     tokio::pin!(shutdown);
-    let (jobs, config_exec) = match &a.db {
+    let (jobs, from) = match &a.db {
         Some(db) => {
             if a.urls.is_empty() {
                 anyhow::bail!(
@@ -161,9 +225,17 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
                 replicas,
                 opts,
             };
-            (vec![job], None)
+            (vec![job], FromConfig::default())
         }
         None => jobs_from_config(&a)?,
+    };
+    let http = if a.once {
+        if a.addr.is_some() {
+            tracing::warn!("--addr is ignored with --once: nothing stays up to serve");
+        }
+        None
+    } else {
+        http_plan(&a, &from)?
     };
     // Open every database first: a signal during start-up still ends with a
     // final sync, and the app starts only once all are open.
@@ -189,17 +261,22 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
         return Ok(code);
     }
-    let exec = a.exec.clone().or(config_exec);
+    let (http_stop, http_rx) = watch::channel(false);
+    let http = start_http(http, &replicators, http_rx).await?;
+    let exec = a.exec.clone().or(from.exec);
     if let Some(cmd) = exec {
         // A signal that arrived while the databases were opening: do not
         // start the app at all, just the final sync.
         if futures::FutureExt::now_or_never(shutdown.as_mut()).is_some() {
+            stop_http(http, &http_stop).await;
             for r in replicators {
                 r.run(async {}).await?;
             }
             return Ok(ExitCode::SUCCESS);
         }
-        let outcome = crate::supervise::supervise(replicators, &cmd).await?;
+        let outcome = crate::supervise::supervise(replicators, &cmd).await;
+        stop_http(http, &http_stop).await;
+        let outcome = outcome?;
         for r in &outcome.replication {
             if let Err(e) = r {
                 tracing::error!(error = %e, "final sync after the application exited failed");
@@ -237,6 +314,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    stop_http(http, &http_stop).await;
     tracing::info!("stopped after a final sync");
     Ok(code)
 }

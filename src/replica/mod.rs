@@ -69,7 +69,7 @@ pub enum ReplicaError {
 }
 
 /// One LTX file in the replica, as listed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct LtxFileInfo {
     /// Compaction level: 0 for files shipped from the WAL, 9 for snapshots.
     pub level: u8,

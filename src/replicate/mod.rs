@@ -316,6 +316,8 @@ struct Inner {
     head: watch::Sender<Head>,
     slots: Vec<Slot>,
     clock: Clock,
+    /// Whether [`Replicator::run`] is replicating (until its shutdown).
+    running: std::sync::atomic::AtomicBool,
     /// Wakes the producer at once (the commit hook of an embedded writer).
     wake: tokio::sync::Notify,
     /// Commits counted by an embedded writer's hook, when attached.
@@ -845,6 +847,7 @@ impl Replicator {
                 slots,
                 clock,
                 opts,
+                running: std::sync::atomic::AtomicBool::new(false),
                 wake: tokio::sync::Notify::new(),
                 commit_counter: std::sync::OnceLock::new(),
                 covered: watch::channel((0, txid)).0,
@@ -964,7 +967,7 @@ impl Replicator {
             .collect();
         DbStatus {
             db: self.inner.path.clone(),
-            running: true,
+            running: self.is_running(),
             txid: head.txid,
             txid_time: (head.txid.0 > 0)
                 .then(|| DateTime::from_timestamp_millis(head.timestamp_ms))
@@ -998,6 +1001,23 @@ impl Replicator {
         if !ok {
             tracing::debug!(dir = %dir.display(), "could not write the status file");
         }
+    }
+
+    /// Whether [`Replicator::run`] is replicating: true from its start until
+    /// its shutdown future resolves.
+    pub fn is_running(&self) -> bool {
+        self.inner
+            .running
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Takes everything committed so far into the local store, without
+    /// uploading anything, and returns the TXID of that state: the one to
+    /// pass to [`Replicator::wait_replicated`] to know that every replica
+    /// holds what was committed before this call.
+    pub async fn take_committed(&self) -> Result<Txid, ReplicateError> {
+        while let SyncOutcome::Shipped { .. } = self.produce().await? {}
+        Ok(self.local_txid())
     }
 
     /// Wakes the producer now, instead of at the next poll (called from an
@@ -1604,6 +1624,9 @@ impl Replicator {
     /// Each replica is served by its own task: a replica that is slow or
     /// failing retries with backoff while the others keep up.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ReplicateError> {
+        self.inner
+            .running
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         for i in 0..self.inner.slots.len() {
@@ -1702,6 +1725,9 @@ impl Replicator {
             }
         }
         let _ = stop_tx.send(true);
+        self.inner
+            .running
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         let timeout = self.inner.opts.shutdown_timeout;
         let _ = tokio::time::timeout(timeout, futures::future::join_all(tasks)).await;
         let done = tokio::time::timeout(timeout, self.sync_all()).await;
