@@ -236,3 +236,54 @@ fn a_durable_commit_that_times_out_loses_nothing() {
         vault.close().await.unwrap();
     });
 }
+
+/// A commit window: the commits that follow one within the window join its
+/// file and its upload, even against a fast store.
+#[test]
+fn a_commit_window_groups_concurrent_durable_commits() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = Replica::from_store(
+            Arc::new(object_store::memory::InMemory::new()),
+            "app",
+            KeyLayout::Ltx,
+            "memory",
+        );
+        let mut opts = VaultOptions::default();
+        opts.replicate.commit_window = Duration::from_millis(250);
+        let vault = Arc::new(
+            Vault::open(dir.path().join("app.db"))
+                .replica(replica.clone())
+                .options(opts)
+                .start()
+                .await
+                .unwrap(),
+        );
+        vault
+            .transaction_durable(|tx| {
+                tx.execute_batch("CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT);")
+            })
+            .await
+            .unwrap();
+        let before = replica.stats().counts().puts;
+        let mut tasks = Vec::new();
+        for i in 0..10 {
+            let v = vault.clone();
+            tasks.push(tokio::spawn(async move {
+                // Spread over 90 ms: without a window, each would go alone.
+                tokio::time::sleep(Duration::from_millis(i as u64 * 10)).await;
+                v.transaction_durable(move |tx| {
+                    tx.execute("INSERT INTO notes(body) VALUES (?1)", [i])
+                })
+                .await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let puts = replica.stats().counts().puts - before;
+        assert!(puts <= 2, "10 commits in one window took {puts} uploads");
+        assert_eq!(restored_rows(&replica, dir.path(), "out.db").await, 10);
+        Arc::try_unwrap(vault).ok().unwrap().close().await.unwrap();
+    });
+}

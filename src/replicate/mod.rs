@@ -131,6 +131,10 @@ pub struct ReplicateOptions {
     /// load, commits are batched into one upload per interval (as
     /// Litestream's `sync-interval`), which bounds the PUT requests.
     pub sync_interval: Duration,
+    /// Group commit for an embedded writer: after its commit hook wakes the
+    /// shipper, wait this long for more commits before taking them in, so
+    /// that they share one file and one upload (0: take them at once).
+    pub commit_window: Duration,
 }
 
 /// Settings of the replica lease.
@@ -163,6 +167,7 @@ impl Default for ReplicateOptions {
             clock: Clock::system(),
             lease: Some(LeaseOptions::default()),
             sync_interval: defaults::SYNC_INTERVAL,
+            commit_window: Duration::ZERO,
         }
     }
 }
@@ -1696,6 +1701,11 @@ impl Replicator {
                 _ = &mut shutdown => break,
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.inner.wake.notified(), if backoff.is_zero() => woken = true,
+            }
+            if woken && !self.inner.opts.commit_window.is_zero() {
+                // Group commit: let the commits that follow this one join
+                // the same file (and the same upload).
+                tokio::time::sleep(self.inner.opts.commit_window).await;
             }
             if status_at.elapsed() >= Duration::from_secs(1) {
                 status_at = Instant::now();
