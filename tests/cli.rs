@@ -453,3 +453,41 @@ fn verify_every_replica_of_the_config() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("not listed"), "{}", stderr(&o));
 }
+
+/// Compaction and retention settings are flags too; a bad one is a clear
+/// error.
+#[test]
+fn retention_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = file_url(&dir.path().join("replica"));
+    let db = dir.path().join("app.db");
+    let mut c = create_db(&db, 4096);
+    Workload::init(&c);
+    Workload::apply(&mut c, 1).unwrap();
+    let o = run(&[
+        "replicate",
+        "--once",
+        "--levels",
+        "10s,1m",
+        "--snapshot-interval",
+        "0s",
+        "--snapshot-retention",
+        "2h",
+        "--l0-retention",
+        "1m",
+        "--no-retention",
+        db.to_str().unwrap(),
+        &url,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&[
+        "replicate",
+        "--once",
+        "--levels",
+        "30s,soon",
+        db.to_str().unwrap(),
+        &url,
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("30s,5m,1h"), "{}", stderr(&o));
+}

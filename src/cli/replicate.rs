@@ -66,6 +66,38 @@ pub struct Args {
     /// config's `addr` / `http.addr`.
     #[arg(long, value_name = "HOST:PORT")]
     addr: Option<String>,
+    /// Compaction intervals of levels 1, 2, ... (`30s,5m,1h`; `none`: no
+    /// compaction).
+    #[arg(long, value_parser = parse_levels)]
+    levels: Option<Levels>,
+    /// How often a snapshot (level 9) is taken (`24h`; `0s`: never).
+    #[arg(long, value_parser = parse_duration)]
+    snapshot_interval: Option<Duration>,
+    /// How long snapshots, and what restores any point after the oldest, are
+    /// kept (`24h`).
+    #[arg(long, value_parser = parse_duration)]
+    snapshot_retention: Option<Duration>,
+    /// How long level-0 files are kept once compacted into level 1 (`5m`).
+    #[arg(long, value_parser = parse_duration)]
+    l0_retention: Option<Duration>,
+    /// Never delete files from the replicas.
+    #[arg(long)]
+    no_retention: bool,
+}
+
+/// Compaction intervals given on the command line.
+#[derive(Clone, Debug)]
+struct Levels(Vec<Duration>);
+
+fn parse_levels(s: &str) -> Result<Levels, String> {
+    if s == "none" {
+        return Ok(Levels(Vec::new()));
+    }
+    s.split(',')
+        .map(|p| parse_duration(p.trim()))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Levels)
+        .map_err(|e| format!("{e} (write the intervals as `30s,5m,1h`, or `none`)"))
 }
 
 impl Args {
@@ -88,6 +120,22 @@ impl Args {
             opts.shutdown_timeout = d;
         }
         opts.litestream_compat |= self.litestream_compat;
+        let r = &mut opts.retention;
+        if let Some(l) = &self.levels {
+            r.levels = l.0.clone();
+        }
+        if let Some(d) = self.snapshot_interval {
+            r.snapshot_interval = (!d.is_zero()).then_some(d);
+        }
+        if let Some(d) = self.snapshot_retention {
+            r.snapshot_retention = d;
+        }
+        if let Some(d) = self.l0_retention {
+            r.l0_retention = d;
+        }
+        if self.no_retention {
+            r.enabled = false;
+        }
         if self.no_lease {
             opts.lease = None;
         } else if let Some(l) = &mut opts.lease {
