@@ -14,7 +14,7 @@
 //! - **Safety net**: a file chosen by those rules is deleted only if every
 //!   restore point that stays promised is still reachable without it. The
 //!   promised points are the end TXIDs of every file that is kept, from the
-//!   oldest retained snapshot on. So compaction that lags, a missing level
+//!   oldest retained snapshot on, and of every level-0 file that is kept. So compaction that lags, a missing level
 //!   or a gap never turns into a lost restore point.
 
 use std::collections::HashSet;
@@ -161,10 +161,15 @@ pub fn plan_retention(
         .collect();
     let promised: Vec<u64> = {
         let reach_all = reachable(&files.iter().collect::<Vec<_>>());
+        // Every kept file's end from the oldest kept snapshot on, and every
+        // kept level-0 file's end whatever its TXID: a state younger than
+        // the L0 retention stays restorable even when a snapshot was taken
+        // after it.
         let mut p: Vec<u64> = keep
             .iter()
+            .filter(|f| f.max_txid >= floor || f.level == 0)
             .map(|f| f.max_txid.0)
-            .filter(|t| *t >= floor.0 && reach_all.contains(t))
+            .filter(|t| reach_all.contains(t))
             .collect();
         p.sort_unstable();
         p.dedup();
