@@ -182,21 +182,8 @@ fn print_report(r: &ExportReport) {
     for n in &r.notes {
         println!("note: {n}");
     }
-    for p in &r.problems {
-        println!(
-            "NOT CARRIED OVER: {}: {}\n    {}",
-            p.object,
-            p.reason,
-            p.sqlite_sql.replace('\n', "\n    ")
-        );
-    }
-    let w = r
-        .tables
-        .iter()
-        .map(|t| t.table.len())
-        .max()
-        .unwrap_or(5)
-        .max(5);
+    super::print_unported(&r.problems);
+    let w = super::name_width(r.tables.iter().map(|t| t.table.as_str()));
     println!(
         "{:<w$}  {:>10}  {:>8}  {:>10}  {:<32}  {:<32}  result",
         "table", "sqlite", "rejected", "postgres", "sqlite checksum", "postgres checksum"

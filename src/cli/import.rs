@@ -50,21 +50,8 @@ fn print_report(r: &ImportReport, out: &std::path::Path) {
     for w in &r.warnings {
         println!("warning: {w}");
     }
-    for p in &r.problems {
-        println!(
-            "NOT CARRIED OVER: {}: {}\n    {}",
-            p.object,
-            p.reason,
-            p.sqlite_sql.replace('\n', "\n    ")
-        );
-    }
-    let w = r
-        .tables
-        .iter()
-        .map(|t| t.table.len())
-        .max()
-        .unwrap_or(5)
-        .max(5);
+    super::print_unported(&r.problems);
+    let w = super::name_width(r.tables.iter().map(|t| t.table.as_str()));
     println!(
         "{:<w$}  {:>10}  {:>10}  {:<32}  {:<32}  result",
         "table", "postgres", "sqlite", "postgres checksum", "sqlite checksum"

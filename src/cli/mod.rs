@@ -146,6 +146,23 @@ pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs_f64(secs))
 }
 
+/// Prints what an export or import could not carry over, with its SQL.
+pub(crate) fn print_unported(problems: &[crate::pg::ddl::Problem]) {
+    for p in problems {
+        println!(
+            "NOT CARRIED OVER: {}: {}\n    {}",
+            p.object,
+            p.reason,
+            p.sqlite_sql.replace('\n', "\n    ")
+        );
+    }
+}
+
+/// Width of the table-name column of a verification table.
+pub(crate) fn name_width<'a>(names: impl Iterator<Item = &'a str>) -> usize {
+    names.map(str::len).max().unwrap_or(5).max(5)
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_duration;

@@ -727,13 +727,12 @@ impl Replicator {
                 );
             }
         }
-        let heads_owned = heads.clone();
         Self::assemble(
             path,
             watched,
             outbox,
             replicas,
-            heads_owned,
+            heads,
             leases,
             init_errors,
             (txid, checksum, state, wal),
