@@ -54,6 +54,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod content;

@@ -2,6 +2,7 @@
 //! over a library function.
 
 mod config_cmd;
+mod delay_proxy;
 mod demo;
 mod export;
 mod import;
@@ -45,6 +46,8 @@ enum Command {
     Export(export::Args),
     /// Import a PostgreSQL schema into a new SQLite database (WAL mode), verified.
     Import(import::Args),
+    /// Forward TCP to a server adding a fixed round trip (a network model for measurements).
+    DelayProxy(delay_proxy::Args),
 }
 
 /// Entry point of the binary.
@@ -89,6 +92,7 @@ pub fn main() -> ExitCode {
             Command::Config(a) => config_cmd::run(a).await,
             Command::Export(a) => export::run(a).await,
             Command::Import(a) => import::run(a).await,
+            Command::DelayProxy(a) => delay_proxy::run(a).await,
         }
     });
     match result {
