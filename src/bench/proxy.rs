@@ -129,8 +129,7 @@ async fn proxy_connection(client: TcpStream, upstream: SocketAddr, one_way: Dura
     let (cr, cw) = client.into_split();
     let (sr, sw) = server.into_split();
     let up = tokio::spawn(pipe(cr, sw, one_way));
-    let down = pipe(sr, cw, one_way).await;
-    let _ = down;
+    pipe(sr, cw, one_way).await;
     let _ = up.await;
 }
 
