@@ -419,3 +419,104 @@ fn a_young_state_before_the_newest_snapshot_stays_restorable() {
     ];
     run_case(ops, probes).unwrap();
 }
+
+/// A compaction upload that hangs does not hold back the push of new
+/// commits: maintenance plans and records under the replica's state lock
+/// but uploads without it, in a task of its own.
+#[test]
+fn a_hanging_compaction_upload_does_not_delay_new_commits() {
+    use litevault::replica::KeyLayout;
+    use support::store::flaky;
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let mut c = create_db(&db, 4096);
+        Workload::init(&c);
+        let now = Arc::new(AtomicI64::new(1_800_000_000_000));
+        let n = now.clone();
+        let store = flaky(Arc::new(object_store::memory::InMemory::new()));
+        let replica = Replica::from_store(store.clone(), "app", KeyLayout::Ltx, "flaky");
+        let rep = Replicator::open(
+            &db,
+            replica.clone(),
+            ReplicateOptions {
+                sync_interval: Duration::ZERO,
+                ..opts(Clock::from_fn(move || n.load(Ordering::SeqCst)))
+            },
+        )
+        .await
+        .unwrap();
+        // Every upload to level 1 hangs until the test releases it.
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        *store.hold.lock().unwrap() = Some(("/ltx/1/".to_string(), gate.clone()));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(rep.clone().run(async {
+            let _ = rx.await;
+        }));
+        for i in 1..=5 {
+            Workload::apply(&mut c, i).unwrap();
+            rep.wake();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let shipped = tokio::time::timeout(Duration::from_secs(60), async {
+            while rep.txid() < rep.local_txid() || rep.txid().0 < 5 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(shipped.is_ok(), "the first commits were never shipped");
+        // Compaction to level 1 becomes due; its upload hangs.
+        now.fetch_add(60_000, Ordering::SeqCst);
+        let started = tokio::time::timeout(Duration::from_secs(60), async {
+            while store.held.load(Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(started.is_ok(), "no level-1 compaction upload started");
+        // New commits still reach the replica while it hangs.
+        for i in 6..=10 {
+            Workload::apply(&mut c, i).unwrap();
+        }
+        let head = tokio::time::timeout(Duration::from_secs(60), rep.sync_all()).await;
+        let head = head
+            .expect("commits made during a hanging compaction upload were not shipped")
+            .unwrap();
+        let early = dir.path().join("early.db");
+        restore(&replica, &early, &RestoreOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            Workload::check_prefix(&early),
+            10,
+            "restorable while it hangs"
+        );
+        assert_eq!(
+            replica.list_level(1).await.unwrap().len(),
+            0,
+            "the level-1 upload is still held"
+        );
+        let l0_max = replica
+            .list_level(0)
+            .await
+            .unwrap()
+            .iter()
+            .map(|f| f.max_txid)
+            .max()
+            .unwrap();
+        assert_eq!(l0_max, head, "level 0 holds the newest commit");
+        // Release it: the compaction lands, and everything restores.
+        gate.add_permits(1000);
+        tx.send(()).unwrap();
+        task.await.unwrap().unwrap();
+        assert!(
+            !replica.list_level(1).await.unwrap().is_empty(),
+            "compacted"
+        );
+        let out = dir.path().join("out.db");
+        restore(&replica, &out, &RestoreOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(Workload::check_prefix(&out), 10);
+    });
+}

@@ -307,6 +307,10 @@ pub const STATUS_FILE: &str = "status.json";
 struct Slot {
     replica: Replica,
     state: tokio::sync::Mutex<SlotState>,
+    /// One maintenance pass at a time. Maintenance holds `state` only to
+    /// plan and to record; its uploads and deletes run without it, so pushes
+    /// of new commits never wait behind a compaction or a snapshot.
+    maintaining: tokio::sync::Mutex<()>,
     shipped: watch::Sender<Txid>,
     status: Mutex<ReplicaStatus>,
 }
@@ -816,6 +820,7 @@ impl Replicator {
                 ..Default::default()
             };
             slots.push(Slot {
+                maintaining: tokio::sync::Mutex::new(()),
                 state: tokio::sync::Mutex::new(SlotState {
                     txid: rt,
                     checksum: rc,
@@ -1423,8 +1428,9 @@ impl Replicator {
 
     async fn maintain_one(&self, i: usize) -> Result<(), ReplicateError> {
         let slot = &self.inner.slots[i];
-        let mut st = slot.state.lock().await;
-        let r = self.maintain_locked(slot, &mut st).await;
+        let _pass = slot.maintaining.lock().await;
+        let r = self.maintain_slot(slot).await;
+        let st = slot.state.lock().await;
         let mut status = slot.status.lock().expect("status lock");
         if let Err(e) = &r {
             status.last_error = Some(e.to_string());
@@ -1433,62 +1439,91 @@ impl Replicator {
         r
     }
 
-    async fn maintain_locked(&self, slot: &Slot, st: &mut SlotState) -> Result<(), ReplicateError> {
-        if st.unreachable {
-            return Ok(());
+    /// One maintenance pass over a replica: the compactions, snapshot and
+    /// retention that are due. Each step plans under the slot's state lock,
+    /// does its I/O without it, then records the result under it again.
+    /// Concurrent pushes only add level-0 files, which neither a planned
+    /// compaction nor a planned deletion depends on.
+    async fn maintain_slot(&self, slot: &Slot) -> Result<(), ReplicateError> {
+        {
+            let mut st = slot.state.lock().await;
+            if st.unreachable {
+                return Ok(());
+            }
+            self.keep_lease(slot, &mut st).await?;
         }
-        self.keep_lease(slot, st).await?;
         let opts = &self.inner.opts.retention;
         let now = self.inner.clock.now();
         let elapsed =
             |t: Option<DateTime<Utc>>| t.map(|t| (now - t).to_std().unwrap_or(Duration::ZERO));
         for (k, interval) in opts.levels.iter().enumerate() {
             let level = k as u8 + 1;
-            if elapsed(st.compacted_at[level as usize]).is_some_and(|e| e < *interval) {
-                continue;
-            }
-            st.compacted_at[level as usize] = Some(now);
-            if let Some(run) = retention::plan_compaction(&st.files, level) {
-                self.compact_into(slot, st, &run, level).await?;
+            let run = {
+                let mut st = slot.state.lock().await;
+                if elapsed(st.compacted_at[level as usize]).is_some_and(|e| e < *interval) {
+                    continue;
+                }
+                st.compacted_at[level as usize] = Some(now);
+                retention::plan_compaction(&st.files, level)
+            };
+            if let Some(run) = run {
+                self.compact_into(slot, &run, level).await?;
             }
         }
         if let Some(interval) = opts.snapshot_interval {
-            let last = st
-                .files
-                .iter()
-                .filter(|f| f.level == SNAPSHOT_LEVEL)
-                .max_by_key(|f| f.max_txid);
-            let since = match last {
-                Some(s) => Some(s.created),
-                None => st.files.iter().map(|f| f.created).min(),
+            let due = {
+                let st = slot.state.lock().await;
+                let last = st
+                    .files
+                    .iter()
+                    .filter(|f| f.level == SNAPSHOT_LEVEL)
+                    .max_by_key(|f| f.max_txid);
+                let since = match last {
+                    Some(s) => Some(s.created),
+                    None => st.files.iter().map(|f| f.created).min(),
+                };
+                let changed = last.is_none_or(|s| s.max_txid < st.txid);
+                let head = *self.inner.head.borrow();
+                changed
+                    && st.txid == head.txid
+                    && st.txid.0 > 0
+                    && elapsed(since).is_some_and(|e| e >= interval)
             };
-            let changed = last.is_none_or(|s| s.max_txid < st.txid);
-            let head = *self.inner.head.borrow();
-            if changed
-                && st.txid == head.txid
-                && st.txid.0 > 0
-                && elapsed(since).is_some_and(|e| e >= interval)
-            {
+            if due {
                 let snap = self.take_snapshot().await?;
-                if snap.header.max_txid == st.txid {
+                // Only a state the replica already holds: its level-0 chain
+                // reaches the snapshot, so nothing is skipped.
+                let max = snap.header.max_txid;
+                if max.0 > 0 && max <= *slot.shipped.borrow() {
                     let when = DateTime::from_timestamp_millis(snap.header.timestamp_ms)
                         .unwrap_or_else(Utc::now);
                     let info = slot
                         .replica
-                        .write_body(SNAPSHOT_LEVEL, Txid(1), st.txid, &snap.body, when)
+                        .write_body(SNAPSHOT_LEVEL, Txid(1), max, &snap.body, when)
                         .await?;
+                    let mut st = slot.state.lock().await;
                     st.files
-                        .retain(|f| !(f.level == SNAPSHOT_LEVEL && f.max_txid == st.txid));
+                        .retain(|f| !(f.level == SNAPSHOT_LEVEL && f.max_txid == max));
                     st.files.push(info);
                 }
             }
         }
-        if opts.enabled && elapsed(st.retention_at).is_none_or(|e| e >= opts.check_interval) {
-            st.retention_at = Some(now);
-            let doomed = retention::plan_retention(&st.files, now, opts);
+        if opts.enabled {
+            let doomed = {
+                let mut st = slot.state.lock().await;
+                if elapsed(st.retention_at).is_some_and(|e| e < opts.check_interval) {
+                    return Ok(());
+                }
+                st.retention_at = Some(now);
+                retention::plan_retention(&st.files, now, opts)
+            };
             if !doomed.is_empty() {
                 slot.replica.delete_files(&doomed).await?;
-                st.files.retain(|f| !doomed.contains(f));
+                slot.state
+                    .lock()
+                    .await
+                    .files
+                    .retain(|f| !doomed.contains(f));
                 tracing::debug!(replica = %slot.replica, files = doomed.len(), "retention deleted files");
             }
         }
@@ -1499,7 +1534,6 @@ impl Replicator {
     async fn compact_into(
         &self,
         slot: &Slot,
-        st: &mut SlotState,
         run: &[LtxFileInfo],
         level: u8,
     ) -> Result<(), ReplicateError> {
@@ -1602,9 +1636,12 @@ impl Replicator {
             .replica
             .write_body(level, header.min_txid, header.max_txid, &body, when)
             .await?;
-        st.files
-            .retain(|f| !(f.level == level && f.max_txid >= header.min_txid));
-        st.files.push(info);
+        {
+            let mut st = slot.state.lock().await;
+            st.files
+                .retain(|f| !(f.level == level && f.max_txid >= header.min_txid));
+            st.files.push(info);
+        }
         // Keep a local copy while a higher level will want it as input.
         if (level as usize) < self.inner.opts.retention.levels.len() {
             let inner = self.inner.clone();
@@ -1640,7 +1677,6 @@ impl Replicator {
                 let mut head = me.inner.head.subscribe();
                 let mut backoff = Duration::ZERO;
                 let tick = Duration::from_secs(1);
-                let mut next_maint = Instant::now();
                 let mut last_push: Option<Instant> = None;
                 loop {
                     let wait = if backoff.is_zero() { tick } else { backoff };
@@ -1677,13 +1713,28 @@ impl Replicator {
                         }
                     }
                     me.collect_outbox();
-                    if Instant::now() >= next_maint {
-                        next_maint = Instant::now() + tick;
-                        if let Err(e) = me.maintain_one(i).await {
-                            tracing::warn!(replica = %me.inner.slots[i].replica, error = %e, "compaction or retention failed; retrying later");
-                        }
-                        me.collect_outbox();
+                }
+            }));
+            // Compaction, snapshots and retention in a task of their own:
+            // their uploads never delay the push of a new commit.
+            let me = self.clone();
+            let mut stop = stop_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let tick = Duration::from_secs(1);
+                let mut wait = tick;
+                loop {
+                    tokio::select! {
+                        _ = stop.changed() => break,
+                        _ = tokio::time::sleep(wait) => {}
                     }
+                    match me.maintain_one(i).await {
+                        Ok(()) => wait = tick,
+                        Err(e) => {
+                            wait = (wait * 2).min(Duration::from_secs(30));
+                            tracing::warn!(replica = %me.inner.slots[i].replica, error = %e, "compaction or retention failed; retrying in {wait:?}");
+                        }
+                    }
+                    me.collect_outbox();
                 }
             }));
         }

@@ -25,6 +25,11 @@ pub struct FlakyStore {
     pub attempts: AtomicU32,
     /// Milliseconds added to every PUT (a slow network).
     pub put_delay_ms: AtomicU64,
+    /// PUTs whose key contains this text wait for a permit of the semaphore
+    /// (an upload that hangs until the test lets it finish).
+    pub hold: std::sync::Mutex<Option<(String, Arc<tokio::sync::Semaphore>)>>,
+    /// PUTs that are waiting at the hold now, or have waited.
+    pub held: AtomicU32,
 }
 
 impl fmt::Display for FlakyStore {
@@ -42,6 +47,17 @@ impl ObjectStore for FlakyStore {
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
+        let gate = self
+            .hold
+            .lock()
+            .unwrap()
+            .as_ref()
+            .filter(|(text, _)| location.as_ref().contains(text.as_str()))
+            .map(|(_, sem)| sem.clone());
+        if let Some(sem) = gate {
+            self.held.fetch_add(1, Ordering::SeqCst);
+            let _permit = sem.acquire().await;
+        }
         let delay = self.put_delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -98,5 +114,7 @@ pub fn flaky(inner: Arc<dyn ObjectStore>) -> Arc<FlakyStore> {
         fail_puts: AtomicU32::new(0),
         attempts: AtomicU32::new(0),
         put_delay_ms: AtomicU64::new(0),
+        hold: std::sync::Mutex::new(None),
+        held: AtomicU32::new(0),
     })
 }
