@@ -30,8 +30,6 @@
 //! the follower stops with [`FollowError::ForeignWrite`], unless
 //! [`FollowOptions::force`] asks it to re-restore over them.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::future::Future;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -1289,67 +1287,16 @@ fn open_decoders(
     Ok((decoders, headers))
 }
 
-/// Merges the chain's pages in page order, the newest version of each page
-/// winning and pages past a later commit size dropped, and hands each to
-/// `sink` once.
+/// Merges the chain's pages (see [`super::merge_pages`]) into `sink`.
 fn merge_pages(
     chain: &[LtxFileInfo],
     headers: &[Header],
     decoders: &mut Decoders,
     mut sink: impl FnMut(u32, &[u8]) -> Result<(), FollowError>,
 ) -> Result<(), FollowError> {
-    let bad = |i: usize| {
-        let f = &chain[i];
-        move |source| {
-            FollowError::from(RestoreError::BadFile {
-                file: f.to_string(),
-                min: f.min_txid,
-                max: f.max_txid,
-                source,
-            })
-        }
-    };
-    let page_size = headers[0].page_size as usize;
-    let mut limit = vec![0u32; headers.len()];
-    let mut m = u32::MAX;
-    for i in (0..headers.len()).rev() {
-        m = m.min(headers[i].commit);
-        limit[i] = m;
-    }
-    let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); decoders.len()];
-    let mut heap: BinaryHeap<Reverse<(u32, usize)>> = BinaryHeap::new();
-    for (i, d) in decoders.iter_mut().enumerate() {
-        if let Some(p) = super::next_valid(d, &mut bufs[i], limit[i]).map_err(bad(i))? {
-            heap.push(Reverse((p, i)));
-        }
-    }
-    let mut holders = Vec::new();
-    while let Some(Reverse((pgno, first))) = heap.pop() {
-        holders.clear();
-        holders.push(first);
-        while let Some(Reverse((p, i))) = heap.peek().copied() {
-            if p != pgno {
-                break;
-            }
-            heap.pop();
-            holders.push(i);
-        }
-        let winner = *holders.iter().max().expect("at least one holder");
-        if bufs[winner].len() != page_size {
-            return Err(bad(winner)(ltx::LtxError::InvalidHeader {
-                reason: format!("page {pgno} has {} bytes", bufs[winner].len()),
-            }));
-        }
-        sink(pgno, &bufs[winner])?;
-        for &i in &holders {
-            if let Some(p) =
-                super::next_valid(&mut decoders[i], &mut bufs[i], limit[i]).map_err(bad(i))?
-            {
-                heap.push(Reverse((p, i)));
-            }
-        }
-    }
-    Ok(())
+    super::merge_pages(chain, headers, decoders, |pgno, page| {
+        sink(pgno, page).map(|()| std::ops::ControlFlow::Continue(()))
+    })
 }
 
 /// The persisted position: `follow.json` in the database's litevault state

@@ -25,6 +25,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{BufReader, Read};
+use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -575,24 +576,8 @@ fn merge_into(
             }));
         }
     }
-    // A page of file i survives only if no later file shrank the database
-    // below it.
-    let mut limit = vec![0u32; headers.len()];
-    let mut m = u32::MAX;
-    for i in (0..headers.len()).rev() {
-        m = m.min(headers[i].commit);
-        limit[i] = m;
-    }
     let commit = headers.last().expect("chain is not empty").commit;
     let file = File::create(out).map_err(io_err(out))?;
-    let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); decoders.len()];
-    // A min-heap of (page number, input index) over the inputs' next pages.
-    let mut heap: BinaryHeap<Reverse<(u32, usize)>> = BinaryHeap::with_capacity(decoders.len());
-    for (i, d) in decoders.iter_mut().enumerate() {
-        if let Some(p) = next_valid(d, &mut bufs[i], limit[i]).map_err(bad_file(&chain[i]))? {
-            heap.push(Reverse((p, i)));
-        }
-    }
     // The merge runs here; page checksums and writes run on a second thread,
     // fed batches of consecutive pages.
     let (tx, rx) = std::sync::mpsc::sync_channel::<(u32, Vec<u8>)>(4);
@@ -616,30 +601,13 @@ fn merge_into(
     let mut batch: Vec<u8> = Vec::with_capacity(batch_bytes);
     let mut batch_start = 0u32;
     let mut batch_next = 0u32;
-    let mut holders: Vec<usize> = Vec::new();
     let mut merge = || -> Result<(), RestoreError> {
-        while let Some(Reverse((pgno, first))) = heap.pop() {
-            holders.clear();
-            holders.push(first);
-            while let Some(Reverse((p, i))) = heap.peek().copied() {
-                if p != pgno {
-                    break;
-                }
-                heap.pop();
-                holders.push(i);
-            }
-            // The newest input holding this page wins.
-            let winner = *holders.iter().max().expect("at least one holder");
-            let page = &bufs[winner];
-            if page.len() != page_size as usize {
-                return Err(bad_file(&chain[winner])(ltx::LtxError::InvalidHeader {
-                    reason: format!("page {pgno} has {} bytes", page.len()),
-                }));
-            }
+        merge_pages(chain, &headers, &mut decoders, |pgno, page| {
             if !batch.is_empty() && (pgno != batch_next || batch.len() >= batch_bytes) {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_bytes));
                 if tx.send((batch_start, full)).is_err() {
-                    return Ok(()); // the writer failed; its error is reported below
+                    // The writer failed; its error is reported below.
+                    return Ok::<_, RestoreError>(ControlFlow::Break(()));
                 }
             }
             if batch.is_empty() {
@@ -647,14 +615,8 @@ fn merge_into(
             }
             batch.extend_from_slice(page);
             batch_next = pgno + 1;
-            for &i in &holders {
-                if let Some(p) = next_valid(&mut decoders[i], &mut bufs[i], limit[i])
-                    .map_err(bad_file(&chain[i]))?
-                {
-                    heap.push(Reverse((p, i)));
-                }
-            }
-        }
+            Ok(ControlFlow::Continue(()))
+        })?;
         if !batch.is_empty() {
             let _ = tx.send((batch_start, std::mem::take(&mut batch)));
         }
@@ -723,6 +685,65 @@ fn merge_into(
         page_size,
         verified,
     })
+}
+
+/// Merges a chain's pages in page order and hands each page to `sink` once:
+/// the newest file holding a page wins, and a page past the size a later
+/// file committed is dropped. `sink` may stop the merge early.
+pub(crate) fn merge_pages<R: Read, E: From<RestoreError>>(
+    chain: &[LtxFileInfo],
+    headers: &[ltx::Header],
+    decoders: &mut [ltx::Decoder<R>],
+    mut sink: impl FnMut(u32, &[u8]) -> Result<ControlFlow<()>, E>,
+) -> Result<(), E> {
+    let page_size = headers[0].page_size as usize;
+    // A page of file i survives only if no later file shrank the database
+    // below it.
+    let mut limit = vec![0u32; headers.len()];
+    let mut m = u32::MAX;
+    for i in (0..headers.len()).rev() {
+        m = m.min(headers[i].commit);
+        limit[i] = m;
+    }
+    let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); decoders.len()];
+    // A min-heap of (page number, input index) over the inputs' next pages.
+    let mut heap: BinaryHeap<Reverse<(u32, usize)>> = BinaryHeap::with_capacity(decoders.len());
+    for (i, d) in decoders.iter_mut().enumerate() {
+        if let Some(p) = next_valid(d, &mut bufs[i], limit[i]).map_err(bad_file(&chain[i]))? {
+            heap.push(Reverse((p, i)));
+        }
+    }
+    let mut holders: Vec<usize> = Vec::new();
+    while let Some(Reverse((pgno, first))) = heap.pop() {
+        holders.clear();
+        holders.push(first);
+        while let Some(Reverse((p, i))) = heap.peek().copied() {
+            if p != pgno {
+                break;
+            }
+            heap.pop();
+            holders.push(i);
+        }
+        // The newest input holding this page wins.
+        let winner = *holders.iter().max().expect("at least one holder");
+        if bufs[winner].len() != page_size {
+            return Err(bad_file(&chain[winner])(ltx::LtxError::InvalidHeader {
+                reason: format!("page {pgno} has {} bytes", bufs[winner].len()),
+            })
+            .into());
+        }
+        if sink(pgno, &bufs[winner])?.is_break() {
+            return Ok(());
+        }
+        for &i in &holders {
+            if let Some(p) =
+                next_valid(&mut decoders[i], &mut bufs[i], limit[i]).map_err(bad_file(&chain[i]))?
+            {
+                heap.push(Reverse((p, i)));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The next page of a decoder at or below `limit`, skipping the rest.
