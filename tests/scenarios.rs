@@ -603,3 +603,56 @@ fn an_app_closing_its_last_connection_never_checkpoints_past_the_replicator() {
         assert_eq!(n, 30);
     });
 }
+
+/// Hundreds of commits between two checkpoints: the local store's files are
+/// fsynced ahead of the checkpoint by a background job (never under the
+/// producer's locks), and the checkpoint still runs and loses nothing.
+#[test]
+fn checkpoints_run_when_many_local_files_wait_for_fsync() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let mut c = create_db(&db, 4096);
+        Workload::init(&c);
+        // No automatic checkpoint by the app: only the replicator's.
+        c.execute_batch("PRAGMA wal_autocheckpoint=0;").unwrap();
+        let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
+        let opts = ReplicateOptions {
+            checkpoint: litevault::db::CheckpointOptions {
+                min_pages: 400,
+                truncate_bytes: 0,
+            },
+            ..ReplicateOptions::default()
+        };
+        let rep = Replicator::open(&db, replica.clone(), opts).await.unwrap();
+        let mut k = 0;
+        // Each commit is its own local file; well over the 16 synced inline.
+        while rep.status().checkpoints.passive == 0 {
+            k += 1;
+            assert!(
+                k < 5_000,
+                "no checkpoint after {k} commits: {:?}",
+                rep.status()
+            );
+            Workload::apply(&mut c, k).unwrap();
+            rep.sync().await.unwrap();
+        }
+        assert!(
+            k > 100,
+            "the checkpoint came after {k} commits, before 400 WAL frames"
+        );
+        // After the checkpoint, the app's writes go on in a WAL restarted
+        // from its beginning, and everything restores.
+        for _ in 0..50 {
+            k += 1;
+            Workload::apply(&mut c, k).unwrap();
+            rep.sync().await.unwrap();
+        }
+        rep.sync_all().await.unwrap();
+        let out = dir.path().join("out.db");
+        restore(&replica, &out, &RestoreOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(Workload::check_prefix(&out), k);
+    });
+}

@@ -304,6 +304,14 @@ pub struct DbStatus {
 /// The file a running replicator refreshes its status in.
 pub const STATUS_FILE: &str = "status.json";
 
+/// State of the background fsync that runs ahead of a checkpoint.
+#[derive(Default)]
+struct Presync {
+    running: bool,
+    /// Rounds run since the last checkpoint.
+    rounds: u8,
+}
+
 struct Slot {
     replica: Replica,
     state: tokio::sync::Mutex<SlotState>,
@@ -329,6 +337,9 @@ struct Inner {
     running: std::sync::atomic::AtomicBool,
     /// Wakes the producer at once (the commit hook of an embedded writer).
     wake: tokio::sync::Notify,
+    /// Fsyncs of the local store run ahead of a checkpoint, off the
+    /// producer's path (see `produce_step`).
+    presync: Mutex<Presync>,
     /// Commits counted by an embedded writer's hook, when attached.
     commit_counter: std::sync::OnceLock<Arc<std::sync::atomic::AtomicU64>>,
     /// The highest counted commit known to be in the local store, and the
@@ -858,6 +869,7 @@ impl Replicator {
                 opts,
                 running: std::sync::atomic::AtomicBool::new(false),
                 wake: tokio::sync::Notify::new(),
+                presync: Mutex::new(Presync::default()),
                 commit_counter: std::sync::OnceLock::new(),
                 covered: watch::channel((0, txid)).0,
             }),
@@ -1092,6 +1104,47 @@ impl Replicator {
         out
     }
 
+    /// Whether a due checkpoint may run now. Before a checkpoint, every
+    /// file of the local store must be durable (the WAL frames it drops are
+    /// then only there). Fsyncing hundreds of small files takes a second or
+    /// more on a busy disk, so when many are pending they are fsynced first
+    /// by a background job, without any lock, while commits keep shipping;
+    /// the checkpoint then syncs only what came meanwhile. At most
+    /// `MAX_PRESYNC_ROUNDS` such rounds run, so a load that writes faster
+    /// than the disk syncs cannot put the checkpoint off for ever.
+    fn presynced(inner: &Arc<Inner>) -> bool {
+        const FEW: usize = 16;
+        const MAX_PRESYNC_ROUNDS: u8 = 3;
+        let mut ps = inner.presync.lock().expect("presync lock");
+        if ps.running {
+            return false;
+        }
+        let pending = inner.outbox.lock().expect("outbox lock").unsynced();
+        if pending.len() <= FEW || ps.rounds >= MAX_PRESYNC_ROUNDS {
+            ps.rounds = 0;
+            return true;
+        }
+        ps.running = true;
+        ps.rounds += 1;
+        drop(ps);
+        let job = inner.clone();
+        // A plain thread: the caller is itself on a blocking thread, and
+        // this must not wait for a slot of the blocking pool.
+        let spawned = std::thread::Builder::new()
+            .name("litevault-presync".into())
+            .spawn(move || {
+                let done: Vec<_> = pending.into_iter().filter(|f| f.fsync().is_ok()).collect();
+                job.outbox.lock().expect("outbox lock").mark_durable(&done);
+                job.presync.lock().expect("presync lock").running = false;
+                job.wake.notify_one();
+            });
+        if spawned.is_err() {
+            inner.presync.lock().expect("presync lock").running = false;
+            return true; // sync inline, as without the job
+        }
+        false
+    }
+
     async fn produce_step(&self, ts: i64) -> Result<SyncOutcome, ReplicateError> {
         let inner = self.inner.clone();
         blocking(move || {
@@ -1142,7 +1195,7 @@ impl Replicator {
                     }
                 }
             };
-            if db.checkpoint_due() {
+            if db.checkpoint_due() && Replicator::presynced(&inner) {
                 let state = db.state_dir().path().to_path_buf();
                 inner
                     .outbox

@@ -40,6 +40,27 @@ pub struct OutboxFile {
     pub bytes: Option<Bytes>,
     /// `true` once fsynced.
     durable: bool,
+    /// Which addition this is (tells a replaced file from the one it replaced).
+    generation: u64,
+}
+
+/// A file of the local store that is not yet durable.
+#[derive(Clone, Debug)]
+pub struct UnsyncedFile {
+    level: u8,
+    min_txid: Txid,
+    max_txid: Txid,
+    generation: u64,
+    /// Where it is.
+    pub path: PathBuf,
+}
+
+impl UnsyncedFile {
+    /// Fsyncs it (and nothing else: its folder is synced by the final
+    /// [`Outbox::sync`]).
+    pub fn fsync(&self) -> std::io::Result<()> {
+        File::open(&self.path)?.sync_all()
+    }
 }
 
 impl OutboxFile {
@@ -54,6 +75,8 @@ impl OutboxFile {
 pub struct Outbox {
     dir: PathBuf,
     files: BTreeMap<(u8, u64), OutboxFile>,
+    /// Additions so far.
+    added: u64,
 }
 
 /// Bytes of small files kept in memory at most.
@@ -110,6 +133,7 @@ impl Outbox {
                                     size,
                                     bytes: None,
                                     durable: true,
+                                    generation: 0,
                                 },
                             );
                         }
@@ -121,6 +145,7 @@ impl Outbox {
         Ok(Outbox {
             dir: dir.to_path_buf(),
             files,
+            added: 0,
         })
     }
 
@@ -191,7 +216,9 @@ impl Outbox {
             // are read back rarely and stay on disk.
             bytes: bytes.filter(|b| level == 0 && b.len() <= SPILL_THRESHOLD),
             durable: false,
+            generation: self.added + 1,
         };
+        self.added += 1;
         self.files.insert((level, max.0), file.clone());
         self.trim_memory();
         Ok(file)
@@ -329,13 +356,51 @@ impl Outbox {
                 .join(f.level.to_string())
                 .join(ltx::format_filename(f.min_txid, f.max_txid));
             File::open(&path)?.sync_all()?;
-            dirs.insert(path.parent().expect("has a parent").to_path_buf());
             f.durable = true;
+        }
+        // The folders too, also of files fsynced ahead (`mark_durable`):
+        // their names are durable only once their folder is.
+        for f in self.files.values() {
+            dirs.insert(self.dir.join("ltx").join(f.level.to_string()));
         }
         for d in dirs {
             File::open(d)?.sync_all()?;
         }
         Ok(())
+    }
+
+    /// The files not yet durable, to fsync outside the lock
+    /// ([`Outbox::mark_durable`] afterwards).
+    pub fn unsynced(&self) -> Vec<UnsyncedFile> {
+        self.files
+            .values()
+            .filter(|f| !f.durable)
+            .map(|f| UnsyncedFile {
+                level: f.level,
+                min_txid: f.min_txid,
+                max_txid: f.max_txid,
+                generation: f.generation,
+                path: self.path(f.level, f.min_txid, f.max_txid),
+            })
+            .collect()
+    }
+
+    /// Records files fsynced outside the lock as durable; a file replaced
+    /// meanwhile (another body under the same name) stays not durable.
+    pub fn mark_durable(&mut self, synced: &[UnsyncedFile]) {
+        for s in synced {
+            if let Some(f) = self.files.get_mut(&(s.level, s.max_txid.0))
+                && f.min_txid == s.min_txid
+                && f.generation == s.generation
+            {
+                f.durable = true;
+            }
+        }
+    }
+
+    /// How many files are not yet durable.
+    pub fn unsynced_count(&self) -> usize {
+        self.files.values().filter(|f| !f.durable).count()
     }
 
     /// `true` when some file is not yet durable.
@@ -370,4 +435,46 @@ fn read_meta(path: &Path) -> Option<(Checksum, Checksum, i64, u64)> {
         header.timestamp_ms,
         size,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(min: u64, max: u64) -> ltx::Header {
+        ltx::Header {
+            min_txid: Txid(min),
+            max_txid: Txid(max),
+            page_size: 4096,
+            commit: 1,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn files_fsynced_ahead_are_durable_unless_replaced_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = Outbox::open(dir.path()).unwrap();
+        let body = |n: usize| LtxBody::Memory(Bytes::from(vec![7u8; n]));
+        o.add(0, &header(1, 1), Checksum(1), body(10)).unwrap();
+        o.add(0, &header(2, 3), Checksum(2), body(20)).unwrap();
+        let pending = o.unsynced();
+        assert_eq!(pending.len(), 2);
+        for f in &pending {
+            f.fsync().unwrap();
+        }
+        // Meanwhile, TXIDs 2-3 are replaced by another file (a new history).
+        o.add(0, &header(2, 3), Checksum(3), body(20)).unwrap();
+        o.mark_durable(&pending);
+        let left = o.unsynced();
+        assert_eq!(left.len(), 1, "only the replaced file is left: {left:?}");
+        assert!(
+            left[0]
+                .path
+                .ends_with(ltx::format_filename(Txid(2), Txid(3)))
+        );
+        o.sync().unwrap();
+        assert_eq!(o.unsynced_count(), 0);
+        assert!(!o.has_unsynced());
+    }
 }
