@@ -621,6 +621,7 @@ fn checkpoints_run_when_many_local_files_wait_for_fsync() {
             checkpoint: litevault::db::CheckpointOptions {
                 min_pages: 400,
                 truncate_bytes: 0,
+                interval: std::time::Duration::ZERO,
             },
             ..ReplicateOptions::default()
         };
@@ -654,5 +655,53 @@ fn checkpoints_run_when_many_local_files_wait_for_fsync() {
             .await
             .unwrap();
         assert_eq!(Workload::check_prefix(&out), k);
+    });
+}
+
+/// The checkpoint thresholds count frames shipped since the replicator's
+/// last checkpoint, not the WAL file's size: SQLite reuses a restarted WAL
+/// without shrinking it, so by size a checkpoint would run (with its
+/// fsyncs) after every commit once the file had grown past the threshold.
+#[test]
+fn a_large_wal_file_does_not_mean_a_checkpoint_per_commit() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let mut c = create_db(&db, 4096);
+        Workload::init(&c);
+        c.execute_batch("PRAGMA wal_autocheckpoint=0;").unwrap();
+        let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
+        let opts = ReplicateOptions {
+            checkpoint: litevault::db::CheckpointOptions {
+                min_pages: 60,
+                truncate_bytes: 0,
+                interval: std::time::Duration::ZERO,
+            },
+            ..ReplicateOptions::default()
+        };
+        let rep = Replicator::open(&db, replica.clone(), opts).await.unwrap();
+        let commits = 300;
+        for k in 1..=commits {
+            Workload::apply(&mut c, k).unwrap();
+            rep.sync().await.unwrap();
+        }
+        let st = rep.status();
+        let wal_frames = st.wal_bytes / 4120;
+        assert!(
+            wal_frames >= 60,
+            "the WAL file grew past the threshold: {st:?}"
+        );
+        let n = st.checkpoints.passive;
+        assert!(n >= 1, "some checkpoint ran: {st:?}");
+        assert!(
+            n <= (commits as u64) / 5,
+            "{n} checkpoints for {commits} commits: one per commit once the file is large"
+        );
+        rep.sync_all().await.unwrap();
+        let out = dir.path().join("out.db");
+        restore(&replica, &out, &RestoreOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(Workload::check_prefix(&out), commits);
     });
 }

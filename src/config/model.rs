@@ -536,6 +536,7 @@ impl CheckpointPolicy {
         CheckpointOptions {
             min_pages: self.min_pages,
             truncate_bytes: self.truncate.bytes(page_size),
+            interval: self.interval,
         }
     }
 }

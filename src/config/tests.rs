@@ -608,8 +608,16 @@ fn checkpoint_thresholds_and_replicate_options() {
     assert_eq!(o.sync_interval, d.sync_interval);
     assert_eq!(o.lease, d.lease);
     assert_eq!(
-        (o.checkpoint.min_pages, o.checkpoint.truncate_bytes),
-        (d.checkpoint.min_pages, d.checkpoint.truncate_bytes)
+        (
+            o.checkpoint.min_pages,
+            o.checkpoint.truncate_bytes,
+            o.checkpoint.interval
+        ),
+        (
+            d.checkpoint.min_pages,
+            d.checkpoint.truncate_bytes,
+            d.checkpoint.interval
+        )
     );
     assert_eq!(c.dbs[1].checkpoint.truncate, TruncateThreshold::Pages(1000));
     assert_eq!(
@@ -623,6 +631,13 @@ fn checkpoint_thresholds_and_replicate_options() {
         TruncateThreshold::Bytes(64 << 20)
     );
     assert_eq!(c.dbs[3].checkpoint.min_pages, 0);
+    // `checkpoint-interval` reaches the replicator (it used to be read and
+    // then ignored).
+    assert_eq!(
+        c.dbs[4].checkpoint.options(4096).interval,
+        c.dbs[4].checkpoint.interval
+    );
+    assert_eq!(c.dbs[4].checkpoint.interval, SECS(300));
 }
 
 #[test]

@@ -100,6 +100,9 @@ pub struct CheckpointOptions {
     pub min_pages: u64,
     /// Run a TRUNCATE checkpoint once the WAL file is this large (0 disables).
     pub truncate_bytes: u64,
+    /// Run a PASSIVE checkpoint when this long has passed since the last
+    /// one and frames were shipped since (zero disables).
+    pub interval: std::time::Duration,
 }
 
 impl Default for CheckpointOptions {
@@ -107,6 +110,7 @@ impl Default for CheckpointOptions {
         CheckpointOptions {
             min_pages: crate::config::defaults::MIN_CHECKPOINT_PAGES,
             truncate_bytes: crate::config::defaults::TRUNCATE_WAL_BYTES,
+            interval: crate::config::defaults::CHECKPOINT_INTERVAL,
         }
     }
 }
@@ -203,6 +207,10 @@ pub struct WatchedDb {
     ships_since_table_save: u64,
     /// Checkpoints run by the replicator.
     checkpoints: CheckpointStats,
+    /// Where the shipped position was at our last checkpoint (WAL salts and
+    /// offset), and when it ran: the thresholds count frames shipped since.
+    checkpointed: Option<(u32, u32, u64)>,
+    checkpointed_at: std::time::Instant,
     /// Set when the last scan ended in a long uncommitted transaction: when
     /// it was seen, the WAL salts and the scan's start offset.
     open_txn: Option<(std::time::Instant, u32, u32, u64)>,
@@ -312,6 +320,8 @@ impl WatchedDb {
             litestream_compat: false,
             ships_since_table_save: 0,
             checkpoints: CheckpointStats::default(),
+            checkpointed: None,
+            checkpointed_at: std::time::Instant::now(),
             open_txn: None,
         })
     }
@@ -1009,10 +1019,51 @@ impl WatchedDb {
     /// Whether the WAL has grown past a checkpoint threshold.
     pub fn checkpoint_due(&self) -> bool {
         let bytes = self.wal_bytes();
+        (self.opts.truncate_bytes > 0 && bytes >= self.opts.truncate_bytes) || self.passive_due()
+    }
+
+    /// Frames shipped since our last checkpoint, in the current WAL
+    /// generation. Not the WAL file's size: SQLite rewrites a restarted WAL
+    /// from its start without shrinking the file, so the size stays at its
+    /// high-water mark and would call for a checkpoint after every commit.
+    fn frames_since_checkpoint(&self) -> u64 {
+        let Some(WalPosition::Frames {
+            salt1,
+            salt2,
+            cursor,
+        }) = &self.wal
+        else {
+            return 0;
+        };
+        let base = match self.checkpointed {
+            Some((s1, s2, offset)) if s1 == *salt1 && s2 == *salt2 => offset,
+            _ => wal::WAL_HEADER_SIZE as u64,
+        };
         let frame = self.page_size as u64 + wal::FRAME_HEADER_SIZE as u64;
-        let frames = bytes.saturating_sub(wal::WAL_HEADER_SIZE as u64) / frame;
-        (self.opts.truncate_bytes > 0 && bytes >= self.opts.truncate_bytes)
-            || (self.opts.min_pages > 0 && frames >= self.opts.min_pages && self.held.is_some())
+        cursor.offset.saturating_sub(base) / frame
+    }
+
+    fn passive_due(&self) -> bool {
+        if self.held.is_none() {
+            return false;
+        }
+        let frames = self.frames_since_checkpoint();
+        frames > 0
+            && ((self.opts.min_pages > 0 && frames >= self.opts.min_pages)
+                || (!self.opts.interval.is_zero()
+                    && self.checkpointed_at.elapsed() >= self.opts.interval))
+    }
+
+    fn mark_checkpointed(&mut self) {
+        self.checkpointed_at = std::time::Instant::now();
+        self.checkpointed = match &self.wal {
+            Some(WalPosition::Frames {
+                salt1,
+                salt2,
+                cursor,
+            }) => Some((*salt1, *salt2, cursor.offset)),
+            _ => None,
+        };
     }
 
     /// Runs the checkpoint the thresholds call for, after everything
@@ -1041,8 +1092,6 @@ impl WatchedDb {
 
     fn run_checkpoint(&mut self) -> Result<Option<&'static str>, DbError> {
         let bytes = self.wal_bytes();
-        let frame = self.page_size as u64 + wal::FRAME_HEADER_SIZE as u64;
-        let frames = bytes.saturating_sub(wal::WAL_HEADER_SIZE as u64) / frame;
         if self.opts.truncate_bytes > 0 && bytes >= self.opts.truncate_bytes {
             // TRUNCATE needs every reader gone, so we give up our mark; the
             // next sync then proves continuity by comparing pages.
@@ -1050,20 +1099,22 @@ impl WatchedDb {
             self.conns[0]
                 .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
                 .map_err(sqlite_err(&self.path))?;
+            self.mark_checkpointed();
             return Ok(Some("TRUNCATE"));
+        }
+        if !self.passive_due() {
+            return Ok(None);
         }
         let Some(held) = self.held else {
             return Ok(None);
         };
-        if self.opts.min_pages > 0 && frames >= self.opts.min_pages {
-            // PASSIVE on the connection not holding the mark: it copies frames
-            // up to our mark and never waits.
-            self.conns[1 - held]
-                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                .map_err(sqlite_err(&self.path))?;
-            return Ok(Some("PASSIVE"));
-        }
-        Ok(None)
+        // PASSIVE on the connection not holding the mark: it copies frames
+        // up to our mark and never waits.
+        self.conns[1 - held]
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(sqlite_err(&self.path))?;
+        self.mark_checkpointed();
+        Ok(Some("PASSIVE"))
     }
 
     /// Saves state and releases the read marks.
