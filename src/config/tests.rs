@@ -595,7 +595,7 @@ fn canonical_urls_round_trip() {
 #[test]
 fn checkpoint_thresholds_and_replicate_options() {
     let c = parse(
-        "dbs:\n  - path: /a.db\n    replica: {url: s3://b/a}\n  - path: /b.db\n    truncate-page-n: 1000\n    replica: {url: s3://b/b}\n  - path: /c.db\n    max-checkpoint-page-count: 10\n    replica: {url: s3://b/c}\n  - path: /d.db\n    truncate-wal-size: 64MiB\n    min-checkpoint-page-count: 0\n    replica: {url: s3://b/d}\n",
+        "dbs:\n  - path: /a.db\n    replica: {url: s3://b/a}\n  - path: /b.db\n    truncate-page-n: 1000\n    replica: {url: s3://b/b}\n  - path: /c.db\n    max-checkpoint-page-count: 10\n    replica: {url: s3://b/c}\n  - path: /d.db\n    truncate-wal-size: 64MiB\n    min-checkpoint-page-count: 0\n    replica: {url: s3://b/d}\n  - path: /e.db\n    checkpoint-interval: 5m\n    replica: {url: s3://b/e}\n",
     );
     // No overrides: exactly the library defaults.
     let o = c.replicate_options(&c.dbs[0], 4096);
