@@ -705,3 +705,55 @@ fn a_large_wal_file_does_not_mean_a_checkpoint_per_commit() {
         assert_eq!(Workload::check_prefix(&out), commits);
     });
 }
+
+/// The replicator's read mark must not keep the WAL from starting over:
+/// once a checkpoint has copied every frame into the database, the mark
+/// moves off the WAL and the app's next write restarts it, so the WAL file
+/// stays near the checkpoint threshold instead of growing with every commit.
+#[test]
+fn the_wal_restarts_while_replicating() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let mut c = create_db(&db, 4096);
+        Workload::init(&c);
+        c.execute_batch("PRAGMA wal_autocheckpoint=0;").unwrap();
+        let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
+        let opts = ReplicateOptions {
+            checkpoint: litevault::db::CheckpointOptions {
+                min_pages: 40,
+                truncate_bytes: 0,
+                interval: std::time::Duration::ZERO,
+            },
+            ..ReplicateOptions::default()
+        };
+        let rep = Replicator::open(&db, replica.clone(), opts).await.unwrap();
+        let commits = 600;
+        let mut salts = std::collections::BTreeSet::new();
+        for k in 1..=commits {
+            Workload::apply(&mut c, k).unwrap();
+            rep.sync().await.unwrap();
+            let h = std::fs::read(db.with_extension("db-wal")).unwrap();
+            salts.insert(h[16..24].to_vec());
+        }
+        let wal = std::fs::metadata(db.with_extension("db-wal"))
+            .unwrap()
+            .len();
+        let frames = (wal - 32) / (4096 + 24);
+        assert!(
+            salts.len() > 5,
+            "the WAL restarted only {} times in {commits} commits",
+            salts.len() - 1
+        );
+        assert!(
+            frames < 400,
+            "the WAL file grew to {frames} frames with a checkpoint every 40"
+        );
+        rep.sync_all().await.unwrap();
+        let out = dir.path().join("out.db");
+        restore(&replica, &out, &RestoreOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(Workload::check_prefix(&out), commits);
+    });
+}

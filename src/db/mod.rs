@@ -1110,11 +1110,63 @@ impl WatchedDb {
         };
         // PASSIVE on the connection not holding the mark: it copies frames
         // up to our mark and never waits.
-        self.conns[1 - held]
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        let (busy, log, done): (i64, i64, i64) = self.conns[1 - held]
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
             .map_err(sqlite_err(&self.path))?;
         self.mark_checkpointed();
+        if busy == 0 && log > 0 && done == log {
+            self.let_the_wal_restart()?;
+        }
         Ok(Some("PASSIVE"))
+    }
+
+    /// Called when every WAL frame is in the database file. Our read mark
+    /// (held on a WAL frame) is all that keeps SQLite from starting the WAL
+    /// over at the next write: while any reader holds a frame, the WAL only
+    /// grows, and every commit appends to an ever larger file. A read
+    /// transaction begun now reads no frame at all (SQLite's read lock 0),
+    /// which still stops any checkpoint from writing newer frames into the
+    /// database, but lets the next writer restart the WAL.
+    ///
+    /// If a commit slipped in before the new mark, the mark may cover a
+    /// frame not yet shipped: continuity is then no longer assumed, so a
+    /// WAL restart before that frame ships is caught (pages compared)
+    /// instead of silently skipping it.
+    fn let_the_wal_restart(&mut self) -> Result<(), DbError> {
+        self.rotate_read_mark()?;
+        if self.frames_past_shipped()? {
+            self.continuous = false;
+        }
+        Ok(())
+    }
+
+    /// Whether the WAL may hold a frame past the shipped position (or is of
+    /// another generation). Errs on the side of `true`.
+    fn frames_past_shipped(&self) -> Result<bool, DbError> {
+        let Some(WalPosition::Frames {
+            salt1,
+            salt2,
+            cursor,
+        }) = self.wal
+        else {
+            return Ok(true);
+        };
+        let Some((h, len)) = self.read_wal_header()? else {
+            return Ok(true);
+        };
+        if h.salt1 != salt1 || h.salt2 != salt2 {
+            return Ok(true);
+        }
+        if len < cursor.offset + wal::FRAME_HEADER_SIZE as u64 {
+            return Ok(false);
+        }
+        let f = File::open(&self.wal_path).map_err(io_err(&self.wal_path))?;
+        let mut raw = [0u8; wal::FRAME_HEADER_SIZE];
+        f.read_exact_at(&mut raw, cursor.offset)
+            .map_err(io_err(&self.wal_path))?;
+        Ok(h.salts_match(&wal::FrameHeader::parse(&raw)))
     }
 
     /// Saves state and releases the read marks.
