@@ -1,5 +1,6 @@
 //! Replicate-and-restore scenarios, run against every backend: a local
-//! folder, the in-memory store and a real S3 server (moto) on 127.0.0.1.
+//! folder, the in-memory store, a real S3 server (moto) and Azurite (Azure
+//! Blob Storage) on 127.0.0.1.
 
 mod support;
 
@@ -129,6 +130,14 @@ fn history_s3_replica() {
     let s3 = S3Server::start();
     let bucket = s3.bucket("history");
     block_on(history(s3.replica(&bucket, "db/app"), 4096));
+}
+
+/// The same history on Azure Blob Storage (Azurite on 127.0.0.1).
+#[test]
+fn history_azure_replica() {
+    let az = support::cloud::Azurite::start();
+    let container = az.container("history");
+    block_on(history(az.replica(&container, "db/app"), 4096));
 }
 
 #[test]
