@@ -128,6 +128,26 @@ fn gcs_replica_lists_restores_and_deletes_on_the_emulator() {
         let latest = restore_to(&replica, &out, RestoreTarget::Latest).await;
         assert_eq!(latest, points.last().unwrap().0);
 
+        // The command line, with the credentials README documents for an
+        // emulator: a service-account file that turns OAuth off.
+        let key = dir.path().join("gcs-emulator.json");
+        std::fs::write(&key, GCS_EMULATOR_KEY).unwrap();
+        let cli_out = dir.path().join("cli.db");
+        let st = litevault(&[("GOOGLE_SERVICE_ACCOUNT_PATH", key.display().to_string())])
+            .args(["restore", &gcs.url(&bucket, "db/app"), "-o"])
+            .arg(&cli_out)
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        assert_eq!(
+            content_digest(&cli_out).unwrap().sha256,
+            points.last().unwrap().2
+        );
+
         // Deletes (as retention issues them) remove exactly those objects.
         let l0 = replica.list_level(0).await.unwrap();
         assert!(l0.len() >= 2);
@@ -137,6 +157,47 @@ fn gcs_replica_lists_restores_and_deletes_on_the_emulator() {
         assert!(!left.contains(&l0[0]) && !left.contains(&l0[1]));
         // Deleting what is gone is not an error.
         replica.delete_files(&l0[..1]).await.unwrap();
+    });
+}
+
+/// The command line against Azurite, with the URL and environment README
+/// documents: what the library replicated, `litevault restore` restores.
+#[test]
+fn azure_cli_restore_with_the_documented_url() {
+    let az = support::cloud::Azurite::start();
+    let container = az.container("cli");
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let mut c = create_db(&db, 4096);
+        Workload::init(&c);
+        let rep = Replicator::open(
+            &db,
+            az.replica(&container, "app"),
+            ReplicateOptions::default(),
+        )
+        .await
+        .unwrap();
+        for k in 1..=5 {
+            Workload::apply(&mut c, k).unwrap();
+        }
+        rep.sync_all().await.unwrap();
+        rep.run(async {}).await.unwrap();
+        let out = dir.path().join("cli.db");
+        let st = litevault(&[(
+            "LITESTREAM_AZURE_ACCOUNT_KEY",
+            support::cloud::AZURITE_KEY.to_string(),
+        )])
+        .args(["restore", &az.url(&container, "app"), "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        assert_eq!(content_digest(&out).unwrap(), content_digest(&db).unwrap());
     });
 }
 
