@@ -171,13 +171,30 @@ fn litevault_restores_litestream_replica(
     replica: Replica,
 ) {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
+    litevault_restores_litestream_replica_with(
+        dir.path(),
+        replica,
+        |db| {
+            let mut c = litestream(env);
+            c.arg("replicate").arg(db).arg(url);
+            c
+        },
+        |_db, out| litestream_restore(env, url, out, None),
+    );
+}
+
+/// The same, with the `litestream replicate` command and the `litestream
+/// restore` run given (for a replica only a config file can describe).
+fn litevault_restores_litestream_replica_with(
+    dir: &Path,
+    replica: Replica,
+    replicate: impl Fn(&Path) -> Command,
+    litestream_restore: impl Fn(&Path, &Path) -> std::process::Output,
+) {
+    let db = dir.join("app.db");
     let mut c = create_db(&db, 4096);
     Workload::init(&c);
-    let mut ls = litestream(env)
-        .args(["replicate"])
-        .arg(&db)
-        .arg(url)
+    let mut ls = replicate(&db)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -192,7 +209,7 @@ fn litevault_restores_litestream_replica(
     std::thread::sleep(Duration::from_millis(2500));
     signal(&ls, "INT");
     assert!(ls.wait().unwrap().success());
-    let ours = dir.path().join("ours.db");
+    let ours = dir.join("ours.db");
     let r = block_on(restore(&replica, &ours, &RestoreOptions::default())).unwrap();
     assert!(matches!(r, litevault::restore::RestoreOutcome::Restored(_)));
     let k = Workload::check_prefix(&ours);
@@ -200,8 +217,8 @@ fn litevault_restores_litestream_replica(
         k > 300,
         "most of the writes were replicated by litestream ({k})"
     );
-    let theirs = dir.path().join("theirs.db");
-    let o = litestream_restore(env, url, &theirs, None);
+    let theirs = dir.join("theirs.db");
+    let o = litestream_restore(&db, &theirs);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let (a, b) = (
         content_digest(&ours).unwrap(),
@@ -395,27 +412,64 @@ fn litevault_restores_litestream_gcs_replica() {
     );
 }
 
+/// A Litestream config file for one database replicated to Azurite (its
+/// abs:// URL cannot carry an endpoint; the config file can).
+fn litestream_azurite_config(az: &support::cloud::Azurite, container: &str, db: &Path) -> String {
+    use support::cloud::{AZURITE_ACCOUNT, AZURITE_KEY};
+    format!(
+        "dbs:\n  - path: {}\n    replica:\n      type: abs\n      bucket: {container}\n      path: db/app\n      account-name: {AZURITE_ACCOUNT}\n      account-key: {AZURITE_KEY}\n      endpoint: {}\n",
+        db.display(),
+        az.endpoint()
+    )
+}
+
+/// Azure: `litestream replicate` writes to Azurite while the database is
+/// written; litevault restores exactly what Litestream restores.
+#[test]
+fn litevault_restores_litestream_azure_replica() {
+    let az = support::cloud::Azurite::start();
+    let container = az.container("fromlitestream");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("litestream.yml");
+    std::fs::write(
+        &config,
+        litestream_azurite_config(&az, &container, &dir.path().join("app.db")),
+    )
+    .unwrap();
+    litevault_restores_litestream_replica_with(
+        dir.path(),
+        az.replica(&container, "db/app"),
+        |_db| {
+            let mut c = litestream(&[]);
+            c.args(["replicate", "-config"]).arg(&config);
+            c
+        },
+        |db, out| {
+            let _ = std::fs::remove_file(out);
+            litestream(&[])
+                .args(["restore", "-config"])
+                .arg(&config)
+                .arg("-o")
+                .arg(out)
+                .arg(db)
+                .output()
+                .unwrap()
+        },
+    );
+}
+
 /// Azure: litevault writes to Azurite; `litestream restore` (its config file
 /// carries the endpoint, which Litestream's abs:// URL cannot) restores every
 /// TXID to the same content.
 #[test]
 fn litestream_restores_litevault_azure_replica() {
-    use support::cloud::{AZURITE_ACCOUNT, AZURITE_KEY, Azurite};
-    let az = Azurite::start();
+    let az = support::cloud::Azurite::start();
     let container = az.container("interop");
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("app.db");
     let points = block_on(write_history(&db, az.replica(&container, "db/app"), true));
     let config = dir.path().join("litestream.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "dbs:\n  - path: {}\n    replica:\n      type: abs\n      bucket: {container}\n      path: db/app\n      account-name: {AZURITE_ACCOUNT}\n      account-key: {AZURITE_KEY}\n      endpoint: {}\n",
-            db.display(),
-            az.endpoint()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&config, litestream_azurite_config(&az, &container, &db)).unwrap();
     let out = dir.path().join("by-litestream.db");
     let run = |txid: Option<&str>| {
         let _ = std::fs::remove_file(&out);
