@@ -266,6 +266,15 @@ fn one_transaction_larger_than_64_mib_s3() {
     block_on(large_transaction(s3.replica(&bucket, "db/app")));
 }
 
+/// On Azure: the parts go up as blocks (Put Block, then Put Block List with
+/// the timestamp metadata).
+#[test]
+fn one_transaction_larger_than_64_mib_azure() {
+    let az = support::cloud::Azurite::start();
+    let container = az.container("large");
+    block_on(large_transaction(az.replica(&container, "db/app")));
+}
+
 /// The hard case: the replicator is down while the app commits UPDATEs and
 /// DELETEs, an ordinary checkpoint copies them into the database file and the
 /// next commit restarts the WAL, shorter than the saved offset, with stale
