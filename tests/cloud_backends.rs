@@ -201,6 +201,54 @@ fn azure_cli_restore_with_the_documented_url() {
     });
 }
 
+/// The config file: an `abs` replica with `endpoint`, `account-name` and
+/// `account-key` (the key from the environment, as Litestream configs do);
+/// `replicate --once` ships, and `litevault restore` with the documented
+/// URL restores the same content.
+#[test]
+fn azure_replica_from_a_config_file() {
+    let az = support::cloud::Azurite::start();
+    let container = az.container("cfg");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let mut c = create_db(&db, 4096);
+    Workload::init(&c);
+    for k in 1..=9 {
+        Workload::apply(&mut c, k).unwrap();
+    }
+    drop(c);
+    let cfg = dir.path().join("litevault.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "dbs:\n  - path: {}\n    replica:\n      type: abs\n      bucket: {container}\n      path: app\n      account-name: {}\n      account-key: ${{AZURE_KEY}}\n      endpoint: {}\n",
+            db.display(),
+            support::cloud::AZURITE_ACCOUNT,
+            az.endpoint()
+        ),
+    )
+    .unwrap();
+    let o = litevault(&[("AZURE_KEY", support::cloud::AZURITE_KEY.to_string())])
+        .args(["replicate", "--once", "--config"])
+        .arg(&cfg)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = dir.path().join("out.db");
+    let o = litevault(&[(
+        "LITESTREAM_AZURE_ACCOUNT_KEY",
+        support::cloud::AZURITE_KEY.to_string(),
+    )])
+    .args(["restore", &az.url(&container, "app"), "-o"])
+    .arg(&out)
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(Workload::check_prefix(&out), 9);
+    assert_eq!(content_digest(&out).unwrap(), content_digest(&db).unwrap());
+}
+
 /// An emulator endpoint without explicit credentials is refused at open
 /// time with the fix, instead of the client asking a cloud metadata service
 /// for a token; with credentials the same URL opens.
