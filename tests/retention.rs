@@ -205,55 +205,67 @@ fn a_long_history_compacts_and_expires() {
     }
 }
 
+/// Retention on an object store that deletes in bulk: the expired L0 files
+/// go in one request, and the latest state restores.
+async fn retention_deletes_in_bulk(replica: Replica) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let mut c = create_db(&db, 1024);
+    Workload::init(&c);
+    let now = Arc::new(AtomicI64::new(1_800_000_000_000));
+    let n = now.clone();
+    let rep = Replicator::open(
+        &db,
+        replica.clone(),
+        opts(Clock::from_fn(move || n.load(Ordering::SeqCst))),
+    )
+    .await
+    .unwrap();
+    for k in 1..=40 {
+        Workload::apply(&mut c, k).unwrap();
+        rep.sync_all().await.unwrap();
+        now.fetch_add(5_000, Ordering::SeqCst);
+    }
+    let before = replica.list_level(0).await.unwrap().len();
+    assert_eq!(before, 40);
+    // Compact into L1, then let L0 age past its retention.
+    now.fetch_add(60_000, Ordering::SeqCst);
+    rep.maintain().await.unwrap();
+    now.fetch_add(200_000, Ordering::SeqCst);
+    let deletes = replica.stats().counts().deletes;
+    rep.maintain().await.unwrap();
+    let after = replica.list_level(0).await.unwrap().len();
+    assert!(after < before, "{after} of {before} L0 files left");
+    assert_eq!(
+        replica.stats().counts().deletes - deletes,
+        1,
+        "{} files deleted in one request",
+        before - after
+    );
+    rep.run(async {}).await.unwrap();
+    let out = dir.path().join("out.db");
+    restore(&replica, &out, &RestoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(Workload::check_prefix(&out), 40);
+}
+
 /// The same rules on the S3 server: retention deletes in bulk (one
 /// `DeleteObjects` request for many files) and the latest state restores.
 #[test]
 fn retention_on_s3_deletes_in_bulk() {
     let s3 = S3Server::start();
     let bucket = s3.bucket("retention");
-    block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("app.db");
-        let mut c = create_db(&db, 1024);
-        Workload::init(&c);
-        let now = Arc::new(AtomicI64::new(1_800_000_000_000));
-        let n = now.clone();
-        let replica = s3.replica(&bucket, "app");
-        let rep = Replicator::open(
-            &db,
-            replica.clone(),
-            opts(Clock::from_fn(move || n.load(Ordering::SeqCst))),
-        )
-        .await
-        .unwrap();
-        for k in 1..=40 {
-            Workload::apply(&mut c, k).unwrap();
-            rep.sync_all().await.unwrap();
-            now.fetch_add(5_000, Ordering::SeqCst);
-        }
-        let before = replica.list_level(0).await.unwrap().len();
-        assert_eq!(before, 40);
-        // Compact into L1, then let L0 age past its retention.
-        now.fetch_add(60_000, Ordering::SeqCst);
-        rep.maintain().await.unwrap();
-        now.fetch_add(200_000, Ordering::SeqCst);
-        let deletes = replica.stats().counts().deletes;
-        rep.maintain().await.unwrap();
-        let after = replica.list_level(0).await.unwrap().len();
-        assert!(after < before, "{after} of {before} L0 files left");
-        assert_eq!(
-            replica.stats().counts().deletes - deletes,
-            1,
-            "{} files deleted in one request",
-            before - after
-        );
-        rep.run(async {}).await.unwrap();
-        let out = dir.path().join("out.db");
-        restore(&replica, &out, &RestoreOptions::default())
-            .await
-            .unwrap();
-        assert_eq!(Workload::check_prefix(&out), 40);
-    });
+    block_on(retention_deletes_in_bulk(s3.replica(&bucket, "app")));
+}
+
+/// On Azure Blob Storage (Azurite): one Blob Batch request deletes the
+/// expired files (up to 256 per request).
+#[test]
+fn retention_on_azure_deletes_in_bulk() {
+    let az = support::cloud::Azurite::start();
+    let container = az.container("retention");
+    block_on(retention_deletes_in_bulk(az.replica(&container, "app")));
 }
 
 /// Files that went up merged (a replica behind by several files) are

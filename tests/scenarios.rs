@@ -1,5 +1,6 @@
 //! Replicate-and-restore scenarios, run against every backend: a local
-//! folder, the in-memory store and a real S3 server (moto) on 127.0.0.1.
+//! folder, the in-memory store, a real S3 server (moto) and Azurite (Azure
+//! Blob Storage) on 127.0.0.1.
 
 mod support;
 
@@ -131,6 +132,14 @@ fn history_s3_replica() {
     block_on(history(s3.replica(&bucket, "db/app"), 4096));
 }
 
+/// The same history on Azure Blob Storage (Azurite on 127.0.0.1).
+#[test]
+fn history_azure_replica() {
+    let az = support::cloud::Azurite::start();
+    let container = az.container("history");
+    block_on(history(az.replica(&container, "db/app"), 4096));
+}
+
 #[test]
 fn history_page_size_512() {
     block_on(history(Replica::open("memory:///app").unwrap(), 512));
@@ -255,6 +264,15 @@ fn one_transaction_larger_than_64_mib_s3() {
     let s3 = S3Server::start();
     let bucket = s3.bucket("large");
     block_on(large_transaction(s3.replica(&bucket, "db/app")));
+}
+
+/// On Azure: the parts go up as blocks (Put Block, then Put Block List with
+/// the timestamp metadata).
+#[test]
+fn one_transaction_larger_than_64_mib_azure() {
+    let az = support::cloud::Azurite::start();
+    let container = az.container("large");
+    block_on(large_transaction(az.replica(&container, "db/app")));
 }
 
 /// The hard case: the replicator is down while the app commits UPDATEs and

@@ -1276,10 +1276,11 @@ impl R<'_, '_> {
                     }
                 };
                 base.map(|mut l| {
+                    // gs and abs take an endpoint too (an emulator, a private endpoint).
+                    if let Some((e, _)) = &endpoint {
+                        l.endpoint = Some(endpoint_with_scheme(e));
+                    }
                     if kind == ReplicaKind::S3 {
-                        if let Some((e, _)) = &endpoint {
-                            l.endpoint = Some(endpoint_with_scheme(e));
-                        }
                         if let Some((rg, _)) = &region {
                             l.region = Some(rg.clone());
                         }

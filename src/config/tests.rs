@@ -831,3 +831,35 @@ fn s3_provider_hostnames_like_litestream() {
         "s3://bkt/db?endpoint=http://127.0.0.1:9000&region=x"
     );
 }
+
+#[test]
+fn gs_and_abs_replicas_take_an_endpoint() {
+    let text = r#"
+dbs:
+  - path: /data/gcs.db
+    replica:
+      type: gs
+      bucket: bkt
+      path: app
+      endpoint: http://127.0.0.1:4443
+  - path: /data/azure.db
+    replica:
+      type: abs
+      bucket: container
+      path: app
+      account-name: devstoreaccount1
+      endpoint: http://127.0.0.1:10000/devstoreaccount1
+"#;
+    let c = parse(text);
+    let g = &c.dbs[0].replicas[0];
+    assert_eq!(g.url, "gs://bkt/app?endpoint=http://127.0.0.1:4443");
+    assert_eq!(
+        g.location.endpoint.as_deref(),
+        Some("http://127.0.0.1:4443")
+    );
+    let a = &c.dbs[1].replicas[0];
+    assert_eq!(
+        a.url,
+        "abs://devstoreaccount1@container/app?endpoint=http://127.0.0.1:10000/devstoreaccount1"
+    );
+}

@@ -222,9 +222,9 @@ pub struct Replica {
     display: String,
     retry: RetryPolicy,
     stats: Arc<RequestStats>,
-    /// The store deletes many keys in one request (S3 `DeleteObjects`, up
-    /// to 1000 keys).
-    bulk_delete: bool,
+    /// The store deletes many keys in one request, up to this many: S3
+    /// `DeleteObjects` (1000 keys), Azure Blob Batch (256 keys).
+    bulk_delete: Option<usize>,
 }
 
 impl fmt::Debug for Replica {
@@ -271,19 +271,33 @@ impl Replica {
         raw: &str,
         creds: Option<&S3Credentials>,
     ) -> Result<Replica, ReplicaError> {
-        Replica::open_inner(raw, creds, None)
+        Replica::open_inner(raw, creds, None, None)
+    }
+
+    /// Opens a Google Cloud Storage replica (`gs://bucket/path`) with an
+    /// explicit service-account key (the JSON text of the key file), taking
+    /// precedence over the environment. For an emulator the key may be
+    /// `{"disable_oauth": true, "client_email": "", "private_key": ""}`
+    /// with `?endpoint=http://127.0.0.1:PORT` in the URL: requests then
+    /// carry no token and nothing asks the metadata server.
+    pub fn open_with_gcs_service_account(
+        raw: &str,
+        service_account_json: &str,
+    ) -> Result<Replica, ReplicaError> {
+        Replica::open_inner(raw, None, None, Some(service_account_json))
     }
 
     /// Opens an Azure Blob Storage replica (`abs://account@container/path`)
     /// with an explicit account key (taking precedence over the environment).
     pub fn open_with_azure_key(raw: &str, account_key: &str) -> Result<Replica, ReplicaError> {
-        Replica::open_inner(raw, None, Some(account_key))
+        Replica::open_inner(raw, None, Some(account_key), None)
     }
 
     fn open_inner(
         raw: &str,
         creds: Option<&S3Credentials>,
         azure_key: Option<&str>,
+        gcs_key: Option<&str>,
     ) -> Result<Replica, ReplicaError> {
         let loc = ReplicaLocation::parse(raw)?;
         let bad = |reason: String| ReplicaError::BadUrl {
@@ -372,31 +386,11 @@ impl Replica {
                     (Arc::new(s3), loc.path.clone(), None, true)
                 }
                 Scheme::Gcs => {
-                    let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                        .with_bucket_name(&loc.bucket);
-                    if let Some(p) = env_any(&["GOOGLE_APPLICATION_CREDENTIALS"]) {
-                        b = b.with_application_credentials(p);
-                    }
-                    let gcs = b.build().map_err(|e| bad(format!("GCS client: {e}")))?;
+                    let gcs = gcs_store(&loc, gcs_key).map_err(bad)?;
                     (Arc::new(gcs), loc.path.clone(), None, true)
                 }
                 Scheme::Azure => {
-                    let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
-                        .with_container_name(&loc.bucket);
-                    if let Some(a) = loc
-                        .account
-                        .clone()
-                        .or_else(|| env_any(&["LITESTREAM_AZURE_ACCOUNT_NAME"]))
-                    {
-                        b = b.with_account(a);
-                    }
-                    if let Some(k) = azure_key
-                        .map(str::to_string)
-                        .or_else(|| env_any(&["LITESTREAM_AZURE_ACCOUNT_KEY"]))
-                    {
-                        b = b.with_access_key(k);
-                    }
-                    let az = b.build().map_err(|e| bad(format!("Azure client: {e}")))?;
+                    let az = azure_store(&loc, azure_key).map_err(bad)?;
                     (Arc::new(az), loc.path.clone(), None, true)
                 }
             };
@@ -422,7 +416,11 @@ impl Replica {
             display,
             retry: RetryPolicy::default(),
             stats: Arc::new(RequestStats::default()),
-            bulk_delete: loc.scheme == Scheme::S3,
+            bulk_delete: match loc.scheme {
+                Scheme::S3 => Some(1000),
+                Scheme::Azure => Some(256),
+                _ => None,
+            },
         })
     }
 
@@ -443,7 +441,7 @@ impl Replica {
             display: display.to_string(),
             retry: RetryPolicy::default(),
             stats: Arc::new(RequestStats::default()),
-            bulk_delete: false,
+            bulk_delete: None,
         }
     }
 
@@ -801,12 +799,14 @@ impl Replica {
         Ok(())
     }
 
-    /// Deletes files (missing files are not an error). On S3, up to 1000
-    /// files go in one request; a key the bulk request could not delete is
-    /// retried on its own.
+    /// Deletes files (missing files are not an error). On S3 up to 1000
+    /// files go in one request, on Azure up to 256 (Blob Batch); a key the
+    /// bulk request could not delete is retried on its own.
     pub async fn delete_files(&self, files: &[LtxFileInfo]) -> Result<(), ReplicaError> {
         let mut left: Vec<&LtxFileInfo> = files.iter().collect();
-        if self.bulk_delete && files.len() > 1 {
+        if let Some(batch) = self.bulk_delete
+            && files.len() > 1
+        {
             use futures::StreamExt;
             let keys: Vec<ObjectPath> = files
                 .iter()
@@ -814,7 +814,7 @@ impl Replica {
                 .collect();
             self.stats
                 .deletes
-                .fetch_add(keys.len().div_ceil(1000) as u64, Ordering::Relaxed);
+                .fetch_add(keys.len().div_ceil(batch) as u64, Ordering::Relaxed);
             let stream = futures::stream::iter(keys.into_iter().map(Ok)).boxed();
             let results: Vec<_> = self.store.delete_stream(stream).collect().await;
             let deleted: std::collections::HashSet<String> = results
@@ -873,6 +873,128 @@ async fn upload_parts(
             return Ok(());
         }
     }
+}
+
+/// Whether an endpoint is on this machine (an emulator): such an endpoint
+/// never gets credentials from a cloud metadata service.
+fn is_loopback_endpoint(endpoint: &str) -> bool {
+    ::url::Url::parse(endpoint)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .is_some_and(|h| {
+            let h = h.trim_start_matches('[').trim_end_matches(']');
+            h == "localhost"
+                || h.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        })
+}
+
+/// Our own retry loop retries every request; the client's would multiply it.
+fn no_client_retries() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        max_retries: 0,
+        ..Default::default()
+    }
+}
+
+/// The GCS client of a `gs://` location. Credentials, in order: an explicit
+/// service-account key, `GOOGLE_SERVICE_ACCOUNT` / `_PATH` / `_KEY` (read
+/// by `object_store`), `GOOGLE_APPLICATION_CREDENTIALS`, and else the
+/// metadata server (Cloud Run, GCE, GKE). An `endpoint` on 127.0.0.1 or
+/// localhost (an emulator) needs explicit credentials, so that a test or
+/// dev setup never waits on a metadata server that is not there.
+fn gcs_store(
+    loc: &ReplicaLocation,
+    key: Option<&str>,
+) -> Result<object_store::gcp::GoogleCloudStorage, String> {
+    use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+    // An explicit key replaces the environment's service account (the
+    // builder refuses a path and a key together).
+    let mut b = match key {
+        Some(k) => GoogleCloudStorageBuilder::new().with_service_account_key(k),
+        None => GoogleCloudStorageBuilder::from_env(),
+    }
+    .with_bucket_name(&loc.bucket)
+    .with_retry(no_client_retries());
+    let service_account = [
+        GoogleConfigKey::ServiceAccount,
+        GoogleConfigKey::ServiceAccountKey,
+    ]
+    .iter()
+    .any(|k| b.get_config_value(k).is_some());
+    let mut application = false;
+    if key.is_none()
+        && !service_account
+        && let Some(p) = env_any(&["GOOGLE_APPLICATION_CREDENTIALS"])
+    {
+        b = b.with_application_credentials(p);
+        application = true;
+    }
+    if let Some(ep) = &loc.endpoint {
+        if is_loopback_endpoint(ep) && key.is_none() && !service_account && !application {
+            return Err(format!(
+                "endpoint {ep} is on this machine (an emulator) but no GCS credentials are given, so the client would ask the cloud metadata server for a token; set GOOGLE_SERVICE_ACCOUNT_PATH to a service-account JSON file (for an emulator: {{\"disable_oauth\": true, \"client_email\": \"\", \"private_key\": \"\"}})"
+            ));
+        }
+        b = b.with_base_url(ep).with_client_options(
+            object_store::ClientOptions::new().with_allow_http(ep.starts_with("http://")),
+        );
+    }
+    b.build().map_err(|e| format!("GCS client: {e}"))
+}
+
+/// The Azure Blob Storage client of an `abs://` location. The account comes
+/// from the URL (`abs://ACCOUNT@container/path` or `?account=`) or
+/// `LITESTREAM_AZURE_ACCOUNT_NAME` / `AZURE_STORAGE_ACCOUNT_NAME`; the key
+/// from the caller, `LITESTREAM_AZURE_ACCOUNT_KEY` or
+/// `AZURE_STORAGE_ACCOUNT_KEY`; without a key, SAS or token, the managed
+/// identity of the host (Azure IMDS). An `endpoint` on this machine (Azurite)
+/// needs an explicit key, SAS or token.
+fn azure_store(
+    loc: &ReplicaLocation,
+    key: Option<&str>,
+) -> Result<object_store::azure::MicrosoftAzure, String> {
+    use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+    let mut b = MicrosoftAzureBuilder::from_env()
+        .with_container_name(&loc.bucket)
+        .with_retry(no_client_retries());
+    if let Some(a) = loc
+        .account
+        .clone()
+        .or_else(|| env_any(&["LITESTREAM_AZURE_ACCOUNT_NAME"]))
+    {
+        b = b.with_account(a);
+    }
+    let emulator = b
+        .get_config_value(&AzureConfigKey::UseEmulator)
+        .is_some_and(|v| v == "true");
+    if b.get_config_value(&AzureConfigKey::AccountName).is_none() && !emulator {
+        return Err("no storage account: write abs://ACCOUNT@container/path (or ?account=ACCOUNT), or set LITESTREAM_AZURE_ACCOUNT_NAME".into());
+    }
+    if let Some(k) = key
+        .map(str::to_string)
+        .or_else(|| env_any(&["LITESTREAM_AZURE_ACCOUNT_KEY"]))
+    {
+        b = b.with_access_key(k);
+    }
+    if let Some(ep) = &loc.endpoint {
+        let explicit = [
+            AzureConfigKey::AccessKey,
+            AzureConfigKey::SasKey,
+            AzureConfigKey::Token,
+        ]
+        .iter()
+        .any(|k| b.get_config_value(k).is_some_and(|v| !v.is_empty()));
+        if is_loopback_endpoint(ep) && !explicit {
+            return Err(format!(
+                "endpoint {ep} is on this machine (Azurite) but no account key is given, so the client would ask the Azure metadata service (IMDS) for a token; set LITESTREAM_AZURE_ACCOUNT_KEY (Azurite's well-known key for devstoreaccount1)"
+            ));
+        }
+        b = b
+            .with_endpoint(ep.clone())
+            .with_allow_http(ep.starts_with("http://"));
+    }
+    b.build().map_err(|e| format!("Azure client: {e}"))
 }
 
 fn join(prefix: &str, rest: &str) -> String {

@@ -33,7 +33,10 @@ pub struct ReplicaLocation {
     /// Key prefix inside the bucket, without leading or trailing `/`;
     /// for `file://` the absolute directory.
     pub path: String,
-    /// S3: custom endpoint such as `http://127.0.0.1:9000`.
+    /// Custom endpoint: an S3-compatible server (`http://127.0.0.1:9000`),
+    /// the GCS base URL (`http://127.0.0.1:4443`, an emulator) or the Azure
+    /// Blob service URL (`http://127.0.0.1:10000/devstoreaccount1` for
+    /// Azurite, the account name as the first path segment).
     pub endpoint: Option<String>,
     /// S3: region.
     pub region: Option<String>,
@@ -131,27 +134,62 @@ impl ReplicaLocation {
         }
         loc.path = path;
         for (k, v) in url.query_pairs() {
+            let only = |schemes: &[Scheme], spelled: &str| -> Result<(), ReplicaError> {
+                if schemes.contains(&loc.scheme) {
+                    return Ok(());
+                }
+                Err(ReplicaError::BadUrl {
+                    url: raw.into(),
+                    reason: format!(
+                        "query parameter {k:?} applies to {spelled} URLs only; {}",
+                        known_parameters(&loc.scheme)
+                    ),
+                })
+            };
             match k.as_ref() {
                 "endpoint" => {
                     // Litestream accepts a bare host:port and means http.
                     let v = v.to_string();
-                    loc.endpoint = Some(if v.contains("://") {
+                    let v = if v.contains("://") {
                         v
                     } else {
                         format!("http://{v}")
-                    });
+                    };
+                    if url::Url::parse(&v)
+                        .map(|u| u.host_str().is_none())
+                        .unwrap_or(true)
+                    {
+                        return Err(ReplicaError::BadUrl {
+                            url: raw.into(),
+                            reason: format!(
+                                "endpoint={v:?} is not a URL; write e.g. endpoint=http://127.0.0.1:9000"
+                            ),
+                        });
+                    }
+                    loc.endpoint = Some(v.trim_end_matches('/').to_string());
                 }
-                "region" => loc.region = Some(v.to_string()),
+                "region" => {
+                    only(&[Scheme::S3], "s3://")?;
+                    loc.region = Some(v.to_string())
+                }
                 "force-path-style" | "forcePathStyle" | "force_path_style" => {
+                    only(&[Scheme::S3], "s3://")?;
                     loc.force_path_style = parse_bool(raw, &k, &v)?
                 }
-                "skip-verify" | "skipVerify" => loc.skip_verify = parse_bool(raw, &k, &v)?,
-                "account" | "account-name" => loc.account = Some(v.to_string()),
+                "skip-verify" | "skipVerify" => {
+                    only(&[Scheme::S3], "s3://")?;
+                    loc.skip_verify = parse_bool(raw, &k, &v)?
+                }
+                "account" | "account-name" => {
+                    only(&[Scheme::Azure], "abs://")?;
+                    loc.account = Some(v.to_string())
+                }
                 other => {
                     return Err(ReplicaError::BadUrl {
                         url: raw.into(),
                         reason: format!(
-                            "unknown query parameter {other:?}; known: endpoint, region, force-path-style, skip-verify, account"
+                            "unknown query parameter {other:?}; {}",
+                            known_parameters(&loc.scheme)
                         ),
                     });
                 }
@@ -177,6 +215,20 @@ impl ReplicaLocation {
             skip_verify: false,
             account: None,
         }
+    }
+}
+
+/// The query parameters a scheme takes, for error messages.
+fn known_parameters(scheme: &Scheme) -> &'static str {
+    match scheme {
+        Scheme::S3 => "s3:// takes endpoint, region, force-path-style, skip-verify",
+        Scheme::Gcs => {
+            "gs:// takes endpoint (e.g. endpoint=http://127.0.0.1:4443 for an emulator); credentials come from the environment"
+        }
+        Scheme::Azure => {
+            "abs:// takes account and endpoint (e.g. endpoint=http://127.0.0.1:10000/devstoreaccount1 for Azurite); the key comes from the environment"
+        }
+        Scheme::File | Scheme::Memory => "this scheme takes no query parameters",
     }
 }
 
@@ -233,5 +285,40 @@ mod tests {
         assert_eq!(l.scheme, Scheme::Azure);
         assert_eq!(l.account.as_deref(), Some("acct"));
         assert_eq!(l.bucket, "container");
+    }
+
+    #[test]
+    fn emulator_endpoints() {
+        let l = ReplicaLocation::parse("gs://bkt/db?endpoint=http://127.0.0.1:4443/").unwrap();
+        assert_eq!(l.endpoint.as_deref(), Some("http://127.0.0.1:4443"));
+        let l = ReplicaLocation::parse(
+            "abs://container/db?account=devstoreaccount1&endpoint=127.0.0.1:10000/devstoreaccount1",
+        )
+        .unwrap();
+        assert_eq!(l.account.as_deref(), Some("devstoreaccount1"));
+        assert_eq!(
+            l.endpoint.as_deref(),
+            Some("http://127.0.0.1:10000/devstoreaccount1")
+        );
+    }
+
+    #[test]
+    fn parameters_of_another_scheme_are_refused_with_the_fix() {
+        let e = ReplicaLocation::parse("gs://bkt/db?region=eu").unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("\"region\" applies to s3://"), "{m}");
+        assert!(m.contains("gs:// takes endpoint"), "{m}");
+        let m = ReplicaLocation::parse("s3://b/db?account=x")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("abs://"), "{m}");
+        let m = ReplicaLocation::parse("abs://c/db?force-path-style=true")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("abs:// takes account and endpoint"), "{m}");
+        let m = ReplicaLocation::parse("gs://b/db?endpoint=http://")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("is not a URL"), "{m}");
     }
 }
