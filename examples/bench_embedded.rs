@@ -1,0 +1,540 @@
+//! Measurement driver for the embedded mode (issue 4): replication lag,
+//! durable-commit latency and write throughput of a [`Vault`] against an S3
+//! server, and the bare PUT latency of that server. Each subcommand prints
+//! one JSON object on stdout; `scripts/bench_embedded.py` runs the whole
+//! matrix (embedded vs sidecar vs Litestream, with and without a delaying
+//! proxy) and prints the tables of BENCHMARKS.md.
+//!
+//! ```text
+//! cargo build --release --example bench_embedded
+//! URL='s3://bucket/run1?endpoint=http://127.0.0.1:9000&region=us-east-1&force-path-style=true'
+//! target/release/examples/bench_embedded --access-key K --secret-key S put --replica "$URL"
+//! target/release/examples/bench_embedded --access-key K --secret-key S \
+//!     lag --replica "$URL" --watch "$URL" --commits 30 --spacing-ms 1200
+//! target/release/examples/bench_embedded --access-key K --secret-key S \
+//!     durable --replica "$URL" --writers 8 --commits 400
+//! target/release/examples/bench_embedded --access-key K --secret-key S \
+//!     throughput --replica "$URL" --seconds 2 --rounds 3
+//! ```
+//!
+//! Definitions (the same in the script and in BENCHMARKS.md):
+//!
+//! - *PUT latency*: one `put` of `--size` random bytes through the same
+//!   `object_store` client the replicator uses, after 5 warm-up PUTs.
+//! - *Lag, acknowledged*: from the return of a single-row commit on the
+//!   vault's writer to the return of [`Vault::wait_replicated`] for it (every
+//!   replica answered the PUT of a file holding it).
+//! - *Lag, visible*: from the return of the commit to the first
+//!   ListObjectsV2 of level 0 (back-to-back calls, through `--watch`, which
+//!   should name the server directly, not the proxy) that shows a file with a
+//!   higher TXID than before: the definition `scripts/bench_compare.py` uses
+//!   for the sidecar and Litestream.
+//! - *Durable commit*: [`Vault::transaction_durable`] of a single-row INSERT,
+//!   from the call to its return, by each of `--writers` concurrent tasks.
+//! - *Throughput*: single-row INSERT commits per second by one writer as fast
+//!   as it can, with the vault replicating ("on"), and on a plain rusqlite
+//!   connection with the same pragmas, with SQLite's automatic checkpoints
+//!   ("off") and without any ("off, no checkpoints": the vault's writer has
+//!   none either, its replicator checkpoints in the background); rounds
+//!   interleaved, the first mode rotating.
+//!
+//! Lag phases start with `--warmup` uncounted commits (2 by default; the
+//! script discards as many for the sidecar and Litestream): a commit right
+//! after start-up measures the start-up, not the steady state.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use litevault::replica::S3Credentials;
+use litevault::vault::CommitSeq;
+use litevault::{Replica, Vault, VaultOptions};
+use object_store::{ObjectStoreExt, PutPayload};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(about = "Measure litevault's embedded mode against an object store")]
+struct Cli {
+    /// S3 access key given to every store opened here.
+    #[arg(long, env = "BENCH_ACCESS_KEY")]
+    access_key: String,
+    /// S3 secret key given to every store opened here.
+    #[arg(long, env = "BENCH_SECRET_KEY")]
+    secret_key: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Bare PUT latency of the store.
+    Put {
+        /// Replica URL (its bucket and endpoint are used).
+        #[arg(long)]
+        replica: String,
+        /// PUTs to time.
+        #[arg(long, default_value_t = 100)]
+        n: usize,
+        /// Bytes per PUT.
+        #[arg(long, default_value_t = 4096)]
+        size: usize,
+    },
+    /// Commit-to-replicated lag of single-row commits.
+    Lag(LagArgs),
+    /// Durable-commit latency with concurrent writers.
+    Durable {
+        #[arg(long)]
+        replica: String,
+        /// Concurrent writers.
+        #[arg(long, default_value_t = 1)]
+        writers: usize,
+        /// Durable commits in all (split between the writers).
+        #[arg(long, default_value_t = 200)]
+        commits: usize,
+        /// Group-commit window in milliseconds (ReplicateOptions::commit_window).
+        #[arg(long, default_value_t = 0)]
+        commit_window_ms: u64,
+        #[arg(long)]
+        dir: std::path::PathBuf,
+    },
+    /// Commits per second with replication on and off, interleaved rounds.
+    Throughput {
+        #[arg(long)]
+        replica: String,
+        /// Seconds per round and mode.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// Rounds (each runs both modes, alternating which goes first).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long)]
+        dir: std::path::PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct LagArgs {
+    /// Replica URL the vault ships to (through the proxy if any).
+    #[arg(long)]
+    replica: String,
+    /// The same replica, as the watcher lists it (the server directly).
+    #[arg(long)]
+    watch: String,
+    /// Commits per phase (acknowledged, then visible).
+    #[arg(long, default_value_t = 30)]
+    commits: usize,
+    /// Milliseconds between commits of the "visible" phase.
+    #[arg(long, default_value_t = 1200)]
+    spacing_ms: u64,
+    /// Milliseconds between commits of the "acknowledged" phase.
+    #[arg(long, default_value_t = 200)]
+    ack_spacing_ms: u64,
+    /// Commits made and not counted at the start of each phase.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Work folder (the database goes there).
+    #[arg(long)]
+    dir: std::path::PathBuf,
+}
+
+/// Nearest-rank percentile of milliseconds (as `bench_compare.pct`).
+fn pct(v: &[f64], q: f64) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let rank = ((q / 100.0) * s.len() as f64).ceil() as usize;
+    Some(s[rank.max(1) - 1])
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn summary(v: &[f64]) -> serde_json::Value {
+    json!({
+        "n": v.len(),
+        "p50_ms": pct(v, 50.0),
+        "p99_ms": pct(v, 99.0),
+        "max_ms": v.iter().copied().reduce(f64::max),
+    })
+}
+
+struct Ctx {
+    creds: S3Credentials,
+}
+
+impl Ctx {
+    fn open(&self, url: &str) -> anyhow::Result<Replica> {
+        Replica::open_with_credentials(url, Some(&self.creds))
+            .with_context(|| format!("opening the replica {url}"))
+    }
+
+    async fn vault(
+        &self,
+        dir: &Path,
+        url: &str,
+        commit_window: Duration,
+    ) -> anyhow::Result<Arc<Vault>> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the work folder {}", dir.display()))?;
+        let defaults = VaultOptions::default();
+        let opts = VaultOptions {
+            replicate: litevault::ReplicateOptions {
+                commit_window,
+                ..defaults.replicate.clone()
+            },
+            durable_timeout: Duration::from_secs(60),
+            ..defaults
+        };
+        let vault = Vault::open(dir.join("app.db"))
+            .replica(self.open(url)?)
+            .options(opts)
+            .start()
+            .await
+            .context("starting the vault")?;
+        vault.writer().await.execute_batch(
+            "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB NOT NULL)",
+        )?;
+        let vault = Arc::new(vault);
+        vault
+            .wait_replicated(vault.txid())
+            .await
+            .context("the first upload (is the S3 server up?)")?;
+        Ok(vault)
+    }
+}
+
+async fn close(vault: Arc<Vault>) -> anyhow::Result<()> {
+    match Arc::try_unwrap(vault) {
+        Ok(v) => v.close().await.context("closing the vault"),
+        Err(_) => bail!("the vault is still shared at the end of the run"),
+    }
+}
+
+fn puts(vault: &Vault) -> u64 {
+    vault
+        .replicator()
+        .status()
+        .replicas
+        .iter()
+        .map(|r| r.requests.puts)
+        .sum()
+}
+
+async fn cmd_put(ctx: &Ctx, url: &str, n: usize, size: usize) -> anyhow::Result<serde_json::Value> {
+    let replica = ctx.open(url)?;
+    let store = replica.store().clone();
+    let body: Vec<u8> = (0..size).map(|_| rand::random::<u8>()).collect();
+    let run = rand::random::<u32>();
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n + 5 {
+        let key = object_store::path::Path::from(format!(
+            "{}/bench-put-{run:08x}/{i:06}",
+            replica.level_prefix(0)
+        ));
+        let t = Instant::now();
+        store
+            .put(&key, PutPayload::from(body.clone()))
+            .await
+            .with_context(|| format!("PUT {key} to {replica}"))?;
+        if i >= 5 {
+            times.push(ms(t.elapsed()));
+        }
+    }
+    Ok(json!({ "what": "put", "size": size, "put": summary(&times), "samples_ms": times }))
+}
+
+async fn max_level0(watch: &Replica) -> anyhow::Result<u64> {
+    Ok(watch
+        .list_level(0)
+        .await
+        .context("listing level 0 of the watched replica")?
+        .iter()
+        .map(|f| f.max_txid.0)
+        .max()
+        .unwrap_or(0))
+}
+
+fn insert_one(vault: &Vault, conn: &rusqlite::Connection) -> anyhow::Result<CommitSeq> {
+    conn.execute("INSERT INTO t(v) VALUES (randomblob(200))", [])?;
+    Ok(vault.txid())
+}
+
+async fn cmd_lag(ctx: &Ctx, a: &LagArgs) -> anyhow::Result<serde_json::Value> {
+    let (commits, warmup) = (a.commits, a.warmup);
+    let spacing = Duration::from_millis(a.spacing_ms);
+    let ack_spacing = Duration::from_millis(a.ack_spacing_ms);
+    let (url, watch_url, dir) = (a.replica.as_str(), a.watch.as_str(), a.dir.as_path());
+    let vault = ctx.vault(dir, url, Duration::ZERO).await?;
+    let watch = ctx.open(watch_url)?;
+    // Phase 1: acknowledged by every replica (wait_replicated).
+    let mut acked = Vec::with_capacity(commits);
+    let t0 = Instant::now() + Duration::from_millis(200);
+    for i in 0..commits + warmup {
+        tokio::time::sleep_until((t0 + ack_spacing * i as u32).into()).await;
+        let (seq, tc) = {
+            let c = vault.writer().await;
+            let seq = insert_one(&vault, &c)?;
+            (seq, Instant::now())
+        };
+        vault.wait_replicated(seq).await?;
+        if i >= warmup {
+            acked.push(ms(tc.elapsed()));
+        }
+    }
+    // Phase 2: visible in a listing, as bench_compare measures the others.
+    let mut visible = Vec::with_capacity(commits);
+    let mut list_rtt = Vec::new();
+    let mut missed = 0;
+    let mut prev = max_level0(&watch).await?;
+    let t0 = Instant::now() + Duration::from_millis(500);
+    for i in 0..commits + warmup {
+        tokio::time::sleep_until((t0 + spacing * i as u32).into()).await;
+        let tc = {
+            let c = vault.writer().await;
+            insert_one(&vault, &c)?;
+            Instant::now()
+        };
+        let limit = tc + Duration::from_secs(10).max(spacing * 5);
+        loop {
+            let tl = Instant::now();
+            let top = max_level0(&watch).await?;
+            list_rtt.push(ms(tl.elapsed()));
+            if top > prev {
+                if i >= warmup {
+                    visible.push(ms(tc.elapsed()));
+                }
+                prev = top;
+                break;
+            }
+            if Instant::now() > limit {
+                missed += usize::from(i >= warmup);
+                break;
+            }
+        }
+    }
+    let requests = vault.replicator().status().replicas[0].requests;
+    close(vault).await?;
+    Ok(json!({
+        "what": "lag",
+        "acknowledged": summary(&acked),
+        "visible": summary(&visible),
+        "visible_missed": missed,
+        "list_rtt": summary(&list_rtt),
+        "acknowledged_ms": acked,
+        "visible_ms": visible,
+        "spacing_ms": ms(spacing),
+        "ack_spacing_ms": ms(ack_spacing),
+        "warmup": warmup,
+        "puts": requests.puts,
+        "bytes_out": requests.bytes_out,
+    }))
+}
+
+async fn cmd_durable(
+    ctx: &Ctx,
+    url: &str,
+    writers: usize,
+    commits: usize,
+    window: Duration,
+    dir: &Path,
+) -> anyhow::Result<serde_json::Value> {
+    let vault = ctx.vault(dir, url, window).await?;
+    let per = commits.div_ceil(writers.max(1));
+    let puts_before = puts(&vault);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..writers.max(1) {
+        let vault = vault.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per);
+            for _ in 0..per {
+                let t = Instant::now();
+                vault
+                    .transaction_durable(|tx| {
+                        tx.execute("INSERT INTO t(v) VALUES (randomblob(200))", [])
+                    })
+                    .await?;
+                lat.push(ms(t.elapsed()));
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut lat = Vec::with_capacity(per * writers);
+    for t in tasks {
+        lat.extend(t.await.context("a writer task panicked")??);
+    }
+    let elapsed = start.elapsed();
+    let puts = puts(&vault) - puts_before;
+    close(vault).await?;
+    let n = lat.len();
+    Ok(json!({
+        "what": "durable",
+        "writers": writers,
+        "commit_window_ms": ms(window),
+        "durable": summary(&lat),
+        "commits": n,
+        "seconds": elapsed.as_secs_f64(),
+        "commits_per_s": n as f64 / elapsed.as_secs_f64(),
+        "puts": puts,
+        "puts_per_commit": puts as f64 / n as f64,
+    }))
+}
+
+/// Single-row commits as fast as one writer can for `secs`.
+fn commit_loop(conn: &rusqlite::Connection, secs: Duration) -> anyhow::Result<u64> {
+    let mut stmt = conn.prepare("INSERT INTO t(v) VALUES (randomblob(200))")?;
+    let end = Instant::now() + secs;
+    let mut n = 0;
+    while Instant::now() < end {
+        stmt.execute([])?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// A connection tuned as the vault's writer is, without replication;
+/// `autocheckpoint` false turns SQLite's automatic checkpoints off too (the
+/// vault's writer has none: its replicator checkpoints in the background).
+fn plain_writer(path: &Path, autocheckpoint: bool) -> anyhow::Result<rusqlite::Connection> {
+    let c = rusqlite::Connection::open(path)?;
+    if !autocheckpoint {
+        c.pragma_update(None, "wal_autocheckpoint", 0)?;
+    }
+    let mode: String = c.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        bail!("{}: journal_mode stays {mode}", path.display());
+    }
+    c.pragma_update(None, "synchronous", "NORMAL")?;
+    c.busy_timeout(Duration::from_secs(5))?;
+    c.pragma_update(None, "foreign_keys", "ON")?;
+    c.pragma_update(None, "temp_store", "MEMORY")?;
+    c.execute_batch("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB NOT NULL)")?;
+    Ok(c)
+}
+
+async fn cmd_throughput(
+    ctx: &Ctx,
+    url: &str,
+    seconds: f64,
+    rounds: usize,
+    dir: &Path,
+) -> anyhow::Result<serde_json::Value> {
+    let secs = Duration::from_secs_f64(seconds);
+    let mut on = Vec::new();
+    let mut off = Vec::new();
+    let mut off_nockpt = Vec::new();
+    let mut drains = Vec::new();
+    let mut puts_on = Vec::new();
+    for round in 0..rounds {
+        // Which mode goes first rotates from round to round.
+        let mut order = [Mode::On, Mode::Off, Mode::OffNoCheckpoint];
+        order.rotate_left(round % 3);
+        for mode in order {
+            let d = dir.join(format!("round{round}-{mode:?}"));
+            let _ = std::fs::remove_dir_all(&d);
+            std::fs::create_dir_all(&d)?;
+            if mode == Mode::On {
+                // A fresh prefix per round: the replica starts empty too.
+                let url = with_subprefix(url, &format!("tp-{round}"));
+                let vault = ctx.vault(&d, &url, Duration::ZERO).await?;
+                let before = puts(&vault);
+                let n = {
+                    let conn = vault.writer().await;
+                    tokio::task::block_in_place(|| commit_loop(&conn, secs))?
+                };
+                let t = Instant::now();
+                vault.wait_replicated(vault.txid()).await?;
+                drains.push(ms(t.elapsed()));
+                puts_on.push(puts(&vault) - before);
+                close(vault).await?;
+                on.push(n as f64 / seconds);
+            } else {
+                let auto = mode == Mode::Off;
+                let conn = plain_writer(&d.join("app.db"), auto)?;
+                let n = tokio::task::block_in_place(|| commit_loop(&conn, secs))?;
+                if auto { &mut off } else { &mut off_nockpt }.push(n as f64 / seconds);
+            }
+            let _ = std::fs::remove_dir_all(&d);
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    Ok(json!({
+        "what": "throughput",
+        "seconds_per_round": seconds,
+        "rounds": rounds,
+        "on_commits_per_s": on,
+        "off_commits_per_s": off,
+        "off_nockpt_commits_per_s": off_nockpt,
+        "off_nockpt_mean": mean(&off_nockpt),
+        "on_over_off_nockpt": mean(&on) / mean(&off_nockpt),
+        "on_mean": mean(&on),
+        "off_mean": mean(&off),
+        "on_over_off": mean(&on) / mean(&off),
+        "drain_after_round_ms": drains,
+        "puts_per_round_on": puts_on,
+    }))
+}
+
+/// Throughput modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// The vault, replicating.
+    On,
+    /// Plain rusqlite, SQLite's automatic checkpoints (every 1000 pages).
+    Off,
+    /// Plain rusqlite, no checkpoints at all (the WAL only grows).
+    OffNoCheckpoint,
+}
+
+/// `s3://bucket/prefix?query` with `/sub` appended to the prefix.
+fn with_subprefix(url: &str, sub: &str) -> String {
+    match url.split_once('?') {
+        Some((base, q)) => format!("{}/{sub}?{q}", base.trim_end_matches('/')),
+        None => format!("{}/{sub}", url.trim_end_matches('/')),
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let ctx = Ctx {
+        creds: S3Credentials {
+            access_key_id: cli.access_key,
+            secret_access_key: cli.secret_key,
+        },
+    };
+    let out = match cli.command {
+        Command::Put { replica, n, size } => cmd_put(&ctx, &replica, n, size).await?,
+        Command::Lag(a) => cmd_lag(&ctx, &a).await?,
+        Command::Durable {
+            replica,
+            writers,
+            commits,
+            commit_window_ms,
+            dir,
+        } => {
+            cmd_durable(
+                &ctx,
+                &replica,
+                writers,
+                commits,
+                Duration::from_millis(commit_window_ms),
+                &dir,
+            )
+            .await?
+        }
+        Command::Throughput {
+            replica,
+            seconds,
+            rounds,
+            dir,
+        } => cmd_throughput(&ctx, &replica, seconds, rounds, &dir).await?,
+    };
+    println!("{out}");
+    Ok(())
+}
