@@ -385,16 +385,47 @@ async fn cmd_durable(
     }))
 }
 
-/// Single-row commits as fast as one writer can for `secs`.
-fn commit_loop(conn: &rusqlite::Connection, secs: Duration) -> anyhow::Result<u64> {
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// CPU time of the whole process (every thread).
+fn process_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Single-row commits as fast as one writer can for `secs`; returns the
+/// commits and the writer thread's CPU time (below `secs` when it waited
+/// for a core or for a lock).
+fn commit_loop(conn: &rusqlite::Connection, secs: Duration) -> anyhow::Result<(u64, Duration)> {
     let mut stmt = conn.prepare("INSERT INTO t(v) VALUES (randomblob(200))")?;
+    let cpu0 = thread_cpu();
     let end = Instant::now() + secs;
     let mut n = 0;
     while Instant::now() < end {
         stmt.execute([])?;
         n += 1;
     }
-    Ok(n)
+    Ok((n, thread_cpu() - cpu0))
 }
 
 /// A connection tuned as the vault's writer is, without replication;
@@ -428,6 +459,9 @@ async fn cmd_throughput(
     let mut on = Vec::new();
     let mut off = Vec::new();
     let mut off_nockpt = Vec::new();
+    // Writer thread CPU seconds per wall second, per mode.
+    let mut cpu_share: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    let mut other_cpu = Vec::new();
     let mut drains = Vec::new();
     let mut puts_on = Vec::new();
     for round in 0..rounds {
@@ -443,10 +477,17 @@ async fn cmd_throughput(
                 let url = with_subprefix(url, &format!("tp-{round}"));
                 let vault = ctx.vault(&d, &url, Duration::ZERO).await?;
                 let before = puts(&vault);
-                let n = {
+                let p0 = process_cpu();
+                let (n, cpu) = {
                     let conn = vault.writer().await;
                     tokio::task::block_in_place(|| commit_loop(&conn, secs))?
                 };
+                // The rest of the process: the replicator (and the runtime).
+                other_cpu.push((process_cpu() - p0 - cpu).as_secs_f64() / seconds);
+                cpu_share
+                    .entry("on".into())
+                    .or_default()
+                    .push(cpu.as_secs_f64() / seconds);
                 let t = Instant::now();
                 vault.wait_replicated(vault.txid()).await?;
                 drains.push(ms(t.elapsed()));
@@ -456,7 +497,11 @@ async fn cmd_throughput(
             } else {
                 let auto = mode == Mode::Off;
                 let conn = plain_writer(&d.join("app.db"), auto)?;
-                let n = tokio::task::block_in_place(|| commit_loop(&conn, secs))?;
+                let (n, cpu) = tokio::task::block_in_place(|| commit_loop(&conn, secs))?;
+                cpu_share
+                    .entry(if auto { "off" } else { "off_nockpt" }.into())
+                    .or_default()
+                    .push(cpu.as_secs_f64() / seconds);
                 if auto { &mut off } else { &mut off_nockpt }.push(n as f64 / seconds);
             }
             let _ = std::fs::remove_dir_all(&d);
@@ -476,6 +521,8 @@ async fn cmd_throughput(
         "off_mean": mean(&off),
         "on_over_off": mean(&on) / mean(&off),
         "drain_after_round_ms": drains,
+        "writer_cpu_per_wall_s": cpu_share,
+        "replicator_cpu_per_wall_s_on": other_cpu,
         "puts_per_round_on": puts_on,
     }))
 }

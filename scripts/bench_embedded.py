@@ -226,9 +226,24 @@ def matrix_tables(setups: list[dict]) -> str:
     out.append(bc.table(["setup", "writers", "mode", "p50 ms", "p99 ms", "p50 / PUT p50",
                          "commits/s", "commits/s vs 1 writer", "PUTs per commit"], rows))
 
+    def per_cpu(t: dict, mode: str, key: str) -> float:
+        """Commits per CPU-second of the writer thread, mean over rounds."""
+        v = [n / c for n, c in zip(t[key], t["writer_cpu_per_wall_s"][mode]) if c]
+        return sum(v) / len(v) if v else None
+
     rows = []
+    cpu_rows = []
     for s in setups:
         t = s["throughput"]
+        on_cpu = per_cpu(t, "on", "on_commits_per_s")
+        off_cpu = per_cpu(t, "off_nockpt", "off_nockpt_commits_per_s")
+        share = t["writer_cpu_per_wall_s"]
+        cpu_rows.append([s["setup"], f(per_cpu(t, "off", "off_commits_per_s"), 0), f(off_cpu, 0),
+                         f(on_cpu, 0), f(bc.ratio(on_cpu, off_cpu), 2),
+                         " / ".join(f(x, 2) for x in share["off"]),
+                         " / ".join(f(x, 2) for x in share["off_nockpt"]),
+                         " / ".join(f(x, 2) for x in share["on"]),
+                         " / ".join(f(x, 2) for x in t["replicator_cpu_per_wall_s_on"])])
         rows.append([s["setup"], t["rounds"], f(t["off_mean"], 0), f(t["off_nockpt_mean"], 0),
                      f(t["on_mean"], 0), f(t["on_over_off"], 2), f(t["on_over_off_nockpt"], 2),
                      " / ".join(f(x, 0) for x in t["off_commits_per_s"]),
@@ -241,6 +256,14 @@ def matrix_tables(setups: list[dict]) -> str:
                          "on commits/s", "on / off", "on / off, no checkpoints",
                          "off per round", "off, no checkpoints per round", "on per round",
                          "max drain after a round ms"], rows))
+    out.append("\nThe same rounds per CPU-second of the writer thread (what the commit path "
+               "itself costs), and the cores each part got per wall second:\n")
+    out.append(bc.table(["setup", "off commits per writer CPU-s",
+                         "off, no checkpoints commits per writer CPU-s",
+                         "on commits per writer CPU-s", "on / off, no checkpoints",
+                         "writer cores, off", "writer cores, off no checkpoints",
+                         "writer cores, on", "rest of the process (replicator) cores, on"],
+                        cpu_rows))
     return "\n".join(out)
 
 
