@@ -99,6 +99,17 @@ enum Command {
         #[arg(long)]
         dir: std::path::PathBuf,
     },
+    /// One writer alternating a bare PUT and a durable commit (the target
+    /// "durable commit within 1.5x the PUT", both timed at the same moments).
+    DurableVsPut {
+        #[arg(long)]
+        replica: String,
+        /// Pairs (PUT, durable commit).
+        #[arg(long, default_value_t = 100)]
+        pairs: usize,
+        #[arg(long)]
+        dir: std::path::PathBuf,
+    },
     /// Commits per second with replication on and off, interleaved rounds.
     Throughput {
         #[arg(long)]
@@ -225,24 +236,51 @@ fn puts(vault: &Vault) -> u64 {
         .sum()
 }
 
-async fn cmd_put(ctx: &Ctx, url: &str, n: usize, size: usize) -> anyhow::Result<serde_json::Value> {
-    let replica = ctx.open(url)?;
-    let store = replica.store().clone();
-    let body: Vec<u8> = (0..size).map(|_| rand::random::<u8>()).collect();
-    let run = rand::random::<u32>();
-    let mut times = Vec::with_capacity(n);
-    for i in 0..n + 5 {
+/// Bare PUTs of `size` random bytes under the replica's prefix, timed.
+struct Putter {
+    replica: Replica,
+    body: PutPayload,
+    run: u32,
+    n: usize,
+}
+
+impl Putter {
+    fn new(replica: Replica, size: usize) -> Putter {
+        let body: Vec<u8> = (0..size).map(|_| rand::random::<u8>()).collect();
+        Putter {
+            replica,
+            body: PutPayload::from(body),
+            run: rand::random::<u32>(),
+            n: 0,
+        }
+    }
+
+    /// One PUT; its round trip in milliseconds.
+    async fn put(&mut self) -> anyhow::Result<f64> {
+        self.n += 1;
         let key = object_store::path::Path::from(format!(
-            "{}/bench-put-{run:08x}/{i:06}",
-            replica.level_prefix(0)
+            "{}/bench-put-{:08x}/{:06}",
+            self.replica.level_prefix(0),
+            self.run,
+            self.n
         ));
         let t = Instant::now();
-        store
-            .put(&key, PutPayload::from(body.clone()))
+        self.replica
+            .store()
+            .put(&key, self.body.clone())
             .await
-            .with_context(|| format!("PUT {key} to {replica}"))?;
+            .with_context(|| format!("PUT {key} to {}", self.replica))?;
+        Ok(ms(t.elapsed()))
+    }
+}
+
+async fn cmd_put(ctx: &Ctx, url: &str, n: usize, size: usize) -> anyhow::Result<serde_json::Value> {
+    let mut putter = Putter::new(ctx.open(url)?, size);
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n + 5 {
+        let t = putter.put().await?;
         if i >= 5 {
-            times.push(ms(t.elapsed()));
+            times.push(t);
         }
     }
     Ok(json!({ "what": "put", "size": size, "put": summary(&times), "samples_ms": times }))
@@ -271,11 +309,20 @@ async fn cmd_lag(ctx: &Ctx, a: &LagArgs) -> anyhow::Result<serde_json::Value> {
     let (url, watch_url, dir) = (a.replica.as_str(), a.watch.as_str(), a.dir.as_path());
     let vault = ctx.vault(dir, url, Duration::ZERO).await?;
     let watch = ctx.open(watch_url)?;
-    // Phase 1: acknowledged by every replica (wait_replicated).
+    // Phase 1: acknowledged by every replica (wait_replicated), each commit
+    // preceded by a bare PUT through the same endpoint, so that both see the
+    // same moment of a noisy machine.
     let mut acked = Vec::with_capacity(commits);
+    let mut puts_between = Vec::with_capacity(commits);
+    let mut putter = Putter::new(ctx.open(url)?, 4096);
     let t0 = Instant::now() + Duration::from_millis(200);
     for i in 0..commits + warmup {
         tokio::time::sleep_until((t0 + ack_spacing * i as u32).into()).await;
+        let put = putter.put().await?;
+        if i >= warmup {
+            puts_between.push(put);
+        }
+        tokio::time::sleep(ack_spacing / 2).await;
         let (seq, tc) = {
             let c = vault.writer().await;
             let seq = insert_one(&vault, &c)?;
@@ -322,6 +369,7 @@ async fn cmd_lag(ctx: &Ctx, a: &LagArgs) -> anyhow::Result<serde_json::Value> {
     Ok(json!({
         "what": "lag",
         "acknowledged": summary(&acked),
+        "put_interleaved": summary(&puts_between),
         "visible": summary(&visible),
         "visible_missed": missed,
         "list_rtt": summary(&list_rtt),
@@ -411,6 +459,35 @@ fn process_cpu() -> Duration {
         return Duration::ZERO;
     }
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+async fn cmd_durable_vs_put(
+    ctx: &Ctx,
+    url: &str,
+    pairs: usize,
+    dir: &Path,
+) -> anyhow::Result<serde_json::Value> {
+    let vault = ctx.vault(dir, url, Duration::ZERO).await?;
+    let mut putter = Putter::new(ctx.open(url)?, 4096);
+    let (mut put, mut durable) = (Vec::new(), Vec::new());
+    for i in 0..pairs + 5 {
+        let p = putter.put().await?;
+        let t = Instant::now();
+        vault
+            .transaction_durable(|tx| tx.execute("INSERT INTO t(v) VALUES (randomblob(200))", []))
+            .await?;
+        if i >= 5 {
+            put.push(p);
+            durable.push(ms(t.elapsed()));
+        }
+    }
+    close(vault).await?;
+    Ok(json!({
+        "what": "durable_vs_put",
+        "put": summary(&put),
+        "durable": summary(&durable),
+        "p50_ratio": pct(&durable, 50.0).zip(pct(&put, 50.0)).map(|(d, p)| d / p),
+    }))
 }
 
 /// Single-row commits as fast as one writer can for `secs`; returns the
@@ -555,7 +632,18 @@ async fn main() -> anyhow::Result<()> {
             secret_access_key: cli.secret_key,
         },
     };
-    let out = match cli.command {
+    // Run on a worker thread, as an application's request handlers do (the
+    // main thread of `block_on` would add a cross-thread wake-up to every
+    // acknowledgement).
+    let out = tokio::spawn(run(ctx, cli.command))
+        .await
+        .context("the measurement task panicked")??;
+    println!("{out}");
+    Ok(())
+}
+
+async fn run(ctx: Ctx, command: Command) -> anyhow::Result<serde_json::Value> {
+    Ok(match command {
         Command::Put { replica, n, size } => cmd_put(&ctx, &replica, n, size).await?,
         Command::Lag(a) => cmd_lag(&ctx, &a).await?,
         Command::Durable {
@@ -575,13 +663,16 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?
         }
+        Command::DurableVsPut {
+            replica,
+            pairs,
+            dir,
+        } => cmd_durable_vs_put(&ctx, &replica, pairs, &dir).await?,
         Command::Throughput {
             replica,
             seconds,
             rounds,
             dir,
         } => cmd_throughput(&ctx, &replica, seconds, rounds, &dir).await?,
-    };
-    println!("{out}");
-    Ok(())
+    })
 }
