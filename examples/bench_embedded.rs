@@ -25,10 +25,11 @@
 //!   vault's writer to the return of [`Vault::wait_replicated`] for it (every
 //!   replica answered the PUT of a file holding it).
 //! - *Lag, visible*: from the return of the commit to the first
-//!   ListObjectsV2 of level 0 (back-to-back calls, through `--watch`, which
-//!   should name the server directly, not the proxy) that shows a file with a
-//!   higher TXID than before: the definition `scripts/bench_compare.py` uses
-//!   for the sidecar and Litestream.
+//!   ListObjectsV2 of level 0 (back-to-back unsigned calls over one kept-alive
+//!   connection, to `--watch`, which should name the server directly, not the
+//!   proxy) that shows a file with a higher TXID than before: the definition
+//!   and the request `scripts/bench_compare.py` uses for the sidecar and
+//!   Litestream.
 //! - *Durable commit*: [`Vault::transaction_durable`] of a single-row INSERT,
 //!   from the call to its return, by each of `--writers` concurrent tasks.
 //! - *Throughput*: single-row INSERT commits per second by one writer as fast
@@ -258,11 +259,13 @@ impl Putter {
     /// One PUT; its round trip in milliseconds.
     async fn put(&mut self) -> anyhow::Result<f64> {
         self.n += 1;
+        // Beside the replica's prefix, not under it: the watcher lists level
+        // 0 and must see only LTX files there.
+        let level0 = self.replica.level_prefix(0);
+        let base = level0.rsplit_once('/').map_or("", |(b, _)| b);
         let key = object_store::path::Path::from(format!(
-            "{}/bench-put-{:08x}/{:06}",
-            self.replica.level_prefix(0),
-            self.run,
-            self.n
+            "{base}-bench-put/{:08x}/{:06}",
+            self.run, self.n
         ));
         let t = Instant::now();
         self.replica
@@ -286,15 +289,119 @@ async fn cmd_put(ctx: &Ctx, url: &str, n: usize, size: usize) -> anyhow::Result<
     Ok(json!({ "what": "put", "size": size, "put": summary(&times), "samples_ms": times }))
 }
 
-async fn max_level0(watch: &Replica) -> anyhow::Result<u64> {
-    Ok(watch
-        .list_level(0)
-        .await
-        .context("listing level 0 of the watched replica")?
-        .iter()
-        .map(|f| f.max_txid.0)
-        .max()
-        .unwrap_or(0))
+/// The watcher: unsigned ListObjectsV2 calls over one kept-alive HTTP/1.1
+/// connection, exactly as `bench_compare.Moto.list_keys` issues them for the
+/// sidecar and Litestream (a signed `object_store` LIST costs moto about
+/// twice as long, which would blur the comparison).
+struct Lister {
+    /// Reopened when the server closes it (as `http.client` does).
+    conn: Option<tokio::io::BufReader<tokio::net::TcpStream>>,
+    host: String,
+    path: String,
+}
+
+impl Lister {
+    /// From a replica URL `s3://bucket/prefix?endpoint=http://host:port&...`.
+    async fn connect(url: &str) -> anyhow::Result<Lister> {
+        let rest = url
+            .strip_prefix("s3://")
+            .with_context(|| format!("--watch {url:?}: an s3:// URL"))?;
+        let (loc, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (bucket, prefix) = loc.split_once('/').unwrap_or((loc, ""));
+        let host = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("endpoint="))
+            .and_then(|e| e.strip_prefix("http://"))
+            .with_context(|| format!("--watch {url:?}: needs endpoint=http://HOST:PORT"))?
+            .trim_end_matches('/')
+            .to_string();
+        let level0 = format!("{}/0000/", prefix.trim_end_matches('/'));
+        let enc: String = level0
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        Ok(Lister {
+            conn: None,
+            host,
+            path: format!("/{bucket}?list-type=2&prefix={enc}"),
+        })
+    }
+
+    /// The highest max TXID among the level-0 file names.
+    async fn max_level0(&mut self) -> anyhow::Result<u64> {
+        // A kept-alive connection the server closed in between fails at
+        // once: retry on a new one, as `bench_compare` does.
+        match self.list().await {
+            Ok(body) => Self::max_txid(&body),
+            Err(_) => {
+                self.conn = None;
+                Self::max_txid(&self.list().await?)
+            }
+        }
+    }
+
+    async fn list(&mut self) -> anyhow::Result<String> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        if self.conn.is_none() {
+            let c = tokio::net::TcpStream::connect(&self.host)
+                .await
+                .with_context(|| format!("connecting to {}", self.host))?;
+            c.set_nodelay(true)?;
+            self.conn = Some(tokio::io::BufReader::new(c));
+        }
+        let conn = self.conn.as_mut().expect("connected above");
+        let req = format!("GET {} HTTP/1.1\r\nHost: {}\r\n\r\n", self.path, self.host);
+        conn.get_mut().write_all(req.as_bytes()).await?;
+        let mut status = String::new();
+        conn.read_line(&mut status).await?;
+        if !status.contains(" 200 ") {
+            bail!("ListObjectsV2 {}: {:?}", self.path, status.trim());
+        }
+        let (mut len, mut close) = (None, status.starts_with("HTTP/1.0"));
+        loop {
+            let mut line = String::new();
+            if conn.read_line(&mut line).await? == 0 {
+                bail!("the S3 server closed the connection");
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = Some(v.trim().parse::<usize>()?);
+                } else if k.eq_ignore_ascii_case("connection") {
+                    close = v.trim().eq_ignore_ascii_case("close");
+                }
+            }
+        }
+        let len = len.context("ListObjectsV2 answered without Content-Length")?;
+        let mut body = vec![0; len];
+        conn.read_exact(&mut body).await?;
+        if close {
+            self.conn = None;
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn max_txid(body: &str) -> anyhow::Result<u64> {
+        if body.contains("<IsTruncated>true</IsTruncated>") {
+            bail!("more than one page of level-0 files: use a fresh prefix");
+        }
+        Ok(body
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|k| k.split_once("</Key>"))
+            .filter_map(|(k, _)| litevault::ltx::parse_filename(k.rsplit('/').next()?))
+            .map(|(_, max)| max.0)
+            .max()
+            .unwrap_or(0))
+    }
 }
 
 fn insert_one(vault: &Vault, conn: &rusqlite::Connection) -> anyhow::Result<CommitSeq> {
@@ -308,7 +415,7 @@ async fn cmd_lag(ctx: &Ctx, a: &LagArgs) -> anyhow::Result<serde_json::Value> {
     let ack_spacing = Duration::from_millis(a.ack_spacing_ms);
     let (url, watch_url, dir) = (a.replica.as_str(), a.watch.as_str(), a.dir.as_path());
     let vault = ctx.vault(dir, url, Duration::ZERO).await?;
-    let watch = ctx.open(watch_url)?;
+    let mut watch = Lister::connect(watch_url).await?;
     // Phase 1: acknowledged by every replica (wait_replicated), each commit
     // preceded by a bare PUT through the same endpoint, so that both see the
     // same moment of a noisy machine.
@@ -337,7 +444,7 @@ async fn cmd_lag(ctx: &Ctx, a: &LagArgs) -> anyhow::Result<serde_json::Value> {
     let mut visible = Vec::with_capacity(commits);
     let mut list_rtt = Vec::new();
     let mut missed = 0;
-    let mut prev = max_level0(&watch).await?;
+    let mut prev = watch.max_level0().await?;
     let t0 = Instant::now() + Duration::from_millis(500);
     for i in 0..commits + warmup {
         tokio::time::sleep_until((t0 + spacing * i as u32).into()).await;
@@ -349,7 +456,7 @@ async fn cmd_lag(ctx: &Ctx, a: &LagArgs) -> anyhow::Result<serde_json::Value> {
         let limit = tc + Duration::from_secs(10).max(spacing * 5);
         loop {
             let tl = Instant::now();
-            let top = max_level0(&watch).await?;
+            let top = watch.max_level0().await?;
             list_rtt.push(ms(tl.elapsed()));
             if top > prev {
                 if i >= warmup {
