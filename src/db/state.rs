@@ -63,13 +63,47 @@ pub struct SavedPosition {
     pub wal: WalPosition,
 }
 
+fn position_from(f: PositionFile) -> Option<SavedPosition> {
+    if f.version != 1 {
+        return None;
+    }
+    let wal = match f.wal {
+        Some(w) => WalPosition::Frames {
+            salt1: w.salt1,
+            salt2: w.salt2,
+            cursor: WalCursor {
+                offset: w.offset,
+                checksum: WalChecksum(w.checksum1, w.checksum2),
+            },
+        },
+        None => WalPosition::NoWal,
+    };
+    Some(SavedPosition {
+        txid: f.txid.parse().ok()?,
+        checksum: Checksum(u64::from_str_radix(&f.checksum, 16).ok()?),
+        page_size: f.page_size,
+        wal,
+    })
+}
+
 /// The state directory of one database.
 #[derive(Clone, Debug)]
 pub struct StateDir {
     dir: PathBuf,
+    /// Sequence number of the last position slot written (0: not known yet).
+    seq: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
-const POSITION: &str = "position.json";
+/// The position, saved after every shipped file: two fixed slots written in
+/// turn, in place. Overwriting a slot allocates no inode (a new file and a
+/// rename per commit cost more than the rest of the bookkeeping), and a torn
+/// write can only damage the slot being written; the other still holds the
+/// previous position.
+const POSITION: &str = "position.slots";
+/// The earlier format (one JSON file, replaced by rename), still read.
+const POSITION_JSON: &str = "position.json";
+const SLOT: usize = 512;
+const SLOT_MAGIC: &[u8; 4] = b"LVP1";
 const PAGES: &str = "pages.bin";
 
 impl StateDir {
@@ -83,7 +117,10 @@ impl StateDir {
             .parent()
             .unwrap_or(Path::new("."))
             .join(format!(".{name}-litevault"));
-        StateDir { dir }
+        StateDir {
+            dir,
+            seq: Default::default(),
+        }
     }
 
     /// The directory.
@@ -93,31 +130,44 @@ impl StateDir {
 
     /// Reads the saved position, if there is a readable one.
     pub fn load_position(&self) -> Option<SavedPosition> {
-        let raw = std::fs::read(self.dir.join(POSITION)).ok()?;
-        let f: PositionFile = serde_json::from_slice(&raw).ok()?;
-        if f.version != 1 {
-            return None;
+        match self.read_slots() {
+            Some((seq, f)) => {
+                self.seq
+                    .fetch_max(seq, std::sync::atomic::Ordering::Relaxed);
+                position_from(f)
+            }
+            None if !self.dir.join(POSITION).exists() => {
+                let raw = std::fs::read(self.dir.join(POSITION_JSON)).ok()?;
+                position_from(serde_json::from_slice(&raw).ok()?)
+            }
+            None => None,
         }
-        let wal = match f.wal {
-            Some(w) => WalPosition::Frames {
-                salt1: w.salt1,
-                salt2: w.salt2,
-                cursor: WalCursor {
-                    offset: w.offset,
-                    checksum: WalChecksum(w.checksum1, w.checksum2),
-                },
-            },
-            None => WalPosition::NoWal,
-        };
-        Some(SavedPosition {
-            txid: f.txid.parse().ok()?,
-            checksum: Checksum(u64::from_str_radix(&f.checksum, 16).ok()?),
-            page_size: f.page_size,
-            wal,
-        })
     }
 
-    /// Saves the position (write to a temporary file, then rename).
+    /// The newest slot that verifies, with its sequence number.
+    fn read_slots(&self) -> Option<(u64, PositionFile)> {
+        let raw = std::fs::read(self.dir.join(POSITION)).ok()?;
+        raw.chunks(SLOT)
+            .filter_map(|slot| {
+                if slot.len() < 24 || &slot[..4] != SLOT_MAGIC {
+                    return None;
+                }
+                let seq = u64::from_be_bytes(slot[4..12].try_into().ok()?);
+                let len = u32::from_be_bytes(slot[12..16].try_into().ok()?) as usize;
+                let crc = u64::from_be_bytes(slot[16..24].try_into().ok()?);
+                let body = slot.get(24..24 + len)?;
+                let mut covered = slot[4..12].to_vec();
+                covered.extend_from_slice(body);
+                if crate::ltx::checksum::crc64(&covered) != crc {
+                    return None;
+                }
+                Some((seq, serde_json::from_slice::<PositionFile>(body).ok()?))
+            })
+            .max_by_key(|(seq, _)| *seq)
+    }
+
+    /// Saves the position in the older of the two slots (no fsync: after a
+    /// crash of the machine, an older position only means more to compare).
     pub fn save_position(&self, pos: &SavedPosition) -> std::io::Result<()> {
         let f = PositionFile {
             version: 1,
@@ -139,8 +189,42 @@ impl StateDir {
                 WalPosition::NoWal => None,
             },
         };
-        let bytes = serde_json::to_vec_pretty(&f).expect("position serializes");
-        self.write_atomic(POSITION, &bytes, false)
+        let body = serde_json::to_vec(&f).expect("position serializes");
+        assert!(body.len() <= SLOT - 24, "a position fits its slot");
+        use std::sync::atomic::Ordering;
+        if self.seq.load(Ordering::Relaxed) == 0 {
+            // First save by this process: continue after what is on disk.
+            let on_disk = self.read_slots().map(|(s, _)| s).unwrap_or(0);
+            self.seq.fetch_max(on_disk, Ordering::Relaxed);
+        }
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut slot = Vec::with_capacity(SLOT);
+        slot.extend_from_slice(SLOT_MAGIC);
+        slot.extend_from_slice(&seq.to_be_bytes());
+        slot.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        let mut covered = seq.to_be_bytes().to_vec();
+        covered.extend_from_slice(&body);
+        slot.extend_from_slice(&crate::ltx::checksum::crc64(&covered).to_be_bytes());
+        slot.extend_from_slice(&body);
+        slot.resize(SLOT, 0);
+        let path = self.dir.join(POSITION);
+        let file = match std::fs::OpenOptions::new().write(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(&self.dir)?;
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)?;
+                // The old format must not be read back after this one.
+                let _ = std::fs::remove_file(self.dir.join(POSITION_JSON));
+                f
+            }
+            Err(e) => return Err(e),
+        };
+        use std::os::unix::fs::FileExt;
+        file.write_all_at(&slot, (seq % 2) * SLOT as u64)
     }
 
     /// Reads the per-page checksum table and the TXID it belongs to.
@@ -164,7 +248,9 @@ impl StateDir {
     /// Removes the saved state (e.g. when the replica was reset).
     pub fn clear(&self) {
         let _ = std::fs::remove_file(self.dir.join(POSITION));
+        let _ = std::fs::remove_file(self.dir.join(POSITION_JSON));
         let _ = std::fs::remove_file(self.dir.join(PAGES));
+        self.seq.store(0, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn write_atomic(&self, name: &str, bytes: &[u8], sync: bool) -> std::io::Result<()> {
@@ -212,7 +298,57 @@ mod tests {
         };
         s.save_position(&p2).unwrap();
         assert_eq!(s.load_position(), Some(p2));
-        std::fs::write(s.path().join(POSITION), b"{garbage").unwrap();
+        // A torn write damages one slot: the other still has the previous
+        // position.
+        let p3 = SavedPosition {
+            txid: Txid(0x1b),
+            ..p
+        };
+        s.save_position(&p3).unwrap();
+        let path = s.path().join(POSITION);
+        let mut raw = std::fs::read(&path).unwrap();
+        let newest = (0..2)
+            .find(|i| {
+                raw[i * SLOT + 30] != 0 && {
+                    let seq =
+                        u64::from_be_bytes(raw[i * SLOT + 4..i * SLOT + 12].try_into().unwrap());
+                    seq % 2 == *i as u64 && seq == 3
+                }
+            })
+            .unwrap();
+        raw[newest * SLOT + 40] ^= 0xff;
+        std::fs::write(&path, &raw).unwrap();
+        assert_eq!(s.load_position(), Some(p2), "the previous position");
+        // A new process continues the sequence after what is on disk.
+        let again = StateDir::for_db(&dir.path().join("app.db"));
+        again.save_position(&p3).unwrap();
+        assert_eq!(again.load_position(), Some(p3));
+        assert_eq!(
+            StateDir::for_db(&dir.path().join("app.db")).load_position(),
+            Some(p3)
+        );
+        std::fs::write(&path, b"{garbage").unwrap();
         assert_eq!(s.load_position(), None);
+    }
+
+    #[test]
+    fn the_older_json_position_is_read_then_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateDir::for_db(&dir.path().join("app.db"));
+        std::fs::create_dir_all(s.path()).unwrap();
+        std::fs::write(
+            s.path().join(POSITION_JSON),
+            br#"{"version":1,"txid":"000000000000002a","checksum":"8000000000000001","page_size":4096,"wal":null}"#,
+        )
+        .unwrap();
+        let p = s.load_position().unwrap();
+        assert_eq!((p.txid, p.wal), (Txid(0x2a), WalPosition::NoWal));
+        let next = SavedPosition {
+            txid: Txid(0x2b),
+            ..p
+        };
+        s.save_position(&next).unwrap();
+        assert!(!s.path().join(POSITION_JSON).exists());
+        assert_eq!(s.load_position(), Some(next));
     }
 }
