@@ -1,6 +1,7 @@
 //! The `litevault` command line: one file per subcommand, each a thin layer
 //! over a library function.
 
+mod bench_lab;
 mod config_cmd;
 mod delay_proxy;
 mod demo;
@@ -48,6 +49,8 @@ enum Command {
     Import(import::Args),
     /// Forward TCP to a server adding a fixed round trip (a network model for measurements).
     DelayProxy(delay_proxy::Args),
+    /// Start the benchmark lab (S3 server, delay proxies, s3fs mount, PostgreSQL) until Ctrl-C.
+    BenchLab(bench_lab::Args),
 }
 
 /// Entry point of the binary.
@@ -93,6 +96,7 @@ pub fn main() -> ExitCode {
             Command::Export(a) => export::run(a).await,
             Command::Import(a) => import::run(a).await,
             Command::DelayProxy(a) => delay_proxy::run(a).await,
+            Command::BenchLab(a) => bench_lab::run(a).await,
         }
     });
     match result {
