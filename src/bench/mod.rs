@@ -5,6 +5,8 @@
 //!   for object stores, FUSE-mounted buckets and managed PostgreSQL.
 //! - [`lab`]: the throwaway environment of `cargo bench --bench backends`
 //!   (S3 server, proxies, s3fs mount, PostgreSQL), cleaned up by itself.
+//! - [`report`]: a [`BenchReport`] as a text table, a recommendation
+//!   derived from the numbers, and a self-contained HTML page with SVG charts.
 //! - [`backend`]: the [`Backend`] trait every storage backend implements;
 //!   [`sqlite`] (local disk, a mounted bucket, litevault-embedded) and
 //!   [`postgres`] implement it.
@@ -34,6 +36,7 @@ pub mod backend;
 pub mod lab;
 pub mod postgres;
 pub mod proxy;
+pub mod report;
 pub mod results;
 pub mod run;
 pub mod sqlite;
