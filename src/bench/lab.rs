@@ -74,6 +74,9 @@ pub struct LabOptions {
     pub fuse: bool,
     /// Start a PostgreSQL cluster.
     pub postgres: bool,
+    /// PostgreSQL's `shared_buffers` (e.g. `8MB`, so a large dataset is
+    /// ten times its buffer cache); the server's default when `None`.
+    pub pg_shared_buffers: Option<String>,
 }
 
 impl LabOptions {
@@ -84,6 +87,7 @@ impl LabOptions {
             rtt: Duration::from_millis(10),
             fuse: true,
             postgres: true,
+            pg_shared_buffers: None,
         }
     }
 
@@ -353,7 +357,7 @@ impl Lab {
             ))
         };
         if opts.postgres {
-            lab.start_postgres()?;
+            lab.start_postgres(opts.pg_shared_buffers.as_deref())?;
         }
         Ok(lab)
     }
@@ -535,7 +539,7 @@ impl Lab {
         }
     }
 
-    fn start_postgres(&mut self) -> Result<(), LabError> {
+    fn start_postgres(&mut self, shared_buffers: Option<&str>) -> Result<(), LabError> {
         let bin = pg_bin_dir().ok_or(LabError::PostgresMissing)?;
         let dir = self.run_dir.join("pg");
         std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
@@ -583,10 +587,19 @@ impl Lab {
             let port = free_port()?;
             // Default durability (fsync, synchronous_commit): a benchmark
             // compares with what a managed database does.
-            let opts = format!(
+            let mut opts = format!(
                 "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={}",
                 dir.display()
             );
+            if let Some(sb) = shared_buffers {
+                if sb.is_empty() || !sb.chars().all(|c| c.is_ascii_alphanumeric()) {
+                    return Err(LabError::BadSetting {
+                        name: "pg_shared_buffers",
+                        problem: format!("{sb:?} is not a size; write e.g. 8MB or 128MB"),
+                    });
+                }
+                opts.push_str(&format!(" -c shared_buffers={sb}"));
+            }
             self.services().pg = Some(PgProcess {
                 bin: bin.clone(),
                 data: data.clone(),
