@@ -1,6 +1,7 @@
 //! The `litevault` command line: one file per subcommand, each a thin layer
 //! over a library function.
 
+mod bench;
 mod bench_lab;
 mod config_cmd;
 mod delay_proxy;
@@ -49,6 +50,9 @@ enum Command {
     Import(import::Args),
     /// Forward TCP to a server adding a fixed round trip (a network model for measurements).
     DelayProxy(delay_proxy::Args),
+    /// Measure SQLite (local, replicated, on a mounted bucket) and PostgreSQL
+    /// with a web app's workloads; p50/p95/p99 and a recommendation.
+    Bench(bench::Args),
     /// Start the benchmark lab (S3 server, delay proxies, s3fs mount, PostgreSQL) until Ctrl-C.
     BenchLab(bench_lab::Args),
 }
@@ -96,6 +100,7 @@ pub fn main() -> ExitCode {
             Command::Export(a) => export::run(a).await,
             Command::Import(a) => import::run(a).await,
             Command::DelayProxy(a) => delay_proxy::run(a).await,
+            Command::Bench(a) => bench::run(a).await,
             Command::BenchLab(a) => bench_lab::run(a).await,
         }
     });
