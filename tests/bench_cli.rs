@@ -52,6 +52,46 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// The DOM headless Chromium builds from a local HTML file.
+fn render_in_chromium(file: &std::path::Path) -> String {
+    let chromium = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("this test needs headless Chromium: install it with `apt-get install chromium`");
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-default-apps",
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", file.display()))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run chromium");
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && dom.contains("<html"),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dom
+}
+
 #[test]
 fn bad_input_is_refused_with_the_fix() {
     let d = tempfile::tempdir().unwrap();
@@ -202,6 +242,15 @@ fn a_run_against_real_backends_reports_every_backend_and_workload() {
     let page = std::fs::read_to_string(&html).unwrap();
     assert_eq!(page.matches("<svg ").count(), 6, "one chart per workload");
     assert!(page.contains(&litevault::bench::report::format_us(pg_point.p50_us)));
+    // A browser parses it into the same charts: one bar per backend and
+    // workload (offline: nothing but 127.0.0.1 resolves).
+    let dom = render_in_chromium(&html);
+    assert_eq!(dom.matches("<svg").count(), 6, "{dom}");
+    assert_eq!(
+        dom.matches("<rect").count(),
+        report.measurements.len(),
+        "one bar per measurement"
+    );
 
     // The table and recommendation.
     let out = litevault(&argv);
