@@ -701,7 +701,7 @@ pub fn html(report: &BenchReport) -> String {
     h.push_str("<title>litevault bench: storage backends compared</title>");
     h.push_str(
         "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:960px;color:#222}\
-         table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{padding:2px 10px;border-bottom:1px solid #eee;text-align:right}\
+         table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{padding:2px 10px;border-bottom:1px solid #eee;text-align:right;white-space:nowrap}\
          td:first-child,th:first-child{text-align:left}.chart .title{font-weight:bold;font-size:13px}\
          .chart .label,.chart .value,.chart .tick{font-size:12px}.chart .tick{fill:#666}\
          li{margin:.2em 0}code{background:#f4f4f4;padding:0 3px}</style>",
@@ -737,7 +737,7 @@ pub fn html(report: &BenchReport) -> String {
         }
         let _ = write!(
             h,
-            "<tr><td>{}</td><td style=\"text-align:left\">{what}</td><td style=\"text-align:left\"><code>{}</code></td></tr>",
+            "<tr><td>{}</td><td style=\"text-align:left;white-space:normal\">{what}</td><td style=\"text-align:left;white-space:normal\"><code>{}</code></td></tr>",
             esc(&b.label),
             esc(&b.location)
         );
