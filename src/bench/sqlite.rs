@@ -525,6 +525,7 @@ pub struct VaultBackend {
     dir: PathBuf,
     replica_url: String,
     credentials: Option<S3Credentials>,
+    options: VaultOptions,
     vault: Option<Arc<Vault>>,
     loaded: Option<(PathBuf, String)>,
 }
@@ -547,6 +548,7 @@ impl VaultBackend {
             dir,
             replica_url: replica_url.trim_end_matches('/').to_string(),
             credentials: None,
+            options: VaultOptions::default(),
             vault: None,
             loaded: None,
         }
@@ -563,6 +565,14 @@ impl VaultBackend {
         self.info.id = id.into();
         self.info.label = label.into();
         self.info.description = description.into();
+        self
+    }
+
+    /// The vault's settings (default: [`VaultOptions::default`], as an
+    /// application gets it). The reader pool is sized to the run's sessions
+    /// and the lease is turned off whatever is given here.
+    pub fn with_options(mut self, options: VaultOptions) -> Self {
+        self.options = options;
         self
     }
 
@@ -635,14 +645,12 @@ impl Backend for VaultBackend {
         let bytes = blocking(move || build_sqlite(&p, &spec, JournalMode::Wal)).await??;
         let opts = VaultOptions {
             readers: setup.sessions.max(1),
-            // The first upload carries the whole dataset.
-            durable_timeout: Duration::from_secs(600),
             replicate: ReplicateOptions {
                 // The benchmark owns this throwaway prefix.
                 lease: None,
-                ..VaultOptions::default().replicate
+                ..self.options.replicate.clone()
             },
-            ..VaultOptions::default()
+            ..self.options.clone()
         };
         let vault = Vault::open(&path)
             .replica(replica)
