@@ -347,3 +347,61 @@ async fn impossible_settings_are_refused_by_name() {
     ));
     b.close().await.unwrap();
 }
+
+/// Rows of `messages` in a fresh restore of the replica.
+async fn restored_messages(url: &str, out: &Path) -> i64 {
+    let replica = litevault::Replica::open(url).unwrap();
+    restore(&replica, out, &RestoreOptions::default())
+        .await
+        .unwrap();
+    rusqlite::Connection::open(out)
+        .unwrap()
+        .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_vault_inserts_return_only_once_the_replica_holds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica_dir = tempfile::tempdir().unwrap();
+    let spec = DatasetSpec::tiny(21);
+    // A 1.5 s group-commit window: a commit that is not waited for is not
+    // in the replica right after it returns.
+    let mut opts = litevault::VaultOptions::default();
+    opts.replicate.commit_window = std::time::Duration::from_millis(1500);
+    let mut b = VaultBackend::new(dir.path().join("db"), &file_url(replica_dir.path()))
+        .with_options(opts)
+        .durable();
+    assert_eq!(b.info().id, "litevault-durable");
+    b.load(&setup(spec.clone())).await.unwrap();
+    let url = b.replica_url(&spec.name);
+    let n = spec.messages as i64;
+    assert_eq!(restored_messages(&url, &dir.path().join("r0.db")).await, n);
+    // Control: a plain commit through the vault's writer is not there yet.
+    let vault = b.vault().unwrap().clone();
+    vault
+        .writer()
+        .await
+        .execute(
+            "INSERT INTO messages(conversation_id, author_id, body, created_at) \
+             SELECT conversation_id, author_id, body, created_at FROM messages WHERE id = 1",
+            [],
+        )
+        .unwrap();
+    assert_eq!(
+        restored_messages(&url, &dir.path().join("r1.db")).await,
+        n,
+        "the plain commit waits for the window"
+    );
+    // A durable insert through the session is there when it returns (with
+    // the plain commit before it).
+    let mut s = b.session().await.unwrap();
+    let id = s.insert_message(&spec.new_message(3, 0)).await.unwrap();
+    assert_eq!(id, n + 2);
+    assert_eq!(
+        restored_messages(&url, &dir.path().join("r2.db")).await,
+        n + 2
+    );
+    drop((s, vault));
+    b.close().await.unwrap();
+}

@@ -526,6 +526,7 @@ pub struct VaultBackend {
     replica_url: String,
     credentials: Option<S3Credentials>,
     options: VaultOptions,
+    durable: bool,
     vault: Option<Arc<Vault>>,
     loaded: Option<(PathBuf, String)>,
 }
@@ -549,6 +550,7 @@ impl VaultBackend {
             replica_url: replica_url.trim_end_matches('/').to_string(),
             credentials: None,
             options: VaultOptions::default(),
+            durable: false,
             vault: None,
             loaded: None,
         }
@@ -573,6 +575,17 @@ impl VaultBackend {
     /// and the lease is turned off whatever is given here.
     pub fn with_options(mut self, options: VaultOptions) -> Self {
         self.options = options;
+        self
+    }
+
+    /// Durable commits: each insert returns only once the replica holds it
+    /// ([`Vault::transaction_durable`]), so write latency includes the
+    /// upload. Reads are unchanged. The id becomes `litevault-durable`.
+    pub fn durable(mut self) -> Self {
+        self.durable = true;
+        self.info.id = "litevault-durable".into();
+        self.info.label = "SQLite + litevault (embedded, durable commits)".into();
+        self.info.description = "as litevault-embedded, but each write transaction returns only once the replica holds it".into();
         self
     }
 
@@ -707,7 +720,10 @@ impl Backend for VaultBackend {
             backend: self.info.id.clone(),
         })?;
         Ok(Box::new(SqliteSession {
-            access: Access::Vault(vault),
+            access: Access::Vault {
+                vault,
+                durable: self.durable,
+            },
         }))
     }
 
@@ -726,8 +742,9 @@ enum Access {
     Own(Connection),
     /// One connection shared by every session (exclusive locking mode).
     Shared(Arc<Mutex<Connection>>),
-    /// The vault's reader pool and writer.
-    Vault(Arc<Vault>),
+    /// The vault's reader pool and writer; durable: writes wait for the
+    /// replica.
+    Vault { vault: Arc<Vault>, durable: bool },
 }
 
 /// A session over SQLite.
@@ -743,8 +760,8 @@ impl SqliteSession {
         let r = match &mut self.access {
             Access::Own(c) => f(c),
             Access::Shared(m) => f(&*m.lock().map_err(|_| poisoned())?),
-            Access::Vault(v) => {
-                let reader = v.reader().await;
+            Access::Vault { vault, .. } => {
+                let reader = vault.reader().await;
                 f(&reader)
             }
         };
@@ -758,8 +775,8 @@ impl SqliteSession {
         let r = match &mut self.access {
             Access::Own(c) => f(c),
             Access::Shared(m) => f(&mut *m.lock().map_err(|_| poisoned())?),
-            Access::Vault(v) => {
-                let mut w = v.writer().await;
+            Access::Vault { vault, .. } => {
+                let mut w = vault.writer().await;
                 f(&mut w)
             }
         };
@@ -887,6 +904,20 @@ impl Session for SqliteSession {
     }
 
     async fn insert_message(&mut self, m: &NewMessage) -> Result<i64, BenchError> {
+        if let Access::Vault {
+            vault,
+            durable: true,
+        } = &self.access
+        {
+            return Ok(vault
+                .transaction_durable(|tx| {
+                    tx.prepare_cached(Q_INSERT)?.query_row(
+                        params![m.conversation_id, m.author_id, m.body, m.created_at],
+                        |r| r.get(0),
+                    )
+                })
+                .await?);
+        }
         self.write(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let id = tx.prepare_cached(Q_INSERT)?.query_row(

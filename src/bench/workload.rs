@@ -564,6 +564,23 @@ impl OpGen {
     }
 }
 
+impl OpGen {
+    /// Runs `op` `n` times and returns the total time spent in the backend
+    /// (for criterion's `iter_custom`); the first failure stops it.
+    pub async fn run_n(
+        &mut self,
+        op: Op,
+        s: &mut dyn Session,
+        n: u64,
+    ) -> Result<Duration, BenchError> {
+        let mut total = Duration::ZERO;
+        for _ in 0..n {
+            total += self.run(op, s).await?;
+        }
+        Ok(total)
+    }
+}
+
 fn wrong(op: Op, detail: String) -> BenchError {
     BenchError::WrongResult {
         workload: op.name(),
