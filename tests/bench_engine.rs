@@ -405,3 +405,53 @@ async fn durable_vault_inserts_return_only_once_the_replica_holds_them() {
     drop((s, vault));
     b.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_vault_replicates_each_dataset_to_its_own_s3_prefix() {
+    let s3 = support::S3Server::start();
+    let bucket = s3.bucket("bench");
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = VaultBackend::new(dir.path().join("db"), &s3.url(&bucket, "embedded"))
+        .with_credentials(support::creds());
+    let mut first = DatasetSpec::tiny(1);
+    first.name = "first".into();
+    let mut second = DatasetSpec::tiny(2);
+    second.name = "second".into();
+    second.messages = 1500;
+    b.load(&setup(first.clone())).await.unwrap();
+    b.load(&setup(second.clone())).await.unwrap();
+    assert_answers(&b, &second).await;
+    b.vault().unwrap().replicator().sync_all().await.unwrap();
+    // Each dataset has its own prefix, and each restores to its own data.
+    for (spec, extra) in [(&first, 0), (&second, 1)] {
+        assert_eq!(
+            b.replica_url(&spec.name),
+            s3.url(&bucket, &format!("embedded/{}", spec.name))
+        );
+        let replica = s3.replica(&bucket, &format!("embedded/{}", spec.name));
+        let out = dir.path().join(format!("{}.db", spec.name));
+        restore(&replica, &out, &RestoreOptions::default())
+            .await
+            .unwrap();
+        let c = rusqlite::Connection::open(&out).unwrap();
+        let (count, body): (i64, String) = c
+            .query_row(
+                "SELECT (SELECT count(*) FROM messages), (SELECT body FROM messages WHERE id = 1)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        // The second dataset also holds the insert of assert_answers and
+        // the 20 measured ones.
+        assert!(
+            count >= spec.messages as i64 + extra,
+            "{}: {count}",
+            spec.name
+        );
+        if extra == 0 {
+            assert_eq!(count, spec.messages as i64);
+        }
+        assert_eq!(body, spec.message(1).body, "{}", spec.name);
+    }
+    b.close().await.unwrap();
+}

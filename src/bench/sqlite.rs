@@ -547,7 +547,7 @@ impl VaultBackend {
                 notes: Vec::new(),
             },
             dir,
-            replica_url: replica_url.trim_end_matches('/').to_string(),
+            replica_url: replica_url.to_string(),
             credentials: None,
             options: VaultOptions::default(),
             durable: false,
@@ -589,9 +589,16 @@ impl VaultBackend {
         self
     }
 
-    /// The replica URL a dataset is replicated to.
+    /// The replica URL a dataset is replicated to: the dataset name added to
+    /// the URL's path, before any query (`s3://b/p?endpoint=…` gives
+    /// `s3://b/p/small?endpoint=…`).
     pub fn replica_url(&self, dataset: &str) -> String {
-        format!("{}/{dataset}", self.replica_url)
+        match self.replica_url.split_once('?') {
+            Some((base, query)) => {
+                format!("{}/{dataset}?{query}", base.trim_end_matches('/'))
+            }
+            None => format!("{}/{dataset}", self.replica_url.trim_end_matches('/')),
+        }
     }
 
     /// The running vault of the loaded dataset.
@@ -928,5 +935,30 @@ impl Session for SqliteSession {
             Ok(id)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dataset_goes_into_the_replica_path_before_the_query() {
+        let b = VaultBackend::new(
+            "/tmp/x",
+            "s3://bucket/bench/?endpoint=http://127.0.0.1:9000&region=us-east-1",
+        );
+        assert_eq!(
+            b.replica_url("small"),
+            "s3://bucket/bench/small?endpoint=http://127.0.0.1:9000&region=us-east-1"
+        );
+        assert_eq!(
+            VaultBackend::new("/tmp/x", "file:///tmp/r/").replica_url("large"),
+            "file:///tmp/r/large"
+        );
+        assert_eq!(
+            VaultBackend::new("/tmp/x", "s3://bucket").replica_url("tiny"),
+            "s3://bucket/tiny"
+        );
     }
 }
