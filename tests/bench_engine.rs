@@ -455,3 +455,119 @@ async fn embedded_vault_replicates_each_dataset_to_its_own_s3_prefix() {
     }
     b.close().await.unwrap();
 }
+
+/// An s3fs mount of a moto bucket with `direct_io` (no shared `mmap`, so
+/// SQLite's WAL shared memory fails there), unmounted on drop.
+struct DirectIoMount {
+    dir: tempfile::TempDir,
+    _s3: support::S3Server,
+}
+
+impl DirectIoMount {
+    fn start() -> DirectIoMount {
+        let s3fs_ok = std::process::Command::new("s3fs")
+            .arg("--version")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        assert!(
+            s3fs_ok && Path::new("/dev/fuse").exists(),
+            "this test needs s3fs and FUSE: `apt-get install s3fs fuse3` (and /dev/fuse in the container)"
+        );
+        let s3 = support::S3Server::start();
+        let bucket = s3.bucket("mounted");
+        let dir = tempfile::tempdir().unwrap();
+        let passwd = dir.path().join("passwd");
+        std::fs::write(
+            &passwd,
+            format!("{}:{}\n", support::ACCESS_KEY, support::SECRET_KEY),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&passwd, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let out = std::process::Command::new("s3fs")
+            .arg(&bucket)
+            .arg(&mnt)
+            .arg("-o")
+            .arg(format!(
+                "passwd_file={},url={},use_path_request_style,direct_io",
+                passwd.display(),
+                s3.endpoint()
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "s3fs failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let m = DirectIoMount { dir, _s3: s3 };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !m.mounted() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "s3fs did not mount {}",
+                m.path().display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        m
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("mnt")
+    }
+
+    fn mounted(&self) -> bool {
+        let p = self.path();
+        std::fs::read_to_string("/proc/mounts")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.split(' ').nth(1) == Some(p.to_str().unwrap()))
+    }
+}
+
+impl Drop for DirectIoMount {
+    fn drop(&mut self) {
+        let p = self.path();
+        let ok = std::process::Command::new("fusermount")
+            .arg("-u")
+            .arg(&p)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            let _ = std::process::Command::new("umount").arg(&p).status();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_without_shared_memory_falls_back_to_exclusive_locking() {
+    let mount = DirectIoMount::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let spec = DatasetSpec::tiny(23);
+    let mut b = SqliteBackend::on_mount(mount.path().join("w"), JournalMode::Wal, scratch.path());
+    b.load(&setup(spec.clone())).await.unwrap();
+    let notes = b.info().notes.join(" ");
+    assert!(
+        notes.contains("WAL with shared memory failed here")
+            && notes.contains("locking_mode=EXCLUSIVE"),
+        "{notes}"
+    );
+    assert_answers(&b, &spec).await;
+    // Readers and the writer share the one connection, in turn.
+    let mut opts = RunOptions::quick();
+    opts.warmup = litevault::bench::Span::Ops(2);
+    opts.measure = litevault::bench::Span::Ops(20);
+    let ms = litevault::bench::measure(&b, Workload::Mixed, &spec, &opts)
+        .await
+        .unwrap();
+    assert_eq!(ms.len(), 2);
+    assert_eq!((ms[0].samples, ms[0].errors), (40, 0), "{:?}", ms[0]);
+    assert_eq!((ms[1].samples, ms[1].errors), (20, 0), "{:?}", ms[1]);
+    b.close().await.unwrap();
+    assert!(!mount.path().join("w/litevault-bench-tiny.db").exists());
+}

@@ -356,11 +356,14 @@ fn open_in_place(
     backend: &str,
 ) -> Result<(String, Option<Connection>), BenchError> {
     let probe = |exclusive: bool| -> Result<Connection, BenchError> {
-        let c = open_tuned(path, mode, cache)?;
+        let c = Connection::open(path).map_err(sqlite_err("opening the database"))?;
         if exclusive {
+            // Before anything reads the database: a WAL database opened
+            // without exclusive locking maps the -shm file at once.
             c.pragma_update(None, "locking_mode", "EXCLUSIVE")
                 .map_err(sqlite_err("setting locking_mode=EXCLUSIVE"))?;
         }
+        tune(&c, mode, cache).map_err(sqlite_err("configuring the connection"))?;
         let got: String = c
             .query_row(&format!("PRAGMA journal_mode={}", mode.pragma()), [], |r| {
                 r.get(0)
