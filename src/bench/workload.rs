@@ -23,7 +23,7 @@
 //! - **page load** ([`Op::PageLoad`]): the 16 queries of one conversation
 //!   page, issued one after the other as an ORM would ([`page_load`]).
 //! - **mixed**: readers doing point reads while one writer inserts, all at
-//!   once; see [`crate::bench::run`].
+//!   once; see [`mod@crate::bench::run`].
 
 use std::time::{Duration, Instant};
 
