@@ -264,6 +264,14 @@ async fn quick_run_measures_every_backend_workload_and_dataset_and_skips_the_bro
         )),
         Box::new(PgBackend::new(&url)),
         Box::new(
+            VaultBackend::new(
+                dir.path().join("vault-down"),
+                "s3://none/bench?endpoint=http://127.0.0.1:1&region=us-east-1&force-path-style=true",
+            )
+            .with_credentials(support::creds())
+            .named("vault-down", "litevault, S3 not listening", "connection refused"),
+        ),
+        Box::new(
             PgBackend::new("postgres://postgres@127.0.0.1:1/none").named(
                 "pg-down",
                 "PostgreSQL, nothing listening",
@@ -282,6 +290,7 @@ async fn quick_run_measures_every_backend_workload_and_dataset_and_skips_the_bro
             "litevault-embedded",
             "sqlite-broken",
             "postgres",
+            "vault-down",
             "pg-down"
         ]
     );
@@ -302,7 +311,13 @@ async fn quick_run_measures_every_backend_workload_and_dataset_and_skips_the_bro
         assert_eq!((w.workers, w.samples, w.errors), (1, 200, 0), "{w:?}");
     }
     assert_eq!(report.measurements.len(), 3 * 6);
-    assert_eq!(report.skipped.len(), 2, "{:?}", report.skipped);
+    assert_eq!(report.skipped.len(), 3, "{:?}", report.skipped);
+    let s3_down = report
+        .skipped
+        .iter()
+        .find(|s| s.backend == "vault-down")
+        .unwrap();
+    assert!(s3_down.reason.contains("127.0.0.1:1"), "{}", s3_down.reason);
     let broken = report
         .skipped
         .iter()

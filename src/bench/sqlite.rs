@@ -520,6 +520,9 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| BenchError::Internal(format!("a blocking task failed: {e}")))
 }
 
+/// How long the embedded backend waits for the first upload of a dataset.
+const INITIAL_UPLOAD_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// SQLite replicated by an embedded [`Vault`]: reads through the vault's
 /// reader pool, writes through its writer (the commit hook wakes the
 /// shipper); replication runs in the background as in an application.
@@ -666,6 +669,8 @@ impl Backend for VaultBackend {
         let spec = setup.dataset.clone();
         let p = path.clone();
         let bytes = blocking(move || build_sqlite(&p, &spec, JournalMode::Wal)).await??;
+        // From here on, close() cleans up whatever happens.
+        self.loaded = Some((path.clone(), url.clone()));
         let opts = VaultOptions {
             readers: setup.sessions.max(1),
             replicate: ReplicateOptions {
@@ -680,6 +685,8 @@ impl Backend for VaultBackend {
             .options(opts)
             .start()
             .await?;
+        let vault = Arc::new(vault);
+        self.vault = Some(vault.clone());
         // Same page cache as the other SQLite backends, on every connection
         // of the vault (the pool holds exactly `readers` connections).
         let cache = -(setup.sqlite_cache_kib as i64);
@@ -699,14 +706,25 @@ impl Backend for VaultBackend {
             }
         }
         // Measure steady state, not the initial upload.
-        let txid = vault
-            .replicator()
-            .sync_all()
+        let txid = match tokio::time::timeout(INITIAL_UPLOAD_TIMEOUT, vault.replicator().sync_all())
             .await
-            .map_err(|e| BenchError::Setup {
-                backend: self.info.id.clone(),
-                reason: format!("initial replication to {url}: {e}"),
-            })?;
+        {
+            Ok(Ok(txid)) => txid,
+            Ok(Err(e)) => {
+                return Err(BenchError::Setup {
+                    backend: self.info.id.clone(),
+                    reason: format!("initial replication to {url}: {e}"),
+                });
+            }
+            Err(_) => {
+                return Err(BenchError::Setup {
+                    backend: self.info.id.clone(),
+                    reason: format!(
+                        "the initial upload to {url} did not finish in {INITIAL_UPLOAD_TIMEOUT:?}; check that the replica is reachable (endpoint, credentials) and fast enough for this dataset"
+                    ),
+                });
+            }
+        };
         self.info.notes.retain(|n| !n.starts_with("replica "));
         self.info.notes.push(format!(
             "replica {url}: dataset {} shipped as TXID {txid}; cache_size={} KiB per connection, {} readers",
@@ -714,8 +732,7 @@ impl Backend for VaultBackend {
             setup.sqlite_cache_kib,
             setup.sessions.max(1)
         ));
-        self.vault = Some(Arc::new(vault));
-        self.loaded = Some((path, url));
+        drop(vault);
         Ok(LoadInfo {
             backend: self.info.id.clone(),
             dataset: setup.dataset.name.clone(),
