@@ -264,6 +264,14 @@ async fn quick_run_measures_every_backend_workload_and_dataset_and_skips_the_bro
         )),
         Box::new(PgBackend::new(&url)),
         Box::new(
+            VaultBackend::new(
+                dir.path().join("vault-down"),
+                "s3://none/bench?endpoint=http://127.0.0.1:1&region=us-east-1&force-path-style=true",
+            )
+            .with_credentials(support::creds())
+            .named("vault-down", "litevault, S3 not listening", "connection refused"),
+        ),
+        Box::new(
             PgBackend::new("postgres://postgres@127.0.0.1:1/none").named(
                 "pg-down",
                 "PostgreSQL, nothing listening",
@@ -282,6 +290,7 @@ async fn quick_run_measures_every_backend_workload_and_dataset_and_skips_the_bro
             "litevault-embedded",
             "sqlite-broken",
             "postgres",
+            "vault-down",
             "pg-down"
         ]
     );
@@ -302,7 +311,13 @@ async fn quick_run_measures_every_backend_workload_and_dataset_and_skips_the_bro
         assert_eq!((w.workers, w.samples, w.errors), (1, 200, 0), "{w:?}");
     }
     assert_eq!(report.measurements.len(), 3 * 6);
-    assert_eq!(report.skipped.len(), 2, "{:?}", report.skipped);
+    assert_eq!(report.skipped.len(), 3, "{:?}", report.skipped);
+    let s3_down = report
+        .skipped
+        .iter()
+        .find(|s| s.backend == "vault-down")
+        .unwrap();
+    assert!(s3_down.reason.contains("127.0.0.1:1"), "{}", s3_down.reason);
     let broken = report
         .skipped
         .iter()
@@ -346,4 +361,228 @@ async fn impossible_settings_are_refused_by_name() {
         Err(BenchError::NotLoaded { .. })
     ));
     b.close().await.unwrap();
+}
+
+/// Rows of `messages` in a fresh restore of the replica.
+async fn restored_messages(url: &str, out: &Path) -> i64 {
+    let replica = litevault::Replica::open(url).unwrap();
+    restore(&replica, out, &RestoreOptions::default())
+        .await
+        .unwrap();
+    rusqlite::Connection::open(out)
+        .unwrap()
+        .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_vault_inserts_return_only_once_the_replica_holds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica_dir = tempfile::tempdir().unwrap();
+    let spec = DatasetSpec::tiny(21);
+    // A 1.5 s group-commit window: a commit that is not waited for is not
+    // in the replica right after it returns.
+    let mut opts = litevault::VaultOptions::default();
+    opts.replicate.commit_window = std::time::Duration::from_millis(1500);
+    let mut b = VaultBackend::new(dir.path().join("db"), &file_url(replica_dir.path()))
+        .with_options(opts)
+        .durable();
+    assert_eq!(b.info().id, "litevault-durable");
+    b.load(&setup(spec.clone())).await.unwrap();
+    let url = b.replica_url(&spec.name);
+    let n = spec.messages as i64;
+    assert_eq!(restored_messages(&url, &dir.path().join("r0.db")).await, n);
+    // Control: a plain commit through the vault's writer is not there yet.
+    let vault = b.vault().unwrap().clone();
+    vault
+        .writer()
+        .await
+        .execute(
+            "INSERT INTO messages(conversation_id, author_id, body, created_at) \
+             SELECT conversation_id, author_id, body, created_at FROM messages WHERE id = 1",
+            [],
+        )
+        .unwrap();
+    assert_eq!(
+        restored_messages(&url, &dir.path().join("r1.db")).await,
+        n,
+        "the plain commit waits for the window"
+    );
+    // A durable insert through the session is there when it returns (with
+    // the plain commit before it).
+    let mut s = b.session().await.unwrap();
+    let id = s.insert_message(&spec.new_message(3, 0)).await.unwrap();
+    assert_eq!(id, n + 2);
+    assert_eq!(
+        restored_messages(&url, &dir.path().join("r2.db")).await,
+        n + 2
+    );
+    drop((s, vault));
+    b.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_vault_replicates_each_dataset_to_its_own_s3_prefix() {
+    let s3 = support::S3Server::start();
+    let bucket = s3.bucket("bench");
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = VaultBackend::new(dir.path().join("db"), &s3.url(&bucket, "embedded"))
+        .with_credentials(support::creds());
+    let mut first = DatasetSpec::tiny(1);
+    first.name = "first".into();
+    let mut second = DatasetSpec::tiny(2);
+    second.name = "second".into();
+    second.messages = 1500;
+    b.load(&setup(first.clone())).await.unwrap();
+    b.load(&setup(second.clone())).await.unwrap();
+    assert_answers(&b, &second).await;
+    b.vault().unwrap().replicator().sync_all().await.unwrap();
+    // Each dataset has its own prefix, and each restores to its own data.
+    for (spec, extra) in [(&first, 0), (&second, 1)] {
+        assert_eq!(
+            b.replica_url(&spec.name),
+            s3.url(&bucket, &format!("embedded/{}", spec.name))
+        );
+        let replica = s3.replica(&bucket, &format!("embedded/{}", spec.name));
+        let out = dir.path().join(format!("{}.db", spec.name));
+        restore(&replica, &out, &RestoreOptions::default())
+            .await
+            .unwrap();
+        let c = rusqlite::Connection::open(&out).unwrap();
+        let (count, body): (i64, String) = c
+            .query_row(
+                "SELECT (SELECT count(*) FROM messages), (SELECT body FROM messages WHERE id = 1)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        // The second dataset also holds the insert of assert_answers and
+        // the 20 measured ones.
+        assert!(
+            count >= spec.messages as i64 + extra,
+            "{}: {count}",
+            spec.name
+        );
+        if extra == 0 {
+            assert_eq!(count, spec.messages as i64);
+        }
+        assert_eq!(body, spec.message(1).body, "{}", spec.name);
+    }
+    b.close().await.unwrap();
+}
+
+/// An s3fs mount of a moto bucket with `direct_io` (no shared `mmap`, so
+/// SQLite's WAL shared memory fails there), unmounted on drop.
+struct DirectIoMount {
+    dir: tempfile::TempDir,
+    _s3: support::S3Server,
+}
+
+impl DirectIoMount {
+    fn start() -> DirectIoMount {
+        let s3fs_ok = std::process::Command::new("s3fs")
+            .arg("--version")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        assert!(
+            s3fs_ok && Path::new("/dev/fuse").exists(),
+            "this test needs s3fs and FUSE: `apt-get install s3fs fuse3` (and /dev/fuse in the container)"
+        );
+        let s3 = support::S3Server::start();
+        let bucket = s3.bucket("mounted");
+        let dir = tempfile::tempdir().unwrap();
+        let passwd = dir.path().join("passwd");
+        std::fs::write(
+            &passwd,
+            format!("{}:{}\n", support::ACCESS_KEY, support::SECRET_KEY),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&passwd, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let out = std::process::Command::new("s3fs")
+            .arg(&bucket)
+            .arg(&mnt)
+            .arg("-o")
+            .arg(format!(
+                "passwd_file={},url={},use_path_request_style,direct_io",
+                passwd.display(),
+                s3.endpoint()
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "s3fs failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let m = DirectIoMount { dir, _s3: s3 };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !m.mounted() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "s3fs did not mount {}",
+                m.path().display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        m
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("mnt")
+    }
+
+    fn mounted(&self) -> bool {
+        let p = self.path();
+        std::fs::read_to_string("/proc/mounts")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.split(' ').nth(1) == Some(p.to_str().unwrap()))
+    }
+}
+
+impl Drop for DirectIoMount {
+    fn drop(&mut self) {
+        let p = self.path();
+        let ok = std::process::Command::new("fusermount")
+            .arg("-u")
+            .arg(&p)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            let _ = std::process::Command::new("umount").arg(&p).status();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_without_shared_memory_falls_back_to_exclusive_locking() {
+    let mount = DirectIoMount::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let spec = DatasetSpec::tiny(23);
+    let mut b = SqliteBackend::on_mount(mount.path().join("w"), JournalMode::Wal, scratch.path());
+    b.load(&setup(spec.clone())).await.unwrap();
+    let notes = b.info().notes.join(" ");
+    assert!(
+        notes.contains("WAL with shared memory failed here")
+            && notes.contains("locking_mode=EXCLUSIVE"),
+        "{notes}"
+    );
+    assert_answers(&b, &spec).await;
+    // Readers and the writer share the one connection, in turn.
+    let mut opts = RunOptions::quick();
+    opts.warmup = litevault::bench::Span::Ops(2);
+    opts.measure = litevault::bench::Span::Ops(20);
+    let ms = litevault::bench::measure(&b, Workload::Mixed, &spec, &opts)
+        .await
+        .unwrap();
+    assert_eq!(ms.len(), 2);
+    assert_eq!((ms[0].samples, ms[0].errors), (40, 0), "{:?}", ms[0]);
+    assert_eq!((ms[1].samples, ms[1].errors), (20, 0), "{:?}", ms[1]);
+    b.close().await.unwrap();
+    assert!(!mount.path().join("w/litevault-bench-tiny.db").exists());
 }

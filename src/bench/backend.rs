@@ -5,7 +5,7 @@
 //! The trait is async because PostgreSQL's client is; the SQLite sessions do
 //! their (short, blocking) work inside the async calls, and the runner gives
 //! each worker its own thread so that blocking never stalls another worker
-//! (see [`crate::bench::run`]).
+//! (see [`mod@crate::bench::run`]).
 //!
 //! Implementations: [`SqliteBackend`](super::sqlite::SqliteBackend) (local
 //! disk, or a directory such as a FUSE-mounted bucket, DELETE or WAL

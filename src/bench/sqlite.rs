@@ -356,11 +356,14 @@ fn open_in_place(
     backend: &str,
 ) -> Result<(String, Option<Connection>), BenchError> {
     let probe = |exclusive: bool| -> Result<Connection, BenchError> {
-        let c = open_tuned(path, mode, cache)?;
+        let c = Connection::open(path).map_err(sqlite_err("opening the database"))?;
         if exclusive {
+            // Before anything reads the database: a WAL database opened
+            // without exclusive locking maps the -shm file at once.
             c.pragma_update(None, "locking_mode", "EXCLUSIVE")
                 .map_err(sqlite_err("setting locking_mode=EXCLUSIVE"))?;
         }
+        tune(&c, mode, cache).map_err(sqlite_err("configuring the connection"))?;
         let got: String = c
             .query_row(&format!("PRAGMA journal_mode={}", mode.pragma()), [], |r| {
                 r.get(0)
@@ -517,6 +520,9 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| BenchError::Internal(format!("a blocking task failed: {e}")))
 }
 
+/// How long the embedded backend waits for the first upload of a dataset.
+const INITIAL_UPLOAD_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// SQLite replicated by an embedded [`Vault`]: reads through the vault's
 /// reader pool, writes through its writer (the commit hook wakes the
 /// shipper); replication runs in the background as in an application.
@@ -525,6 +531,8 @@ pub struct VaultBackend {
     dir: PathBuf,
     replica_url: String,
     credentials: Option<S3Credentials>,
+    options: VaultOptions,
+    durable: bool,
     vault: Option<Arc<Vault>>,
     loaded: Option<(PathBuf, String)>,
 }
@@ -545,8 +553,10 @@ impl VaultBackend {
                 notes: Vec::new(),
             },
             dir,
-            replica_url: replica_url.trim_end_matches('/').to_string(),
+            replica_url: replica_url.to_string(),
             credentials: None,
+            options: VaultOptions::default(),
+            durable: false,
             vault: None,
             loaded: None,
         }
@@ -566,9 +576,35 @@ impl VaultBackend {
         self
     }
 
-    /// The replica URL a dataset is replicated to.
+    /// The vault's settings (default: [`VaultOptions::default`], as an
+    /// application gets it). The reader pool is sized to the run's sessions
+    /// and the lease is turned off whatever is given here.
+    pub fn with_options(mut self, options: VaultOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Durable commits: each insert returns only once the replica holds it
+    /// ([`Vault::transaction_durable`]), so write latency includes the
+    /// upload. Reads are unchanged. The id becomes `litevault-durable`.
+    pub fn durable(mut self) -> Self {
+        self.durable = true;
+        self.info.id = "litevault-durable".into();
+        self.info.label = "SQLite + litevault (embedded, durable commits)".into();
+        self.info.description = "as litevault-embedded, but each write transaction returns only once the replica holds it".into();
+        self
+    }
+
+    /// The replica URL a dataset is replicated to: the dataset name added to
+    /// the URL's path, before any query (`s3://b/p?endpoint=…` gives
+    /// `s3://b/p/small?endpoint=…`).
     pub fn replica_url(&self, dataset: &str) -> String {
-        format!("{}/{dataset}", self.replica_url)
+        match self.replica_url.split_once('?') {
+            Some((base, query)) => {
+                format!("{}/{dataset}?{query}", base.trim_end_matches('/'))
+            }
+            None => format!("{}/{dataset}", self.replica_url.trim_end_matches('/')),
+        }
     }
 
     /// The running vault of the loaded dataset.
@@ -633,22 +669,24 @@ impl Backend for VaultBackend {
         let spec = setup.dataset.clone();
         let p = path.clone();
         let bytes = blocking(move || build_sqlite(&p, &spec, JournalMode::Wal)).await??;
+        // From here on, close() cleans up whatever happens.
+        self.loaded = Some((path.clone(), url.clone()));
         let opts = VaultOptions {
             readers: setup.sessions.max(1),
-            // The first upload carries the whole dataset.
-            durable_timeout: Duration::from_secs(600),
             replicate: ReplicateOptions {
                 // The benchmark owns this throwaway prefix.
                 lease: None,
-                ..VaultOptions::default().replicate
+                ..self.options.replicate.clone()
             },
-            ..VaultOptions::default()
+            ..self.options.clone()
         };
         let vault = Vault::open(&path)
             .replica(replica)
             .options(opts)
             .start()
             .await?;
+        let vault = Arc::new(vault);
+        self.vault = Some(vault.clone());
         // Same page cache as the other SQLite backends, on every connection
         // of the vault (the pool holds exactly `readers` connections).
         let cache = -(setup.sqlite_cache_kib as i64);
@@ -668,14 +706,25 @@ impl Backend for VaultBackend {
             }
         }
         // Measure steady state, not the initial upload.
-        let txid = vault
-            .replicator()
-            .sync_all()
+        let txid = match tokio::time::timeout(INITIAL_UPLOAD_TIMEOUT, vault.replicator().sync_all())
             .await
-            .map_err(|e| BenchError::Setup {
-                backend: self.info.id.clone(),
-                reason: format!("initial replication to {url}: {e}"),
-            })?;
+        {
+            Ok(Ok(txid)) => txid,
+            Ok(Err(e)) => {
+                return Err(BenchError::Setup {
+                    backend: self.info.id.clone(),
+                    reason: format!("initial replication to {url}: {e}"),
+                });
+            }
+            Err(_) => {
+                return Err(BenchError::Setup {
+                    backend: self.info.id.clone(),
+                    reason: format!(
+                        "the initial upload to {url} did not finish in {INITIAL_UPLOAD_TIMEOUT:?}; check that the replica is reachable (endpoint, credentials) and fast enough for this dataset"
+                    ),
+                });
+            }
+        };
         self.info.notes.retain(|n| !n.starts_with("replica "));
         self.info.notes.push(format!(
             "replica {url}: dataset {} shipped as TXID {txid}; cache_size={} KiB per connection, {} readers",
@@ -683,8 +732,7 @@ impl Backend for VaultBackend {
             setup.sqlite_cache_kib,
             setup.sessions.max(1)
         ));
-        self.vault = Some(Arc::new(vault));
-        self.loaded = Some((path, url));
+        drop(vault);
         Ok(LoadInfo {
             backend: self.info.id.clone(),
             dataset: setup.dataset.name.clone(),
@@ -699,7 +747,10 @@ impl Backend for VaultBackend {
             backend: self.info.id.clone(),
         })?;
         Ok(Box::new(SqliteSession {
-            access: Access::Vault(vault),
+            access: Access::Vault {
+                vault,
+                durable: self.durable,
+            },
         }))
     }
 
@@ -718,8 +769,9 @@ enum Access {
     Own(Connection),
     /// One connection shared by every session (exclusive locking mode).
     Shared(Arc<Mutex<Connection>>),
-    /// The vault's reader pool and writer.
-    Vault(Arc<Vault>),
+    /// The vault's reader pool and writer; durable: writes wait for the
+    /// replica.
+    Vault { vault: Arc<Vault>, durable: bool },
 }
 
 /// A session over SQLite.
@@ -735,8 +787,8 @@ impl SqliteSession {
         let r = match &mut self.access {
             Access::Own(c) => f(c),
             Access::Shared(m) => f(&*m.lock().map_err(|_| poisoned())?),
-            Access::Vault(v) => {
-                let reader = v.reader().await;
+            Access::Vault { vault, .. } => {
+                let reader = vault.reader().await;
                 f(&reader)
             }
         };
@@ -750,8 +802,8 @@ impl SqliteSession {
         let r = match &mut self.access {
             Access::Own(c) => f(c),
             Access::Shared(m) => f(&mut *m.lock().map_err(|_| poisoned())?),
-            Access::Vault(v) => {
-                let mut w = v.writer().await;
+            Access::Vault { vault, .. } => {
+                let mut w = vault.writer().await;
                 f(&mut w)
             }
         };
@@ -879,6 +931,20 @@ impl Session for SqliteSession {
     }
 
     async fn insert_message(&mut self, m: &NewMessage) -> Result<i64, BenchError> {
+        if let Access::Vault {
+            vault,
+            durable: true,
+        } = &self.access
+        {
+            return Ok(vault
+                .transaction_durable(|tx| {
+                    tx.prepare_cached(Q_INSERT)?.query_row(
+                        params![m.conversation_id, m.author_id, m.body, m.created_at],
+                        |r| r.get(0),
+                    )
+                })
+                .await?);
+        }
         self.write(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let id = tx.prepare_cached(Q_INSERT)?.query_row(
@@ -889,5 +955,30 @@ impl Session for SqliteSession {
             Ok(id)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dataset_goes_into_the_replica_path_before_the_query() {
+        let b = VaultBackend::new(
+            "/tmp/x",
+            "s3://bucket/bench/?endpoint=http://127.0.0.1:9000&region=us-east-1",
+        );
+        assert_eq!(
+            b.replica_url("small"),
+            "s3://bucket/bench/small?endpoint=http://127.0.0.1:9000&region=us-east-1"
+        );
+        assert_eq!(
+            VaultBackend::new("/tmp/x", "file:///tmp/r/").replica_url("large"),
+            "file:///tmp/r/large"
+        );
+        assert_eq!(
+            VaultBackend::new("/tmp/x", "s3://bucket").replica_url("tiny"),
+            "s3://bucket/tiny"
+        );
     }
 }

@@ -23,7 +23,7 @@
 //! - **page load** ([`Op::PageLoad`]): the 16 queries of one conversation
 //!   page, issued one after the other as an ORM would ([`page_load`]).
 //! - **mixed**: readers doing point reads while one writer inserts, all at
-//!   once; see [`crate::bench::run`].
+//!   once; see [`mod@crate::bench::run`].
 
 use std::time::{Duration, Instant};
 
@@ -561,6 +561,23 @@ impl OpGen {
                 Ok(dt)
             }
         }
+    }
+}
+
+impl OpGen {
+    /// Runs `op` `n` times and returns the total time spent in the backend
+    /// (for criterion's `iter_custom`); the first failure stops it.
+    pub async fn run_n(
+        &mut self,
+        op: Op,
+        s: &mut dyn Session,
+        n: u64,
+    ) -> Result<Duration, BenchError> {
+        let mut total = Duration::ZERO;
+        for _ in 0..n {
+            total += self.run(op, s).await?;
+        }
+        Ok(total)
     }
 }
 
