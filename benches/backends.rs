@@ -70,20 +70,6 @@ fn target_dir() -> PathBuf {
     }
 }
 
-/// The replica URL for the embedded backend. `VaultBackend` appends
-/// `/<dataset>` to the URL string, which lands in the query of an `s3://`
-/// URL that names an endpoint; until it puts the dataset into the path, the
-/// URL ends with an empty `account=` parameter (not used by S3) that absorbs
-/// it. The datasets then share the prefix, which is harmless: they run one
-/// after another and each load clears the prefix first.
-fn vault_replica_url(lab: &Lab) -> String {
-    format!(
-        "s3://{}/litevault-embedded?endpoint={}&region=us-east-1&force-path-style=true&account=",
-        lab.bucket(),
-        lab.s3_endpoint(true)
-    )
-}
-
 fn run_matrix(c: &mut Criterion, quick: bool) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -116,7 +102,10 @@ fn run_matrix(c: &mut Criterion, quick: bool) -> anyhow::Result<()> {
     let mut backends: Vec<Box<dyn Backend>> = vec![
         Box::new(SqliteBackend::local(work.join("sqlite-local"))),
         Box::new(
-            VaultBackend::new(work.join("vault"), &vault_replica_url(&lab))
+            VaultBackend::new(
+                work.join("vault"),
+                &lab.replica_url("litevault-embedded", true),
+            )
             .with_credentials(lab.credentials())
             .named(
                 "litevault-embedded",

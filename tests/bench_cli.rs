@@ -19,6 +19,13 @@ fn litevault(args: &[&str]) -> Output {
         .arg("bench")
         .args(args)
         .env("LITEVAULT_LOG", "warn")
+        // Explicit keys: nothing may look for credentials elsewhere.
+        .env("AWS_ACCESS_KEY_ID", litevault::bench::lab::ACCESS_KEY_ID)
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            litevault::bench::lab::SECRET_ACCESS_KEY,
+        )
+        .env("AWS_REGION", "us-east-1")
         .output()
         .unwrap()
 }
@@ -37,19 +44,11 @@ fn fails_with(args: &[&str], needles: &[&str]) {
     );
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// The DOM headless Chromium builds from a local HTML file.
@@ -159,7 +158,8 @@ fn a_run_against_real_backends_reports_every_backend_and_workload() {
     let work = tempfile::tempdir().unwrap();
     let sqlite_dir = work.path().join("disk");
     std::fs::create_dir(&sqlite_dir).unwrap();
-    let replica = format!("file://{}", work.path().join("replica").display());
+    // The lab's S3 server through its delaying proxy (an s3:// URL with a query).
+    let replica = lab.replica_url("cli-bench", true);
     let html = work.path().join("report.html");
     let pg = lab.postgres_url(false).unwrap();
     let mut args: Vec<String> = [
@@ -232,11 +232,25 @@ fn a_run_against_real_backends_reports_every_backend_and_workload() {
         .filter(|n| n.to_string_lossy().ends_with(".db"))
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
-    let ltx: Vec<_> = walk(&work.path().join("replica"))
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "ltx"))
-        .collect();
-    assert!(ltx.is_empty(), "LTX files left in the replica: {ltx:?}");
+    // The vault shipped to that replica (its note says so), and the run
+    // deleted what it wrote.
+    let vault = report
+        .backends
+        .iter()
+        .find(|b| b.id == "litevault-embedded")
+        .unwrap();
+    assert!(
+        vault.notes.iter().any(|n| n.contains("shipped")),
+        "{:?}",
+        vault.notes
+    );
+    let left_ltx = runtime()
+        .block_on(lab.replica("cli-bench/tiny", false).unwrap().list_all())
+        .unwrap();
+    assert!(
+        left_ltx.is_empty(),
+        "LTX files left in the replica: {left_ltx:?}"
+    );
 
     // The HTML page: a chart per workload, the numbers.
     let page = std::fs::read_to_string(&html).unwrap();

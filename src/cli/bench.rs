@@ -258,19 +258,6 @@ async fn proxy_postgres(url: &str, rtt: Duration) -> anyhow::Result<(DelayProxy,
     Ok((proxy, u.to_string()))
 }
 
-/// `VaultBackend` appends `/<dataset>` to the replica URL string, which
-/// lands in the query when an `s3://` URL names an endpoint. Until it puts
-/// the dataset into the path, such a URL gets an empty trailing `account=`
-/// (not used by S3) to absorb the suffix; the datasets then share the
-/// prefix, one after another, each load clearing it first.
-pub(crate) fn absorb_dataset_suffix(url: &str) -> String {
-    if url.starts_with("s3://") && url.contains('?') {
-        format!("{url}&account=")
-    } else {
-        url.to_string()
-    }
-}
-
 fn dataset(name: &str, seed: u64) -> anyhow::Result<DatasetSpec> {
     match name.trim() {
         "tiny" => Ok(DatasetSpec::tiny(seed)),
@@ -356,7 +343,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         let vault_dir = dir.join("litevault-bench-vault");
         std::fs::create_dir_all(&vault_dir)
             .with_context(|| format!("creating {}", vault_dir.display()))?;
-        let vb = VaultBackend::new(vault_dir, &absorb_dataset_suffix(url));
+        let vb = VaultBackend::new(vault_dir, url);
         for d in &opts.datasets {
             let target = vb.replica_url(&d.name);
             let replica =
@@ -538,17 +525,6 @@ mod tests {
             ]
         );
         assert_eq!(proxy.rtt(), Duration::from_millis(3));
-    }
-
-    #[test]
-    fn s3_urls_with_a_query_absorb_the_dataset_suffix() {
-        let u = absorb_dataset_suffix("s3://b/p?endpoint=http://127.0.0.1:9&force-path-style=true");
-        let with_dataset = format!("{u}/tiny");
-        let loc = crate::replica::ReplicaLocation::parse(&with_dataset).unwrap();
-        assert_eq!(loc.path, "p");
-        assert_eq!(loc.endpoint.as_deref(), Some("http://127.0.0.1:9"));
-        assert_eq!(absorb_dataset_suffix("s3://b/p"), "s3://b/p");
-        assert_eq!(absorb_dataset_suffix("file:///x"), "file:///x");
     }
 
     #[test]
