@@ -16,27 +16,29 @@ use crate::bench::results::NetworkModel;
 use crate::bench::sqlite::{JournalMode, SqliteBackend, VaultBackend};
 use crate::bench::{Backend, DatasetSpec, RunOptions, Span};
 
-/// Measure where an app's SQLite or PostgreSQL data should live.
-///
-/// Runs the workloads of a typical web app (point read by primary key, a
-/// 1,000-row range scan, a single-row insert transaction, a page load of 16
-/// queries, and a mixed load of concurrent readers beside one writer)
-/// against each backend you name, then prints p50/p95/p99 per workload and
-/// backend, the ratio to the fastest, and a recommendation derived from the
-/// numbers.
-///
-/// Backends are chosen by the flags given: --sqlite (SQLite on that disk),
-/// --replica (the same, replicated by an embedded litevault; needs
-/// --sqlite), --fuse-path (SQLite on a mounted bucket), --postgres.
-/// Everything the benchmark creates is removed afterwards: files
-/// litevault-bench-<dataset>.db, the PostgreSQL schemas
-/// litevault_bench_<backend>, the LTX files under --replica.
-///
-/// Example:
-///   litevault bench --sqlite /data --postgres postgres://app@db:5432/app \
-///       --fuse-path /mnt/bucket --rtt 10ms --report report.html
+/// The long help of `litevault bench`.
+pub(crate) const LONG_ABOUT: &str = "Measure where an app's SQLite or PostgreSQL data should live.
+
+Runs the workloads of a typical web app (point read by primary key, a
+1,000-row range scan, a single-row insert transaction, a page load of 16
+queries, and a mixed load of concurrent readers beside one writer)
+against each backend you name, then prints p50/p95/p99 per workload and
+backend, the ratio to the fastest, and a recommendation derived from the
+numbers.
+
+Backends are chosen by the flags given: --sqlite (SQLite on that disk),
+--replica (the same, replicated by an embedded litevault; needs
+--sqlite), --fuse-path (SQLite on a mounted bucket), --postgres.
+Everything the benchmark creates is removed afterwards: files
+litevault-bench-<dataset>.db, the PostgreSQL schemas
+litevault_bench_<backend>, the LTX files under --replica.
+
+Example:
+  litevault bench --sqlite /data --postgres postgres://app@db:5432/app \\
+      --fuse-path /mnt/bucket --rtt 10ms --report report.html";
+
+/// The options of `litevault bench` (see [`LONG_ABOUT`]).
 #[derive(Parser, Debug)]
-#[command(verbatim_doc_comment)]
 pub struct Args {
     /// SQLite on local disk: a directory (or a file path, whose directory is
     /// used). The benchmark creates and removes litevault-bench-<dataset>.db
@@ -73,7 +75,7 @@ pub struct Args {
     #[arg(long)]
     quick: bool,
     /// Datasets to run, comma-separated: tiny (0.5 MB), small (5 MB, fits a
-    /// page cache), large (110 MB, over 10x the page cache).
+    /// page cache), large (about 100 MB, over 10x the 8 MiB page cache).
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     datasets: Vec<String>,
     /// Measure each workload for this long (default 3s; with --quick, 200

@@ -8,15 +8,19 @@ use clap::Parser;
 
 use crate::bench::lab::{FuseStatus, Lab, LabOptions};
 
-/// Start the throwaway benchmark environment and print its endpoints.
-///
-/// Starts an S3-compatible server (moto) on 127.0.0.1 with a bucket, a TCP
-/// proxy adding --rtt in front of it, an s3fs FUSE mount of the bucket
-/// through that proxy, and a PostgreSQL cluster on 127.0.0.1 with its own
-/// delaying proxy. Prints one JSON object with the endpoints, credentials,
-/// mount point and PIDs on stdout, then waits. Ctrl-C (or SIGTERM) unmounts
-/// and stops everything; a run killed with SIGKILL is cleaned up by the next
-/// start with the same --dir.
+/// The long help of `litevault bench-lab`.
+pub(crate) const LONG_ABOUT: &str =
+    "Start the throwaway benchmark environment and print its endpoints.
+
+Starts an S3-compatible server (moto) on 127.0.0.1 with a bucket, a TCP
+proxy adding --rtt in front of it, an s3fs FUSE mount of the bucket
+through that proxy, and a PostgreSQL cluster on 127.0.0.1 with its own
+delaying proxy. Prints one JSON object with the endpoints, credentials,
+mount point and PIDs on stdout, then waits. Ctrl-C (or SIGTERM) unmounts
+and stops everything; a run killed with SIGKILL is cleaned up by the next
+start with the same --dir.";
+
+/// The options of `litevault bench-lab` (see [`LONG_ABOUT`]).
 #[derive(Parser, Debug)]
 pub struct Args {
     /// Folder for the lab's run folders (default: target/bench-lab of the

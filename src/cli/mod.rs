@@ -52,8 +52,10 @@ enum Command {
     DelayProxy(delay_proxy::Args),
     /// Measure SQLite (local, replicated, on a mounted bucket) and PostgreSQL
     /// with a web app's workloads; p50/p95/p99 and a recommendation.
+    #[command(long_about = bench::LONG_ABOUT)]
     Bench(bench::Args),
     /// Start the benchmark lab (S3 server, delay proxies, s3fs mount, PostgreSQL) until Ctrl-C.
+    #[command(long_about = bench_lab::LONG_ABOUT)]
     BenchLab(bench_lab::Args),
 }
 
