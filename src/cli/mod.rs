@@ -1,6 +1,8 @@
 //! The `litevault` command line: one file per subcommand, each a thin layer
 //! over a library function.
 
+mod bench;
+mod bench_lab;
 mod config_cmd;
 mod delay_proxy;
 mod demo;
@@ -48,6 +50,13 @@ enum Command {
     Import(import::Args),
     /// Forward TCP to a server adding a fixed round trip (a network model for measurements).
     DelayProxy(delay_proxy::Args),
+    /// Measure SQLite (local, replicated, on a mounted bucket) and PostgreSQL
+    /// with a web app's workloads; p50/p95/p99 and a recommendation.
+    #[command(long_about = bench::LONG_ABOUT)]
+    Bench(bench::Args),
+    /// Start the benchmark lab (S3 server, delay proxies, s3fs mount, PostgreSQL) until Ctrl-C.
+    #[command(long_about = bench_lab::LONG_ABOUT)]
+    BenchLab(bench_lab::Args),
 }
 
 /// Entry point of the binary.
@@ -93,6 +102,8 @@ pub fn main() -> ExitCode {
             Command::Export(a) => export::run(a).await,
             Command::Import(a) => import::run(a).await,
             Command::DelayProxy(a) => delay_proxy::run(a).await,
+            Command::Bench(a) => bench::run(a).await,
+            Command::BenchLab(a) => bench_lab::run(a).await,
         }
     });
     match result {
