@@ -622,28 +622,42 @@ fn an_app_closing_its_last_connection_never_checkpoints_past_the_replicator() {
     });
 }
 
+/// A database replicated to a file:// replica with only the replicator's
+/// checkpoints (PASSIVE every `min_pages` shipped frames; none by the app).
+async fn checkpointing(
+    min_pages: u64,
+) -> (
+    tempfile::TempDir,
+    PathBuf,
+    rusqlite::Connection,
+    Replica,
+    Replicator,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let c = create_db(&db, 4096);
+    Workload::init(&c);
+    c.execute_batch("PRAGMA wal_autocheckpoint=0;").unwrap();
+    let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
+    let opts = ReplicateOptions {
+        checkpoint: litevault::db::CheckpointOptions {
+            min_pages,
+            truncate_bytes: 0,
+            interval: std::time::Duration::ZERO,
+        },
+        ..ReplicateOptions::default()
+    };
+    let rep = Replicator::open(&db, replica.clone(), opts).await.unwrap();
+    (dir, db, c, replica, rep)
+}
+
 /// Hundreds of commits between two checkpoints: the local store's files are
 /// fsynced ahead of the checkpoint by a background job (never under the
 /// producer's locks), and the checkpoint still runs and loses nothing.
 #[test]
 fn checkpoints_run_when_many_local_files_wait_for_fsync() {
     block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("app.db");
-        let mut c = create_db(&db, 4096);
-        Workload::init(&c);
-        // No automatic checkpoint by the app: only the replicator's.
-        c.execute_batch("PRAGMA wal_autocheckpoint=0;").unwrap();
-        let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
-        let opts = ReplicateOptions {
-            checkpoint: litevault::db::CheckpointOptions {
-                min_pages: 400,
-                truncate_bytes: 0,
-                interval: std::time::Duration::ZERO,
-            },
-            ..ReplicateOptions::default()
-        };
-        let rep = Replicator::open(&db, replica.clone(), opts).await.unwrap();
+        let (dir, _db, mut c, replica, rep) = checkpointing(400).await;
         let mut k = 0;
         // Each commit is its own local file; well over the 16 synced inline.
         while rep.status().checkpoints.passive == 0 {
@@ -683,21 +697,7 @@ fn checkpoints_run_when_many_local_files_wait_for_fsync() {
 #[test]
 fn a_large_wal_file_does_not_mean_a_checkpoint_per_commit() {
     block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("app.db");
-        let mut c = create_db(&db, 4096);
-        Workload::init(&c);
-        c.execute_batch("PRAGMA wal_autocheckpoint=0;").unwrap();
-        let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
-        let opts = ReplicateOptions {
-            checkpoint: litevault::db::CheckpointOptions {
-                min_pages: 60,
-                truncate_bytes: 0,
-                interval: std::time::Duration::ZERO,
-            },
-            ..ReplicateOptions::default()
-        };
-        let rep = Replicator::open(&db, replica.clone(), opts).await.unwrap();
+        let (dir, _db, mut c, replica, rep) = checkpointing(60).await;
         let commits = 300;
         for k in 1..=commits {
             Workload::apply(&mut c, k).unwrap();
@@ -731,21 +731,7 @@ fn a_large_wal_file_does_not_mean_a_checkpoint_per_commit() {
 #[test]
 fn the_wal_restarts_while_replicating() {
     block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("app.db");
-        let mut c = create_db(&db, 4096);
-        Workload::init(&c);
-        c.execute_batch("PRAGMA wal_autocheckpoint=0;").unwrap();
-        let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
-        let opts = ReplicateOptions {
-            checkpoint: litevault::db::CheckpointOptions {
-                min_pages: 40,
-                truncate_bytes: 0,
-                interval: std::time::Duration::ZERO,
-            },
-            ..ReplicateOptions::default()
-        };
-        let rep = Replicator::open(&db, replica.clone(), opts).await.unwrap();
+        let (dir, db, mut c, replica, rep) = checkpointing(40).await;
         let commits = 600;
         let mut salts = std::collections::BTreeSet::new();
         for k in 1..=commits {
