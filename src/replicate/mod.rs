@@ -340,6 +340,9 @@ struct Inner {
     /// Fsyncs of the local store run ahead of a checkpoint, off the
     /// producer's path (see `produce_step`).
     presync: Mutex<Presync>,
+    /// Replicas whose task is uploading now, and a signal when one ends.
+    uploading: std::sync::atomic::AtomicUsize,
+    upload_done: tokio::sync::Notify,
     /// Commits counted by an embedded writer's hook, when attached.
     commit_counter: std::sync::OnceLock<Arc<std::sync::atomic::AtomicU64>>,
     /// The highest counted commit known to be in the local store, and the
@@ -870,6 +873,8 @@ impl Replicator {
                 running: std::sync::atomic::AtomicBool::new(false),
                 wake: tokio::sync::Notify::new(),
                 presync: Mutex::new(Presync::default()),
+                uploading: std::sync::atomic::AtomicUsize::new(0),
+                upload_done: tokio::sync::Notify::new(),
                 commit_counter: std::sync::OnceLock::new(),
                 covered: watch::channel((0, txid)).0,
             }),
@@ -1751,7 +1756,11 @@ impl Replicator {
                         }
                     }
                     let before = *me.inner.slots[i].shipped.borrow();
-                    match me.push(i).await {
+                    me.inner.uploading.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let pushed = me.push(i).await;
+                    me.inner.uploading.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    me.inner.upload_done.notify_waiters();
+                    match pushed {
                         Ok(()) => {
                             backoff = Duration::ZERO;
                             if *me.inner.slots[i].shipped.borrow() != before {
@@ -1818,6 +1827,39 @@ impl Replicator {
             let seen = file_stamp(&self.inner.path);
             if !woken && seen == last_seen && last_full.elapsed() < Duration::from_secs(1) {
                 continue;
+            }
+            // While every replica is busy uploading, what was committed
+            // meanwhile can only wait; taking it when an upload ends makes
+            // one local file of it instead of one per commit, which under a
+            // fast writer is most of the replicator's work.
+            let slots = self.inner.slots.len();
+            let busy = || {
+                self.inner
+                    .uploading
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                    >= slots
+            };
+            let mut stop = false;
+            while slots > 0 && busy() {
+                let done = self.inner.upload_done.notified();
+                tokio::pin!(done);
+                done.as_mut().enable();
+                if !busy() {
+                    break;
+                }
+                tokio::select! {
+                    _ = &mut shutdown => {
+                        stop = true;
+                        break;
+                    }
+                    _ = done => {}
+                    // Never longer than a poll: a stuck upload must not
+                    // hold back the local store.
+                    _ = tokio::time::sleep(poll.max(Duration::from_millis(10))) => break,
+                }
+            }
+            if stop {
+                break;
             }
             match self.produce().await {
                 Ok(SyncOutcome::Shipped { .. }) => {
