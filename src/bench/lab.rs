@@ -15,7 +15,9 @@
 //!   so the process still ends the way the signal asked;
 //! - after a crash (SIGKILL, abort): every lab lives in its own folder
 //!   `<base>/run-<pid>-<n>` holding an exclusive `flock` on `<run>/lock` and
-//!   the PID files of what it started. The next [`Lab::start`] with the same
+//!   the PID files of what it started (the folder is created and locked as
+//!   `new-<pid>-<n>`, then renamed, so labs starting together never take each
+//!   other for leftovers). The next [`Lab::start`] with the same
 //!   base folder finds folders whose lock is free, unmounts their mount point,
 //!   stops the processes named in their PID files (after checking
 //!   `/proc/<pid>/cmdline`, so a reused PID is left alone) and removes them.
@@ -312,16 +314,26 @@ impl Lab {
         // 0755 at least, so the postgres user reaches its data folder.
         let _ = std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755));
         let leftovers = clean_leftovers(&base);
-        let run_dir = base.join(format!(
-            "run-{}-{}",
+        // The folder is made and locked under a name the leftover sweep of a
+        // lab starting at the same moment ignores, then renamed: a `run-`
+        // folder without a held lock is always a crashed run's.
+        let name = format!(
+            "{}-{}",
             std::process::id(),
             NEXT_RUN.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&run_dir)
-            .map_err(io_err(format!("creating {}", run_dir.display())))?;
-        let _ = std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o755));
-        let lock = lock_run_dir(&run_dir)?
-            .ok_or_else(|| LabError::Cleanup(format!("{} is locked", run_dir.display())))?;
+        );
+        let staging = base.join(format!("new-{name}"));
+        std::fs::create_dir_all(&staging)
+            .map_err(io_err(format!("creating {}", staging.display())))?;
+        let _ = std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o755));
+        let lock = lock_run_dir(&staging)?
+            .ok_or_else(|| LabError::Cleanup(format!("{} is locked", staging.display())))?;
+        let run_dir = base.join(format!("run-{name}"));
+        std::fs::rename(&staging, &run_dir).map_err(io_err(format!(
+            "renaming {} to {}",
+            staging.display(),
+            run_dir.display()
+        )))?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("lab-proxy")
