@@ -761,3 +761,51 @@ fn the_wal_restarts_while_replicating() {
         assert_eq!(Workload::check_prefix(&out), commits);
     });
 }
+
+/// A writer committing as fast as it can while the replicator ships,
+/// checkpoints and lets the WAL restart: no commit slips through a restart
+/// (everything restores), and no restart forces a comparison of every page.
+#[test]
+fn wal_restarts_under_a_fast_writer_need_no_resync() {
+    block_on(async {
+        let (dir, db, _c, replica, rep) = checkpointing(40).await;
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = done.clone();
+        let path = db.clone();
+        let writer = std::thread::spawn(move || {
+            let mut c = rusqlite::Connection::open(&path).unwrap();
+            c.execute_batch("PRAGMA wal_autocheckpoint=0; PRAGMA busy_timeout=5000;")
+                .unwrap();
+            let mut k = 0;
+            while k < 3000 {
+                k += 1;
+                Workload::apply(&mut c, k).unwrap();
+            }
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            k
+        });
+        let mut resyncs = 0;
+        let mut ships = 0;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            if let SyncOutcome::Shipped { resync, .. } = rep.sync().await.unwrap() {
+                ships += 1;
+                resyncs += resync as u32;
+            }
+        }
+        let k = writer.join().unwrap();
+        rep.sync_all().await.unwrap();
+        assert!(ships > 10, "only {ships} files shipped");
+        assert!(
+            rep.status().checkpoints.passive > 1,
+            "checkpoints ran: {:?}",
+            rep.status()
+        );
+        // The first ship of a new replicator compares pages once.
+        assert!(resyncs <= 1, "{resyncs} resyncs in {ships} ships");
+        let out = dir.path().join("out.db");
+        restore(&replica, &out, &RestoreOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(Workload::check_prefix(&out), k);
+    });
+}

@@ -1130,20 +1130,29 @@ impl WatchedDb {
     /// which still stops any checkpoint from writing newer frames into the
     /// database, but lets the next writer restart the WAL.
     ///
-    /// If a commit slipped in before the new mark, the mark may cover a
-    /// frame not yet shipped: continuity is then no longer assumed, so a
-    /// WAL restart before that frame ships is caught (pages compared)
-    /// instead of silently skipping it.
+    /// Only done when no commit came after the shipped state: a mark taken
+    /// then could cover a frame not yet shipped, which a checkpoint by the
+    /// app could then copy and a WAL restart drop. If one slips in between
+    /// the check and the new mark, continuity is no longer assumed, so such
+    /// a restart is caught (pages compared) instead of skipping the frame.
     fn let_the_wal_restart(&mut self) -> Result<(), DbError> {
+        // With commits already past the shipped state, a new mark would
+        // cover them: leave the mark where it is; the next ship and
+        // checkpoint try again.
+        if self.frames_past_shipped()? {
+            return Ok(());
+        }
         self.rotate_read_mark()?;
         if self.frames_past_shipped()? {
+            // A commit came between the check and the new mark (a window
+            // of microseconds).
             self.continuous = false;
         }
         Ok(())
     }
 
-    /// Whether the WAL may hold a frame past the shipped position (or is of
-    /// another generation). Errs on the side of `true`.
+    /// Whether our new read mark may cover a frame past the shipped
+    /// position. Errs on the side of `true`.
     fn frames_past_shipped(&self) -> Result<bool, DbError> {
         let Some(WalPosition::Frames {
             salt1,
@@ -1157,7 +1166,11 @@ impl WatchedDb {
             return Ok(true);
         };
         if h.salt1 != salt1 || h.salt2 != salt2 {
-            return Ok(true);
+            // The WAL already started over. No writer can do that while any
+            // reader holds a WAL frame, so our new mark reads none: every
+            // frame was in the database file, and (the checkpoint never
+            // passes our previous mark, which was shipped) in the replica.
+            return Ok(false);
         }
         if len < cursor.offset + wal::FRAME_HEADER_SIZE as u64 {
             return Ok(false);
