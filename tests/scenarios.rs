@@ -624,6 +624,17 @@ fn an_app_closing_its_last_connection_never_checkpoints_past_the_replicator() {
 
 /// A database replicated to a file:// replica with only the replicator's
 /// checkpoints (PASSIVE every `min_pages` shipped frames; none by the app).
+/// Ships what is left, restores the replica's latest state and checks it
+/// holds the workload's first `k` commits.
+async fn restores_all(rep: &Replicator, replica: &Replica, dir: &Path, k: i64) {
+    rep.sync_all().await.unwrap();
+    let out = dir.join("out.db");
+    restore(replica, &out, &RestoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(Workload::check_prefix(&out), k);
+}
+
 async fn checkpointing(
     min_pages: u64,
 ) -> (
@@ -681,12 +692,7 @@ fn checkpoints_run_when_many_local_files_wait_for_fsync() {
             Workload::apply(&mut c, k).unwrap();
             rep.sync().await.unwrap();
         }
-        rep.sync_all().await.unwrap();
-        let out = dir.path().join("out.db");
-        restore(&replica, &out, &RestoreOptions::default())
-            .await
-            .unwrap();
-        assert_eq!(Workload::check_prefix(&out), k);
+        restores_all(&rep, &replica, dir.path(), k).await;
     });
 }
 
@@ -715,12 +721,7 @@ fn a_large_wal_file_does_not_mean_a_checkpoint_per_commit() {
             n <= (commits as u64) / 5,
             "{n} checkpoints for {commits} commits: one per commit once the file is large"
         );
-        rep.sync_all().await.unwrap();
-        let out = dir.path().join("out.db");
-        restore(&replica, &out, &RestoreOptions::default())
-            .await
-            .unwrap();
-        assert_eq!(Workload::check_prefix(&out), commits);
+        restores_all(&rep, &replica, dir.path(), commits).await;
     });
 }
 
@@ -753,18 +754,17 @@ fn the_wal_restarts_while_replicating() {
             frames < 400,
             "the WAL file grew to {frames} frames with a checkpoint every 40"
         );
-        rep.sync_all().await.unwrap();
-        let out = dir.path().join("out.db");
-        restore(&replica, &out, &RestoreOptions::default())
-            .await
-            .unwrap();
-        assert_eq!(Workload::check_prefix(&out), commits);
+        restores_all(&rep, &replica, dir.path(), commits).await;
     });
 }
 
-/// A writer committing as fast as it can while the replicator ships,
-/// checkpoints and lets the WAL restart: no commit slips through a restart
-/// (everything restores), and no restart forces a comparison of every page.
+/// A writer committing as fast as it can, with the app's own checkpoints,
+/// while the replicator ships, checkpoints and lets the WAL restart: no
+/// commit slips through a restart (everything restores). The bound on
+/// resyncs guards against restarts that force a comparison of every page;
+/// this workload did not reproduce the race that the "WAL started over"
+/// rule in `db` avoids (seen under `litevault bench`'s insert loop), so it
+/// is a guard, not a proof of that rule.
 #[test]
 fn wal_restarts_under_a_fast_writer_need_no_resync() {
     block_on(async {
@@ -774,7 +774,10 @@ fn wal_restarts_under_a_fast_writer_need_no_resync() {
         let path = db.clone();
         let writer = std::thread::spawn(move || {
             let mut c = rusqlite::Connection::open(&path).unwrap();
-            c.execute_batch("PRAGMA wal_autocheckpoint=0; PRAGMA busy_timeout=5000;")
+            // The app checkpoints too (as SQLite does by default), so a mark
+            // covering an unshipped frame would let that frame be copied
+            // and then dropped by a restart.
+            c.execute_batch("PRAGMA wal_autocheckpoint=20; PRAGMA busy_timeout=5000;")
                 .unwrap();
             let mut k = 0;
             while k < 3000 {
