@@ -81,6 +81,8 @@ impl DelayProxy {
             let guard = AbortAll(&mut tasks);
             loop {
                 let Ok((client, _)) = listener.accept().await else {
+                    // Out of descriptors, say: wait rather than spin.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 };
                 count.fetch_add(1, Ordering::Relaxed);

@@ -398,11 +398,6 @@ impl Outbox {
         }
     }
 
-    /// How many files are not yet durable.
-    pub fn unsynced_count(&self) -> usize {
-        self.files.values().filter(|f| !f.durable).count()
-    }
-
     /// `true` when some file is not yet durable.
     pub fn has_unsynced(&self) -> bool {
         self.files.values().any(|f| !f.durable)
@@ -474,7 +469,7 @@ mod tests {
                 .ends_with(ltx::format_filename(Txid(2), Txid(3)))
         );
         o.sync().unwrap();
-        assert_eq!(o.unsynced_count(), 0);
+        assert_eq!(o.unsynced().len(), 0);
         assert!(!o.has_unsynced());
     }
 }
