@@ -93,13 +93,12 @@ impl LabOptions {
         }
     }
 
-    /// `target/bench-lab` of this project (`$CARGO_TARGET_DIR/bench-lab`
-    /// when that is set).
+    /// `litevault-bench-lab` in the system's temporary folder. Not inside
+    /// the checkout: the PostgreSQL cluster runs as the `postgres` user,
+    /// which must reach its data folder, and a checkout may sit below a
+    /// folder only its owner can enter (`mktemp -d` makes those).
     pub fn default_base_dir() -> PathBuf {
-        match std::env::var_os("CARGO_TARGET_DIR") {
-            Some(t) => PathBuf::from(t).join("bench-lab"),
-            None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-lab"),
-        }
+        std::env::temp_dir().join("litevault-bench-lab")
     }
 
     /// Applies [`NO_FUSE_ENV`] (`1` turns the mount off) and [`RTT_ENV`].

@@ -23,8 +23,8 @@ start with the same --dir.";
 /// The options of `litevault bench-lab` (see [`LONG_ABOUT`]).
 #[derive(Parser, Debug)]
 pub struct Args {
-    /// Folder for the lab's run folders (default: target/bench-lab of the
-    /// litevault source tree, or $CARGO_TARGET_DIR/bench-lab).
+    /// Folder for the lab's run folders (default: litevault-bench-lab in
+    /// the system's temporary folder).
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
     /// Round trip each proxy adds (half each way), e.g. 10ms.
