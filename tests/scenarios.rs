@@ -662,6 +662,22 @@ async fn checkpointing(
     (dir, db, c, replica, rep)
 }
 
+/// Syncs, then, while a due checkpoint waits for the local store's
+/// background fsyncs, pauses like an app between requests and syncs again
+/// until the checkpoint has run. Without the pause, a slow disk lets the
+/// commits made meanwhile grow the WAL whatever the replicator does, and
+/// the checkpoint tests would measure the disk.
+async fn sync_and_settle(rep: &Replicator) {
+    rep.sync().await.unwrap();
+    let mut waited = 0;
+    while rep.status().checkpoint_waiting_for_fsync {
+        waited += 1;
+        assert!(waited < 2_000, "the background fsync has not ended in 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        rep.sync().await.unwrap();
+    }
+}
+
 /// Hundreds of commits between two checkpoints: the local store's files are
 /// fsynced ahead of the checkpoint by a background job (never under the
 /// producer's locks), and the checkpoint still runs and loses nothing.
@@ -707,7 +723,7 @@ fn a_large_wal_file_does_not_mean_a_checkpoint_per_commit() {
         let commits = 300;
         for k in 1..=commits {
             Workload::apply(&mut c, k).unwrap();
-            rep.sync().await.unwrap();
+            sync_and_settle(&rep).await;
         }
         let st = rep.status();
         let wal_frames = st.wal_bytes / 4120;
@@ -737,7 +753,7 @@ fn the_wal_restarts_while_replicating() {
         let mut salts = std::collections::BTreeSet::new();
         for k in 1..=commits {
             Workload::apply(&mut c, k).unwrap();
-            rep.sync().await.unwrap();
+            sync_and_settle(&rep).await;
             let h = std::fs::read(db.with_extension("db-wal")).unwrap();
             salts.insert(h[16..24].to_vec());
         }

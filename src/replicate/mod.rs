@@ -295,6 +295,10 @@ pub struct DbStatus {
     /// Checkpoints run by the replicator.
     #[serde(default)]
     pub checkpoints: db::CheckpointStats,
+    /// A checkpoint is due and waits while the local store's files are
+    /// fsynced in the background (commits keep shipping meanwhile).
+    #[serde(default)]
+    pub checkpoint_waiting_for_fsync: bool,
     /// When this status was taken.
     pub updated_at: DateTime<Utc>,
     /// Each replica.
@@ -1001,6 +1005,7 @@ impl Replicator {
             wal_bytes,
             local_store_bytes: store_bytes,
             checkpoints,
+            checkpoint_waiting_for_fsync: self.inner.presync.lock().expect("presync lock").running,
             updated_at: self.inner.clock.now(),
             replicas,
         }
