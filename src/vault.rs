@@ -2,9 +2,11 @@
 //!
 //! [`Vault`] opens the database in WAL mode, hands out one writer
 //! connection and a small pool of readers (rusqlite), and replicates in the
-//! background. The writer's commit hook (`sqlite3_wal_hook`) only counts the
+//! background. The writer's commit hook (`sqlite3_wal_hook`) counts the
 //! commit and wakes the shipper: there is no polling on the write path and
-//! no work inside the hook. A commit can be made durable: the call returns
+//! no other work inside the hook, except once per
+//! [`VaultOptions::wal_restart_pages`] frames of WAL, when it lets the WAL
+//! start over (see [`Replicator::restart_wal_now`]). A commit can be made durable: the call returns
 //! once every replica holds it; concurrent durable commits share uploads.
 //!
 //! ```no_run
@@ -36,7 +38,7 @@ use tokio::sync::{Mutex, MutexGuard, OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::ltx::Txid;
 use crate::replica::{Replica, ReplicaError};
-use crate::replicate::{ReplicateError, ReplicateOptions, Replicator};
+use crate::replicate::{ReplicateError, ReplicateOptions, Replicator, WalRestart};
 
 /// Errors of an embedded vault.
 #[non_exhaustive]
@@ -81,6 +83,10 @@ pub enum VaultError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CommitSeq(pub u64);
 
+/// Default of [`VaultOptions::wal_restart_pages`]: 16 MiB of 4 KiB pages,
+/// four times the replicator's PASSIVE checkpoint threshold.
+pub const DEFAULT_WAL_RESTART_PAGES: u64 = 4096;
+
 /// Settings of a vault.
 #[derive(Clone, Debug)]
 pub struct VaultOptions {
@@ -94,6 +100,14 @@ pub struct VaultOptions {
     pub durable_timeout: Duration,
     /// SQLite busy timeout of the vault's connections.
     pub busy_timeout: Duration,
+    /// Once the WAL holds this many frames, the writer's commit hook
+    /// pauses the writer (between two transactions) while everything is
+    /// shipped and checkpointed, so that its next transaction starts the
+    /// WAL over. Without it, a writer that never pauses keeps the WAL
+    /// growing up to the TRUNCATE threshold, whose checkpoint then costs a
+    /// comparison of every page. Zero turns the pause off: the hook then
+    /// only counts and signals.
+    pub wal_restart_pages: u64,
 }
 
 impl Default for VaultOptions {
@@ -109,6 +123,7 @@ impl Default for VaultOptions {
             readers: 4,
             durable_timeout: Duration::from_secs(10),
             busy_timeout: Duration::from_secs(5),
+            wal_restart_pages: DEFAULT_WAL_RESTART_PAGES,
         }
     }
 }
@@ -159,11 +174,52 @@ impl VaultBuilder {
         {
             let counter = counter.clone();
             let rep = replicator.clone();
-            // The hook runs inside SQLite's commit: count and signal, nothing
-            // else. Installing it also turns off SQLite's own automatic
-            // checkpoints on this connection: the replicator runs them.
-            writer.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, _pages| {
+            let restart_at = opts.wal_restart_pages;
+            let mut next_try = restart_at;
+            // The hook runs inside SQLite's commit, after the write lock is
+            // released: count and signal. Installing it also turns off
+            // SQLite's own automatic checkpoints on this connection: the
+            // replicator runs them. Once per `wal_restart_pages` frames it
+            // also lets the WAL start over (see `restart_wal_now`).
+            writer.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: i32| {
                 counter.fetch_add(1, Ordering::SeqCst);
+                let pages = pages.max(0) as u64;
+                if restart_at > 0 && pages < restart_at {
+                    next_try = restart_at;
+                } else if restart_at > 0 && pages >= next_try {
+                    // Past twice the threshold the writer outpaces the
+                    // replicator (usually the background fsync of the local
+                    // store): it waits, at most a second, so the WAL stays
+                    // bounded. Below, a busy replicator is retried at the
+                    // next commit.
+                    let wait = pages >= 2 * restart_at;
+                    let started = std::time::Instant::now();
+                    loop {
+                        match rep.restart_wal_now() {
+                            Ok(WalRestart::Done) => break,
+                            Ok(WalRestart::Busy)
+                                if wait && started.elapsed() < Duration::from_secs(1) =>
+                            {
+                                std::thread::sleep(Duration::from_micros(200));
+                            }
+                            Ok(WalRestart::Busy) => {
+                                if wait {
+                                    next_try = pages + restart_at.div_ceil(4);
+                                }
+                                break;
+                            }
+                            Ok(WalRestart::NotNow) => {
+                                next_try = pages + restart_at.div_ceil(4);
+                                break;
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "letting the WAL restart failed; the replicator retries");
+                                next_try = pages + restart_at.div_ceil(4);
+                                break;
+                            }
+                        }
+                    }
+                }
                 rep.wake();
                 Ok(())
             }))?;

@@ -287,3 +287,81 @@ fn a_commit_window_groups_concurrent_durable_commits() {
         Arc::try_unwrap(vault).ok().unwrap().close().await.unwrap();
     });
 }
+
+/// Commits `n` workload transactions back to back on the vault's writer,
+/// never pausing between them; returns how many distinct WAL generations
+/// (salts) were seen and the WAL file's largest size in frames.
+async fn commit_without_pause(vault: &Vault, db: &std::path::Path, n: i64) -> (usize, u64) {
+    let wal = db.with_extension("db-wal");
+    let mut conn = vault.writer().await;
+    tokio::task::block_in_place(|| {
+        let mut salts = std::collections::BTreeSet::new();
+        for k in 1..=n {
+            Workload::apply(&mut conn, k).unwrap();
+            let h = std::fs::read(&wal).unwrap();
+            salts.insert(h[16..24].to_vec());
+        }
+        let len = std::fs::metadata(&wal).unwrap().len();
+        (salts.len(), (len - 32) / (4096 + 24))
+    })
+}
+
+/// A writer that never pauses always has a commit past the shipped state,
+/// so after a checkpoint the replicator can never let go of the WAL: the
+/// WAL only grows (up to the TRUNCATE threshold and its full page
+/// comparison). The vault's commit hook pauses the writer once per
+/// `wal_restart_pages` frames while everything is shipped and
+/// checkpointed, and the WAL starts over; nothing is lost.
+#[test]
+fn a_writer_that_never_pauses_still_restarts_the_wal() {
+    block_on(async {
+        let commits = 3000;
+        let mut frames_by_setting = Vec::new();
+        for restart_pages in [0, 300] {
+            let dir = tempfile::tempdir().unwrap();
+            let db = dir.path().join("app.db");
+            let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
+            let mut opts = VaultOptions {
+                wal_restart_pages: restart_pages,
+                ..VaultOptions::default()
+            };
+            opts.replicate.checkpoint.min_pages = 100;
+            let vault = Vault::open(&db)
+                .replica(replica.clone())
+                .options(opts)
+                .start()
+                .await
+                .unwrap();
+            Workload::init(&*vault.writer().await);
+            let (generations, frames) = commit_without_pause(&vault, &db, commits).await;
+            vault.wait_replicated(vault.txid()).await.unwrap();
+            let st = vault.replicator().status();
+            assert_eq!(st.checkpoints.truncate, 0, "{st:?}");
+            vault.close().await.unwrap();
+            let out = dir.path().join("out.db");
+            restore(&replica, &out, &RestoreOptions::default())
+                .await
+                .unwrap();
+            assert_eq!(Workload::check_prefix(&out), commits);
+            if restart_pages > 0 {
+                assert!(
+                    generations > 5,
+                    "the WAL started over only {} times in {commits} commits",
+                    generations - 1
+                );
+                // Past twice the threshold the writer waits for the restart.
+                assert!(
+                    frames < 3 * restart_pages,
+                    "the WAL file grew to {frames} frames with a restart due every {restart_pages}"
+                );
+            }
+            frames_by_setting.push(frames);
+        }
+        // The control: without the pause the WAL grew well past that.
+        assert!(
+            frames_by_setting[0] > 3 * 300,
+            "without the pause the WAL stayed at {} frames: this test no longer shows the problem",
+            frames_by_setting[0]
+        );
+    });
+}

@@ -1105,11 +1105,17 @@ impl WatchedDb {
         if !self.passive_due() {
             return Ok(None);
         }
+        Ok(self.passive().map(|r| r.map(|_| "PASSIVE"))?)
+    }
+
+    /// A PASSIVE checkpoint on the connection not holding the mark: it
+    /// copies frames up to our mark and never waits. Then, if every frame
+    /// is in the database file, lets the WAL restart. `None` without a
+    /// mark; else whether the mark is now on no frame.
+    fn passive(&mut self) -> Result<Option<bool>, DbError> {
         let Some(held) = self.held else {
             return Ok(None);
         };
-        // PASSIVE on the connection not holding the mark: it copies frames
-        // up to our mark and never waits.
         let (busy, log, done): (i64, i64, i64) = self.conns[1 - held]
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -1117,9 +1123,27 @@ impl WatchedDb {
             .map_err(sqlite_err(&self.path))?;
         self.mark_checkpointed();
         if busy == 0 && log > 0 && done == log {
-            self.let_the_wal_restart()?;
+            return Ok(Some(self.let_the_wal_restart()?));
         }
-        Ok(Some("PASSIVE"))
+        Ok(Some(false))
+    }
+
+    /// Checkpoints now, whatever the thresholds, and lets the WAL restart
+    /// if every frame is then in the database file and shipped: for an
+    /// embedded writer that pauses between two transactions for it (see
+    /// `Replicator::restart_wal_now`). Returns whether the read mark is now
+    /// on no frame, so that the next write starts the WAL over.
+    pub fn checkpoint_for_restart(&mut self) -> Result<bool, DbError> {
+        let started = std::time::Instant::now();
+        let Some(restarted) = self.passive()? else {
+            return Ok(false);
+        };
+        let d = started.elapsed();
+        let c = &mut self.checkpoints;
+        c.passive += 1;
+        c.total_seconds += d.as_secs_f64();
+        c.last_seconds = d.as_secs_f64();
+        Ok(restarted)
     }
 
     /// Called when every WAL frame is in the database file. Our read mark
@@ -1135,20 +1159,21 @@ impl WatchedDb {
     /// app could then copy and a WAL restart drop. If one slips in between
     /// the check and the new mark, continuity is no longer assumed, so such
     /// a restart is caught (pages compared) instead of skipping the frame.
-    fn let_the_wal_restart(&mut self) -> Result<(), DbError> {
+    fn let_the_wal_restart(&mut self) -> Result<bool, DbError> {
         // With commits already past the shipped state, a new mark would
         // cover them: leave the mark where it is; the next ship and
         // checkpoint try again.
         if self.frames_past_shipped()? {
-            return Ok(());
+            return Ok(false);
         }
         self.rotate_read_mark()?;
         if self.frames_past_shipped()? {
             // A commit came between the check and the new mark (a window
             // of microseconds).
             self.continuous = false;
+            return Ok(false);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Whether our new read mark may cover a frame past the shipped

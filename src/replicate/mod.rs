@@ -305,6 +305,21 @@ pub struct DbStatus {
     pub replicas: Vec<ReplicaStatus>,
 }
 
+/// What [`Replicator::restart_wal_now`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WalRestart {
+    /// Everything is shipped and checkpointed, and the read mark is on no
+    /// frame: the writer's next transaction starts the WAL over.
+    Done,
+    /// Another producer step, or the background fsync of the local store,
+    /// is running: nothing was done; try again after the next commit.
+    Busy,
+    /// Shipped and checkpointed, but a frame is still past the shipped
+    /// state or held by another reader (another connection wrote or reads):
+    /// try again once the WAL has grown some more.
+    NotNow,
+}
+
 /// The file a running replicator refreshes its status in.
 pub const STATUS_FILE: &str = "status.json";
 
@@ -1102,14 +1117,7 @@ impl Replicator {
             .map(|c| c.load(std::sync::atomic::Ordering::SeqCst));
         let out = self.produce_step(ts).await;
         if let (Some(seq), Ok(_)) = (seq, &out) {
-            let txid = self.inner.head.borrow().txid;
-            self.inner.covered.send_if_modified(|c| {
-                let newer = seq > c.0;
-                if newer {
-                    *c = (seq, txid);
-                }
-                newer
-            });
+            self.mark_covered(seq);
         }
         out
     }
@@ -1159,63 +1167,9 @@ impl Replicator {
         let inner = self.inner.clone();
         blocking(move || {
             let mut db = inner.db.lock().expect("db lock");
-            let outcome = match db.prepare(ts)? {
-                Prepared::UpToDate => SyncOutcome::UpToDate,
-                Prepared::Ship(mut p) => {
-                    let body = std::mem::replace(&mut p.body, LtxBody::Memory(Bytes::new()));
-                    let header = p.header;
-                    let post = p.post_apply;
-                    let bytes = body.len();
-                    let pages = p.page_count;
-                    let resync = p.kind == ShipKind::Resync;
-                    let state = db.state_dir().path().to_path_buf();
-                    inner
-                        .outbox
-                        .lock()
-                        .expect("outbox lock")
-                        .add(0, &header, post, body)
-                        .map_err(|source| ReplicateError::Local {
-                            path: state,
-                            source,
-                        })?;
-                    if let Err(e) = db.commit(p) {
-                        // Not recorded: the next step prepares this TXID
-                        // again. No replica has it yet (it is announced
-                        // below, only after the commit).
-                        inner
-                            .outbox
-                            .lock()
-                            .expect("outbox lock")
-                            .remove(0, header.max_txid);
-                        return Err(e.into());
-                    }
-                    if resync && header.max_txid.0 > 1 {
-                        tracing::info!(db = %inner.path.display(), txid = %header.max_txid, pages, "resync: shipping the pages that differ from the last shipped state");
-                    }
-                    inner.head.send_replace(Head {
-                        txid: header.max_txid,
-                        checksum: post,
-                        timestamp_ms: header.timestamp_ms,
-                    });
-                    SyncOutcome::Shipped {
-                        txid: header.max_txid,
-                        pages,
-                        bytes,
-                        resync,
-                    }
-                }
-            };
+            let outcome = Self::ship_blocking(&inner, &mut db, ts)?;
             if db.checkpoint_due() && Replicator::presynced(&inner) {
-                let state = db.state_dir().path().to_path_buf();
-                inner
-                    .outbox
-                    .lock()
-                    .expect("outbox lock")
-                    .sync()
-                    .map_err(|source| ReplicateError::Local {
-                        path: state,
-                        source,
-                    })?;
+                Self::sync_outbox(&inner, &db)?;
                 if let Some(mode) = db.maybe_checkpoint()? {
                     tracing::debug!(db = %inner.path.display(), mode, "checkpoint");
                 }
@@ -1223,6 +1177,136 @@ impl Replicator {
             Ok(outcome)
         })
         .await?
+    }
+
+    /// Takes at most one new LTX file from the database into the local
+    /// store and announces it. Called with the producer's step held.
+    fn ship_blocking(
+        inner: &Arc<Inner>,
+        db: &mut WatchedDb,
+        ts: i64,
+    ) -> Result<SyncOutcome, ReplicateError> {
+        Ok(match db.prepare(ts)? {
+            Prepared::UpToDate => SyncOutcome::UpToDate,
+            Prepared::Ship(mut p) => {
+                let body = std::mem::replace(&mut p.body, LtxBody::Memory(Bytes::new()));
+                let header = p.header;
+                let post = p.post_apply;
+                let bytes = body.len();
+                let pages = p.page_count;
+                let resync = p.kind == ShipKind::Resync;
+                let state = db.state_dir().path().to_path_buf();
+                inner
+                    .outbox
+                    .lock()
+                    .expect("outbox lock")
+                    .add(0, &header, post, body)
+                    .map_err(|source| ReplicateError::Local {
+                        path: state,
+                        source,
+                    })?;
+                if let Err(e) = db.commit(p) {
+                    // Not recorded: the next step prepares this TXID
+                    // again. No replica has it yet (it is announced
+                    // below, only after the commit).
+                    inner
+                        .outbox
+                        .lock()
+                        .expect("outbox lock")
+                        .remove(0, header.max_txid);
+                    return Err(e.into());
+                }
+                if resync && header.max_txid.0 > 1 {
+                    tracing::info!(db = %inner.path.display(), txid = %header.max_txid, pages, "resync: shipping the pages that differ from the last shipped state");
+                }
+                inner.head.send_replace(Head {
+                    txid: header.max_txid,
+                    checksum: post,
+                    timestamp_ms: header.timestamp_ms,
+                });
+                SyncOutcome::Shipped {
+                    txid: header.max_txid,
+                    pages,
+                    bytes,
+                    resync,
+                }
+            }
+        })
+    }
+
+    /// Fsyncs the local store's files not yet durable.
+    fn sync_outbox(inner: &Arc<Inner>, db: &WatchedDb) -> Result<(), ReplicateError> {
+        let state = db.state_dir().path().to_path_buf();
+        inner
+            .outbox
+            .lock()
+            .expect("outbox lock")
+            .sync()
+            .map_err(|source| ReplicateError::Local {
+                path: state,
+                source,
+            })
+    }
+
+    /// Lets the WAL start over now, from an embedded writer's commit hook
+    /// (see [`crate::vault`]), which calls it between two of its
+    /// transactions once the WAL has grown past
+    /// `VaultOptions::wal_restart_pages`.
+    ///
+    /// A writer that never pauses always has a commit past the shipped
+    /// state, so the read mark can never be retaken on no frame after a
+    /// checkpoint, and the WAL only grows, up to the TRUNCATE threshold and
+    /// the full page comparison that follows it. Here the writer waits for
+    /// this call: everything committed is shipped to the local store, made
+    /// durable there, checkpointed, and the mark retaken on no frame, so the
+    /// writer's next transaction restarts the WAL. Never waits for another
+    /// producer step (it says [`WalRestart::Busy`] instead) nor for the
+    /// background fsync of many local files ([`WalRestart::Busy`] too).
+    pub fn restart_wal_now(&self) -> Result<WalRestart, ReplicateError> {
+        let Ok(_step) = self.inner.produce.try_lock() else {
+            return Ok(WalRestart::Busy);
+        };
+        let inner = &self.inner;
+        let seq = inner
+            .commit_counter
+            .get()
+            .map(|c| c.load(std::sync::atomic::Ordering::SeqCst));
+        let ts = inner.clock.now_ms();
+        let mut db = inner.db.lock().expect("db lock");
+        if !Replicator::presynced(inner) {
+            return Ok(WalRestart::Busy);
+        }
+        // The writer is here, so at most a commit by another connection
+        // can follow; two passes take everything this writer committed.
+        for _ in 0..2 {
+            if let SyncOutcome::UpToDate = Self::ship_blocking(inner, &mut db, ts)? {
+                break;
+            }
+        }
+        Self::sync_outbox(inner, &db)?;
+        let restarted = db.checkpoint_for_restart()?;
+        drop(db);
+        if let Some(seq) = seq {
+            self.mark_covered(seq);
+        }
+        Ok(if restarted {
+            WalRestart::Done
+        } else {
+            WalRestart::NotNow
+        })
+    }
+
+    /// Records that commit `seq` of the embedded writer is in the local
+    /// store (durable commits wait for this, then for the replicas).
+    fn mark_covered(&self, seq: u64) {
+        let txid = self.inner.head.borrow().txid;
+        self.inner.covered.send_if_modified(|c| {
+            let newer = seq > c.0;
+            if newer {
+                *c = (seq, txid);
+            }
+            newer
+        });
     }
 
     /// Ships what is committed: takes at most one new LTX file from the
