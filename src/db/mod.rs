@@ -1105,7 +1105,7 @@ impl WatchedDb {
         if !self.passive_due() {
             return Ok(None);
         }
-        Ok(self.passive().map(|r| r.map(|_| "PASSIVE"))?)
+        Ok(self.passive()?.map(|_| "PASSIVE"))
     }
 
     /// A PASSIVE checkpoint on the connection not holding the mark: it
