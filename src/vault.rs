@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
-use tokio::sync::{Mutex, MutexGuard, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Mutex, MutexGuard, watch};
 
 use crate::ltx::Txid;
 use crate::replica::{Replica, ReplicaError};
@@ -236,8 +236,9 @@ impl VaultBuilder {
             path,
             replicator,
             writer: Mutex::new(writer),
-            pool: std::sync::Mutex::new(readers),
-            permits: Arc::new(Semaphore::new(opts.readers.max(1))),
+            readers: readers.into_iter().map(ReaderSlot::new).collect(),
+            returned: tokio::sync::Notify::new(),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
             counter,
             stop: stop_tx,
             run: Mutex::new(Some(run)),
@@ -299,33 +300,94 @@ pub struct Vault {
     path: PathBuf,
     replicator: Replicator,
     writer: Mutex<Connection>,
-    pool: std::sync::Mutex<Vec<Connection>>,
-    permits: Arc<Semaphore>,
+    /// The readers, one lock each. Taking one tries each lock without
+    /// waiting, from the one this thread used last: no shared counter or
+    /// pool lock on that path, which under four reader threads on two
+    /// cores cost more than the query itself (BENCHMARKS.md, "mixed
+    /// reads"). Only when every reader is out does the caller wait for one
+    /// to come back (`returned`, signalled when `waiting` is non-zero).
+    readers: Box<[ReaderSlot]>,
+    returned: tokio::sync::Notify,
+    waiting: std::sync::atomic::AtomicUsize,
     counter: Arc<AtomicU64>,
     stop: watch::Sender<bool>,
     run: Mutex<Option<tokio::task::JoinHandle<Result<(), ReplicateError>>>>,
     durable_timeout: Duration,
 }
 
+/// One reader connection of the pool and whether it is out. A flag, not
+/// a mutex: taking and returning a reader is one atomic operation each,
+/// and the slot has a cache line of its own.
+#[repr(align(64))]
+struct ReaderSlot {
+    out: std::sync::atomic::AtomicBool,
+    conn: std::cell::UnsafeCell<Connection>,
+}
+
+// SAFETY: `conn` is only reached through a `Reader`, and at most one
+// `Reader` per slot exists at a time: one is made only by the caller whose
+// compare-exchange set `out` from false to true, and `out` goes back to
+// false only when that `Reader` is dropped. A `Connection` may move between
+// threads (it is `Send`), which is all that handing the slot from one
+// holder to the next does.
+unsafe impl Sync for ReaderSlot {}
+
+impl ReaderSlot {
+    fn new(conn: Connection) -> ReaderSlot {
+        ReaderSlot {
+            out: std::sync::atomic::AtomicBool::new(false),
+            conn: std::cell::UnsafeCell::new(conn),
+        }
+    }
+
+    /// Takes the slot if it is free (SeqCst: see `Vault::reader`).
+    fn take(&self) -> bool {
+        !self.out.load(Ordering::SeqCst)
+            && self
+                .out
+                .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+    }
+}
+
 /// A reader connection from the pool (returned to it on drop).
 pub struct Reader<'a> {
-    conn: Option<Connection>,
+    slot: &'a ReaderSlot,
     vault: &'a Vault,
-    _permit: OwnedSemaphorePermit,
 }
 
 impl std::ops::Deref for Reader<'_> {
     type Target = Connection;
     fn deref(&self) -> &Connection {
-        self.conn.as_ref().expect("present until drop")
+        // SAFETY: this `Reader` holds the slot (see `ReaderSlot`).
+        unsafe { &*self.slot.conn.get() }
     }
 }
 
 impl Drop for Reader<'_> {
     fn drop(&mut self) {
-        if let Some(c) = self.conn.take() {
-            self.vault.pool.lock().expect("pool lock").push(c);
+        // Back in the pool first, then look for waiters. Both SeqCst, as
+        // the waiter's count and look, so one of the two sides sees the
+        // other: the waiter finds the slot free, or is woken.
+        self.slot.out.store(false, Ordering::SeqCst);
+        if self.vault.waiting.load(Ordering::SeqCst) > 0 {
+            self.vault.returned.notify_one();
         }
+    }
+}
+
+thread_local! {
+    /// The reader this thread took last (a hint: its pages are warm).
+    static LAST_READER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts a waiter for a reader while it lives (also when its future is
+/// dropped mid-wait).
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -357,24 +419,37 @@ impl Vault {
 
     /// A reader connection (`query_only`) from the pool.
     pub async fn reader(&self) -> Reader<'_> {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
-        let conn = self.pool.lock().expect("pool lock").pop();
-        let conn = match conn {
-            Some(c) => c,
-            None => {
-                open_reader(&self.path, Duration::from_secs(5)).expect("the database opened before")
-            }
-        };
-        Reader {
-            conn: Some(conn),
-            vault: self,
-            _permit: permit,
+        if let Some(r) = self.try_reader() {
+            return r;
         }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiting);
+        loop {
+            let returned = self.returned.notified();
+            tokio::pin!(returned);
+            // Registered before looking, so a reader returned after the
+            // look below wakes us.
+            returned.as_mut().enable();
+            if let Some(r) = self.try_reader() {
+                return r;
+            }
+            returned.await;
+        }
+    }
+
+    /// A free reader, if any, without waiting.
+    fn try_reader(&self) -> Option<Reader<'_>> {
+        let n = self.readers.len();
+        let start = LAST_READER.with(|c| c.get());
+        (0..n).find_map(|i| {
+            let k = (start + i) % n;
+            let slot = &self.readers[k];
+            if !slot.take() {
+                return None;
+            }
+            LAST_READER.with(|c| c.set(k));
+            Some(Reader { slot, vault: self })
+        })
     }
 
     /// The latest commit made through the writer.

@@ -365,3 +365,82 @@ fn a_writer_that_never_pauses_still_restarts_the_wal() {
         );
     });
 }
+
+/// The reader pool hands out at most `readers` connections at once; more
+/// callers than that wait and are all served, a reader is held across an
+/// `.await` in a spawned task (the guard is `Send`), and a caller that gives
+/// up while waiting takes nothing away from the others.
+#[test]
+fn the_reader_pool_serves_more_callers_than_readers() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
+        let opts = VaultOptions {
+            readers: 2,
+            ..VaultOptions::default()
+        };
+        let vault = Arc::new(
+            Vault::open(dir.path().join("app.db"))
+                .replica(replica)
+                .options(opts)
+                .start()
+                .await
+                .unwrap(),
+        );
+        vault
+            .writer()
+            .await
+            .execute_batch(
+                "CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT); INSERT INTO notes(body) VALUES ('a'), ('b');",
+            )
+            .unwrap();
+        let out = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let (vault, out, most) = (vault.clone(), out.clone(), most.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut total = 0;
+                for _ in 0..20 {
+                    let r = vault.reader().await;
+                    let now = out.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                    let n: i64 = r
+                        .query_row("SELECT count(*) FROM notes", [], |row| row.get(0))
+                        .unwrap();
+                    out.fetch_sub(1, Ordering::SeqCst);
+                    drop(r);
+                    total += n;
+                }
+                total
+            }));
+        }
+        // Callers that give up while every reader is out.
+        let holders = (vault.reader().await, vault.reader().await);
+        for _ in 0..3 {
+            assert!(
+                tokio::time::timeout(Duration::from_millis(20), vault.reader())
+                    .await
+                    .is_err(),
+                "a third reader was handed out while both were held"
+            );
+        }
+        drop(holders);
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), 40);
+        }
+        let most = most.load(Ordering::SeqCst);
+        assert!(
+            most <= 2,
+            "{most} readers were out at once from a pool of 2"
+        );
+        assert!(most >= 1);
+        let r = vault.reader().await;
+        assert_eq!(
+            r.query_row("SELECT count(*) FROM notes", [], |row| row.get::<_, i64>(0))
+                .unwrap(),
+            2
+        );
+    });
+}

@@ -160,9 +160,11 @@ fn thousands_of_small_transactions_while_running() {
         Workload::init(&c);
         drop(c);
         let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
-        // Ship each batch at once (no sync interval): many files.
+        // Ship each batch at once (no sync interval, a short poll): many
+        // files.
         let opts = ReplicateOptions {
             sync_interval: std::time::Duration::ZERO,
+            poll_interval: std::time::Duration::from_millis(10),
             ..ReplicateOptions::default()
         };
         let rep = Replicator::open(&db, replica.clone(), opts).await.unwrap();
@@ -175,6 +177,11 @@ fn thousands_of_small_transactions_while_running() {
             let mut c = create_db(&db2, 4096);
             for i in 1..=3000 {
                 Workload::apply(&mut c, i).unwrap();
+                // However fast this machine writes, the replicator gets
+                // several chances to ship while the writing goes on.
+                if i % 500 == 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(30));
+                }
             }
         })
         .await
