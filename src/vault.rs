@@ -188,27 +188,44 @@ impl VaultBuilder {
                     next_try = restart_at;
                 } else if restart_at > 0 && pages >= next_try {
                     // Past twice the threshold the writer outpaces the
-                    // replicator (usually the background fsync of the local
-                    // store): it waits, at most a second, so the WAL stays
-                    // bounded. Below, a busy replicator is retried at the
-                    // next commit.
+                    // replicator: it waits, so that the WAL stays bounded.
+                    // For the background fsync of the local store (a plain
+                    // thread) at most a second. For a producer step (an
+                    // async task) at most 50 ms, and not at all on a
+                    // current-thread runtime, where that task can only run
+                    // once this commit returns.
                     let wait = pages >= 2 * restart_at;
+                    let producer_can_run = !matches!(
+                        tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()),
+                        Ok(tokio::runtime::RuntimeFlavor::CurrentThread)
+                    );
                     let started = std::time::Instant::now();
                     loop {
+                        let waited = started.elapsed();
                         match rep.restart_wal_now() {
-                            Ok(WalRestart::Done) => break,
-                            Ok(WalRestart::Busy)
-                                if wait && started.elapsed() < Duration::from_secs(1) =>
-                            {
+                            Ok(WalRestart::Fsyncing) if wait && waited < Duration::from_secs(1) => {
                                 std::thread::sleep(Duration::from_micros(200));
                             }
-                            Ok(WalRestart::Busy) => {
+                            Ok(WalRestart::ProducerBusy)
+                                if wait
+                                    && producer_can_run
+                                    && waited < Duration::from_millis(50) =>
+                            {
+                                std::thread::sleep(Duration::from_micros(100));
+                            }
+                            Ok(WalRestart::ProducerBusy) | Ok(WalRestart::Fsyncing) => {
+                                // Below twice the threshold: the next commit
+                                // tries again. Past it, after a wait: a
+                                // while later.
                                 if wait {
                                     next_try = pages + restart_at.div_ceil(4);
                                 }
                                 break;
                             }
-                            Ok(WalRestart::NotNow) => {
+                            // Done: the next commit restarts the WAL, which
+                            // resets `next_try`; if a reader's mark keeps it
+                            // from restarting, the next try waits a while.
+                            Ok(WalRestart::Done) | Ok(WalRestart::NotNow) => {
                                 next_try = pages + restart_at.div_ceil(4);
                                 break;
                             }
@@ -327,9 +344,10 @@ struct ReaderSlot {
 // SAFETY: `conn` is only reached through a `Reader`, and at most one
 // `Reader` per slot exists at a time: one is made only by the caller whose
 // compare-exchange set `out` from false to true, and `out` goes back to
-// false only when that `Reader` is dropped. A `Connection` may move between
-// threads (it is `Send`), which is all that handing the slot from one
-// holder to the next does.
+// false only when that `Reader` is dropped. A `Reader` is not `Sync`, so
+// its `&Connection` is used by one thread at a time. A `Connection` may
+// move between threads (it is `Send`), which is all that handing the slot
+// from one holder to the next does.
 unsafe impl Sync for ReaderSlot {}
 
 impl ReaderSlot {
@@ -350,10 +368,23 @@ impl ReaderSlot {
     }
 }
 
-/// A reader connection from the pool (returned to it on drop).
+/// A reader connection from the pool (returned to it on drop). It may move
+/// to another thread (`Send`) but not be shared between threads: a
+/// `Connection` is not `Sync`.
+///
+/// ```
+/// fn moves_between_threads<T: Send>() {}
+/// moves_between_threads::<litevault::vault::Reader<'static>>();
+/// ```
+///
+/// ```compile_fail
+/// fn shared_between_threads<T: Sync>() {}
+/// shared_between_threads::<litevault::vault::Reader<'static>>();
+/// ```
 pub struct Reader<'a> {
     slot: &'a ReaderSlot,
     vault: &'a Vault,
+    not_sync: std::marker::PhantomData<std::cell::Cell<()>>,
 }
 
 impl std::ops::Deref for Reader<'_> {
@@ -448,7 +479,11 @@ impl Vault {
                 return None;
             }
             LAST_READER.with(|c| c.set(k));
-            Some(Reader { slot, vault: self })
+            Some(Reader {
+                slot,
+                vault: self,
+                not_sync: std::marker::PhantomData,
+            })
         })
     }
 

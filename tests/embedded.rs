@@ -444,3 +444,108 @@ fn the_reader_pool_serves_more_callers_than_readers() {
         );
     });
 }
+
+/// A pass that puts the WAL off for later (here: the frames a rolled-back
+/// transaction spilled still end the WAL file, which looks like a
+/// transaction still being written) must not count as "everything is
+/// shipped": a durable commit made then returns only once the replica
+/// holds it.
+#[test]
+fn a_durable_commit_after_a_rolled_back_spill_waits_for_the_replica() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
+        let vault = Vault::open(dir.path().join("app.db"))
+            .replica(replica.clone())
+            .start()
+            .await
+            .unwrap();
+        vault
+            .transaction_durable(|tx| {
+                tx.execute_batch("CREATE TABLE notes(id INTEGER PRIMARY KEY, body BLOB);")
+            })
+            .await
+            .unwrap();
+        {
+            let w = vault.writer().await;
+            // A small page cache makes the big transaction spill its pages
+            // into the WAL before it ends.
+            w.execute_batch("PRAGMA cache_size=-64; BEGIN;").unwrap();
+            for _ in 0..400 {
+                w.execute("INSERT INTO notes(body) VALUES (randomblob(4000))", [])
+                    .unwrap();
+            }
+            // The replicator sees the spilled frames of the open transaction.
+            vault.replicator().sync().await.unwrap();
+            w.execute_batch("ROLLBACK; PRAGMA cache_size=-2000;")
+                .unwrap();
+        }
+        vault
+            .transaction_durable(|tx| tx.execute("INSERT INTO notes(body) VALUES ('kept')", []))
+            .await
+            .unwrap();
+        assert_eq!(
+            restored_rows(&replica, dir.path(), "now.db").await,
+            1,
+            "the durable commit returned before the replica held it"
+        );
+        vault.close().await.unwrap();
+    });
+}
+
+/// On a current-thread runtime the writer's commits run on the only thread
+/// the replicator's tasks have: the hook must neither wait for a producer
+/// step (it could not run until the commit returns) nor stop letting the
+/// WAL restart.
+#[test]
+fn a_writer_on_a_current_thread_runtime_restarts_the_wal_too() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
+        let mut opts = VaultOptions {
+            wal_restart_pages: 300,
+            ..VaultOptions::default()
+        };
+        opts.replicate.checkpoint.min_pages = 100;
+        let vault = Vault::open(&db)
+            .replica(replica.clone())
+            .options(opts)
+            .start()
+            .await
+            .unwrap();
+        let commits = 3000;
+        let mut salts = std::collections::BTreeSet::new();
+        {
+            let mut conn = vault.writer().await;
+            Workload::init(&conn);
+            for k in 1..=commits {
+                Workload::apply(&mut conn, k).unwrap();
+                let h = std::fs::read(db.with_extension("db-wal")).unwrap();
+                salts.insert(h[16..24].to_vec());
+            }
+        }
+        let frames = (std::fs::metadata(db.with_extension("db-wal"))
+            .unwrap()
+            .len()
+            - 32)
+            / 4120;
+        assert!(
+            salts.len() > 5,
+            "the WAL started over {} times",
+            salts.len() - 1
+        );
+        assert!(frames < 900, "the WAL file grew to {frames} frames");
+        vault.wait_replicated(vault.txid()).await.unwrap();
+        vault.close().await.unwrap();
+        let out = dir.path().join("out.db");
+        restore(&replica, &out, &RestoreOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(Workload::check_prefix(&out), commits);
+    });
+}

@@ -172,6 +172,10 @@ pub struct PendingSnapshot {
 pub enum Prepared {
     /// Nothing new since the last shipped state.
     UpToDate,
+    /// Not looked at in full this time: a transaction still being written,
+    /// or the WAL changed under the reads. A commit may be waiting; look
+    /// again.
+    Later,
     /// A file to ship.
     Ship(Box<PendingLtx>),
 }
@@ -626,7 +630,7 @@ impl WatchedDb {
             && since.elapsed() < Duration::from_secs(1)
             && !self.last_frame_commits(h, len)?
         {
-            return Ok(Prepared::UpToDate);
+            return Ok(Prepared::Later);
         }
         let scan = self.scan_wal(h, cursor, len)?;
         self.open_txn = (scan.uncommitted_frames >= OPEN_TXN_FRAMES)
@@ -684,7 +688,7 @@ impl WatchedDb {
             } else {
                 self.read_wal_page(&walf, off, &mut page)?;
                 if ltx::page_checksum(pgno, &page) != changes[i].1 {
-                    return Ok(Prepared::UpToDate);
+                    return Ok(Prepared::Later);
                 }
                 &page
             };
@@ -693,7 +697,7 @@ impl WatchedDb {
         // A restart during our reads would mean the bytes came from two
         // generations: start over (the next pass sees the new salts).
         if !self.wal_salts_unchanged(h)? {
-            return Ok(Prepared::UpToDate);
+            return Ok(Prepared::Later);
         }
         let page_count = changes.len() as u32;
         let (w, _trailer) = enc.finish(post)?;
@@ -817,7 +821,7 @@ impl WatchedDb {
         if let Some((h, _)) = wal
             && !self.wal_salts_unchanged(h)?
         {
-            return Ok(Prepared::UpToDate);
+            return Ok(Prepared::Later);
         }
         let unchanged = changes.is_empty()
             && self
@@ -846,7 +850,7 @@ impl WatchedDb {
             if ltx::page_checksum(p, data) != sum {
                 // The image moved under us (it cannot while our mark is
                 // held); do not ship a file that does not match its sums.
-                return Ok(Prepared::UpToDate);
+                return Ok(Prepared::Later);
             }
             enc.encode_page(p, data)?;
         }

@@ -311,9 +311,13 @@ pub enum WalRestart {
     /// Everything is shipped and checkpointed, and the read mark is on no
     /// frame: the writer's next transaction starts the WAL over.
     Done,
-    /// Another producer step, or the background fsync of the local store,
-    /// is running: nothing was done; try again after the next commit.
-    Busy,
+    /// A producer step is running: nothing was done; try again after the
+    /// next commit. (Waiting for it could stall the runtime: the step is an
+    /// async task, and the caller may be on the runtime's only free thread.)
+    ProducerBusy,
+    /// The local store's files are being fsynced in the background (a
+    /// plain thread, done in a moment): nothing was done; try again.
+    Fsyncing,
     /// Shipped and checkpointed, but a frame is still past the shipped
     /// state or held by another reader (another connection wrote or reads):
     /// try again once the WAL has grown some more.
@@ -1115,11 +1119,11 @@ impl Replicator {
             .commit_counter
             .get()
             .map(|c| c.load(std::sync::atomic::Ordering::SeqCst));
-        let out = self.produce_step(ts).await;
-        if let (Some(seq), Ok(_)) = (seq, &out) {
+        let (outcome, covered) = self.produce_step(ts).await?;
+        if let (Some(seq), true) = (seq, covered) {
             self.mark_covered(seq);
         }
-        out
+        Ok(outcome)
     }
 
     /// Whether a due checkpoint may run now. Before a checkpoint, every
@@ -1163,7 +1167,9 @@ impl Replicator {
         false
     }
 
-    async fn produce_step(&self, ts: i64) -> Result<SyncOutcome, ReplicateError> {
+    /// One producer step; also says whether every commit made before it
+    /// began is now in the local store (see [`Replicator::ship_blocking`]).
+    async fn produce_step(&self, ts: i64) -> Result<(SyncOutcome, bool), ReplicateError> {
         let inner = self.inner.clone();
         blocking(move || {
             let mut db = inner.db.lock().expect("db lock");
@@ -1180,14 +1186,20 @@ impl Replicator {
     }
 
     /// Takes at most one new LTX file from the database into the local
-    /// store and announces it. Called with the producer's step held.
+    /// store and announces it. Called with the producer's step held. The
+    /// flag says whether everything committed before the call is now in the
+    /// local store: not so when the database asked to be looked at again
+    /// ([`Prepared::Later`]: a transaction still being written, or the WAL
+    /// changed under the reads), which a durable commit must not take for
+    /// "shipped".
     fn ship_blocking(
         inner: &Arc<Inner>,
         db: &mut WatchedDb,
         ts: i64,
-    ) -> Result<SyncOutcome, ReplicateError> {
+    ) -> Result<(SyncOutcome, bool), ReplicateError> {
         Ok(match db.prepare(ts)? {
-            Prepared::UpToDate => SyncOutcome::UpToDate,
+            Prepared::UpToDate => (SyncOutcome::UpToDate, true),
+            Prepared::Later => (SyncOutcome::UpToDate, false),
             Prepared::Ship(mut p) => {
                 let body = std::mem::replace(&mut p.body, LtxBody::Memory(Bytes::new()));
                 let header = p.header;
@@ -1224,12 +1236,13 @@ impl Replicator {
                     checksum: post,
                     timestamp_ms: header.timestamp_ms,
                 });
-                SyncOutcome::Shipped {
+                let shipped = SyncOutcome::Shipped {
                     txid: header.max_txid,
                     pages,
                     bytes,
                     resync,
-                }
+                };
+                (shipped, true)
             }
         })
     }
@@ -1260,11 +1273,11 @@ impl Replicator {
     /// this call: everything committed is shipped to the local store, made
     /// durable there, checkpointed, and the mark retaken on no frame, so the
     /// writer's next transaction restarts the WAL. Never waits for another
-    /// producer step (it says [`WalRestart::Busy`] instead) nor for the
-    /// background fsync of many local files ([`WalRestart::Busy`] too).
+    /// producer step (it says [`WalRestart::ProducerBusy`] instead) nor for
+    /// the background fsync of many local files ([`WalRestart::Fsyncing`]).
     pub fn restart_wal_now(&self) -> Result<WalRestart, ReplicateError> {
         let Ok(_step) = self.inner.produce.try_lock() else {
-            return Ok(WalRestart::Busy);
+            return Ok(WalRestart::ProducerBusy);
         };
         let inner = &self.inner;
         let seq = inner
@@ -1274,19 +1287,22 @@ impl Replicator {
         let ts = inner.clock.now_ms();
         let mut db = inner.db.lock().expect("db lock");
         if !Replicator::presynced(inner) {
-            return Ok(WalRestart::Busy);
+            return Ok(WalRestart::Fsyncing);
         }
         // The writer is here, so at most a commit by another connection
         // can follow; two passes take everything this writer committed.
+        let mut covered = false;
         for _ in 0..2 {
-            if let SyncOutcome::UpToDate = Self::ship_blocking(inner, &mut db, ts)? {
+            let (outcome, all) = Self::ship_blocking(inner, &mut db, ts)?;
+            covered |= all;
+            if let SyncOutcome::UpToDate = outcome {
                 break;
             }
         }
         Self::sync_outbox(inner, &db)?;
         let restarted = db.checkpoint_for_restart()?;
         drop(db);
-        if let Some(seq) = seq {
+        if let (Some(seq), true) = (seq, covered) {
             self.mark_covered(seq);
         }
         Ok(if restarted {
