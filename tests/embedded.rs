@@ -288,22 +288,61 @@ fn a_commit_window_groups_concurrent_durable_commits() {
     });
 }
 
-/// Commits `n` workload transactions back to back on the vault's writer,
-/// never pausing between them; returns how many distinct WAL generations
-/// (salts) were seen and the WAL file's largest size in frames.
-async fn commit_without_pause(vault: &Vault, db: &std::path::Path, n: i64) -> (usize, u64) {
+/// Commits `n` workload transactions back to back on `conn`, never pausing
+/// between them; returns how many distinct WAL generations (salts) were
+/// seen and the WAL file's largest size in frames.
+fn commit_and_watch_wal(
+    conn: &mut rusqlite::Connection,
+    db: &std::path::Path,
+    n: i64,
+) -> (usize, u64) {
     let wal = db.with_extension("db-wal");
-    let mut conn = vault.writer().await;
-    tokio::task::block_in_place(|| {
-        let mut salts = std::collections::BTreeSet::new();
-        for k in 1..=n {
-            Workload::apply(&mut conn, k).unwrap();
-            let h = std::fs::read(&wal).unwrap();
-            salts.insert(h[16..24].to_vec());
-        }
-        let len = std::fs::metadata(&wal).unwrap().len();
-        (salts.len(), (len - 32) / (4096 + 24))
-    })
+    let mut salts = std::collections::BTreeSet::new();
+    for k in 1..=n {
+        Workload::apply(conn, k).unwrap();
+        let h = std::fs::read(&wal).unwrap();
+        salts.insert(h[16..24].to_vec());
+    }
+    let len = std::fs::metadata(&wal).unwrap().len();
+    (salts.len(), (len - 32) / (4096 + 24))
+}
+
+/// A vault on `dir/app.db` with the workload's tables, a WAL restart due
+/// every `restart_pages` frames and a PASSIVE checkpoint every 100.
+async fn restarting_vault(dir: &std::path::Path, restart_pages: u64) -> (Vault, Replica) {
+    let replica = Replica::open(&file_url(&dir.join("replica"))).unwrap();
+    let mut opts = VaultOptions {
+        wal_restart_pages: restart_pages,
+        ..VaultOptions::default()
+    };
+    opts.replicate.checkpoint.min_pages = 100;
+    let vault = Vault::open(dir.join("app.db"))
+        .replica(replica.clone())
+        .options(opts)
+        .start()
+        .await
+        .unwrap();
+    Workload::init(&*vault.writer().await);
+    (vault, replica)
+}
+
+/// Waits for the replica, closes the vault, and checks that the replica
+/// restores all `commits` workload transactions, with no TRUNCATE run.
+async fn restores_every_commit(
+    vault: Vault,
+    replica: &Replica,
+    dir: &std::path::Path,
+    commits: i64,
+) {
+    vault.wait_replicated(vault.txid()).await.unwrap();
+    let st = vault.replicator().status();
+    assert_eq!(st.checkpoints.truncate, 0, "{st:?}");
+    vault.close().await.unwrap();
+    let out = dir.join("out.db");
+    restore(replica, &out, &RestoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(Workload::check_prefix(&out), commits);
 }
 
 /// A writer that never pauses always has a commit past the shipped state,
@@ -320,29 +359,12 @@ fn a_writer_that_never_pauses_still_restarts_the_wal() {
         for restart_pages in [0, 300] {
             let dir = tempfile::tempdir().unwrap();
             let db = dir.path().join("app.db");
-            let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
-            let mut opts = VaultOptions {
-                wal_restart_pages: restart_pages,
-                ..VaultOptions::default()
+            let (vault, replica) = restarting_vault(dir.path(), restart_pages).await;
+            let (generations, frames) = {
+                let mut conn = vault.writer().await;
+                tokio::task::block_in_place(|| commit_and_watch_wal(&mut conn, &db, commits))
             };
-            opts.replicate.checkpoint.min_pages = 100;
-            let vault = Vault::open(&db)
-                .replica(replica.clone())
-                .options(opts)
-                .start()
-                .await
-                .unwrap();
-            Workload::init(&*vault.writer().await);
-            let (generations, frames) = commit_without_pause(&vault, &db, commits).await;
-            vault.wait_replicated(vault.txid()).await.unwrap();
-            let st = vault.replicator().status();
-            assert_eq!(st.checkpoints.truncate, 0, "{st:?}");
-            vault.close().await.unwrap();
-            let out = dir.path().join("out.db");
-            restore(&replica, &out, &RestoreOptions::default())
-                .await
-                .unwrap();
-            assert_eq!(Workload::check_prefix(&out), commits);
+            restores_every_commit(vault, &replica, dir.path(), commits).await;
             if restart_pages > 0 {
                 assert!(
                     generations > 5,
@@ -506,46 +528,15 @@ fn a_writer_on_a_current_thread_runtime_restarts_the_wal_too() {
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("app.db");
-        let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
-        let mut opts = VaultOptions {
-            wal_restart_pages: 300,
-            ..VaultOptions::default()
-        };
-        opts.replicate.checkpoint.min_pages = 100;
-        let vault = Vault::open(&db)
-            .replica(replica.clone())
-            .options(opts)
-            .start()
-            .await
-            .unwrap();
+        let (vault, replica) = restarting_vault(dir.path(), 300).await;
         let commits = 3000;
-        let mut salts = std::collections::BTreeSet::new();
-        {
-            let mut conn = vault.writer().await;
-            Workload::init(&conn);
-            for k in 1..=commits {
-                Workload::apply(&mut conn, k).unwrap();
-                let h = std::fs::read(db.with_extension("db-wal")).unwrap();
-                salts.insert(h[16..24].to_vec());
-            }
-        }
-        let frames = (std::fs::metadata(db.with_extension("db-wal"))
-            .unwrap()
-            .len()
-            - 32)
-            / 4120;
+        let (generations, frames) = commit_and_watch_wal(&mut *vault.writer().await, &db, commits);
         assert!(
-            salts.len() > 5,
+            generations > 5,
             "the WAL started over {} times",
-            salts.len() - 1
+            generations - 1
         );
         assert!(frames < 900, "the WAL file grew to {frames} frames");
-        vault.wait_replicated(vault.txid()).await.unwrap();
-        vault.close().await.unwrap();
-        let out = dir.path().join("out.db");
-        restore(&replica, &out, &RestoreOptions::default())
-            .await
-            .unwrap();
-        assert_eq!(Workload::check_prefix(&out), commits);
+        restores_every_commit(vault, &replica, dir.path(), commits).await;
     });
 }
