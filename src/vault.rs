@@ -317,9 +317,9 @@ pub struct Vault {
     path: PathBuf,
     replicator: Replicator,
     writer: Mutex<Connection>,
-    /// The readers, one lock each. Taking one tries each lock without
-    /// waiting, from the one this thread used last: no shared counter or
-    /// pool lock on that path, which under four reader threads on two
+    /// The readers, one "taken" flag each. Taking one tries each flag
+    /// without waiting, from the one this thread used last: no shared
+    /// counter or pool lock on that path, which under four reader threads on two
     /// cores cost more than the query itself (BENCHMARKS.md, "mixed
     /// reads"). Only when every reader is out does the caller wait for one
     /// to come back (`returned`, signalled when `waiting` is non-zero).
