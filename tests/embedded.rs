@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use litevault::replica::{KeyLayout, Replica, RetryPolicy};
+use litevault::replica::{KeyLayout, Replica};
 use litevault::restore::{RestoreOptions, restore};
 use litevault::{Vault, VaultError, VaultOptions};
-use support::store::flaky;
+use support::store::{flaky, flaky_memory_replica};
 use support::*;
 
 fn count_rows(path: &std::path::Path) -> i64 {
@@ -186,13 +186,7 @@ fn concurrent_durable_commits_share_uploads() {
 fn a_durable_commit_that_times_out_loses_nothing() {
     block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let store = flaky(Arc::new(object_store::memory::InMemory::new()));
-        let replica = Replica::from_store(store.clone(), "app", KeyLayout::Ltx, "flaky")
-            .with_retry(RetryPolicy {
-                max_attempts: 1,
-                initial_backoff: Duration::from_millis(1),
-                max_backoff: Duration::from_millis(2),
-            });
+        let (store, replica) = flaky_memory_replica(1);
         let opts = VaultOptions {
             durable_timeout: Duration::from_millis(300),
             ..VaultOptions::default()

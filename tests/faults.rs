@@ -8,19 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use litevault::replica::{KeyLayout, Replica, RetryPolicy};
+use litevault::replica::{KeyLayout, Replica};
 use litevault::restore::{RestoreOptions, restore};
 use litevault::{ReplicateOptions, Replicator};
-use support::store::flaky;
+use support::store::{fast_retry, flaky, flaky_memory_replica};
 use support::*;
-
-fn fast_retry(attempts: u32) -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: attempts,
-        initial_backoff: Duration::from_millis(1),
-        max_backoff: Duration::from_millis(4),
-    }
-}
 
 #[test]
 fn transient_put_failures_are_retried() {
@@ -29,9 +21,7 @@ fn transient_put_failures_are_retried() {
         let db = dir.path().join("app.db");
         let mut c = create_db(&db, 4096);
         Workload::init(&c);
-        let store = flaky(Arc::new(object_store::memory::InMemory::new()));
-        let replica = Replica::from_store(store.clone(), "app", KeyLayout::Ltx, "flaky")
-            .with_retry(fast_retry(5));
+        let (store, replica) = flaky_memory_replica(5);
         let rep = Replicator::open(&db, replica.clone(), ReplicateOptions::default())
             .await
             .unwrap();
@@ -121,9 +111,7 @@ fn failed_uploads_across_a_wal_restart() {
         let mut c = create_db(&db, 4096);
         c.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
         Workload::init(&c);
-        let store = flaky(Arc::new(object_store::memory::InMemory::new()));
-        let replica = Replica::from_store(store.clone(), "app", KeyLayout::Ltx, "flaky")
-            .with_retry(fast_retry(1));
+        let (store, replica) = flaky_memory_replica(1);
         let rep = Replicator::open(&db, replica.clone(), ReplicateOptions::default())
             .await
             .unwrap();
@@ -176,9 +164,7 @@ fn a_failing_replica_does_not_hold_back_the_other() {
         let mut c = create_db(&db, 4096);
         Workload::init(&c);
         let good = Replica::open(&file_url(&dir.path().join("good"))).unwrap();
-        let store = flaky(Arc::new(object_store::memory::InMemory::new()));
-        let bad = Replica::from_store(store.clone(), "app", KeyLayout::Ltx, "flaky")
-            .with_retry(fast_retry(1));
+        let (store, bad) = flaky_memory_replica(1);
         let mut opts = ReplicateOptions::default();
         opts.checkpoint.min_pages = 10;
         let rep = Replicator::open_many(&db, vec![good.clone(), bad.clone()], opts)

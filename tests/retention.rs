@@ -273,8 +273,6 @@ fn retention_on_azure_deletes_in_bulk() {
 /// nothing.
 #[test]
 fn compaction_reads_merged_uploads_from_the_local_store() {
-    use litevault::replica::KeyLayout;
-    use support::store::flaky;
     block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("app.db");
@@ -282,13 +280,7 @@ fn compaction_reads_merged_uploads_from_the_local_store() {
         Workload::init(&c);
         let now = Arc::new(AtomicI64::new(1_800_000_000_000));
         let n = now.clone();
-        let store = flaky(Arc::new(object_store::memory::InMemory::new()));
-        let replica = Replica::from_store(store.clone(), "app", KeyLayout::Ltx, "flaky")
-            .with_retry(litevault::replica::RetryPolicy {
-                max_attempts: 1,
-                initial_backoff: Duration::from_millis(1),
-                max_backoff: Duration::from_millis(1),
-            });
+        let (store, replica) = support::store::flaky_memory_replica(1);
         let rep = Replicator::open(
             &db,
             replica.clone(),

@@ -118,3 +118,26 @@ pub fn flaky(inner: Arc<dyn ObjectStore>) -> Arc<FlakyStore> {
         held: AtomicU32::new(0),
     })
 }
+
+/// Retries with millisecond backoffs: `attempts` tries in all.
+pub fn fast_retry(attempts: u32) -> litevault::replica::RetryPolicy {
+    litevault::replica::RetryPolicy {
+        max_attempts: attempts,
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(4),
+    }
+}
+
+/// A replica at prefix `app` of a fresh in-memory store behind a
+/// [`FlakyStore`], retrying as [`fast_retry`]`(attempts)`.
+pub fn flaky_memory_replica(attempts: u32) -> (Arc<FlakyStore>, litevault::Replica) {
+    let store = flaky(Arc::new(object_store::memory::InMemory::new()));
+    let replica = litevault::Replica::from_store(
+        store.clone(),
+        "app",
+        litevault::replica::KeyLayout::Ltx,
+        "flaky",
+    )
+    .with_retry(fast_retry(attempts));
+    (store, replica)
+}
