@@ -149,6 +149,22 @@ def _on_alarm(_signum, _frame):
     raise TimeoutError("--deadline reached")
 
 
+def start_run(args) -> tuple[Path, Path, dict]:
+    """What every benchmark script does first: TERM and HUP end the run
+    through its cleanup, `--deadline` arms an alarm, the work folder is
+    made, and the results file (`--out`, default WORKDIR/results.json) is
+    read if it exists. Returns (workdir, out_path, results)."""
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGHUP, _on_signal)
+    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.alarm(int(args.deadline))
+    workdir = Path(args.workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    out_path = Path(args.out) if args.out else workdir / "results.json"
+    results = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    return workdir, out_path, results
+
+
 def _gnu_time() -> str | None:
     t = "/usr/bin/time"
     try:
@@ -1024,15 +1040,7 @@ def main() -> int:
     if args.load_seconds is None:
         args.load_seconds = 20.0 if args.commits >= 20 else 5.0
 
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGHUP, _on_signal)
-    signal.signal(signal.SIGALRM, _on_alarm)
-    signal.alarm(int(args.deadline))
-
-    workdir = Path(args.workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    out_path = Path(args.out) if args.out else workdir / "results.json"
-    results = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    workdir, out_path, results = start_run(args)
     started = time.monotonic()
     try:
         tools = Tools(args, workdir)

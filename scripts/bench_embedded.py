@@ -469,14 +469,7 @@ def main() -> int:
         args.rounds, args.round_seconds, args.chat_seconds, args.chat_seed = 1, 1.0, 2, 20
     args.writers = [int(w) for w in args.writers.split(",")]
 
-    signal.signal(signal.SIGTERM, bc._on_signal)
-    signal.signal(signal.SIGHUP, bc._on_signal)
-    signal.signal(signal.SIGALRM, bc._on_alarm)
-    signal.alarm(int(args.deadline))
-    workdir = Path(args.workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    out_path = Path(args.out) if args.out else workdir / "results.json"
-    results = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    workdir, out_path, results = bc.start_run(args)
     started = time.monotonic()
     try:
         tools = bc.Tools(args, workdir)
