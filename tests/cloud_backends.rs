@@ -184,21 +184,23 @@ fn azure_cli_restore_with_the_documented_url() {
         rep.sync_all().await.unwrap();
         rep.run(async {}).await.unwrap();
         let out = dir.path().join("cli.db");
-        let st = litevault(&[(
-            "LITESTREAM_AZURE_ACCOUNT_KEY",
-            support::cloud::AZURITE_KEY.to_string(),
-        )])
-        .args(["restore", &az.url(&container, "app"), "-o"])
-        .arg(&out)
-        .output()
-        .unwrap();
-        assert!(
-            st.status.success(),
-            "{}",
-            String::from_utf8_lossy(&st.stderr)
-        );
+        cli_restore_from_azurite(&az, &container, &out);
         assert_eq!(content_digest(&out).unwrap(), content_digest(&db).unwrap());
     });
+}
+
+/// `litevault restore` of the Azurite replica at `<container>/app`, with the
+/// documented URL and the key from the environment, into `out`.
+fn cli_restore_from_azurite(az: &support::cloud::Azurite, container: &str, out: &std::path::Path) {
+    let o = litevault(&[(
+        "LITESTREAM_AZURE_ACCOUNT_KEY",
+        support::cloud::AZURITE_KEY.to_string(),
+    )])
+    .args(["restore", &az.url(container, "app"), "-o"])
+    .arg(out)
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 /// The config file: an `abs` replica with `endpoint`, `account-name` and
@@ -236,15 +238,7 @@ fn azure_replica_from_a_config_file() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = dir.path().join("out.db");
-    let o = litevault(&[(
-        "LITESTREAM_AZURE_ACCOUNT_KEY",
-        support::cloud::AZURITE_KEY.to_string(),
-    )])
-    .args(["restore", &az.url(&container, "app"), "-o"])
-    .arg(&out)
-    .output()
-    .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    cli_restore_from_azurite(&az, &container, &out);
     assert_eq!(Workload::check_prefix(&out), 9);
     assert_eq!(content_digest(&out).unwrap(), content_digest(&db).unwrap());
 }

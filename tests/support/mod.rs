@@ -52,16 +52,22 @@ pub fn http_request(
     )?;
     let mut buf = String::new();
     s.read_to_string(&mut buf)?;
-    let code = buf
+    Ok(parse_http_response(&buf))
+}
+
+/// The status code (0 if there is none) and the body of a raw HTTP/1.1
+/// response read to its end.
+pub fn parse_http_response(raw: &str) -> (u16, String) {
+    let code = raw
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = buf
+    let body = raw
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
-    Ok((code, body))
+    (code, body)
 }
 
 fn http(port: u16, method: &str, path: &str) -> std::io::Result<u16> {
