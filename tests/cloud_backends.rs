@@ -20,7 +20,7 @@ use std::path::Path;
 
 use litevault::content::content_digest;
 use litevault::ltx::Txid;
-use litevault::restore::{RestoreOptions, RestoreOutcome, RestoreTarget, restore};
+use litevault::restore::{RestoreOutcome, RestoreTarget};
 use litevault::{Replica, ReplicateOptions, Replicator};
 use support::cloud::{FakeGcs, GCS_EMULATOR_KEY};
 use support::*;
@@ -43,19 +43,7 @@ fn files_under(root: &Path) -> Vec<std::path::PathBuf> {
 }
 
 async fn restore_to(replica: &Replica, out: &Path, target: RestoreTarget) -> Txid {
-    let _ = std::fs::remove_file(out);
-    let outcome = restore(
-        replica,
-        out,
-        &RestoreOptions {
-            target,
-            write_state: false,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("restore {target:?} from GCS: {e}"));
-    match outcome {
+    match restore_at(replica, out, target).await {
         RestoreOutcome::Restored(r) => {
             assert!(r.checksum_verified);
             r.txid

@@ -12,21 +12,6 @@ use litevault::restore::{RestoreOptions, RestoreOutcome, RestoreTarget, restore}
 use litevault::{Replica, ReplicateOptions, Replicator, SyncOutcome};
 use support::*;
 
-async fn restore_at(replica: &Replica, out: &Path, target: RestoreTarget) -> RestoreOutcome {
-    let _ = std::fs::remove_file(out);
-    restore(
-        replica,
-        out,
-        &RestoreOptions {
-            target,
-            write_state: false,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("restore {target:?}: {e}"))
-}
-
 /// The conformance scenario: a history with inserts, updates, deletes, schema
 /// changes, growth, VACUUM and app checkpoints; every TXID restores to the
 /// state that was live when it was shipped.

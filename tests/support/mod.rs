@@ -332,3 +332,24 @@ pub fn signal(child: &Child, sig: &str) {
         .unwrap();
     assert!(status.success());
 }
+
+/// Restores `target` of `replica` into `out` (replacing it, writing no
+/// follow state); panics with the target on failure.
+pub async fn restore_at(
+    replica: &Replica,
+    out: &Path,
+    target: litevault::restore::RestoreTarget,
+) -> litevault::restore::RestoreOutcome {
+    let _ = std::fs::remove_file(out);
+    litevault::restore::restore(
+        replica,
+        out,
+        &litevault::restore::RestoreOptions {
+            target,
+            write_state: false,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("restore {target:?}: {e}"))
+}
