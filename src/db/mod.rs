@@ -1076,17 +1076,22 @@ impl WatchedDb {
         let started = std::time::Instant::now();
         let mode = self.run_checkpoint()?;
         if let Some(m) = mode {
-            let c = &mut self.checkpoints;
-            let d = started.elapsed();
-            if m == "TRUNCATE" {
-                c.truncate += 1;
-            } else {
-                c.passive += 1;
-            }
-            c.total_seconds += d.as_secs_f64();
-            c.last_seconds = d.as_secs_f64();
+            self.record_checkpoint(m == "TRUNCATE", started);
         }
         Ok(mode)
+    }
+
+    /// Counts a checkpoint begun at `started` in the stats.
+    fn record_checkpoint(&mut self, truncate: bool, started: std::time::Instant) {
+        let d = started.elapsed().as_secs_f64();
+        let c = &mut self.checkpoints;
+        if truncate {
+            c.truncate += 1;
+        } else {
+            c.passive += 1;
+        }
+        c.total_seconds += d;
+        c.last_seconds = d;
     }
 
     /// Checkpoints run so far and their durations.
@@ -1142,11 +1147,7 @@ impl WatchedDb {
         let Some(restarted) = self.passive()? else {
             return Ok(false);
         };
-        let d = started.elapsed();
-        let c = &mut self.checkpoints;
-        c.passive += 1;
-        c.total_seconds += d.as_secs_f64();
-        c.last_seconds = d.as_secs_f64();
+        self.record_checkpoint(false, started);
         Ok(restarted)
     }
 
