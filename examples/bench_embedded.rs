@@ -64,6 +64,10 @@ struct Cli {
     /// S3 secret key given to every store opened here.
     #[arg(long, env = "BENCH_SECRET_KEY")]
     secret_key: String,
+    /// `VaultOptions::wal_restart_pages` of every vault opened here (0: the
+    /// commit hook never pauses the writer to let the WAL restart).
+    #[arg(long, default_value_t = litevault::vault::DEFAULT_WAL_RESTART_PAGES)]
+    wal_restart_pages: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -177,6 +181,7 @@ fn summary(v: &[f64]) -> serde_json::Value {
 
 struct Ctx {
     creds: S3Credentials,
+    wal_restart_pages: u64,
 }
 
 impl Ctx {
@@ -200,6 +205,7 @@ impl Ctx {
                 ..defaults.replicate.clone()
             },
             durable_timeout: Duration::from_secs(60),
+            wal_restart_pages: self.wal_restart_pages,
             ..defaults
         };
         let vault = Vault::open(dir.join("app.db"))
@@ -734,6 +740,7 @@ async fn main() -> anyhow::Result<()> {
             access_key_id: cli.access_key,
             secret_access_key: cli.secret_key,
         },
+        wal_restart_pages: cli.wal_restart_pages,
     };
     // Run on a worker thread, as an application's request handlers do (the
     // main thread of `block_on` would add a cross-thread wake-up to every
