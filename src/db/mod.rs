@@ -22,6 +22,7 @@
 //! the "resync". It closes the gap Litestream 0.5.17 leaves when the app
 //! checkpoints and restarts the WAL while the replicator is down.
 
+mod committed;
 pub mod state;
 
 use std::collections::BTreeMap;
@@ -34,12 +35,9 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::ltx::{self, Checksum, DbChecksum, Txid};
 use crate::replica::{LtxBody, SPILL_THRESHOLD, SpillWriter};
-use crate::wal::{self, WalCursor, WalHeader};
+use crate::wal::{self, WalCursor, WalHeader, WalIndexHeader};
+use committed::Committed;
 pub use state::{SavedPosition, StateDir, WalPosition};
-
-/// An uncommitted tail this long makes the next polls wait for a commit
-/// frame before rescanning.
-const OPEN_TXN_FRAMES: u64 = 256;
 
 /// Errors of the watched database.
 #[non_exhaustive]
@@ -90,6 +88,16 @@ pub enum DbError {
     /// Encoding an LTX file failed.
     #[error("encoding LTX: {0}")]
     Ltx(#[from] ltx::LtxError),
+    /// The WAL's committed frames do not verify.
+    #[error(
+        "{path} does not verify up to frame {frames}, the last one SQLite committed (a damaged WAL file, or one changed by something other than SQLite); nothing is shipped from it. The app keeps working; replication resumes after the next checkpoint restarts the WAL (e.g. sqlite3 DB 'PRAGMA wal_checkpoint(TRUNCATE)')"
+    )]
+    WalDamaged {
+        /// The WAL file.
+        path: PathBuf,
+        /// How many frames SQLite's wal-index counts as committed.
+        frames: u32,
+    },
 }
 
 /// Checkpoint thresholds.
@@ -215,9 +223,14 @@ pub struct WatchedDb {
     /// offset), and when it ran: the thresholds count frames shipped since.
     checkpointed: Option<(u32, u32, u64)>,
     checkpointed_at: std::time::Instant,
-    /// Set when the last scan ended in a long uncommitted transaction: when
-    /// it was seen, the WAL salts and the scan's start offset.
-    open_txn: Option<(std::time::Instant, u32, u32, u64)>,
+    /// The wal-index (`-shm`), which says where the committed WAL ends.
+    shm_path: PathBuf,
+    /// A descriptor of it, opened once and never closed while the
+    /// connections are open: SQLite's read marks are POSIX locks on this
+    /// file, and closing any descriptor of it drops them all.
+    shm_file: std::sync::OnceLock<File>,
+    /// Why the last resync was needed (for the log).
+    resync_reason: &'static str,
 }
 
 fn sqlite_err(path: &Path) -> impl Fn(rusqlite::Error) -> DbError + '_ {
@@ -234,10 +247,14 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> DbError + '_ {
     }
 }
 
-fn wal_path_of(db: &Path) -> PathBuf {
+fn sibling_path(db: &Path, suffix: &str) -> PathBuf {
     let mut s = db.as_os_str().to_owned();
-    s.push("-wal");
+    s.push(suffix);
     PathBuf::from(s)
+}
+
+fn wal_path_of(db: &Path) -> PathBuf {
+    sibling_path(db, "-wal")
 }
 
 fn open_conn(path: &Path) -> Result<Connection, DbError> {
@@ -307,6 +324,7 @@ impl WatchedDb {
             .map_err(sqlite_err(&path))?;
         let b = open_conn(&path)?;
         let db_file = File::open(&path).map_err(io_err(&path))?;
+        let shm_path = sibling_path(&path, "-shm");
         Ok(WatchedDb {
             db_file,
             wal_path: wal_path_of(&path),
@@ -326,8 +344,15 @@ impl WatchedDb {
             checkpoints: CheckpointStats::default(),
             checkpointed: None,
             checkpointed_at: std::time::Instant::now(),
-            open_txn: None,
+            shm_file: std::sync::OnceLock::new(),
+            shm_path,
+            resync_reason: "",
         })
+    }
+
+    /// Why the last resync was needed.
+    pub fn resync_reason(&self) -> &'static str {
+        self.resync_reason
     }
 
     /// Writes files Litestream 0.5 can restore: the NoChecksum flag, with
@@ -463,23 +488,6 @@ impl WatchedDb {
         }
     }
 
-    /// Whether the last whole frame of the WAL carries a commit size with
-    /// this generation's salts (a cheap hint that a transaction just ended).
-    fn last_frame_commits(&self, h: &WalHeader, len: u64) -> Result<bool, DbError> {
-        let frame = h.frame_size() as u64;
-        let frames = len.saturating_sub(wal::WAL_HEADER_SIZE as u64) / frame;
-        if frames == 0 {
-            return Ok(false);
-        }
-        let at = wal::WAL_HEADER_SIZE as u64 + (frames - 1) * frame;
-        let f = File::open(&self.wal_path).map_err(io_err(&self.wal_path))?;
-        let mut raw = [0u8; wal::FRAME_HEADER_SIZE];
-        f.read_exact_at(&mut raw, at)
-            .map_err(io_err(&self.wal_path))?;
-        let fh = wal::FrameHeader::parse(&raw);
-        Ok(fh.is_commit() && h.salts_match(&fh))
-    }
-
     /// Reads one page of a WAL frame.
     fn read_wal_page(
         &self,
@@ -494,52 +502,76 @@ impl WatchedDb {
 
     /// Looks at the database and prepares the next LTX file to ship, if any.
     /// Blocking: call from a blocking thread.
+    ///
+    /// Only what SQLite counts as committed is read: the WAL up to the frame
+    /// the wal-index names (see [`committed`]). A file is prepared only when
+    /// its frames chain from the shipped position exactly to that frame;
+    /// otherwise the shipped position is not on SQLite's committed history,
+    /// and the pages are compared instead (resync).
     pub fn prepare(&mut self, timestamp_ms: i64) -> Result<Prepared, DbError> {
         self.rotate_read_mark()?;
-        let wal = self.read_wal_header()?;
+        let Some(committed) = self.committed()? else {
+            self.continuous = false;
+            return Ok(Prepared::Later);
+        };
         let pos = self.wal;
-        // Continue from the saved position when it provably belongs to the
-        // current WAL generation, or (read mark held throughout) when the WAL
+        // Continue from the saved position when it provably lies on the
+        // committed frames of the current WAL generation, or (read mark held
+        // throughout and everything it covered shipped) when the WAL
         // restarted: then the old generation was shipped to its end.
-        let start = match (pos, &wal) {
+        let start = match (pos, committed) {
             (
                 Some(WalPosition::Frames {
                     salt1,
                     salt2,
                     cursor,
                 }),
-                Some((h, len)),
+                Committed::Frames { header: h, end, .. },
             ) if h.salt1 == salt1 && h.salt2 == salt2 => {
-                if self.frame_matches(h, cursor, *len)? {
+                if cursor.offset > end {
+                    self.resync_reason = "the shipped position is past the last committed frame";
+                    None
+                } else if self.frame_matches(&h, cursor, end)? {
                     Some(cursor)
                 } else {
+                    self.resync_reason = "the frame at the shipped position changed";
                     None
                 }
             }
-            (Some(_), Some((h, _))) if self.continuous => Some(WalCursor::start(h)),
-            (Some(_), None) if self.continuous => {
-                // The WAL is gone or empty and nothing was lost while we held
-                // the mark: the database file is the shipped state.
+            (Some(_), Committed::Frames { header: h, .. }) if self.continuous => {
+                Some(WalCursor::start(&h))
+            }
+            (Some(_), Committed::NoFrames) if self.continuous => {
+                // No committed frame and nothing was lost while we held the
+                // mark: the database file is the shipped state.
                 self.wal = Some(WalPosition::NoWal);
-                self.continuous = true;
                 return Ok(Prepared::UpToDate);
             }
-            (Some(WalPosition::NoWal), Some((h, _))) if self.continuous => {
-                Some(WalCursor::start(h))
+            (None, _) => {
+                self.resync_reason = "no shipped WAL position";
+                None
             }
-            _ => None,
+            _ => {
+                self.resync_reason = "the WAL started over since the last proven pass";
+                None
+            }
         };
-        let prepared = match (start, &wal) {
-            (Some(cursor), Some((h, len))) => self.prepare_frames(h, cursor, *len, timestamp_ms)?,
-            _ => self.prepare_resync(wal.as_ref(), timestamp_ms)?,
+        let prepared = match (start, committed) {
+            (Some(cursor), Committed::Frames { header, end, index }) => {
+                match self.prepare_frames(&header, cursor, end, &index, timestamp_ms)? {
+                    Some(p) => p,
+                    None => self.prepare_resync(committed, timestamp_ms)?,
+                }
+            }
+            _ => self.prepare_resync(committed, timestamp_ms)?,
         };
-        // Continuity holds while every frame up to our mark is shipped. A
-        // prepared file is not shipped yet: until `commit` records it, frames
-        // between the shipped position and our mark could be checkpointed
-        // and, after the next rotation, lost to a WAL restart. So a ship that
-        // is abandoned (failed upload) makes the next pass prove continuity
-        // from the saved position instead of assuming it.
-        self.continuous = !matches!(prepared, Prepared::Ship(_));
+        // Continuity holds while every frame up to our mark is shipped: the
+        // mark was taken before the index was read, so reaching the index's
+        // last frame covers it. A prepared file is not shipped yet: until
+        // `commit` records it, frames between the shipped position and our
+        // mark could be checkpointed and, after the next rotation, lost to a
+        // WAL restart. A pass that put the WAL off (`Later`) proves nothing.
+        self.continuous = matches!(prepared, Prepared::UpToDate);
         Ok(prepared)
     }
 
@@ -605,44 +637,66 @@ impl WatchedDb {
         header
     }
 
+    /// The next file from the committed frames past `cursor`, up to `end`
+    /// (the index's last frame). `None` when the frames from `cursor` do
+    /// not chain to that frame: the shipped position is not on SQLite's
+    /// committed history, and only a resync can tell what differs.
     fn prepare_frames(
         &mut self,
         h: &WalHeader,
         cursor: WalCursor,
-        len: u64,
+        end: u64,
+        index: &WalIndexHeader,
         timestamp_ms: i64,
-    ) -> Result<Prepared, DbError> {
-        let table = self
-            .table
-            .as_ref()
-            .expect("a WAL position is only kept with a page table");
+    ) -> Result<Option<Prepared>, DbError> {
+        if self.table.is_none() {
+            self.resync_reason = "no page table";
+            return Ok(None);
+        }
         if h.page_size != self.page_size {
+            self.resync_reason = "the page size changed";
             // The page size changed (VACUUM after leaving WAL mode): resync.
             self.page_size = h.page_size;
             self.table = None;
-            return self.prepare_resync(Some(&(*h, len)), timestamp_ms);
+            return Ok(None);
         }
-        // A transaction of many frames still being written: rescanning it on
-        // every poll would cost O(n^2). Until its writer appends a commit frame
-        // (the last frame of the file says so), or for at most a second, skip.
-        if let Some((since, salt1, salt2, from)) = self.open_txn
-            && (salt1, salt2, from) == (h.salt1, h.salt2, cursor.offset)
-            && since.elapsed() < Duration::from_secs(1)
-            && !self.last_frame_commits(h, len)?
-        {
-            return Ok(Prepared::Later);
-        }
-        let scan = self.scan_wal(h, cursor, len)?;
-        self.open_txn = (scan.uncommitted_frames >= OPEN_TXN_FRAMES)
-            .then(|| (std::time::Instant::now(), h.salt1, h.salt2, cursor.offset));
-        let Some(last) = scan.txns.last() else {
+        if cursor.offset == end {
+            if end > wal::WAL_HEADER_SIZE as u64 && cursor.checksum != index.frame_checksum {
+                self.resync_reason = "the last committed frame is not the shipped one";
+                return Ok(None);
+            }
             self.wal = Some(WalPosition::Frames {
                 salt1: h.salt1,
                 salt2: h.salt2,
                 cursor,
             });
-            return Ok(Prepared::UpToDate);
+            return Ok(Some(Prepared::UpToDate));
+        }
+        let scan = self.scan_wal(h, cursor, end)?;
+        if !Self::scan_reaches(&scan, end, index) {
+            // A restart under our reads explains it; else the position is
+            // off the committed chain.
+            if !self.wal_salts_unchanged(h)? {
+                return Ok(Some(Prepared::Later));
+            }
+            tracing::warn!(
+                db = %self.path.display(),
+                offset = cursor.offset,
+                committed_end = end,
+                "the shipped WAL position does not lead to the frame SQLite last committed; comparing pages instead"
+            );
+            self.resync_reason =
+                "the frames from the shipped position do not reach the last committed frame";
+            return Ok(None);
+        }
+        let Some(last) = scan.txns.last() else {
+            self.resync_reason = "no transaction before the last committed frame";
+            return Ok(None);
         };
+        let table = self
+            .table
+            .as_ref()
+            .expect("checked above: a WAL position is only kept with a page table");
         let commit = last.commit;
         let end = last.end;
         // Newest frame of each page wins.
@@ -653,6 +707,15 @@ impl WatchedDb {
             }
         }
         let lock = ltx::lock_pgno(self.page_size);
+        // A page the new size counts that neither the shipped state nor
+        // these frames hold (the database shrank in an earlier file and grew
+        // back without rewriting it, or SQLite left a new free page
+        // unwritten) would be a hole in the published state. Only the image
+        // SQLite reads can fill it: compare pages instead.
+        if (table.len() as u32 + 1..=commit).any(|p| p != lock && !latest.contains_key(&p)) {
+            self.resync_reason = "the new size counts pages no frame writes";
+            return Ok(None);
+        }
         let mut header = self.base_header(commit, timestamp_ms);
         header.wal_offset = cursor.offset as i64;
         header.wal_size = (end.offset - cursor.offset) as i64;
@@ -688,7 +751,7 @@ impl WatchedDb {
             } else {
                 self.read_wal_page(&walf, off, &mut page)?;
                 if ltx::page_checksum(pgno, &page) != changes[i].1 {
-                    return Ok(Prepared::Later);
+                    return Ok(Some(Prepared::Later));
                 }
                 &page
             };
@@ -697,12 +760,12 @@ impl WatchedDb {
         // A restart during our reads would mean the bytes came from two
         // generations: start over (the next pass sees the new salts).
         if !self.wal_salts_unchanged(h)? {
-            return Ok(Prepared::Later);
+            return Ok(Some(Prepared::Later));
         }
         let page_count = changes.len() as u32;
         let (w, _trailer) = enc.finish(post)?;
         let body = w.finish().map_err(io_err(self.state.path()))?;
-        Ok(Prepared::Ship(Box::new(PendingLtx {
+        Ok(Some(Prepared::Ship(Box::new(PendingLtx {
             body,
             header,
             post_apply: post,
@@ -715,20 +778,34 @@ impl WatchedDb {
                 salt2: h.salt2,
                 cursor: end,
             }),
-        })))
+        }))))
     }
 
     /// Reads a consistent image of the database (file + committed WAL) and
     /// prepares a file with every page that differs from the shipped state.
     fn prepare_resync(
         &mut self,
-        wal: Option<&(WalHeader, u64)>,
+        committed: Committed,
         timestamp_ms: i64,
     ) -> Result<Prepared, DbError> {
-        let (overlay, commit_from_wal, wal_pos) = match wal {
-            Some((h, len)) => {
+        let wal = match committed {
+            Committed::Frames { header, end, .. } => Some((header, end)),
+            Committed::NoFrames => None,
+        };
+        let wal = wal.as_ref();
+        let (overlay, commit_from_wal, wal_pos) = match (wal, committed) {
+            (Some((h, end)), Committed::Frames { index, .. }) => {
                 let start = WalCursor::start(h);
-                let scan = self.scan_wal(h, start, *len)?;
+                let scan = self.scan_wal(h, start, *end)?;
+                if !Self::scan_reaches(&scan, *end, &index) {
+                    if !self.wal_salts_unchanged(h)? {
+                        return Ok(Prepared::Later);
+                    }
+                    return Err(DbError::WalDamaged {
+                        path: self.wal_path.clone(),
+                        frames: index.mx_frame,
+                    });
+                }
                 let mut latest: BTreeMap<u32, u64> = BTreeMap::new();
                 for t in &scan.txns {
                     for f in &t.frames {
@@ -747,7 +824,7 @@ impl WatchedDb {
                 }
                 (latest, commit, pos)
             }
-            None => (BTreeMap::new(), None, WalPosition::NoWal),
+            _ => (BTreeMap::new(), None, WalPosition::NoWal),
         };
         let walf = match wal {
             Some(_) => Some(File::open(&self.wal_path).map_err(io_err(&self.wal_path))?),

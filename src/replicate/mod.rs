@@ -1229,7 +1229,7 @@ impl Replicator {
                     return Err(e.into());
                 }
                 if resync && header.max_txid.0 > 1 {
-                    tracing::info!(db = %inner.path.display(), txid = %header.max_txid, pages, "resync: shipping the pages that differ from the last shipped state");
+                    tracing::info!(db = %inner.path.display(), txid = %header.max_txid, pages, reason = db.resync_reason(), "resync: shipping the pages that differ from the last shipped state");
                 }
                 inner.head.send_replace(Head {
                     txid: header.max_txid,

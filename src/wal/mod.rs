@@ -23,6 +23,7 @@
 
 mod builder;
 mod checksum;
+mod index;
 #[cfg(test)]
 mod tests;
 
@@ -30,6 +31,7 @@ use std::fmt;
 
 pub use builder::WalBuilder;
 pub use checksum::wal_checksum;
+pub use index::{WAL_INDEX_HEADERS_SIZE, WalIndexError, WalIndexHeader};
 
 /// Size of the WAL file header in bytes.
 pub const WAL_HEADER_SIZE: usize = 32;
