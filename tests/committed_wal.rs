@@ -80,25 +80,38 @@ async fn every_state_lacks(replica: &Replica, db: &Path, dir: &Path, ghost: &str
     assert_eq!(content_digest(&out).unwrap(), content_digest(db).unwrap());
 }
 
+/// A database with table `t` holding 'one', replicated to a file://
+/// replica that has it.
+async fn replicated_table() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    rusqlite::Connection,
+    Replica,
+    Replicator,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let c = create_db(&db, 4096);
+    c.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+    c.execute_batch(
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t(v) VALUES ('one');",
+    )
+    .unwrap();
+    let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
+    let rep = Replicator::open(&db, replica.clone(), ReplicateOptions::default())
+        .await
+        .unwrap();
+    rep.sync_all().await.unwrap();
+    (dir, db, c, replica, rep)
+}
+
 /// A writer killed after appending its commit frame but before publishing
 /// it: the replicator must not ship what no reader of the database ever
 /// saw, and must follow the history the next writer writes over it.
 #[test]
 fn a_commit_its_writer_never_published_is_never_shipped() {
     block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("app.db");
-        let c = create_db(&db, 4096);
-        c.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
-        c.execute_batch(
-            "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t(v) VALUES ('one');",
-        )
-        .unwrap();
-        let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
-        let rep = Replicator::open(&db, replica.clone(), ReplicateOptions::default())
-            .await
-            .unwrap();
-        rep.sync_all().await.unwrap();
+        let (dir, db, c, replica, rep) = replicated_table().await;
         leave_unpublished_commit(&db, "INSERT INTO t(v) VALUES ('ghost')");
         rep.sync_all().await.unwrap();
         assert_eq!(values(&db), ["one"], "SQLite does not see the ghost");
@@ -116,19 +129,7 @@ fn a_commit_its_writer_never_published_is_never_shipped() {
 #[test]
 fn an_unpublished_commit_left_while_down_is_never_shipped() {
     block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("app.db");
-        let c = create_db(&db, 4096);
-        c.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
-        c.execute_batch(
-            "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t(v) VALUES ('one');",
-        )
-        .unwrap();
-        let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
-        let rep = Replicator::open(&db, replica.clone(), ReplicateOptions::default())
-            .await
-            .unwrap();
-        rep.sync_all().await.unwrap();
+        let (dir, db, c, replica, rep) = replicated_table().await;
         drop(rep); // killed: no final save
         leave_unpublished_commit(&db, "INSERT INTO t(v) VALUES ('ghost')");
         let rep = Replicator::open(&db, replica.clone(), ReplicateOptions::default())
