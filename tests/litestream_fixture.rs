@@ -1,5 +1,5 @@
 //! Compatibility with a replica written by real Litestream 0.5.17
-//! (`../shared/fixtures/litestream-replica/`): restoring it at every TXID in
+//! (`tests/fixtures/litestream-replica/`, written by Litestream 0.5.17): restoring it at every TXID in
 //! its `expected.json` gives the very same database file, byte for byte.
 
 mod support;
@@ -13,10 +13,10 @@ use sha2::{Digest, Sha256};
 use support::block_on;
 
 fn fixture() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/litestream-replica");
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/litestream-replica");
     assert!(
         p.join("expected.json").exists(),
-        "the Litestream fixture is missing: this test needs the shared/ folder beside the checkout ({})",
+        "the Litestream fixture is missing from the checkout ({})",
         p.display()
     );
     p

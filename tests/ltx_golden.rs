@@ -1,5 +1,5 @@
 //! Golden tests against a real replica written by Litestream 0.5.17
-//! (`../shared/fixtures/litestream-replica`).
+//! (`tests/fixtures/litestream-replica`, written by Litestream 0.5.17).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -12,7 +12,7 @@ use litevault::ltx::{
 use sha2::{Digest, Sha256};
 
 fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/litestream-replica")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/litestream-replica")
 }
 
 fn sha256_hex(data: &[u8]) -> String {
