@@ -58,3 +58,10 @@ fi
 cargo build --quiet --example chat
 cargo nextest run --workspace --all-targets --no-fail-fast "$@"
 cargo test --doc --quiet
+
+# A short seeded kill/restart soak (examples/soak): the sidecar on file://
+# and the embedded vault with durable commits. Every restore is checked
+# against the app's ledger; any failure exits non-zero.
+cargo build --quiet --bin litevault --example soak
+target/debug/examples/soak --cycles 10 --seed 11 --mode file
+target/debug/examples/soak --cycles 6 --seed 12 --mode vault

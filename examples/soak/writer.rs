@@ -29,6 +29,9 @@ fn h(kind: &str, id: i64, data: &[u8]) -> u64 {
 }
 
 /// The digest of a database's rows and schema, computed from scratch.
+/// Litestream's own bookkeeping tables (`_litestream_seq`,
+/// `_litestream_lock`, which it creates in the app's database) are not the
+/// app's.
 pub fn digest(c: &Connection) -> rusqlite::Result<u64> {
     let mut d = 0u64;
     let mut s = c.prepare("SELECT id, payload FROM t")?;
@@ -39,7 +42,8 @@ pub fn digest(c: &Connection) -> rusqlite::Result<u64> {
     }
     let mut s = c.prepare(
         "SELECT type || ' ' || name || ' ' || coalesce(sql, '') FROM sqlite_schema
-         WHERE name NOT LIKE 'sqlite_%' AND name != 'hx_meta'",
+         WHERE name NOT LIKE 'sqlite_%' AND name != 'hx_meta'
+           AND name NOT LIKE '\\_litestream\\_%' ESCAPE '\\'",
     )?;
     let entries: Vec<String> = s.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
     let mut extra = Vec::new();
@@ -84,7 +88,7 @@ pub fn init(db: &Path) -> rusqlite::Result<()> {
 }
 
 /// Appends one ledger line (one `write`, so a kill leaves whole lines).
-fn record(ledger: &Path, seq: i64, digest: u64) -> std::io::Result<()> {
+pub fn record(ledger: &Path, seq: i64, digest: u64) -> std::io::Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -128,90 +132,124 @@ pub fn run(a: WriterArgs) -> rusqlite::Result<()> {
     c.pragma_update(None, "cache_size", 200)?;
     let (mut seq, mut d) = meta(&c)?;
     record(&a.ledger, seq, d).expect("ledger");
-    let nonce = std::process::id() as u64
-        ^ (std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64);
-    let mut rng = Rng::new(a.seed ^ nonce);
+    let mut rng = Rng::new(a.seed ^ nonce());
     while !a.stop.exists() {
         let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let roll = rng.below(100);
-        let (lo, hi): (i64, i64) = tx.query_row(
-            "SELECT coalesce(min(id), 0), coalesce(max(id), 0) FROM t",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        let mut schema_changed = false;
-        match roll {
-            0..=54 => {
-                for _ in 0..1 + rng.below(50) {
-                    let p = rng.blob(50, 450);
-                    tx.execute("INSERT INTO t(payload) VALUES (?1)", [&p])?;
-                    d = d.wrapping_add(h("t", tx.last_insert_rowid(), &p));
-                }
-            }
-            55..=74 => {
-                let from = lo + rng.below((hi - lo + 1) as u64) as i64;
-                let old = pick(&tx, from, 1 + rng.below(20) as i64)?;
-                for (id, p) in old {
-                    let n = rng.blob(50, 450);
-                    tx.execute("UPDATE t SET payload = ?1 WHERE id = ?2", params![n, id])?;
-                    d = d.wrapping_sub(h("t", id, &p)).wrapping_add(h("t", id, &n));
-                }
-            }
-            75..=89 => {
-                let count: i64 = tx.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
-                // Old rows go in bulk once the table is large, so the
-                // database keeps a steady size and its freelist moves.
-                let (from, n) = if count > 12_000 {
-                    (lo, 2_000)
-                } else {
-                    (
-                        lo + rng.below((hi - lo + 1) as u64) as i64,
-                        1 + rng.below(30) as i64,
-                    )
-                };
-                for (id, p) in pick(&tx, from, n)? {
-                    tx.execute("DELETE FROM t WHERE id = ?1", [id])?;
-                    d = d.wrapping_sub(h("t", id, &p));
-                }
-            }
-            90..=95 => {
-                // A large transaction: ~5 MB, spilled into the WAL.
-                for _ in 0..1_200 {
-                    let p = rng.bytes(4_000);
-                    tx.execute("INSERT INTO t(payload) VALUES (?1)", [&p])?;
-                    d = d.wrapping_add(h("t", tx.last_insert_rowid(), &p));
-                }
-            }
-            _ => {
-                schema_change(&tx, &mut rng, seq)?;
-                schema_changed = true;
-            }
-        }
-        if schema_changed {
-            d = digest(&tx)?;
-        }
+        d = transaction(&tx, &mut rng, seq, d)?;
         seq += 1;
-        tx.execute(
-            "UPDATE hx_meta SET seq = ?1, digest = ?2 WHERE k = 1",
-            params![seq, d as i64],
-        )?;
         tx.commit()?;
         record(&a.ledger, seq, d).expect("ledger");
-        match rng.below(100) {
-            0..=2 => checkpoint(&c, "PASSIVE"),
-            3..=4 => checkpoint(&c, "RESTART"),
-            5..=7 => checkpoint(&c, "TRUNCATE"),
-            8 => {
-                let _ = c.execute_batch("VACUUM");
-            }
-            _ => {}
-        }
+        maintenance(&c, &mut rng);
         std::thread::sleep(Duration::from_millis(rng.below(15)));
     }
     Ok(())
+}
+
+/// A number no other attempt of the app uses: row contents depend on it,
+/// so a transaction that was never committed cannot pass for the one that
+/// later took its `seq`.
+pub fn nonce() -> u64 {
+    std::process::id() as u64
+        ^ (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64)
+}
+
+/// Records the state the app's database holds now (a commit whose ledger
+/// line a kill may have lost). Called before checks after the app died.
+pub fn record_current(db: &Path, ledger: &Path) -> rusqlite::Result<()> {
+    let c = Connection::open(db)?;
+    c.busy_timeout(Duration::from_secs(10))?;
+    let (seq, d) = meta(&c)?;
+    record(ledger, seq, d).expect("ledger");
+    Ok(())
+}
+
+/// The body of one app transaction of a random shape, on top of state
+/// `(seq, d)`: writes state `seq + 1` into `hx_meta` and returns its digest.
+pub fn transaction(
+    tx: &rusqlite::Transaction<'_>,
+    rng: &mut Rng,
+    seq: i64,
+    mut d: u64,
+) -> rusqlite::Result<u64> {
+    let roll = rng.below(100);
+    let (lo, hi): (i64, i64) = tx.query_row(
+        "SELECT coalesce(min(id), 0), coalesce(max(id), 0) FROM t",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let mut schema_changed = false;
+    match roll {
+        0..=54 => {
+            for _ in 0..1 + rng.below(50) {
+                let p = rng.blob(50, 450);
+                tx.execute("INSERT INTO t(payload) VALUES (?1)", [&p])?;
+                d = d.wrapping_add(h("t", tx.last_insert_rowid(), &p));
+            }
+        }
+        55..=74 => {
+            let from = lo + rng.below((hi - lo + 1) as u64) as i64;
+            let old = pick(tx, from, 1 + rng.below(20) as i64)?;
+            for (id, p) in old {
+                let n = rng.blob(50, 450);
+                tx.execute("UPDATE t SET payload = ?1 WHERE id = ?2", params![n, id])?;
+                d = d.wrapping_sub(h("t", id, &p)).wrapping_add(h("t", id, &n));
+            }
+        }
+        75..=89 => {
+            let count: i64 = tx.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
+            // Old rows go in bulk once the table is large, so the
+            // database keeps a steady size and its freelist moves.
+            let (from, n) = if count > 12_000 {
+                (lo, 2_000)
+            } else {
+                (
+                    lo + rng.below((hi - lo + 1) as u64) as i64,
+                    1 + rng.below(30) as i64,
+                )
+            };
+            for (id, p) in pick(tx, from, n)? {
+                tx.execute("DELETE FROM t WHERE id = ?1", [id])?;
+                d = d.wrapping_sub(h("t", id, &p));
+            }
+        }
+        90..=95 => {
+            // A large transaction: ~5 MB, spilled into the WAL.
+            for _ in 0..1_200 {
+                let p = rng.bytes(4_000);
+                tx.execute("INSERT INTO t(payload) VALUES (?1)", [&p])?;
+                d = d.wrapping_add(h("t", tx.last_insert_rowid(), &p));
+            }
+        }
+        _ => {
+            schema_change(tx, rng, seq)?;
+            schema_changed = true;
+        }
+    }
+    if schema_changed {
+        d = digest(tx)?;
+    }
+    tx.execute(
+        "UPDATE hx_meta SET seq = ?1, digest = ?2 WHERE k = 1",
+        params![seq + 1, d as i64],
+    )?;
+    Ok(d)
+}
+
+/// What the app does between transactions now and then: checkpoints of
+/// every mode and VACUUM.
+pub fn maintenance(c: &Connection, rng: &mut Rng) {
+    match rng.below(100) {
+        0..=2 => checkpoint(c, "PASSIVE"),
+        3..=4 => checkpoint(c, "RESTART"),
+        5..=7 => checkpoint(c, "TRUNCATE"),
+        8 => {
+            let _ = c.execute_batch("VACUUM");
+        }
+        _ => {}
+    }
 }
 
 fn checkpoint(c: &Connection, mode: &str) {

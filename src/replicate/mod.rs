@@ -1443,6 +1443,7 @@ impl Replicator {
         &self,
         chain: &[OutboxFile],
     ) -> Result<(LtxBody, (Txid, Txid, i64, Checksum)), ReplicateError> {
+        tracing::debug!(files = chain.len(), "catch-up: merging");
         let inner = self.inner.clone();
         let chain = chain.to_vec();
         blocking(move || {
@@ -1653,6 +1654,7 @@ impl Replicator {
                     && elapsed(since).is_some_and(|e| e >= interval)
             };
             if due {
+                tracing::debug!(replica = %slot.replica, "snapshot: taking");
                 let snap = self.take_snapshot().await?;
                 // Only a state the replica already holds: its level-0 chain
                 // reaches the snapshot, so nothing is skipped.
@@ -1681,6 +1683,7 @@ impl Replicator {
                 retention::plan_retention(&st.files, now, opts)
             };
             if !doomed.is_empty() {
+                tracing::debug!(replica = %slot.replica, files = doomed.len(), "retention: deleting");
                 slot.replica.delete_files(&doomed).await?;
                 slot.state
                     .lock()
@@ -1700,6 +1703,7 @@ impl Replicator {
         run: &[LtxFileInfo],
         level: u8,
     ) -> Result<(), ReplicateError> {
+        tracing::debug!(replica = %slot.replica, level, files = run.len(), "compaction: merging");
         let mut readers: Vec<Box<dyn std::io::Read + Send>> = Vec::with_capacity(run.len());
         for f in run {
             // Local first: the same file, or (for a level-0 file that went up

@@ -1,0 +1,319 @@
+//! Faults on the local disk: the volume of the database and of the local
+//! store full (ENOSPC, on a real size-limited tmpfs), and local store files
+//! truncated or overwritten between two runs. Each gives a clear error or a
+//! resync, never a published bad state, and replication resumes by itself
+//! once the disk is usable again.
+//!
+//! The full-volume tests mount a tmpfs, which needs root (CAP_SYS_ADMIN);
+//! without it they fail saying so.
+
+mod support;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use litevault::restore::RestoreTarget;
+use litevault::{ReplicateError, ReplicateOptions, Replicator};
+use support::store::flaky_memory_replica;
+use support::*;
+
+/// A tmpfs of a fixed size, unmounted on drop.
+struct SmallVolume {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallVolume {
+    fn mount(mib: u64) -> SmallVolume {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vol");
+        std::fs::create_dir(&path).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(&path)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "this test mounts a {mib} MiB tmpfs to fill a real volume and needs root (CAP_SYS_ADMIN): run it as root, as scripts/test.sh does in CI ({})",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        SmallVolume { path, _dir: dir }
+    }
+
+    /// Fills every free byte with a filler file; returns its path.
+    fn fill(&self) -> PathBuf {
+        let filler = self.path.join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0x5a_u8; 64 * 1024];
+        loop {
+            match f.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "filling: {e}");
+                    break;
+                }
+            }
+        }
+        // Partial pages: fill them byte by byte.
+        while f.write(&[0x5a]).is_ok_and(|n| n == 1) {}
+        filler
+    }
+}
+
+impl Drop for SmallVolume {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+fn opts() -> ReplicateOptions {
+    ReplicateOptions {
+        lease: None,
+        ..ReplicateOptions::default()
+    }
+}
+
+/// Commits transactions `from..` until SQLite reports the disk full;
+/// returns the last committed one.
+fn write_until_full(c: &mut rusqlite::Connection, from: i64) -> i64 {
+    let mut i = from;
+    loop {
+        match Workload::apply(c, i) {
+            Ok(()) => i += 1,
+            Err(e) => {
+                assert!(
+                    e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull),
+                    "the app's commit {i} failed with {e}, not SQLITE_FULL"
+                );
+                return i - 1;
+            }
+        }
+        assert!(i < from + 1_000_000, "the volume never filled");
+    }
+}
+
+#[test]
+fn a_full_volume_is_a_clear_error_and_shipping_resumes_when_space_returns() {
+    let vol = SmallVolume::mount(16);
+    block_on(async {
+        let rdir = tempfile::tempdir().unwrap();
+        let replica = litevault::Replica::open(&file_url(rdir.path())).unwrap();
+        let db = vol.path.join("app.db");
+        let mut c = create_db(&db, 4096);
+        Workload::init(&c);
+        for i in 1..=200 {
+            Workload::apply(&mut c, i).unwrap();
+        }
+        let rep = Replicator::open(&db, replica.clone(), opts())
+            .await
+            .unwrap();
+        rep.sync_all().await.unwrap();
+        // The app commits, and then the disk is full: the app's own commits
+        // fail, and so does the replicator's local store.
+        for i in 201..=400 {
+            Workload::apply(&mut c, i).unwrap();
+        }
+        let filler = vol.fill();
+        let last = write_until_full(&mut c, 401);
+        let mut errors = 0;
+        for _ in 0..3 {
+            match rep.sync_all().await {
+                Ok(_) => {}
+                Err(e) => {
+                    errors += 1;
+                    let msg = e.to_string();
+                    assert!(
+                        matches!(e, ReplicateError::Local { .. }),
+                        "a full disk should be a local error, got {e:?}"
+                    );
+                    assert!(
+                        msg.contains("No space left on device") && msg.contains("check the disk"),
+                        "the error names the cause and the fix: {msg}"
+                    );
+                }
+            }
+        }
+        assert!(
+            errors > 0,
+            "the full disk was never hit: the test proves nothing"
+        );
+        // Whatever was published restores to a committed state.
+        let out = rdir.path().join("mid.db");
+        restore_at(&replica, &out, RestoreTarget::Latest).await;
+        let mid = Workload::check_prefix(&out);
+        assert!(mid >= 200 && mid <= last, "published prefix {mid}");
+        // Space returns: the same replicator ships the rest by itself.
+        std::fs::remove_file(&filler).unwrap();
+        rep.sync_all().await.unwrap();
+        for i in last + 1..=last + 50 {
+            Workload::apply(&mut c, i).unwrap();
+        }
+        rep.sync_all().await.unwrap();
+        restore_at(&replica, &out, RestoreTarget::Latest).await;
+        assert_eq!(Workload::check_prefix(&out), last + 50);
+        eprintln!(
+            "full disk: {errors} of 3 syncs failed with ENOSPC; published prefix {mid} of {last}"
+        );
+    });
+}
+
+/// The sidecar keeps running through a full disk and catches up once space
+/// returns, without a restart.
+#[test]
+fn the_sidecar_survives_a_full_disk_and_catches_up() {
+    let vol = SmallVolume::mount(16);
+    let rdir = tempfile::tempdir().unwrap();
+    let url = file_url(rdir.path());
+    let db = vol.path.join("app.db");
+    let mut c = create_db(&db, 4096);
+    Workload::init(&c);
+    let mut child = litevault(&[])
+        .args(["replicate", "--no-lease"])
+        .arg(&db)
+        .arg(&url)
+        .env("LITEVAULT_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let filler = {
+        for i in 1..=300 {
+            Workload::apply(&mut c, i).unwrap();
+        }
+        vol.fill()
+    };
+    let last = write_until_full(&mut c, 301);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "replicate exited on a full disk"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    for i in last + 1..=last + 20 {
+        Workload::apply(&mut c, i).unwrap();
+    }
+    let out = rdir.path().join("out.db");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut got = 0;
+    while got < last + 20 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = std::fs::remove_file(&out);
+        let ok = litevault(&[])
+            .args(["restore", &url, "-o"])
+            .arg(&out)
+            .env("LITEVAULT_LOG", "error")
+            .status()
+            .unwrap()
+            .success();
+        if ok {
+            got = Workload::check_prefix(&out);
+        }
+    }
+    signal(&child, "TERM");
+    let status = child.wait().unwrap();
+    assert_eq!(
+        got,
+        last + 20,
+        "the replica caught up with every commit once space returned"
+    );
+    assert!(status.success(), "replicate stopped cleanly: {status}");
+}
+
+/// Every file of the local store, sorted.
+fn local_files(db: &Path) -> Vec<PathBuf> {
+    let name = db.file_name().unwrap().to_string_lossy().to_string();
+    let root = db.with_file_name(format!(".{name}-litevault"));
+    let mut out = Vec::new();
+    let mut dirs = vec![root];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                dirs.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Local files truncated or overwritten while the replicator was down (a
+/// torn write, a bad disk): the next run resyncs or refuses them, never
+/// ships them, and the replica ends equal to the database.
+#[test]
+fn damaged_local_store_files_are_never_shipped() {
+    for (case, damage) in [
+        ("truncated", 0u8),
+        ("overwritten", 1),
+        ("emptied", 2),
+        ("position junk", 3),
+    ] {
+        block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let db = dir.path().join("app.db");
+            let mut c = create_db(&db, 4096);
+            Workload::init(&c);
+            // Uploads fail: the files stay in the local store only.
+            let (store, replica) = flaky_memory_replica(1);
+            for i in 1..=20 {
+                Workload::apply(&mut c, i).unwrap();
+            }
+            let rep = Replicator::open(&db, replica.clone(), opts())
+                .await
+                .unwrap();
+            rep.sync_all().await.unwrap();
+            store.fail_puts.store(u32::MAX, Ordering::SeqCst);
+            for i in 21..=60 {
+                Workload::apply(&mut c, i).unwrap();
+                let _ = rep.sync().await;
+            }
+            drop(rep);
+            let mut damaged = 0;
+            for f in local_files(&db) {
+                let is_position = f.extension().is_none_or(|e| e != "ltx");
+                if (damage == 3) != is_position {
+                    continue;
+                }
+                let len = std::fs::metadata(&f).unwrap().len();
+                let h = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
+                match damage {
+                    0 => h.set_len(len / 2).unwrap(),
+                    2 => h.set_len(0).unwrap(),
+                    _ => {
+                        use std::os::unix::fs::FileExt;
+                        h.write_all_at(&[0xa5; 40], len / 3).unwrap();
+                    }
+                }
+                damaged += 1;
+            }
+            assert!(damaged > 0, "{case}: no local file to damage");
+            store.fail_puts.store(0, Ordering::SeqCst);
+            for i in 61..=80 {
+                Workload::apply(&mut c, i).unwrap();
+            }
+            let rep = Replicator::open(&db, replica.clone(), opts()).await;
+            let rep = match rep {
+                Ok(r) => r,
+                Err(e) => panic!("{case}: reopening over a damaged local store: {e}"),
+            };
+            rep.sync_all()
+                .await
+                .unwrap_or_else(|e| panic!("{case}: {e}"));
+            let out = dir.path().join("out.db");
+            restore_at(&replica, &out, RestoreTarget::Latest).await;
+            assert_eq!(Workload::check_prefix(&out), 80, "{case}");
+            // Every TXID published in between restores to a committed
+            // prefix too.
+            let head = rep.txid();
+            for t in 1..=head.0 {
+                restore_at(&replica, &out, RestoreTarget::Txid(litevault::ltx::Txid(t))).await;
+                Workload::check_prefix(&out);
+            }
+        });
+    }
+}
