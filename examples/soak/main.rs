@@ -314,6 +314,7 @@ impl Soak {
             let text = std::fs::read(&log).unwrap_or_default();
             if String::from_utf8_lossy(&text).contains(marker) {
                 std::thread::sleep(Duration::from_millis(self.rng.below(30)));
+                self.event(&format!("aimed at {name}"));
                 *self.counts.targeted.entry(name.to_string()).or_default() += 1;
                 return;
             }
@@ -356,7 +357,26 @@ impl Soak {
             .unwrap_or(0)
     }
 
+    /// One line in `events.log` of the work folder: what the soak did
+    /// when, for reading a failure against the replicator's logs.
+    fn event(&self, what: &str) {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("events.log"))
+        {
+            let _ = writeln!(
+                f,
+                "{} cycle {} {what}",
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                self.counts.cycles
+            );
+        }
+    }
+
     fn fail(&mut self, what: String) {
+        self.event(&format!("FAIL {what}"));
         eprintln!("FAIL cycle {}: {what}", self.counts.cycles);
         let kinds = [
             ("integrity_check", "integrity"),
@@ -451,6 +471,7 @@ impl Soak {
             self.start_writer();
         }
         let mut rep = self.start_replicator(run);
+        self.event(&format!("started the replicator (log {run:04})"));
         self.wait_for_kill_moment(run);
         let mut app_died = self.embedded();
         if !self.embedded() && self.rng.chance(15) {
@@ -460,6 +481,7 @@ impl Soak {
                 let _ = w.wait();
             }
             self.counts.writer_kills += 1;
+            self.event("writer SIGKILL");
             app_died = true;
         }
         if let Ok(Some(status)) = rep.try_wait() {
@@ -476,6 +498,7 @@ impl Soak {
                 at_least = Some(Self::ledger_max(&self.ledger));
             }
             let log = self.log(if self.embedded() { "app" } else { "replicate" }, run);
+            self.event("replicator SIGTERM");
             self.terminate(&mut rep, "the replicator", &log);
             self.counts.sigterm += 1;
             if self.embedded() {
@@ -485,6 +508,7 @@ impl Soak {
         } else {
             let _ = rep.kill();
             let _ = rep.wait();
+            self.event("replicator SIGKILL");
             self.counts.sigkill += 1;
             if self.engine() == Engine::Litevault && self.rng.chance(10) {
                 self.damage_local_store();
@@ -541,6 +565,7 @@ impl Soak {
                 })
         };
         if r.is_ok() {
+            self.event(&format!("damaged {} at {at} of {len}", f.display()));
             self.counts.local_damage += 1;
         }
     }

@@ -33,6 +33,9 @@ pub(crate) enum Committed {
 /// How often a header that is being published is read again.
 const INDEX_READS: usize = 64;
 
+/// Tries of [`WatchedDb::committed`] before it gives up for this pass.
+const COMMITTED_READS: usize = 10;
+
 /// Reads the wal-index header through `shm`, a descriptor of the `-shm`
 /// file that stays open as long as SQLite's connections: SQLite's read
 /// marks are POSIX locks on that file, and closing *any* descriptor of it
@@ -74,8 +77,10 @@ impl WatchedDb {
     /// the index do not agree after a few tries: a restart or truncation is
     /// under way; look again.
     pub(crate) fn committed(&self) -> Result<Option<Committed>, DbError> {
-        for _ in 0..3 {
-            let wal = self.read_wal_header()?;
+        for attempt in 0..COMMITTED_READS {
+            if attempt > 2 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             let Some(shm) = self.shm_file.get() else {
                 // Opened once, the first time it exists, and then kept.
                 if let Some(f) = open_shm(&self.shm_path).map_err(io_err(&self.shm_path))? {
@@ -83,10 +88,17 @@ impl WatchedDb {
                 }
                 continue;
             };
+            // The index first, then the WAL file: SQLite writes a frame
+            // before the index names it, so the file read second is at
+            // least as long as the index says. Read the other way round, a
+            // writer that commits between the two reads makes the index
+            // name frames past the length just read, and a busy writer can
+            // do that on every try: the replicator then never ships.
             let index = read_wal_index(shm).map_err(io_err(&self.shm_path))?;
             let Some(index) = index else {
                 continue;
             };
+            let wal = self.read_wal_header()?;
             match wal {
                 Some((header, len)) if index.describes(&header) => {
                     let end = index.committed_end(&header);

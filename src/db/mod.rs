@@ -231,6 +231,10 @@ pub struct WatchedDb {
     shm_file: std::sync::OnceLock<File>,
     /// Why the last resync was needed (for the log).
     resync_reason: &'static str,
+    /// Passes in a row that put the WAL off (`Prepared::Later`), and why the
+    /// last one did: a streak that does not end is logged.
+    later_streak: u64,
+    later_reason: &'static str,
 }
 
 fn sqlite_err(path: &Path) -> impl Fn(rusqlite::Error) -> DbError + '_ {
@@ -347,6 +351,8 @@ impl WatchedDb {
             shm_file: std::sync::OnceLock::new(),
             shm_path,
             resync_reason: "",
+            later_streak: 0,
+            later_reason: "",
         })
     }
 
@@ -509,9 +515,33 @@ impl WatchedDb {
     /// otherwise the shipped position is not on SQLite's committed history,
     /// and the pages are compared instead (resync).
     pub fn prepare(&mut self, timestamp_ms: i64) -> Result<Prepared, DbError> {
+        let prepared = self.prepare_pass(timestamp_ms)?;
+        if matches!(prepared, Prepared::Later) {
+            self.later_streak += 1;
+            if self.later_streak.is_power_of_two() && self.later_streak >= 64 {
+                tracing::warn!(
+                    db = %self.path.display(),
+                    passes = self.later_streak,
+                    reason = self.later_reason,
+                    "the WAL keeps changing under the replicator's reads; nothing new ships until a pass completes"
+                );
+            }
+        } else {
+            self.later_streak = 0;
+        }
+        Ok(prepared)
+    }
+
+    /// Passes in a row that put the WAL off, and the last one's reason.
+    pub fn later(&self) -> (u64, &'static str) {
+        (self.later_streak, self.later_reason)
+    }
+
+    fn prepare_pass(&mut self, timestamp_ms: i64) -> Result<Prepared, DbError> {
         self.rotate_read_mark()?;
         let Some(committed) = self.committed()? else {
             self.continuous = false;
+            self.later_reason = "the WAL file and the wal-index did not agree";
             return Ok(Prepared::Later);
         };
         let pos = self.wal;
@@ -677,6 +707,7 @@ impl WatchedDb {
             // A restart under our reads explains it; else the position is
             // off the committed chain.
             if !self.wal_salts_unchanged(h)? {
+                self.later_reason = "the WAL restarted during the reads";
                 return Ok(Some(Prepared::Later));
             }
             tracing::warn!(
@@ -751,6 +782,7 @@ impl WatchedDb {
             } else {
                 self.read_wal_page(&walf, off, &mut page)?;
                 if ltx::page_checksum(pgno, &page) != changes[i].1 {
+                    self.later_reason = "a WAL page changed during the reads";
                     return Ok(Some(Prepared::Later));
                 }
                 &page
@@ -760,6 +792,7 @@ impl WatchedDb {
         // A restart during our reads would mean the bytes came from two
         // generations: start over (the next pass sees the new salts).
         if !self.wal_salts_unchanged(h)? {
+            self.later_reason = "the WAL restarted during the reads";
             return Ok(Some(Prepared::Later));
         }
         let page_count = changes.len() as u32;
@@ -799,6 +832,7 @@ impl WatchedDb {
                 let scan = self.scan_wal(h, start, *end)?;
                 if !Self::scan_reaches(&scan, *end, &index) {
                     if !self.wal_salts_unchanged(h)? {
+                        self.later_reason = "the WAL restarted during the reads";
                         return Ok(Prepared::Later);
                     }
                     return Err(DbError::WalDamaged {
@@ -898,6 +932,7 @@ impl WatchedDb {
         if let Some((h, _)) = wal
             && !self.wal_salts_unchanged(h)?
         {
+            self.later_reason = "the WAL restarted during the reads";
             return Ok(Prepared::Later);
         }
         let unchanged = changes.is_empty()
@@ -927,6 +962,7 @@ impl WatchedDb {
             if ltx::page_checksum(p, data) != sum {
                 // The image moved under us (it cannot while our mark is
                 // held); do not ship a file that does not match its sums.
+                self.later_reason = "a database page changed during the reads";
                 return Ok(Prepared::Later);
             }
             enc.encode_page(p, data)?;
