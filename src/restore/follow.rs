@@ -304,14 +304,20 @@ impl FollowError {
     /// Whether [`Follower::run`] retries after this error on the next poll
     /// (storage errors, a replica emptied or with a gap in its chain, which a
     /// replicator starting over may still fill) rather than stopping.
+    ///
+    /// An entry of the replica that is not a regular file
+    /// ([`ReplicaError::NotAFile`]) is not transient: the replica is damaged
+    /// until someone repairs it.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
+        match self {
+            FollowError::Replica(ReplicaError::NotAFile { .. })
+            | FollowError::Restore(RestoreError::Replica(ReplicaError::NotAFile { .. })) => false,
             FollowError::Replica(_)
-                | FollowError::EmptyReplica { .. }
-                | FollowError::Restore(RestoreError::Replica(_))
-                | FollowError::Restore(RestoreError::NoRestorePoint { .. })
-        )
+            | FollowError::EmptyReplica { .. }
+            | FollowError::Restore(RestoreError::Replica(_))
+            | FollowError::Restore(RestoreError::NoRestorePoint { .. }) => true,
+            _ => false,
+        }
     }
 }
 
@@ -757,10 +763,10 @@ impl Follower {
     fn usable(&mut self, files: Vec<LtxFileInfo>) -> Vec<LtxFileInfo> {
         let (valid, invalid) = super::plan::split_valid(files);
         for (f, why) in invalid {
-            let name = f.to_string();
-            if self.warned.insert(name.clone()) {
+            let key = self.replica.file_key(f.level, f.min_txid, f.max_txid);
+            if self.warned.insert(key.clone()) {
                 tracing::warn!(
-                    "ignoring replica file {}/{name}: not a valid LTX file name ({why})",
+                    "ignoring {}/{key}: not a valid LTX file name ({why})",
                     self.replica
                 );
             }

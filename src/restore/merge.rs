@@ -312,7 +312,6 @@ pub(crate) fn open_direct(
     chain: &[LtxFileInfo],
     fetched: Vec<Fetched>,
 ) -> Result<Prepared, RestoreError> {
-    debug_assert!(chain.len() <= MERGE_FAN_IN);
     let mut headers = Vec::with_capacity(chain.len());
     let mut sources = Vec::with_capacity(chain.len());
     let mut page_size = None;
@@ -339,6 +338,7 @@ pub(crate) fn open_direct(
 /// Runs built so far for a long chain: the group merges feed it in order.
 pub(crate) struct RunSet {
     staging: PathBuf,
+    fan_in: usize,
     headers: Vec<Header>,
     trailers: Vec<Option<Trailer>>,
     runs: Vec<Run>,
@@ -352,9 +352,11 @@ struct Run {
 }
 
 impl RunSet {
-    pub(crate) fn new(staging: &Path) -> RunSet {
+    /// Runs in `staging`, merged `fan_in` (at least 2) at a time.
+    pub(crate) fn new(staging: &Path, fan_in: usize) -> RunSet {
         RunSet {
             staging: staging.to_path_buf(),
+            fan_in: fan_in.max(2),
             headers: Vec::new(),
             trailers: Vec::new(),
             runs: Vec::new(),
@@ -412,14 +414,14 @@ impl RunSet {
         Ok(())
     }
 
-    /// Merges runs until at most [`MERGE_FAN_IN`] are left, and returns the
-    /// chain ready for the last merge.
+    /// Merges runs until at most `fan_in` are left, and returns the chain
+    /// ready for the last merge.
     pub(crate) fn finish(mut self, chain: &[LtxFileInfo]) -> Result<Prepared, RestoreError> {
         let page_size = self.headers.first().map(|h| h.page_size).unwrap_or(0);
-        while self.runs.len() > MERGE_FAN_IN {
+        while self.runs.len() > self.fan_in {
             let runs = std::mem::take(&mut self.runs);
             let mut merged = Vec::new();
-            for group in runs.chunks(MERGE_FAN_IN) {
+            for group in runs.chunks(self.fan_in) {
                 let mut sources = group
                     .iter()
                     .map(|r| r.open(page_size))
