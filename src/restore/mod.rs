@@ -334,7 +334,7 @@ pub async fn plan_restore(
                 .ok_or_else(|| {
                     no_point(
                         ts.to_rfc3339(),
-                        "the first state of the replica was committed after that time".into(),
+                        "every state of the replica is newer than that time (its first was committed after it)".into(),
                     )
                 })?,
         };
