@@ -498,7 +498,9 @@ pub async fn verify(
     };
     // TXIDs shipped before the first snapshot hold states it already
     // contains: only those from the latest of them on can match.
-    let mut files = replica.list_all().await?;
+    // Files named with TXID 0 are no state of the replica: set aside, with a
+    // warning (the restore below warns again if it meets them).
+    let (mut files, _) = crate::restore::usable_files(replica, replica.list_all().await?);
     let from = files.iter().map(|f| f.max_txid).max().unwrap_or(Txid(0));
     let sampler = Sampler::start(db)?;
     let matched = loop {
@@ -525,7 +527,7 @@ pub async fn verify(
         }
         tokio::time::sleep(opts.poll_interval).await;
         // New TXIDs arrive in level 0: one LIST per round.
-        let l0 = replica.list_level(0).await?;
+        let (l0, _) = crate::restore::plan::split_valid(replica.list_level(0).await?);
         files.retain(|f| f.level != 0);
         files.extend(l0);
     };

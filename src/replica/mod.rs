@@ -57,6 +57,18 @@ pub enum ReplicaError {
         #[source]
         source: Box<object_store::Error>,
     },
+    /// An entry of a file:// replica is named like an LTX file but is not a
+    /// regular file (a directory, a symbolic link, a FIFO, a device...).
+    #[error(
+        "{path} is named like an LTX file but is a {kind}, not a regular file: it may hide the replica's newest \
+         state; litevault neither skips it nor follows it. Replace it with the real file or move it out of the replica"
+    )]
+    NotAFile {
+        /// The entry.
+        path: PathBuf,
+        /// What it is.
+        kind: &'static str,
+    },
     /// Setting the timestamp of a file:// replica file failed.
     #[error("setting the modification time of {path}: {source}")]
     FileTime {
@@ -550,7 +562,45 @@ impl Replica {
             })
             .collect();
         files.sort_by_key(|f| (f.min_txid, f.max_txid));
+        self.check_local_entries(&prefix)?;
         Ok(files)
+    }
+
+    /// In a local folder, an entry named like an LTX file must be a regular
+    /// file: the store's listing silently skips a directory or a dangling
+    /// link and follows a link anywhere, so look at the folder itself.
+    fn check_local_entries(&self, prefix: &str) -> Result<(), ReplicaError> {
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
+        let dir = root.join(prefix);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            // No folder: no files (the store's listing said so too).
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name.to_str().and_then(ltx::parse_filename).is_none() {
+                continue;
+            }
+            // `file_type` does not follow symbolic links.
+            match entry.file_type() {
+                Ok(t) if t.is_file() => {}
+                Ok(t) => {
+                    return Err(ReplicaError::NotAFile {
+                        path: entry.path(),
+                        kind: file_kind(&t),
+                    });
+                }
+                Err(_) => {
+                    return Err(ReplicaError::NotAFile {
+                        path: entry.path(),
+                        kind: "file of unknown type",
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Lists every level (0 to 9), lowest level first.
@@ -995,6 +1045,26 @@ fn azure_store(
             .with_allow_http(ep.starts_with("http://"));
     }
     b.build().map_err(|e| format!("Azure client: {e}"))
+}
+
+/// What a non-regular directory entry is, in words.
+pub(crate) fn file_kind(t: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "directory"
+    } else if t.is_symlink() {
+        "symbolic link"
+    } else if t.is_fifo() {
+        "FIFO (named pipe)"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "device"
+    } else if t.is_file() {
+        "regular file"
+    } else {
+        "file of unknown type"
+    }
 }
 
 fn join(prefix: &str, rest: &str) -> String {

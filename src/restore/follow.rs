@@ -10,11 +10,27 @@
 //! reader (any process opening the file with SQLite) sees the state before the
 //! batch or after it, never a mix.
 //!
-//! Every batch is checked before it commits: the first file's pre-apply
-//! checksum must equal the follower's checksum (when it continues the chain
-//! exactly), the files must link up, and the follower's checksum after the
-//! batch (kept per page, O(pages changed)) must equal the last file's
-//! post-apply checksum; otherwise the transaction rolls back.
+//! Every batch is checked as strictly as a one-shot restore before it
+//! commits: the first file's pre-apply checksum must equal the follower's
+//! checksum (when it continues the chain exactly), every file's own checksum
+//! must hold, the files must link up, every page above the size the follower
+//! keeps up to the size the last file claims must be written (checked as
+//! the pages come, before any is written past the end), the follower's
+//! checksum after the batch (kept per page, O(pages changed)) must equal the
+//! last file's post-apply checksum, and `PRAGMA integrity_check` must pass
+//! on the state after the batch; otherwise the transaction rolls back, the
+//! follower stays at its last good state and stops with an error naming the
+//! files.
+//!
+//! The integrity check cannot run inside the follower's own transaction:
+//! SQLite's b-tree layer does not see pages written through `sqlite_dbpage`
+//! until the next transaction (it keeps the database size and the parsed
+//! pages it had). So, under the write lock, the state after the batch is
+//! first built as a scratch copy beside the follower (its current pages,
+//! then the batch's; for a rebuild, the batch alone), checked there, and
+//! only then written into the follower. Each batch therefore costs a copy
+//! and a full read of the database: a busy replica is followed in larger
+//! batches rather than unchecked ones.
 //!
 //! The position is persisted in two steps around the commit (the intended
 //! position, fsynced, before `COMMIT`; the final one after), so a crash at any
@@ -30,19 +46,25 @@
 //! the follower stops with [`FollowError::ForeignWrite`], unless
 //! [`FollowOptions::force`] asks it to re-restore over them.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::io::{Read, Write};
+use std::ops::ControlFlow;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::dbpage::{self, Page1Stamp, PageScan, PageWriter};
+use super::merge::{Coverage, Prepared};
 use super::plan::{first_gap, plan_chain};
-use super::{Fetched, RestoreError, RestoreOptions, RestoreOutcome, RestoreTarget, fetch, restore};
+use super::{
+    RestoreError, RestoreOptions, RestoreOutcome, RestoreTarget, check_links, missing_page,
+    prepare, restore,
+};
 use crate::db::StateDir;
 use crate::ltx::{self, Checksum, DbChecksum, Header, Txid};
 use crate::replica::{LtxFileInfo, Replica, ReplicaError};
@@ -200,6 +222,24 @@ pub enum FollowError {
         /// The replica URL.
         replica: String,
     },
+    /// A batch would leave the follower a database SQLite calls malformed.
+    #[error(
+        "the replica's files {files} (up to TXID {to}) fail integrity_check when applied to {path}: {message}; \
+         the batch was rolled back and {path} stays at TXID {txid}. The replica is damaged or forged: \
+         restore an earlier TXID (litevault restore --txid) or repair the replica, then follow again"
+    )]
+    Integrity {
+        /// The follower database.
+        path: PathBuf,
+        /// The TXID it stays at.
+        txid: Txid,
+        /// The files of the batch.
+        files: String,
+        /// The TXID the batch would have reached.
+        to: Txid,
+        /// SQLite's report.
+        message: String,
+    },
     /// The output is not in WAL mode.
     #[error(
         "{path} is in journal mode {mode}; a follower must be in WAL mode so readers never see a batch half applied \
@@ -264,14 +304,20 @@ impl FollowError {
     /// Whether [`Follower::run`] retries after this error on the next poll
     /// (storage errors, a replica emptied or with a gap in its chain, which a
     /// replicator starting over may still fill) rather than stopping.
+    ///
+    /// An entry of the replica that is not a regular file
+    /// ([`ReplicaError::NotAFile`]) is not transient: the replica is damaged
+    /// until someone repairs it.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
+        match self {
+            FollowError::Replica(ReplicaError::NotAFile { .. })
+            | FollowError::Restore(RestoreError::Replica(ReplicaError::NotAFile { .. })) => false,
             FollowError::Replica(_)
-                | FollowError::EmptyReplica { .. }
-                | FollowError::Restore(RestoreError::Replica(_))
-                | FollowError::Restore(RestoreError::NoRestorePoint { .. })
-        )
+            | FollowError::EmptyReplica { .. }
+            | FollowError::Restore(RestoreError::Replica(_))
+            | FollowError::Restore(RestoreError::NoRestorePoint { .. }) => true,
+            _ => false,
+        }
     }
 }
 
@@ -313,6 +359,8 @@ pub struct Follower {
     state: PositionFile,
     start: FollowStart,
     status: watch::Sender<FollowStatus>,
+    /// Invalid file names already warned about.
+    warned: HashSet<String>,
 }
 
 impl std::fmt::Debug for Follower {
@@ -567,11 +615,12 @@ impl Follower {
             state,
             start,
             status,
+            warned: HashSet::new(),
         };
         if let FollowStart::Rebuilt { reason, .. } = &follower.start {
             let reason = reason.clone();
             tracing::warn!("{reason}; re-restoring in place (--force)");
-            let files = follower.replica.list_all().await?;
+            let files = follower.list_all().await?;
             follower.rebuild(&files, &reason).await?;
             position = follower.position;
             follower.start = FollowStart::Rebuilt {
@@ -654,16 +703,15 @@ impl Follower {
         let cur = self.position.txid;
         // Level 0 first: one LIST when the follower keeps up.
         let l0 = self.replica.list_level(0).await?;
+        let l0 = self.usable(l0);
         let step = match next_step(&l0, cur, false) {
             // A long way behind (e.g. after a day offline): the compacted
             // levels may reach the same TXID with far fewer files.
             Some(Step::Apply { chain, .. }) if chain.len() > LONG_CHAIN => {
-                next_step(&self.replica.list_all().await?, cur, true)
-                    .expect("a complete listing always decides")
+                self.decide_on_all(cur).await?
             }
             Some(step) => step,
-            None => next_step(&self.replica.list_all().await?, cur, true)
-                .expect("a complete listing always decides"),
+            None => self.decide_on_all(cur).await?,
         };
         match step {
             Step::UpToDate => Ok(PollOutcome::UpToDate),
@@ -677,7 +725,7 @@ impl Follower {
                 {
                     Ok(out) => Ok(out),
                     Err(ApplyFailure::Discontinuity(reason)) => {
-                        let files = self.replica.list_all().await?;
+                        let files = self.list_all().await?;
                         self.rebuild(&files, &reason).await
                     }
                     Err(ApplyFailure::Foreign {
@@ -686,7 +734,7 @@ impl Follower {
                         stamp,
                     }) => {
                         self.foreign(data_version, table, stamp)?;
-                        let files = self.replica.list_all().await?;
+                        let files = self.list_all().await?;
                         self.rebuild(&files, "the follower was written to by another connection")
                             .await
                     }
@@ -695,6 +743,35 @@ impl Follower {
             }
             Step::Rebuild { files, reason } => self.rebuild(&files, &reason).await,
         }
+    }
+
+    /// Every level's files with a valid name.
+    async fn list_all(&mut self) -> Result<Vec<LtxFileInfo>, FollowError> {
+        let files = self.replica.list_all().await?;
+        Ok(self.usable(files))
+    }
+
+    /// The next step given every level.
+    async fn decide_on_all(&mut self, cur: Txid) -> Result<Step, FollowError> {
+        let files = self.list_all().await?;
+        // A complete listing always decides; `Empty` covers the impossible.
+        Ok(next_step(&files, cur, true).unwrap_or(Step::Empty))
+    }
+
+    /// Drops the files whose names cannot be LTX files (TXID 0), warning
+    /// once per name.
+    fn usable(&mut self, files: Vec<LtxFileInfo>) -> Vec<LtxFileInfo> {
+        let (valid, invalid) = super::plan::split_valid(files);
+        for (f, why) in invalid {
+            let key = self.replica.file_key(f.level, f.min_txid, f.max_txid);
+            if self.warned.insert(key.clone()) {
+                tracing::warn!(
+                    "ignoring {}/{key}: not a valid LTX file name ({why})",
+                    self.replica
+                );
+            }
+        }
+        valid
     }
 
     /// Applies the whole chain from TXID 0 to the latest, in one transaction.
@@ -712,14 +789,18 @@ impl Follower {
                 .ok_or_else(|| FollowError::EmptyReplica {
                     replica: self.replica.to_string(),
                 })?;
-        let chain = plan_chain(files, Txid(0), latest).ok_or_else(|| {
-            let gap = first_gap(files, Txid(0), latest).unwrap_or(latest);
-            FollowError::Restore(RestoreError::NoRestorePoint {
-                target: format!("TXID {latest}"),
-                replica: self.replica.to_string(),
-                reason: format!("no file covers TXID {gap}, so no chain of files reaches {latest}"),
-            })
-        })?;
+        let chain = plan_chain(files, Txid(0), latest)
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| {
+                let gap = first_gap(files, Txid(0), latest).unwrap_or(latest);
+                FollowError::Restore(RestoreError::NoRestorePoint {
+                    target: format!("TXID {latest}"),
+                    replica: self.replica.to_string(),
+                    reason: format!(
+                        "no file covers TXID {gap}, so no chain of files reaches {latest}"
+                    ),
+                })
+            })?;
         tracing::warn!(%from, to = %latest, "{reason}; re-restoring (one transaction)");
         match self.apply(&chain, Mode::Rebuild).await {
             Ok(PollOutcome::Applied { to, .. }) => {
@@ -846,27 +927,16 @@ impl Follower {
         mode: Mode,
     ) -> Result<PollOutcome, ApplyFailure> {
         let staging = super::sibling(&self.path, ".tmp-ltx");
+        // Removed however this ends (an error, a panic, the future dropped).
+        let _staging = StagingDir(staging.clone());
         std::fs::create_dir_all(&staging).map_err(io_err(&staging))?;
-        // The futures are built first: a closure returning a borrowing future
-        // would make the whole follower future not `Send`.
-        let fetches: Vec<_> = chain
-            .iter()
-            .map(|f| fetch(&self.replica, f, &staging))
-            .collect();
-        let fetched: Result<Vec<Fetched>, RestoreError> = futures::stream::iter(fetches)
-            .buffered(self.opts.concurrency.max(1))
-            .try_collect()
-            .await;
-        let fetched = match fetched {
-            Ok(f) => f,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&staging);
-                return Err(FollowError::from(e).into());
-            }
-        };
+        let prepared = prepare(&self.replica, chain, &staging, self.opts.concurrency, None)
+            .await
+            .map_err(FollowError::from)?;
         let job = ApplyJob {
             chain: chain.to_vec(),
-            fetched,
+            prepared: Some(prepared),
+            scratch: staging.join("check.db"),
             mode,
             table: std::mem::take(&mut self.table),
             stamp: self.stamp,
@@ -875,7 +945,6 @@ impl Follower {
             state: self.state.clone(),
         };
         let done = self.with_conn(move |conn, path| job.run(conn, path)).await;
-        let _ = std::fs::remove_dir_all(&staging);
         let (table, result) = match done {
             Ok(d) => d,
             Err(e) => {
@@ -902,6 +971,15 @@ impl Follower {
             pages: applied.pages,
             verified: applied.verified,
         })
+    }
+}
+
+/// A staging folder, removed when dropped.
+struct StagingDir(PathBuf);
+
+impl Drop for StagingDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -994,7 +1072,7 @@ fn next_step(files: &[LtxFileInfo], cur: Txid, complete: bool) -> Option<Step> {
     let mut starts: Vec<Txid> = files
         .iter()
         .filter(|f| f.min_txid <= cur && f.max_txid > cur)
-        .map(|f| Txid(f.min_txid.0 - 1))
+        .filter_map(|f| f.min_txid.0.checked_sub(1).map(Txid))
         .collect();
     starts.sort_unstable_by(|a, b| b.cmp(a));
     starts.dedup();
@@ -1025,7 +1103,10 @@ fn pre_apply(h: &Header) -> Option<Checksum> {
 
 struct ApplyJob {
     chain: Vec<LtxFileInfo>,
-    fetched: Vec<Fetched>,
+    /// Taken by [`ApplyJob::apply`].
+    prepared: Option<Prepared>,
+    /// Where the state after the batch is built and checked.
+    scratch: PathBuf,
     mode: Mode,
     table: DbChecksum,
     stamp: Page1Stamp,
@@ -1065,13 +1146,17 @@ impl ApplyJob {
     }
 
     fn apply(
-        self,
+        mut self,
         conn: &Connection,
         path: &Path,
         table: &mut DbChecksum,
     ) -> Result<Applied, ApplyFailure> {
-        let (mut decoders, headers) = open_decoders(&self.chain, &self.fetched, path)?;
-        let page_size = headers[0].page_size;
+        let prepared = self.prepared.take().ok_or_else(|| FollowError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other("the batch was already applied"),
+        })?;
+        let headers = prepared.headers().to_vec();
+        let page_size = prepared.page_size();
         if page_size != self.position.page_size {
             return Err(FollowError::PageSizeChanged {
                 path: path.to_path_buf(),
@@ -1081,20 +1166,21 @@ impl ApplyJob {
             .into());
         }
         if self.mode == Mode::Exact
-            && !headers[0].is_snapshot()
-            && let Some(pre) = pre_apply(&headers[0])
+            && let Some(first) = headers.first()
+            && !first.is_snapshot()
+            && let Some(pre) = pre_apply(first)
             && pre != table.value()
         {
             return Err(ApplyFailure::Discontinuity(format!(
                 "the replica no longer continues from the follower's TXID {} (checksum {}): its file {} expects checksum {pre}",
                 self.position.txid,
                 table.value(),
-                self.chain[0]
+                self.files()
             )));
         }
         conn.execute_batch("BEGIN IMMEDIATE")
             .map_err(sqlite_err(path))?;
-        let staged = match self.write(conn, path, table, &headers, &mut decoders) {
+        let staged = match self.write(conn, path, table, &headers, prepared) {
             Ok(s) => s,
             Err(e) => {
                 let _ = conn.execute_batch("ROLLBACK");
@@ -1133,6 +1219,15 @@ impl ApplyJob {
         })
     }
 
+    /// The batch's files, for messages.
+    fn files(&self) -> String {
+        match (self.chain.first(), self.chain.last()) {
+            (Some(a), Some(b)) if a != b => format!("{a}..{b}"),
+            (Some(a), _) => a.to_string(),
+            _ => String::new(),
+        }
+    }
+
     /// Writes the merged pages inside the open write transaction and checks
     /// the result.
     fn write(
@@ -1141,9 +1236,13 @@ impl ApplyJob {
         path: &Path,
         table: &DbChecksum,
         headers: &[Header],
-        decoders: &mut Decoders,
+        mut prepared: Prepared,
     ) -> Result<Staged, ApplyFailure> {
         let chain = &self.chain;
+        let last = chain.last().ok_or_else(|| FollowError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other("an empty batch"),
+        })?;
         // Inside the write lock nobody else can commit: a moved data_version
         // means someone did since our last commit.
         let now = data_version(conn, path)?;
@@ -1158,145 +1257,156 @@ impl ApplyJob {
                 });
             }
         }
-        let commit = headers.last().expect("chain is not empty").commit;
-        let mut writer = PageWriter::new(conn).map_err(sqlite_err(path))?;
+        let commit = prepared.commit();
+        let page_size = prepared.page_size();
+        let ps = u64::from(page_size);
+        // The pages the follower keeps: those it has, up to the smallest size
+        // the batch passes through (none for a rebuild, which replaces all).
+        // Every page above them, up to `commit`, must come from the batch, in
+        // order: checked before each page is written.
+        let floor = match self.mode {
+            Mode::Rebuild => 0,
+            Mode::Exact | Mode::Overlap => u32::try_from(table.len())
+                .unwrap_or(u32::MAX)
+                .min(prepared.min_commit()),
+        };
+        let scratch_err = io_err(&self.scratch);
+        let scratch = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&self.scratch)
+            .map_err(&scratch_err)?;
+        if floor > 0 {
+            copy_pages(conn, &scratch, page_size)
+                .map_err(|e| e.into_follow(path, &self.scratch))?;
+        }
+        let mut cover = Coverage::new(floor, commit, page_size);
+        let mut missing = None;
         let mut changes: Vec<(u32, Checksum)> = Vec::new();
         let mut stamp = self.stamp;
-        merge_pages(chain, headers, decoders, |pgno, page| {
+        prepared.merge(chain, |pgno, page| {
+            if let Err(p) = cover.accept(pgno) {
+                missing = Some(p);
+                return Ok::<_, FollowError>(ControlFlow::Break(()));
+            }
             if pgno == 1 {
                 stamp = Page1Stamp::of(page);
             }
             changes.push((pgno, ltx::page_checksum(pgno, page)));
-            writer.write(pgno, page).map_err(sqlite_err(path))
+            scratch
+                .write_all_at(page, (u64::from(pgno) - 1) * ps)
+                .map_err(&scratch_err)?;
+            Ok(ControlFlow::Continue(()))
         })?;
-        writer.finish(commit).map_err(sqlite_err(path))?;
-        let mut trailers = Vec::with_capacity(decoders.len());
-        for (i, d) in std::mem::take(decoders).into_iter().enumerate() {
-            trailers.push(d.finish().map_err(|source| {
-                FollowError::from(RestoreError::BadFile {
-                    file: chain[i].to_string(),
-                    min: chain[i].min_txid,
-                    max: chain[i].max_txid,
-                    source,
-                })
-            })?);
+        // Every file's own checksum: a damaged file explains a missing page.
+        let trailers = prepared.finish(chain).map_err(FollowError::from)?;
+        if let Some(pgno) = missing.or_else(|| cover.finish().err()) {
+            return Err(FollowError::from(missing_page(chain, commit, pgno)).into());
         }
-        let sums: Vec<Option<(Checksum, Checksum)>> = headers
-            .iter()
-            .zip(&trailers)
-            .map(|(h, t)| ltx::rolling_checksums(h, t))
-            .collect();
-        for i in 1..sums.len() {
-            if let (Some((_, prev_post)), Some((pre, _))) = (sums[i - 1], sums[i])
-                && pre != prev_post
-                && !headers[i].is_snapshot()
-            {
-                return Err(FollowError::from(RestoreError::ChecksumMismatch {
-                    file: chain[i].to_string(),
-                    txid: chain[i].min_txid,
-                    what: "pre-apply checksum vs the previous file's post-apply checksum",
-                    expected: prev_post,
-                    actual: pre,
-                })
-                .into());
-            }
-        }
+        scratch
+            .set_len(u64::from(commit) * ps)
+            .map_err(&scratch_err)?;
+        let expected = check_links(chain, headers, &trailers, true).map_err(FollowError::from)?;
         let after = table.value_after(&changes, commit);
-        let last = chain.last().expect("chain is not empty");
-        let verified = matches!(sums.last(), Some(Some(_)));
-        if let Some(Some((_, expected))) = sums.last()
-            && *expected != after
+        if let Some(expected) = expected
+            && expected != after
         {
             if self.mode != Mode::Rebuild {
                 // The pre-apply checksum can agree by accident (it is an XOR
                 // of page CRCs: equal changes at the same place in two pages
                 // cancel out); the result cannot.
                 return Err(ApplyFailure::Discontinuity(format!(
-                    "the replica no longer continues from the follower's TXID {}: after its files {}..{last} the follower's checksum would be {after}, the replica's is {expected}",
-                    self.position.txid, chain[0]
+                    "the replica no longer continues from the follower's TXID {}: after its files {} the follower's checksum would be {after}, the replica's is {expected}",
+                    self.position.txid,
+                    self.files()
                 )));
             }
             return Err(FollowError::from(RestoreError::ChecksumMismatch {
                 file: last.to_string(),
                 txid: last.max_txid,
                 what: "checksum of the follower after the batch vs the file's post-apply checksum",
-                expected: *expected,
+                expected,
                 actual: after,
             })
             .into());
         }
+        // As strict as a restore: SQLite must find the state after the batch
+        // sound before anyone can read it.
+        match super::integrity_check(&self.scratch) {
+            Ok(()) => {}
+            Err(RestoreError::Integrity { message }) => {
+                return Err(FollowError::Integrity {
+                    path: path.to_path_buf(),
+                    txid: self.position.txid,
+                    files: self.files(),
+                    to: last.max_txid,
+                    message,
+                }
+                .into());
+            }
+            Err(e) => return Err(FollowError::from(e).into()),
+        }
+        // Checked: now into the follower, inside its write transaction.
+        let mut writer = PageWriter::new(conn).map_err(sqlite_err(path))?;
+        let mut page = vec![0u8; page_size as usize];
+        for (pgno, _) in &changes {
+            scratch
+                .read_exact_at(&mut page, (u64::from(*pgno) - 1) * ps)
+                .map_err(&scratch_err)?;
+            writer.write(*pgno, &page).map_err(sqlite_err(path))?;
+        }
+        writer.finish(commit).map_err(sqlite_err(path))?;
         Ok(Staged {
             next: FollowPosition {
                 txid: last.max_txid,
                 checksum: after,
-                page_size: headers[0].page_size,
+                page_size,
             },
             stamp,
             changes,
             commit,
-            verified,
+            verified: expected.is_some(),
         })
     }
 }
 
-type Decoders = Vec<ltx::Decoder<Box<dyn Read + Send>>>;
-
-fn open_decoders(
-    chain: &[LtxFileInfo],
-    fetched: &[Fetched],
-    path: &Path,
-) -> Result<(Decoders, Vec<Header>), FollowError> {
-    let mut decoders = Vec::with_capacity(chain.len());
-    for (f, data) in chain.iter().zip(fetched) {
-        let reader = data.reader().map_err(io_err(path))?;
-        decoders.push(
-            ltx::Decoder::new(reader).map_err(|source| RestoreError::BadFile {
-                file: f.to_string(),
-                min: f.min_txid,
-                max: f.max_txid,
-                source,
-            })?,
-        );
-    }
-    let headers: Vec<Header> = decoders.iter().map(|d| *d.header()).collect();
-    let page_size = headers[0].page_size;
-    for (f, h) in chain.iter().zip(&headers) {
-        if h.page_size != page_size {
-            return Err(RestoreError::PageSizeMismatch {
-                file: f.to_string(),
-                found: h.page_size,
-                expected: page_size,
-            }
-            .into());
-        }
-        if h.min_txid != f.min_txid || h.max_txid != f.max_txid {
-            return Err(RestoreError::BadFile {
-                file: f.to_string(),
-                min: f.min_txid,
-                max: f.max_txid,
-                source: ltx::LtxError::InvalidHeader {
-                    reason: format!(
-                        "header says TXID {}-{}, the file name says {}-{}",
-                        h.min_txid, h.max_txid, f.min_txid, f.max_txid
-                    ),
-                },
-            }
-            .into());
-        }
-    }
-    Ok((decoders, headers))
+/// An error copying the follower's pages: SQLite's or the scratch file's.
+enum CopyError {
+    Sqlite(rusqlite::Error),
+    Io(std::io::Error),
 }
 
-/// Merges the chain's pages (see [`super::merge_pages`]) into `sink`.
-fn merge_pages(
-    chain: &[LtxFileInfo],
-    headers: &[Header],
-    decoders: &mut Decoders,
-    mut sink: impl FnMut(u32, &[u8]) -> Result<(), FollowError>,
-) -> Result<(), FollowError> {
-    super::merge_pages(chain, headers, decoders, |pgno, page| {
-        sink(pgno, page).map(|()| std::ops::ControlFlow::Continue(()))
-    })
+impl CopyError {
+    fn into_follow(self, db: &Path, scratch: &Path) -> FollowError {
+        match self {
+            CopyError::Sqlite(e) => sqlite_err(db)(e),
+            CopyError::Io(e) => io_err(scratch)(e),
+        }
+    }
+}
+
+/// Copies every page of the follower, as its open transaction sees it,
+/// into `out` at its offset.
+fn copy_pages(conn: &Connection, out: &std::fs::File, page_size: u32) -> Result<(), CopyError> {
+    let mut stmt = conn
+        .prepare("SELECT pgno, data FROM sqlite_dbpage ORDER BY pgno")
+        .map_err(CopyError::Sqlite)?;
+    let mut rows = stmt.query([]).map_err(CopyError::Sqlite)?;
+    while let Some(row) = rows.next().map_err(CopyError::Sqlite)? {
+        let pgno: u32 = row.get(0).map_err(CopyError::Sqlite)?;
+        let data = row
+            .get_ref(1)
+            .and_then(|v| v.as_blob().map_err(rusqlite::Error::from))
+            .map_err(CopyError::Sqlite)?;
+        if pgno == 0 || data.len() != page_size as usize {
+            continue;
+        }
+        out.write_all_at(data, (u64::from(pgno) - 1) * u64::from(page_size))
+            .map_err(CopyError::Io)?;
+    }
+    Ok(())
 }
 
 /// The persisted position: `follow.json` in the database's litevault state

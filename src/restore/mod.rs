@@ -3,31 +3,37 @@
 //! 1. **Plan** ([`plan`]): the fewest contiguous files, across levels, that
 //!    reach the target TXID.
 //! 2. **Fetch** them concurrently (small files in memory, large ones streamed
-//!    to a staging folder beside the output).
-//! 3. **Merge**: one k-way pass over the files' page streams (pages inside an
-//!    LTX file are sorted); the newest version of each page wins and pages past
-//!    a later commit size are dropped; each page is written once, to
-//!    `OUT.tmp`.
+//!    to a staging folder beside the output; a local folder's files are read
+//!    in place, never through a symbolic link).
+//! 3. **Merge** ([`merge`]): one k-way pass over the files' page streams
+//!    (pages inside an LTX file are sorted); the newest version of each page
+//!    wins and pages past a later commit size are dropped; each page is
+//!    written once, to `OUT.tmp`. At most [`merge::MERGE_FAN_IN`] files are
+//!    open at once: a longer chain is merged by groups into sorted runs first.
+//!    Every page up to the size the last file claims must come, in order: the
+//!    first page skipped stops the merge, so nothing is allocated or written
+//!    for pages a header claims and no file holds.
 //! 4. **Verify**: every file's own checksum, every link of the chain
 //!    (pre-apply of a file = post-apply of the one before), the checksum of the
 //!    result against the last file's post-apply checksum, and
 //!    `PRAGMA integrity_check`.
 //! 5. **Publish**: fsync, rename `OUT.tmp` to `OUT`, fsync the folder.
 //!
-//! On any failure the output path is left as it was and the error names the
-//! file and TXID at fault.
+//! On any failure (or a panic, or the restore future being dropped) the
+//! output path is left as it was, the temporary files are removed, and the
+//! error names the file and TXID at fault.
 
 pub mod dbpage;
 pub mod follow;
+pub mod merge;
 pub mod plan;
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -36,6 +42,7 @@ use futures::{StreamExt, TryStreamExt};
 use crate::db::{SavedPosition, StateDir, WalPosition};
 use crate::ltx::{self, Checksum, DbChecksum, Txid};
 use crate::replica::{LtxFileInfo, Replica, ReplicaError};
+use merge::{Coverage, Prepared};
 
 /// What to restore.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,7 +51,11 @@ pub enum RestoreTarget {
     Latest,
     /// The state right after this TXID.
     Txid(Txid),
-    /// The latest state committed at or before this time.
+    /// The latest state committed at or before this time, by the LTX
+    /// header timestamps: the newest restore point such that it and every
+    /// earlier one were committed at or before the time (see
+    /// [`plan::point_at_time`]; monotonic even when a clock step made the
+    /// timestamps go backwards).
     Timestamp(DateTime<Utc>),
 }
 
@@ -174,7 +185,8 @@ pub enum RestoreError {
     },
     /// The chain leaves a page unwritten.
     #[error(
-        "the files up to {file} (TXID {txid}) never write page {pgno}; the replica is missing data"
+        "{file} (TXID {txid}) says the database has {commit} pages, but no file up to it writes page {pgno}: \
+         the replica is missing data or the file is forged; nothing was written. Restore an earlier TXID or repair the replica"
     )]
     MissingPage {
         /// The last file.
@@ -183,6 +195,21 @@ pub enum RestoreError {
         txid: Txid,
         /// The page.
         pgno: u32,
+        /// The database size (pages) the last file claims.
+        commit: u32,
+    },
+    /// A replica file cannot be opened.
+    #[error("cannot open replica file {file} ({path}): {source}; {hint}")]
+    Open {
+        /// The file.
+        file: String,
+        /// Where it is.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+        /// What to do.
+        hint: &'static str,
     },
     /// Files of different page sizes in one chain.
     #[error("replica file {file} has page size {found}, the chain has {expected}")]
@@ -233,17 +260,56 @@ fn bad_file(f: &LtxFileInfo) -> impl Fn(ltx::LtxError) -> RestoreError + '_ {
 /// Files larger than this are streamed to disk instead of kept in memory.
 const IN_MEMORY_LIMIT: u64 = 4 << 20;
 
-/// Resolves a target to the files that rebuild it.
+/// Read buffer of a replica file read from disk.
+const FILE_BUFFER: usize = 256 << 10;
+
+/// Drops the files whose names cannot be LTX files (TXID 0, or a first TXID
+/// above the last), each with a warning naming it; returns the rest and a
+/// description of each file dropped.
+pub(crate) fn usable_files(
+    replica: &Replica,
+    files: Vec<LtxFileInfo>,
+) -> (Vec<LtxFileInfo>, Vec<String>) {
+    let (valid, invalid) = plan::split_valid(files);
+    let ignored: Vec<String> = invalid
+        .iter()
+        .map(|(f, why)| format!("{f} ({why})"))
+        .collect();
+    for (f, why) in &invalid {
+        tracing::warn!(
+            "ignoring {replica}/{}: not a valid LTX file name ({why})",
+            replica.file_key(f.level, f.min_txid, f.max_txid)
+        );
+    }
+    (valid, ignored)
+}
+
+/// Resolves a target to the files that rebuild it. Files whose names are not
+/// valid LTX names (TXID 0) are ignored, with a warning.
 pub async fn plan_restore(
     replica: &Replica,
     files: &[LtxFileInfo],
     target: RestoreTarget,
 ) -> Result<Vec<LtxFileInfo>, RestoreError> {
-    let latest = files.iter().map(|f| f.max_txid).max().unwrap_or(Txid(0));
+    let (valid, ignored) = usable_files(replica, files.to_vec());
+    let files = &valid[..];
     let no_point = |target: String, reason: String| RestoreError::NoRestorePoint {
         target,
         replica: replica.to_string(),
         reason,
+    };
+    let Some(latest) = files.iter().map(|f| f.max_txid).max() else {
+        return Err(no_point(
+            describe(target),
+            if ignored.is_empty() {
+                "the replica holds no LTX files".into()
+            } else {
+                format!(
+                    "its only files have invalid names: {}; remove them (or restore from a sound replica)",
+                    ignored.join(", ")
+                )
+            },
+        ));
     };
     let to =
         match target {
@@ -268,71 +334,136 @@ pub async fn plan_restore(
                 .ok_or_else(|| {
                     no_point(
                         ts.to_rfc3339(),
-                        "every file in the replica is newer than that time".into(),
+                        "every state of the replica is newer than that time (its first was committed after it)".into(),
                     )
                 })?,
         };
-    plan::plan_chain(files, Txid(0), to).ok_or_else(|| {
-        let reason = match plan::first_gap(files, Txid(0), to) {
-            Some(gap) => format!(
-                "no file covers TXID {gap}: the file holding it is missing, so no chain of files reaches {to}"
-            ),
-            None => "no contiguous chain of files from TXID 1".into(),
-        };
-        no_point(format!("TXID {to}"), reason)
-    })
+    match plan::plan_chain(files, Txid(0), to) {
+        Some(chain) if !chain.is_empty() => Ok(chain),
+        _ => {
+            let reason = match plan::first_gap(files, Txid(0), to) {
+                Some(gap) => format!(
+                    "no file covers TXID {gap}: the file holding it is missing, so no chain of files reaches {to}"
+                ),
+                None => "no contiguous chain of files from TXID 1".into(),
+            };
+            Err(no_point(format!("TXID {to}"), reason))
+        }
+    }
 }
 
-/// The largest TXID whose LTX timestamp is at or before `ts`: a binary search
-/// over the end points, reading one header per probe.
+/// A target in words, for messages.
+fn describe(target: RestoreTarget) -> String {
+    match target {
+        RestoreTarget::Latest => "the latest state".into(),
+        RestoreTarget::Txid(t) => format!("TXID {t}"),
+        RestoreTarget::Timestamp(ts) => ts.to_rfc3339(),
+    }
+}
+
+/// The state at a time, by the rule of [`plan::point_at_time`]: restore
+/// points are read in TXID order (their headers' timestamps, a few at once)
+/// until the first one committed after `ts`.
 async fn resolve_timestamp(
     replica: &Replica,
     files: &[LtxFileInfo],
     ts: DateTime<Utc>,
 ) -> Result<Option<Txid>, RestoreError> {
-    let mut ends: Vec<&LtxFileInfo> = Vec::new();
-    // Only states a chain of files reaches are restore points: after
-    // retention, a file can end where no chain from TXID 1 arrives.
-    let reach = crate::replicate::retention::reachable(&files.iter().collect::<Vec<_>>());
-    let mut sorted: Vec<&LtxFileInfo> = files
-        .iter()
-        .filter(|f| reach.contains(&f.max_txid.0))
-        .collect();
-    sorted.sort_by_key(|f| (f.max_txid, f.level));
-    for f in sorted {
-        if ends.last().is_none_or(|l| l.max_txid != f.max_txid) {
-            ends.push(f);
-        }
-    }
+    const AT_ONCE: usize = 8;
     let target = ts.timestamp_millis();
-    let (mut lo, mut hi) = (0usize, ends.len());
-    // Invariant: ends[..lo] are at or before ts, ends[hi..] after it.
-    while lo < hi {
-        let mid = (lo + hi) / 2;
-        let f = ends[mid];
-        let raw = replica.read_range(f, 0..ltx::HEADER_SIZE as u64).await?;
-        let h = ltx::Header::decode(&raw).map_err(bad_file(f))?;
-        if h.timestamp_ms <= target {
-            lo = mid + 1;
-        } else {
-            hi = mid;
+    let points = plan::restore_points(files);
+    let mut seen: Vec<(Txid, i64)> = Vec::new();
+    for batch in points.chunks(AT_ONCE) {
+        let read = futures::future::try_join_all(batch.iter().map(|f| async move {
+            let raw = replica.read_range(f, 0..ltx::HEADER_SIZE as u64).await?;
+            let h = ltx::Header::decode(&raw).map_err(bad_file(f))?;
+            Ok::<_, RestoreError>((f.max_txid, h.timestamp_ms))
+        }))
+        .await?;
+        let past = read.iter().any(|(_, t)| *t > target);
+        seen.extend(read);
+        if past {
+            break;
         }
     }
-    Ok(lo.checked_sub(1).map(|i| ends[i].max_txid))
+    Ok(plan::point_at_time(&seen, target))
 }
 
-enum Fetched {
+/// A replica file, fetched for the merge.
+pub(crate) enum Fetched {
+    /// Downloaded into memory.
     Memory(bytes::Bytes),
-    Disk(PathBuf),
+    /// A file of a local-folder replica, read in place.
+    Local(PathBuf),
+    /// Downloaded into the staging folder.
+    Staged(PathBuf),
 }
 
 impl Fetched {
-    fn reader(&self) -> std::io::Result<Box<dyn Read + Send>> {
+    /// Opens the file's bytes. A file on disk must be a regular file: a
+    /// symbolic link is not followed and a FIFO or device is not read.
+    pub(crate) fn reader(&self, f: &LtxFileInfo) -> Result<Box<dyn Read + Send>, RestoreError> {
         Ok(match self {
             Fetched::Memory(b) => Box::new(std::io::Cursor::new(b.clone())),
-            Fetched::Disk(p) => Box::new(BufReader::with_capacity(1 << 20, File::open(p)?)),
+            Fetched::Local(p) | Fetched::Staged(p) => {
+                Box::new(BufReader::with_capacity(FILE_BUFFER, open_regular(f, p)?))
+            }
         })
     }
+
+    /// Removes a downloaded copy.
+    fn discard(&self) {
+        if let Fetched::Staged(p) = self {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Opens a replica file on disk without following a symbolic link and
+/// without blocking on a FIFO, and checks that it is a regular file.
+fn open_regular(f: &LtxFileInfo, path: &Path) -> Result<File, RestoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let open_err = |source: std::io::Error| {
+        let hint = match source.raw_os_error() {
+            Some(libc::EMFILE) | Some(libc::ENFILE) => {
+                "too many files are open: raise the open-file limit (ulimit -n) or close other programs"
+            }
+            Some(libc::EACCES) | Some(libc::EPERM) => "make the replica readable by this user",
+            _ => "check the replica folder",
+        };
+        RestoreError::Open {
+            file: f.to_string(),
+            path: path.to_path_buf(),
+            source,
+            hint,
+        }
+    };
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(not_a_file(path));
+        }
+        Err(e) => return Err(open_err(e)),
+    };
+    let meta = file.metadata().map_err(open_err)?;
+    if !meta.is_file() {
+        return Err(not_a_file(path));
+    }
+    Ok(file)
+}
+
+fn not_a_file(path: &Path) -> RestoreError {
+    let kind = std::fs::symlink_metadata(path)
+        .map(|m| crate::replica::file_kind(&m.file_type()))
+        .unwrap_or("file that is no longer there");
+    RestoreError::Replica(ReplicaError::NotAFile {
+        path: path.to_path_buf(),
+        kind,
+    })
 }
 
 async fn fetch(
@@ -341,16 +472,20 @@ async fn fetch(
     staging: &Path,
 ) -> Result<Fetched, RestoreError> {
     if let Some(path) = replica.local_path(f) {
-        if !path.exists() {
+        if std::fs::symlink_metadata(&path).is_err() {
             // Let the store report it, as for any other backend.
             return Ok(Fetched::Memory(replica.read_file(f).await?));
         }
-        return Ok(Fetched::Disk(path));
+        return Ok(Fetched::Local(path));
     }
     if f.size <= IN_MEMORY_LIMIT {
         return Ok(Fetched::Memory(replica.read_file(f).await?));
     }
-    let path = staging.join(ltx::format_filename(f.min_txid, f.max_txid));
+    let path = staging.join(format!(
+        "L{}-{}",
+        f.level,
+        ltx::format_filename(f.min_txid, f.max_txid)
+    ));
     let mut out = tokio::fs::File::create(&path)
         .await
         .map_err(io_err(&path))?;
@@ -363,7 +498,143 @@ async fn fetch(
     tokio::io::AsyncWriteExt::flush(&mut out)
         .await
         .map_err(io_err(&path))?;
-    Ok(Fetched::Disk(path))
+    Ok(Fetched::Staged(path))
+}
+
+/// Fetches files concurrently, in order.
+async fn fetch_all(
+    replica: &Replica,
+    files: &[LtxFileInfo],
+    staging: &Path,
+    concurrency: usize,
+    bar: Option<&indicatif::ProgressBar>,
+) -> Result<Vec<Fetched>, RestoreError> {
+    // The futures are built first: a closure returning a borrowing future
+    // would make the caller's future not `Send`.
+    let fetches: Vec<_> = files
+        .iter()
+        .map(|f| async move {
+            let r = fetch(replica, f, staging).await;
+            if let Some(b) = bar {
+                b.inc(f.size);
+            }
+            r
+        })
+        .collect();
+    let fetched: Vec<Result<Fetched, RestoreError>> = futures::stream::iter(fetches)
+        .buffered(concurrency.max(1))
+        .collect()
+        .await;
+    let mut ok = Vec::with_capacity(fetched.len());
+    let mut first_err = None;
+    for r in fetched {
+        match r {
+            Ok(f) => ok.push(f),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    match first_err {
+        None => Ok(ok),
+        Some(e) => {
+            ok.iter().for_each(Fetched::discard);
+            Err(e)
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, RestoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| RestoreError::Io {
+            path: PathBuf::new(),
+            source: std::io::Error::other(format!("a blocking task failed: {e}")),
+        })
+}
+
+/// Fetches a chain and gets it ready to merge, with at most
+/// [`merge::MERGE_FAN_IN`] files open (and held in memory) at once: a
+/// longer chain is merged group by group into runs in `staging` (see
+/// [`merge`]). Every file is checked against its name and the chain's page
+/// size; the files merged into runs are checked against their own checksum.
+pub(crate) async fn prepare(
+    replica: &Replica,
+    chain: &[LtxFileInfo],
+    staging: &Path,
+    concurrency: usize,
+    bar: Option<&indicatif::ProgressBar>,
+) -> Result<Prepared, RestoreError> {
+    if chain.is_empty() {
+        return Err(RestoreError::NoRestorePoint {
+            target: "the latest state".into(),
+            replica: replica.to_string(),
+            reason: "no file to apply".into(),
+        });
+    }
+    prepare_with(
+        replica,
+        chain,
+        staging,
+        concurrency,
+        bar,
+        merge::MERGE_FAN_IN,
+    )
+    .await
+}
+
+/// [`prepare`] with a given fan-in (tests use a small one).
+async fn prepare_with(
+    replica: &Replica,
+    chain: &[LtxFileInfo],
+    staging: &Path,
+    concurrency: usize,
+    bar: Option<&indicatif::ProgressBar>,
+    fan_in: usize,
+) -> Result<Prepared, RestoreError> {
+    let fan_in = fan_in.max(2);
+    let shared: Arc<[LtxFileInfo]> = chain.into();
+    if chain.len() <= fan_in {
+        let fetched = fetch_all(replica, chain, staging, concurrency, bar).await?;
+        let c = shared.clone();
+        return blocking(move || merge::open_direct(&c, fetched)).await?;
+    }
+    let mut runs = merge::RunSet::new(staging, fan_in);
+    for (g, group) in chain.chunks(fan_in).enumerate() {
+        let fetched = fetch_all(replica, group, staging, concurrency, bar).await?;
+        let c = shared.clone();
+        runs = blocking(move || {
+            let r = runs.add_group(&c, g * fan_in, &fetched);
+            fetched.iter().for_each(Fetched::discard);
+            r.map(|()| runs)
+        })
+        .await??;
+    }
+    blocking(move || runs.finish(&shared)).await?
+}
+
+/// Removes a restore's temporary files when dropped (on success, on error,
+/// on a panic, or when the restore future is dropped): the staging folder,
+/// the `-wal`/`-shm` files of `OUT.tmp`, and `OUT.tmp` itself unless it was
+/// published.
+struct TempFiles {
+    tmp: PathBuf,
+    staging: PathBuf,
+    published: bool,
+}
+
+impl Drop for TempFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.staging);
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(sibling(&self.tmp, suffix));
+        }
+        if !self.published {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// Restores a replica to `output`.
@@ -401,18 +672,17 @@ pub async fn restore(
     let chain = plan_restore(replica, &files, opts.target).await?;
     let tmp = sibling(output, ".tmp");
     let staging = sibling(output, ".tmp-ltx");
-    let result = restore_chain(replica, &chain, output, &tmp, &staging, opts, started).await;
-    let _ = std::fs::remove_dir_all(&staging);
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-        for suffix in ["-wal", "-shm"] {
-            let _ = std::fs::remove_file(sibling(&tmp, suffix));
-        }
-    }
-    result.map(RestoreOutcome::Restored)
+    let mut temp = TempFiles {
+        tmp: tmp.clone(),
+        staging: staging.clone(),
+        published: false,
+    };
+    let report = restore_chain(replica, &chain, output, &tmp, &staging, opts, started).await?;
+    temp.published = true;
+    Ok(RestoreOutcome::Restored(report))
 }
 
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
+pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)
@@ -427,38 +697,28 @@ async fn restore_chain(
     opts: &RestoreOptions,
     started: Instant,
 ) -> Result<RestoreReport, RestoreError> {
+    let last = chain
+        .last()
+        .cloned()
+        .ok_or_else(|| RestoreError::NoRestorePoint {
+            target: describe(opts.target),
+            replica: replica.to_string(),
+            reason: "no file to apply".into(),
+        })?;
     if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(io_err(parent))?;
     }
     std::fs::create_dir_all(staging).map_err(io_err(staging))?;
     let total: u64 = chain.iter().map(|f| f.size).sum();
     let bar = progress_bar(opts.progress, total);
-    let fetched: Vec<Fetched> = futures::stream::iter(chain.iter())
-        .map(|f| {
-            let bar = bar.clone();
-            async move {
-                let r = fetch(replica, f, staging).await;
-                if let Some(b) = &bar {
-                    b.inc(f.size);
-                }
-                r
-            }
-        })
-        .buffered(opts.concurrency.max(1))
-        .try_collect()
-        .await?;
+    let prepared = prepare(replica, chain, staging, opts.concurrency, bar.as_ref()).await?;
     tracing::debug!(elapsed = ?started.elapsed(), "fetched");
     if let Some(b) = &bar {
         b.set_message("applying");
     }
     let chain_owned = chain.to_vec();
     let tmp_owned = tmp.to_path_buf();
-    let merged = tokio::task::spawn_blocking(move || merge_into(&chain_owned, fetched, &tmp_owned))
-        .await
-        .map_err(|e| RestoreError::Io {
-            path: PathBuf::new(),
-            source: std::io::Error::other(e.to_string()),
-        })??;
+    let merged = blocking(move || merge_into(&chain_owned, prepared, &tmp_owned)).await??;
     tracing::debug!(elapsed = ?started.elapsed(), "merged and verified");
     // fsync and integrity_check at once: the check reads the pages from the
     // page cache while the kernel writes them back. Both must pass before the
@@ -472,15 +732,12 @@ async fn restore_chain(
             .map_err(io_err(&tmp_owned))
     });
     let tmp_owned = tmp.to_path_buf();
-    let checked = tokio::task::spawn_blocking(move || integrity_check(&tmp_owned)).await;
+    let checked = blocking(move || integrity_check(&tmp_owned)).await;
     let synced = synced.join().map_err(|_| RestoreError::Io {
         path: tmp.to_path_buf(),
         source: std::io::Error::other("the fsync thread panicked"),
     })?;
-    checked.map_err(|e| RestoreError::Io {
-        path: PathBuf::new(),
-        source: std::io::Error::other(e.to_string()),
-    })??;
+    checked??;
     synced?;
     tracing::debug!(elapsed = ?started.elapsed(), "synced and integrity_check passed");
     // Publish. A stale -wal or -shm beside the output would be replayed over
@@ -497,7 +754,6 @@ async fn restore_chain(
             .and_then(|d| d.sync_all())
             .map_err(io_err(parent))?;
     }
-    let last = chain.last().expect("chain is not empty");
     if opts.write_state {
         let state = StateDir::for_db(output);
         state.clear();
@@ -515,7 +771,7 @@ async fn restore_chain(
     Ok(RestoreReport {
         txid: last.max_txid,
         files: chain.iter().map(|f| f.to_string()).collect(),
-        bytes: chain.iter().map(|f| f.size).sum(),
+        bytes: total,
         pages: merged.table.len() as u32,
         page_size: merged.page_size,
         checksum: merged.table.value(),
@@ -546,53 +802,76 @@ pub(crate) struct Merged {
     pub(crate) verified: bool,
 }
 
+/// The error for a chain that leaves `pgno` unwritten.
+pub(crate) fn missing_page(chain: &[LtxFileInfo], commit: u32, pgno: u32) -> RestoreError {
+    let (file, txid) = chain
+        .last()
+        .map(|f| (f.to_string(), f.max_txid))
+        .unwrap_or_default();
+    RestoreError::MissingPage {
+        file,
+        txid,
+        pgno,
+        commit,
+    }
+}
+
+/// Checks that the chain links up (pre-apply of each file = post-apply of
+/// the one before, where the files carry checksums; `skip_snapshots` for a
+/// follower, whose chain may restart at a snapshot); returns the checksum
+/// the last file records for the result, if any.
+pub(crate) fn check_links(
+    chain: &[LtxFileInfo],
+    headers: &[ltx::Header],
+    trailers: &[ltx::Trailer],
+    skip_snapshots: bool,
+) -> Result<Option<Checksum>, RestoreError> {
+    let sums: Vec<Option<(Checksum, Checksum)>> = headers
+        .iter()
+        .zip(trailers)
+        .map(|(h, t)| ltx::rolling_checksums(h, t))
+        .collect();
+    for i in 1..sums.len() {
+        if let (Some((_, prev_post)), Some((pre, _))) = (sums[i - 1], sums[i])
+            && pre != prev_post
+            && !(skip_snapshots && headers[i].is_snapshot())
+        {
+            return Err(RestoreError::ChecksumMismatch {
+                file: chain[i].to_string(),
+                txid: chain[i].min_txid,
+                what: "pre-apply checksum vs the previous file's post-apply checksum",
+                expected: prev_post,
+                actual: pre,
+            });
+        }
+    }
+    Ok(sums.last().copied().flatten().map(|(_, post)| post))
+}
+
 /// Merges the chain's pages into `out` (created), verifying as it goes.
 fn merge_into(
     chain: &[LtxFileInfo],
-    fetched: Vec<Fetched>,
+    mut prepared: Prepared,
     out: &Path,
 ) -> Result<Merged, RestoreError> {
-    let mut decoders = Vec::with_capacity(chain.len());
-    for (f, data) in chain.iter().zip(&fetched) {
-        let reader = data.reader().map_err(io_err(out))?;
-        decoders.push(ltx::Decoder::new(reader).map_err(bad_file(f))?);
-    }
-    let headers: Vec<ltx::Header> = decoders.iter().map(|d| *d.header()).collect();
-    let page_size = headers[0].page_size;
-    for (f, h) in chain.iter().zip(&headers) {
-        if h.page_size != page_size {
-            return Err(RestoreError::PageSizeMismatch {
-                file: f.to_string(),
-                found: h.page_size,
-                expected: page_size,
-            });
-        }
-        if h.min_txid != f.min_txid || h.max_txid != f.max_txid {
-            return Err(bad_file(f)(ltx::LtxError::InvalidHeader {
-                reason: format!(
-                    "header says TXID {}-{}, the file name says {}-{}",
-                    h.min_txid, h.max_txid, f.min_txid, f.max_txid
-                ),
-            }));
-        }
-    }
-    let commit = headers.last().expect("chain is not empty").commit;
+    let page_size = prepared.page_size();
+    let commit = prepared.commit();
     let file = File::create(out).map_err(io_err(out))?;
     // The merge runs here; page checksums and writes run on a second thread,
-    // fed batches of consecutive pages.
+    // fed batches of consecutive pages. The checksum table and the file grow
+    // with the pages the files hold, never ahead of them.
     let (tx, rx) = std::sync::mpsc::sync_channel::<(u32, Vec<u8>)>(4);
     let writer_file = file.try_clone().map_err(io_err(out))?;
     let out_path = out.to_path_buf();
     let writer = std::thread::spawn(move || -> Result<DbChecksum, RestoreError> {
         let mut table = DbChecksum::new();
-        table.set_len(commit);
         let ps = page_size as usize;
         for (start, batch) in rx {
             for (i, page) in batch.chunks_exact(ps).enumerate() {
                 table.apply_page(start + i as u32, page);
             }
             writer_file
-                .write_all_at(&batch, (start as u64 - 1) * page_size as u64)
+                .write_all_at(&batch, (u64::from(start) - 1) * u64::from(page_size))
                 .map_err(io_err(&out_path))?;
         }
         Ok(table)
@@ -601,20 +880,28 @@ fn merge_into(
     let mut batch: Vec<u8> = Vec::with_capacity(batch_bytes);
     let mut batch_start = 0u32;
     let mut batch_next = 0u32;
+    // Pages come in ascending order: each must be the next one, so a header
+    // claiming pages no file holds is caught at the first page skipped.
+    let mut cover = Coverage::new(0, commit, page_size);
+    let mut missing = None;
     let mut merge = || -> Result<(), RestoreError> {
-        merge_pages(chain, &headers, &mut decoders, |pgno, page| {
+        prepared.merge(chain, |pgno, page| {
+            if let Err(p) = cover.accept(pgno) {
+                missing = Some(p);
+                return Ok::<_, RestoreError>(ControlFlow::Break(()));
+            }
             if !batch.is_empty() && (pgno != batch_next || batch.len() >= batch_bytes) {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_bytes));
                 if tx.send((batch_start, full)).is_err() {
                     // The writer failed; its error is reported below.
-                    return Ok::<_, RestoreError>(ControlFlow::Break(()));
+                    return Ok(ControlFlow::Break(()));
                 }
             }
             if batch.is_empty() {
                 batch_start = pgno;
             }
             batch.extend_from_slice(page);
-            batch_next = pgno + 1;
+            batch_next = pgno.saturating_add(1);
             Ok(ControlFlow::Continue(()))
         })?;
         if !batch.is_empty() {
@@ -629,53 +916,31 @@ fn merge_into(
         source: std::io::Error::other("the writer thread panicked"),
     })?;
     merged?;
-    let table = written?;
-    file.set_len(commit as u64 * page_size as u64)
+    let mut table = written?;
+    let headers = prepared.headers().to_vec();
+    // Every file's own checksum (the decoders check it at the end): a
+    // damaged file explains a missing page better than the page does.
+    let trailers = prepared.finish(chain)?;
+    if let Some(pgno) = missing.or_else(|| cover.finish().err()) {
+        return Err(missing_page(chain, commit, pgno));
+    }
+    // Every page up to `commit` is written (the lock page aside, which stays
+    // a hole of zeros): sizing the table and the file adds nothing else.
+    table.set_len(commit);
+    file.set_len(u64::from(commit) * u64::from(page_size))
         .map_err(io_err(out))?;
-    // Every file's own checksum (the decoder checks it at the end).
-    let mut trailers = Vec::with_capacity(decoders.len());
-    for (i, d) in decoders.into_iter().enumerate() {
-        trailers.push(d.finish().map_err(bad_file(&chain[i]))?);
-    }
-    let last = chain.last().expect("chain is not empty");
-    let lock = ltx::lock_pgno(page_size);
-    if let Some(pgno) = table.missing().find(|p| *p != lock) {
-        return Err(RestoreError::MissingPage {
-            file: last.to_string(),
-            txid: last.max_txid,
-            pgno,
-        });
-    }
     // Chain links and the result, where the files carry checksums (in the
     // standard fields or, Litestream-compatible, in the reserved bytes).
-    let sums: Vec<Option<(Checksum, Checksum)>> = headers
-        .iter()
-        .zip(&trailers)
-        .map(|(h, t)| ltx::rolling_checksums(h, t))
-        .collect();
-    for i in 1..sums.len() {
-        if let (Some((_, prev_post)), Some((pre, _))) = (sums[i - 1], sums[i])
-            && pre != prev_post
-        {
-            return Err(RestoreError::ChecksumMismatch {
-                file: chain[i].to_string(),
-                txid: chain[i].min_txid,
-                what: "pre-apply checksum vs the previous file's post-apply checksum",
-                expected: prev_post,
-                actual: pre,
-            });
-        }
-    }
+    let expected = check_links(chain, &headers, &trailers, false)?;
     // The result is proven when the last file records the checksum it must have.
-    let verified = matches!(sums.last(), Some(Some(_)));
-    if let Some(Some((_, expected))) = sums.last() {
+    if let (Some(expected), Some(last)) = (expected, chain.last()) {
         let actual = table.value();
-        if *expected != actual {
+        if expected != actual {
             return Err(RestoreError::ChecksumMismatch {
                 file: last.to_string(),
                 txid: last.max_txid,
                 what: "checksum of the restored database vs the file's post-apply checksum",
-                expected: *expected,
+                expected,
                 actual,
             });
         }
@@ -683,81 +948,8 @@ fn merge_into(
     Ok(Merged {
         table,
         page_size,
-        verified,
+        verified: expected.is_some(),
     })
-}
-
-/// Merges a chain's pages in page order and hands each page to `sink` once:
-/// the newest file holding a page wins, and a page past the size a later
-/// file committed is dropped. `sink` may stop the merge early.
-pub(crate) fn merge_pages<R: Read, E: From<RestoreError>>(
-    chain: &[LtxFileInfo],
-    headers: &[ltx::Header],
-    decoders: &mut [ltx::Decoder<R>],
-    mut sink: impl FnMut(u32, &[u8]) -> Result<ControlFlow<()>, E>,
-) -> Result<(), E> {
-    let page_size = headers[0].page_size as usize;
-    // A page of file i survives only if no later file shrank the database
-    // below it.
-    let mut limit = vec![0u32; headers.len()];
-    let mut m = u32::MAX;
-    for i in (0..headers.len()).rev() {
-        m = m.min(headers[i].commit);
-        limit[i] = m;
-    }
-    let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); decoders.len()];
-    // A min-heap of (page number, input index) over the inputs' next pages.
-    let mut heap: BinaryHeap<Reverse<(u32, usize)>> = BinaryHeap::with_capacity(decoders.len());
-    for (i, d) in decoders.iter_mut().enumerate() {
-        if let Some(p) = next_valid(d, &mut bufs[i], limit[i]).map_err(bad_file(&chain[i]))? {
-            heap.push(Reverse((p, i)));
-        }
-    }
-    let mut holders: Vec<usize> = Vec::new();
-    while let Some(Reverse((pgno, first))) = heap.pop() {
-        holders.clear();
-        holders.push(first);
-        while let Some(Reverse((p, i))) = heap.peek().copied() {
-            if p != pgno {
-                break;
-            }
-            heap.pop();
-            holders.push(i);
-        }
-        // The newest input holding this page wins.
-        let winner = *holders.iter().max().expect("at least one holder");
-        if bufs[winner].len() != page_size {
-            return Err(bad_file(&chain[winner])(ltx::LtxError::InvalidHeader {
-                reason: format!("page {pgno} has {} bytes", bufs[winner].len()),
-            })
-            .into());
-        }
-        if sink(pgno, &bufs[winner])?.is_break() {
-            return Ok(());
-        }
-        for &i in &holders {
-            if let Some(p) =
-                next_valid(&mut decoders[i], &mut bufs[i], limit[i]).map_err(bad_file(&chain[i]))?
-            {
-                heap.push(Reverse((p, i)));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The next page of a decoder at or below `limit`, skipping the rest.
-fn next_valid<R: Read>(
-    d: &mut ltx::Decoder<R>,
-    buf: &mut Vec<u8>,
-    limit: u32,
-) -> Result<Option<u32>, ltx::LtxError> {
-    while let Some(pgno) = d.next_page(buf)? {
-        if pgno <= limit {
-            return Ok(Some(pgno));
-        }
-    }
-    Ok(None)
 }
 
 /// Runs `PRAGMA integrity_check` on the restored file, then removes the
@@ -789,5 +981,130 @@ fn integrity_check(path: &Path) -> Result<(), RestoreError> {
         Err(RestoreError::Integrity {
             message: rows.join("; "),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// A small deterministic generator (no seed-dependent crate API).
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) % n
+        }
+    }
+
+    /// Writes `n` level-0 files with random pages and sizes (growing and
+    /// shrinking); returns the model: the pages after applying them in order.
+    async fn random_chain(replica: &Replica, n: u64, seed: u64) -> BTreeMap<u32, Vec<u8>> {
+        const PS: u32 = 512;
+        let mut rng = Lcg(seed);
+        let mut model: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+        for txid in 1..=n {
+            let commit = if txid == 1 {
+                20
+            } else {
+                5 + rng.next(30) as u32
+            };
+            let pages: Vec<u32> = if txid == 1 {
+                (1..=commit).collect()
+            } else {
+                (1..=commit).filter(|_| rng.next(4) == 0).collect()
+            };
+            let header = ltx::Header {
+                page_size: PS,
+                commit,
+                min_txid: Txid(txid),
+                max_txid: Txid(txid),
+                pre_apply_checksum: if txid == 1 {
+                    Checksum(0)
+                } else {
+                    Checksum(ltx::CHECKSUM_FLAG | 1)
+                },
+                ..ltx::Header::default()
+            };
+            let mut enc = ltx::Encoder::new(Vec::new(), header).unwrap();
+            let mut snap = DbChecksum::new();
+            for &p in &pages {
+                let data: Vec<u8> = (0..PS)
+                    .map(|i| (i as u64 ^ txid ^ u64::from(p)) as u8)
+                    .collect();
+                enc.encode_page(p, &data).unwrap();
+                snap.apply_page(p, &data);
+                model.insert(p, data);
+            }
+            model.retain(|p, _| *p <= commit);
+            let post = if txid == 1 {
+                snap.value()
+            } else {
+                Checksum(ltx::CHECKSUM_FLAG | 2)
+            };
+            let (bytes, _) = enc.finish(post).unwrap();
+            replica
+                .write_file(0, Txid(txid), Txid(txid), bytes.into(), Utc::now())
+                .await
+                .unwrap();
+        }
+        model
+    }
+
+    /// Merging by groups into runs (and runs of runs) gives exactly what
+    /// applying the files one after the other gives, for any fan-in.
+    #[tokio::test]
+    async fn grouped_merge_equals_applying_in_order() {
+        let replica = Replica::open("memory:///chain").unwrap();
+        let model = random_chain(&replica, 40, 7).await;
+        let chain = replica.list_level(0).await.unwrap();
+        assert_eq!(chain.len(), 40);
+        let dir = tempfile::tempdir().unwrap();
+        for fan_in in [2, 3, 7, 40, 64] {
+            let staging = dir.path().join(format!("staging-{fan_in}"));
+            std::fs::create_dir_all(&staging).unwrap();
+            let mut prepared = prepare_with(&replica, &chain, &staging, 4, None, fan_in)
+                .await
+                .unwrap();
+            let mut got = BTreeMap::new();
+            prepared
+                .merge(&chain, |pgno, page| {
+                    got.insert(pgno, page.to_vec());
+                    Ok::<_, RestoreError>(ControlFlow::Continue(()))
+                })
+                .unwrap();
+            let trailers = prepared.finish(&chain).unwrap();
+            assert_eq!(trailers.len(), chain.len());
+            assert_eq!(got, model, "fan-in {fan_in}");
+        }
+    }
+
+    /// A file that cannot be opened is named, with the cause.
+    #[test]
+    fn an_open_failure_names_the_file_and_the_cause() {
+        let f = LtxFileInfo {
+            level: 0,
+            min_txid: Txid(3),
+            max_txid: Txid(3),
+            size: 10,
+            created: Utc::now(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir
+            .path()
+            .join("ltx/0/0000000000000003-0000000000000003.ltx");
+        let err = Fetched::Local(path.clone()).reader(&f).err().unwrap();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("L0/0000000000000003-0000000000000003.ltx"),
+            "{msg}"
+        );
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(msg.contains("No such file"), "{msg}");
     }
 }

@@ -3,8 +3,12 @@
 //! Pure functions over a listing. A chain is a sequence of files where each
 //! one starts right after the previous one ends; the first starts at TXID 1
 //! (a snapshot or the first L0 file) or right after a given TXID.
+//!
+//! TXID 0 does not exist in LTX (the first transaction is 1): a file named
+//! with TXID 0, or with a first TXID above its last, is not part of any
+//! chain ([`split_valid`] sets such names apart so callers can say so).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::ltx::Txid;
 use crate::replica::LtxFileInfo;
@@ -27,6 +31,8 @@ pub fn plan_chain(files: &[LtxFileInfo], from: Txid, to: Txid) -> Option<Vec<Ltx
     if to <= from {
         return Some(Vec::new());
     }
+    // `min_txid > from >= 0`: every candidate has `min_txid >= 1`, so the
+    // `min_txid - 1` below cannot wrap.
     let mut candidates: Vec<&LtxFileInfo> = files
         .iter()
         .filter(|f| f.min_txid > from && f.max_txid <= to && f.min_txid <= f.max_txid)
@@ -71,12 +77,101 @@ pub fn first_gap(files: &[LtxFileInfo], from: Txid, to: Txid) -> Option<Txid> {
     sorted.sort_by_key(|f| f.min_txid);
     let mut reach = from.0;
     for f in sorted {
-        if f.min_txid.0 > reach + 1 {
+        // `reach < to <= u64::MAX` while there is a gap to find, so
+        // `reach + 1` cannot overflow; once reach is u64::MAX nothing is missing.
+        let Some(next) = reach.checked_add(1) else {
+            break;
+        };
+        if f.min_txid.0 > next {
             break;
         }
         reach = reach.max(f.max_txid.0);
     }
-    (reach < to.0).then_some(Txid(reach + 1))
+    (reach < to.0).then(|| Txid(reach + 1))
+}
+
+/// Why a listed file cannot be an LTX file of any chain, if it cannot.
+pub fn invalid_name(f: &LtxFileInfo) -> Option<&'static str> {
+    if f.min_txid.0 == 0 || f.max_txid.0 == 0 {
+        Some("TXID 0 does not exist: LTX TXIDs start at 1")
+    } else if f.min_txid > f.max_txid {
+        Some("its first TXID is above its last")
+    } else {
+        None
+    }
+}
+
+/// Splits a listing into the files that can be part of a chain and those
+/// whose names cannot (with the reason).
+pub fn split_valid(
+    files: Vec<LtxFileInfo>,
+) -> (Vec<LtxFileInfo>, Vec<(LtxFileInfo, &'static str)>) {
+    let mut valid = Vec::with_capacity(files.len());
+    let mut invalid = Vec::new();
+    for f in files {
+        match invalid_name(&f) {
+            None => valid.push(f),
+            Some(why) => invalid.push((f, why)),
+        }
+    }
+    (valid, invalid)
+}
+
+/// The restore points of a listing: every TXID some chain from TXID 1
+/// reaches, each with one file ending there (the lowest level: a level-0
+/// file carries the commit's own timestamp), in TXID order.
+pub fn restore_points(files: &[LtxFileInfo]) -> Vec<&LtxFileInfo> {
+    let mut sorted: Vec<&LtxFileInfo> =
+        files.iter().filter(|f| invalid_name(f).is_none()).collect();
+    sorted.sort_by_key(|f| (f.max_txid, f.min_txid, f.level));
+    let mut reach: HashSet<u64> = HashSet::with_capacity(sorted.len() + 1);
+    reach.insert(0);
+    for f in &sorted {
+        // Valid names have min_txid >= 1.
+        if reach.contains(&(f.min_txid.0 - 1)) {
+            reach.insert(f.max_txid.0);
+        }
+    }
+    let mut best: Vec<&LtxFileInfo> = Vec::new();
+    for f in sorted.into_iter().filter(|f| reach.contains(&f.max_txid.0)) {
+        match best.last_mut() {
+            Some(b) if b.max_txid == f.max_txid => {
+                if f.level < b.level {
+                    *b = f;
+                }
+            }
+            _ => best.push(f),
+        }
+    }
+    best
+}
+
+/// The restore point for a time: `points` are restore points in TXID
+/// order with their LTX header timestamps (milliseconds); the answer is the
+/// last point of the longest prefix whose timestamps are all at or before
+/// `ts`. In words: the newest state such that it and every state before it
+/// were committed at or before `ts`.
+///
+/// Timestamps normally grow with the TXID; when a clock step made them go
+/// backwards, this rule still gives one answer that only moves forward as
+/// `ts` does, and never a state containing a commit stamped after `ts`.
+///
+/// ```
+/// use litevault::ltx::Txid;
+/// use litevault::restore::plan::point_at_time;
+/// // The clock stepped back between TXIDs 2 and 3.
+/// let points = [(Txid(1), 1000), (Txid(2), 3000), (Txid(3), 2000), (Txid(4), 4000)];
+/// assert_eq!(point_at_time(&points, 999), None);
+/// assert_eq!(point_at_time(&points, 2500), Some(Txid(1)));
+/// assert_eq!(point_at_time(&points, 3000), Some(Txid(3)));
+/// assert_eq!(point_at_time(&points, 5000), Some(Txid(4)));
+/// ```
+pub fn point_at_time(points: &[(Txid, i64)], ts: i64) -> Option<Txid> {
+    points
+        .iter()
+        .take_while(|(_, t)| *t <= ts)
+        .last()
+        .map(|(txid, _)| *txid)
 }
 
 #[cfg(test)]
@@ -123,5 +218,74 @@ mod tests {
         assert!(plan_chain(&files, Txid(0), Txid(0)).unwrap().is_empty());
         assert_eq!(first_gap(&files, Txid(0), Txid(4)), Some(Txid(3)));
         assert_eq!(first_gap(&files, Txid(0), Txid(2)), None);
+    }
+
+    #[test]
+    fn extreme_and_invalid_txids() {
+        // A file ending at the last TXID there is: no overflow.
+        let files = vec![f(0, 1, 1, 1), f(0, 2, u64::MAX, 1)];
+        assert_eq!(first_gap(&files, Txid(0), Txid(u64::MAX)), None);
+        assert_eq!(
+            plan_chain(&files, Txid(0), Txid(u64::MAX)).unwrap().len(),
+            2
+        );
+        // TXID 0 is no file of any chain.
+        let files = vec![f(0, 0, 0, 1), f(0, 0, 3, 1), f(0, 5, 4, 1), f(0, 1, 1, 1)];
+        let (valid, invalid) = split_valid(files.clone());
+        assert_eq!(valid, vec![f(0, 1, 1, 1)]);
+        assert_eq!(invalid.len(), 3);
+        assert!(plan_chain(&files, Txid(0), Txid(0)).unwrap().is_empty());
+        assert_eq!(plan_chain(&files, Txid(0), Txid(1)).unwrap().len(), 1);
+        let points: Vec<u64> = restore_points(&files)
+            .iter()
+            .map(|f| f.max_txid.0)
+            .collect();
+        assert_eq!(points, vec![1]);
+    }
+
+    #[test]
+    fn restore_points_are_reachable_ends_lowest_level_first() {
+        let files = vec![
+            f(0, 1, 1, 1),
+            f(9, 1, 3, 1),
+            f(0, 3, 3, 1),
+            f(1, 2, 3, 1),
+            f(0, 5, 5, 1),
+        ];
+        let got: Vec<(u8, u64)> = restore_points(&files)
+            .iter()
+            .map(|f| (f.level, f.max_txid.0))
+            .collect();
+        // 3 is reached (by the snapshot and by 1 + 2..3); 5 is not (4 is missing).
+        assert_eq!(got, vec![(0, 1), (0, 3)]);
+    }
+
+    #[test]
+    fn point_at_time_is_monotonic() {
+        let points = [
+            (Txid(1), 10),
+            (Txid(2), 40),
+            (Txid(3), 20),
+            (Txid(4), 50),
+            (Txid(5), 30),
+            (Txid(6), 60),
+        ];
+        let mut prev = None;
+        for ts in 0..70 {
+            let got = point_at_time(&points, ts);
+            assert!(got >= prev, "at {ts}: {got:?} after {prev:?}");
+            if let Some(t) = got {
+                // Every state up to the answer was committed by then.
+                assert!(
+                    points
+                        .iter()
+                        .filter(|(x, _)| *x <= t)
+                        .all(|(_, s)| *s <= ts)
+                );
+            }
+            prev = got;
+        }
+        assert_eq!(point_at_time(&points, 45), Some(Txid(3)));
+        assert_eq!(point_at_time(&points, 55), Some(Txid(5)));
     }
 }
