@@ -6,6 +6,7 @@
 //! the key layout live in one place.
 
 mod body;
+pub mod faults;
 pub mod lease;
 mod url;
 
@@ -57,6 +58,10 @@ pub enum ReplicaError {
         #[source]
         source: Box<object_store::Error>,
     },
+    /// `LITEVAULT_FAULTS` (fault injection, a test facility) is set but
+    /// cannot be used.
+    #[error(transparent)]
+    Faults(#[from] faults::FaultConfigError),
     /// Setting the timestamp of a file:// replica file failed.
     #[error("setting the modification time of {path}: {source}")]
     FileTime {
@@ -398,6 +403,9 @@ impl Replica {
             Scheme::File => format!("file://{}", loc.path),
             _ => raw.split('?').next().unwrap_or(raw).to_string(),
         };
+        // A test facility: faults injected into every request when
+        // LITEVAULT_FAULTS is set (logged loudly).
+        let store = faults::wrap_from_env(store, &display)?;
         let layout = match loc.scheme {
             Scheme::S3 => KeyLayout::S3,
             _ => KeyLayout::Ltx,
