@@ -571,3 +571,78 @@ fn stale_restart(lose_local_state: bool) {
         );
     });
 }
+
+/// The binary: `LITEVAULT_FAULTS` turns injection on in `litevault
+/// replicate` and `litevault restore`, each warns loudly and prints the
+/// counts as one JSON line on stderr at exit, and nothing committed is lost.
+#[test]
+fn the_binary_injects_faults_from_the_environment() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let mut c = create_db(&db, 4096);
+    Workload::init(&c);
+    let url = file_url(&dir.path().join("replica"));
+    let faults =
+        "rate=0.3,seed=5,kinds=error,timeout,slow,cut,conflict,stale,hang_ms=200,latency_ms=30";
+    let child = litevault(&[])
+        .env("LITEVAULT_FAULTS", faults)
+        .args(["replicate", db.to_str().unwrap(), &url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for i in 1..=200 {
+        Workload::apply(&mut c, i).unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&child, "TERM");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let counts = |stderr: &str| -> litevault::replica::faults::FaultCounts {
+        assert!(stderr.contains("FAULT INJECTION IS ON"), "{stderr}");
+        let line = stderr
+            .lines()
+            .rfind(|l| l.starts_with("{\"faults\":"))
+            .unwrap_or_else(|| panic!("no counts line: {stderr}"));
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        serde_json::from_value(v["faults"].clone()).unwrap()
+    };
+    let replicated = counts(&stderr);
+    println!("replicate: {replicated:?}");
+    assert!(
+        replicated.requests > 0 && replicated.total() <= replicated.requests,
+        "{replicated:?}"
+    );
+    let restored = dir.path().join("restored.db");
+    let out = litevault(&[])
+        .env("LITEVAULT_FAULTS", "rate=1,seed=9,kinds=slow,latency_ms=5")
+        .args(["restore", &url, "-o", restored.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let c = counts(&stderr);
+    println!("restore: {c:?}");
+    assert!(
+        c.requests > 0 && c.slow == c.requests,
+        "every request slowed: {c:?}"
+    );
+    assert_eq!(Workload::check_prefix(&restored), 200);
+    // A bad setting is refused with what to write.
+    let out = litevault(&[])
+        .env("LITEVAULT_FAULTS", "rate=2")
+        .args([
+            "restore",
+            &url,
+            "-o",
+            dir.path().join("x.db").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("LITEVAULT_FAULTS: rate=\"2\""), "{stderr}");
+}
