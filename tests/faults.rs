@@ -281,12 +281,14 @@ fn a_new_replica_catches_up_or_starts_with_a_snapshot() {
 /// Options that make compaction, snapshots and retention run within seconds,
 /// so their requests meet the faults too.
 fn busy_options() -> ReplicateOptions {
-    let mut opts = ReplicateOptions::default();
-    opts.sync_interval = Duration::from_millis(20);
-    opts.lease = Some(litevault::replicate::LeaseOptions {
-        ttl: Duration::from_secs(3),
-        takeover: false,
-    });
+    let mut opts = ReplicateOptions {
+        sync_interval: Duration::from_millis(20),
+        lease: Some(litevault::replicate::LeaseOptions {
+            ttl: Duration::from_secs(3),
+            takeover: false,
+        }),
+        ..ReplicateOptions::default()
+    };
     opts.retention.levels = vec![Duration::from_secs(1), Duration::from_secs(3)];
     opts.retention.snapshot_interval = Some(Duration::from_secs(4));
     opts.retention.l0_retention = Duration::from_secs(2);
@@ -645,4 +647,42 @@ fn the_binary_injects_faults_from_the_environment() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("LITEVAULT_FAULTS: rate=\"2\""), "{stderr}");
+}
+
+/// A level-0 upload that happened while its answer was lost (scripted): the
+/// retry's conditional create finds the same file and counts it as written;
+/// replication goes on and restores.
+#[test]
+fn a_level0_upload_whose_answer_was_lost() {
+    use litevault::replica::faults::FaultConfig;
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let mut c = create_db(&db, 4096);
+        Workload::init(&c);
+        let (inner, faulty, replica) = support::store::faulty_memory_replica(FaultConfig {
+            rate: 0.0,
+            ..Default::default()
+        });
+        let replica = replica.with_retry(fast_retry(3));
+        let rep = Replicator::open(&db, replica.clone(), ReplicateOptions::default())
+            .await
+            .unwrap();
+        for i in 1..=10 {
+            Workload::apply(&mut c, i).unwrap();
+            faulty.lose_next_answers(1);
+            rep.sync_all().await.unwrap();
+        }
+        rep.run(async {}).await.unwrap();
+        assert_eq!(faulty.counts().landed_but_failed, 10);
+        // Two failed attempts each: the cut, then the retry's conflict with
+        // the file it found (no third attempt, no other upload).
+        assert_eq!(replica.stats().counts().errors, 20);
+        let clean = Replica::from_store(inner, "app", KeyLayout::Ltx, "clean");
+        let out = dir.path().join("out.db");
+        restore(&clean, &out, &RestoreOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(Workload::check_prefix(&out), 10);
+    });
 }

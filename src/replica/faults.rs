@@ -391,6 +391,8 @@ enum Fault {
 struct Shared {
     config: FaultConfig,
     enabled: AtomicBool,
+    /// Writes still to land and then fail, whatever the rate.
+    lose_answers: AtomicU64,
     draws: AtomicU64,
     counters: Arc<Counters>,
     /// The last version of each small object read through this store, for
@@ -419,6 +421,16 @@ impl Shared {
 
     /// Whether request `op` gets a fault, and which.
     fn pick(&self, op: Op) -> Option<Fault> {
+        if op.allows(FaultKind::Cut)
+            && self
+                .lose_answers
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            self.counters.requests.fetch_add(1, Ordering::Relaxed);
+            self.counters.cut.fetch_add(1, Ordering::Relaxed);
+            return Some(Fault::Cut { landed: true });
+        }
         if !self.enabled.load(Ordering::Relaxed) {
             return None;
         }
@@ -437,7 +449,7 @@ impl Shared {
             return None;
         }
         let kind = kinds[(self.draw() % kinds.len() as u64) as usize];
-        let landed = self.draw() % 2 == 0;
+        let landed = self.draw().is_multiple_of(2);
         let fault = match kind {
             FaultKind::Error => Fault::Error,
             FaultKind::Timeout => Fault::Timeout { landed },
@@ -497,6 +509,7 @@ impl FaultStore {
             shared: Arc::new(Shared {
                 config,
                 enabled: AtomicBool::new(true),
+                lose_answers: AtomicU64::new(0),
                 draws: AtomicU64::new(0),
                 counters: Arc::new(Counters::default()),
                 seen: Mutex::new(HashMap::new()),
@@ -507,6 +520,14 @@ impl FaultStore {
     /// Turns injection on or off (off: every request goes through as is).
     pub fn set_enabled(&self, on: bool) {
         self.shared.enabled.store(on, Ordering::Relaxed);
+    }
+
+    /// Makes the next `n` writes (PUTs, multipart parts and completions,
+    /// deletes) happen in the store and then fail as if the connection
+    /// broke before the answer came, whether injection is on or not: a
+    /// scripted fault for tests of lost answers.
+    pub fn lose_next_answers(&self, n: u64) {
+        self.shared.lose_answers.store(n, Ordering::Relaxed);
     }
 
     /// The counts of faults injected so far.
