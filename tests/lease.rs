@@ -102,3 +102,239 @@ fn lease_on_azure() {
         scenario(az.replica(&container, "app"), dir.path()).await;
     });
 }
+
+/// A small seeded generator for the contenders' choices (xorshift64*).
+struct Dice(u64);
+
+impl Dice {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
+    }
+}
+
+/// What each contender believes: that it holds the lease until this time
+/// (the expiry of the last record it wrote and saw acknowledged).
+#[derive(Default)]
+struct Beliefs {
+    until: [Option<chrono::DateTime<chrono::Utc>>; 2],
+    /// Handoffs: a contender took the lease after the other held it.
+    handoffs: u32,
+    last_holder: Option<usize>,
+}
+
+impl Beliefs {
+    /// Contender `me` now believes it holds the lease until `until`: no
+    /// other may believe it holds it now.
+    fn hold(&mut self, me: usize, until: chrono::DateTime<chrono::Utc>, what: &str) {
+        let now = chrono::Utc::now();
+        let other = 1 - me;
+        if let Some(theirs) = self.until[other] {
+            assert!(
+                theirs <= now,
+                "contender {me} {what} at {now} while contender {other} holds the lease until {theirs}"
+            );
+        }
+        if self.last_holder == Some(other) {
+            self.handoffs += 1;
+        }
+        self.last_holder = Some(me);
+        self.until[me] = Some(until);
+    }
+
+    fn drop_belief(&mut self, me: usize) {
+        self.until[me] = None;
+    }
+}
+
+/// Two contenders take, renew and release the lease of one store many times,
+/// each through its own fault decorator (15% of requests: errors, hangs,
+/// latency, cut writes that did or did not land, spurious 412/409, stale
+/// reads). Sleeps sometimes outlast the TTL, so takeovers after expiry and
+/// late renewals happen. At every acquisition and renewal the other's belief
+/// is checked: never do two contenders believe they hold the lease at once.
+#[test]
+fn never_two_holders_under_faults() {
+    use litevault::replica::KeyLayout;
+    use litevault::replica::faults::{FaultConfig, FaultKind, FaultStore};
+    use litevault::replica::lease::LeaseError;
+    use std::sync::{Arc, Mutex};
+
+    let ttl = Duration::from_millis(300);
+    let rounds: u32 = std::env::var("LEASE_FAULT_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(120);
+    block_on(async move {
+        let inner: Arc<dyn object_store::ObjectStore> =
+            Arc::new(object_store::memory::InMemory::new());
+        let beliefs = Arc::new(Mutex::new(Beliefs::default()));
+        let mut stores = Vec::new();
+        let mut tasks = Vec::new();
+        for me in 0..2usize {
+            let faulty = Arc::new(FaultStore::new(
+                inner.clone(),
+                FaultConfig {
+                    rate: 0.15,
+                    seed: 100 + me as u64,
+                    kinds: FaultKind::ALL.to_vec(),
+                    latency: Duration::from_millis(40),
+                    hang: Duration::from_millis(60),
+                    stale_for: Duration::from_millis(200),
+                },
+            ));
+            stores.push(faulty.clone());
+            let replica = Replica::from_store(faulty, "app", KeyLayout::Ltx, "faulty")
+                .with_retry(support::store::fast_retry(3));
+            let beliefs = beliefs.clone();
+            tasks.push(tokio::spawn(async move {
+                let db = format!("/srv/contender-{me}.db");
+                let mut dice = Dice(0x9E37_79B9_7F4A_7C15 ^ (me as u64 + 1));
+                let (mut taken, mut renewed, mut lost, mut held, mut errors) = (0, 0, 0, 0, 0);
+                for _ in 0..rounds {
+                    let mut lease = match replica.acquire_lease(&db, ttl, true).await {
+                        Ok(l) => l,
+                        Err(LeaseError::Held { .. }) => {
+                            held += 1;
+                            tokio::time::sleep(Duration::from_millis(dice.below(120))).await;
+                            continue;
+                        }
+                        Err(_) => {
+                            errors += 1;
+                            continue;
+                        }
+                    };
+                    taken += 1;
+                    beliefs
+                        .lock()
+                        .unwrap()
+                        .hold(me, lease.record().expires_at, "took it");
+                    let mut kept = true;
+                    for _ in 0..dice.below(5) {
+                        // Mostly in time; one in five sleeps past the TTL.
+                        let nap = if dice.below(5) == 0 {
+                            ttl.as_millis() as u64 + dice.below(200)
+                        } else {
+                            dice.below(ttl.as_millis() as u64 / 2)
+                        };
+                        tokio::time::sleep(Duration::from_millis(nap)).await;
+                        match lease.renew().await {
+                            Ok(()) => {
+                                renewed += 1;
+                                beliefs.lock().unwrap().hold(
+                                    me,
+                                    lease.record().expires_at,
+                                    "renewed it",
+                                );
+                            }
+                            Err(LeaseError::Lost { .. }) => {
+                                lost += 1;
+                                beliefs.lock().unwrap().drop_belief(me);
+                                kept = false;
+                                break;
+                            }
+                            // Unknown outcome: still ours until the expiry
+                            // we last saw acknowledged, at most.
+                            Err(_) => errors += 1,
+                        }
+                    }
+                    if kept && dice.below(4) != 0 {
+                        // A clean stop: no more writes, then release.
+                        beliefs.lock().unwrap().drop_belief(me);
+                        if lease.release().await.is_err() {
+                            errors += 1;
+                        }
+                    }
+                    // Else: abandoned (a crash); the belief lasts until
+                    // its expiry, and the next acquisition replaces it.
+                    tokio::time::sleep(Duration::from_millis(dice.below(50))).await;
+                }
+                (taken, renewed, lost, held, errors)
+            }));
+        }
+        let mut totals = Vec::new();
+        for t in tasks {
+            totals.push(t.await.unwrap());
+        }
+        let handoffs = beliefs.lock().unwrap().handoffs;
+        let counts: Vec<_> = stores.iter().map(|s| s.counts()).collect();
+        println!(
+            "lease under faults: (taken, renewed, lost, held, errors) per contender {totals:?}, {handoffs} handoffs; faults {counts:?}"
+        );
+        for (me, (taken, renewed, ..)) in totals.iter().enumerate() {
+            assert!(
+                *taken > 5 && *renewed > 5,
+                "contender {me} barely ran: {totals:?}"
+            );
+        }
+        assert!(handoffs > 5, "the lease changed hands {handoffs} times");
+        assert!(
+            totals.iter().map(|t| t.2).sum::<u32>() > 0,
+            "some renewal came after a takeover: {totals:?}"
+        );
+        let sum = |f: fn(&litevault::replica::faults::FaultCounts) -> u64| {
+            counts.iter().map(f).sum::<u64>()
+        };
+        for (kind, n) in [
+            ("error", sum(|c| c.error)),
+            ("timeout", sum(|c| c.timeout)),
+            ("slow", sum(|c| c.slow)),
+            ("cut", sum(|c| c.cut)),
+            ("conflict", sum(|c| c.conflict)),
+            ("stale", sum(|c| c.stale)),
+        ] {
+            assert!(n > 0, "no {kind} fault was injected: {counts:?}");
+        }
+    });
+}
+
+/// Each lease write in turn happens in the store while its answer is lost
+/// (scripted): taking, renewing and releasing still succeed, the holder
+/// keeps the lease, and a release that landed frees it at once.
+#[test]
+fn lease_writes_whose_answers_were_lost() {
+    use litevault::replica::KeyLayout;
+    use litevault::replica::faults::{FaultConfig, FaultStore};
+    use std::sync::Arc;
+
+    block_on(async {
+        let inner: Arc<dyn object_store::ObjectStore> =
+            Arc::new(object_store::memory::InMemory::new());
+        let faulty = Arc::new(FaultStore::new(
+            inner.clone(),
+            FaultConfig {
+                rate: 0.0,
+                ..Default::default()
+            },
+        ));
+        let a = Replica::from_store(faulty.clone(), "app", KeyLayout::Ltx, "faulty")
+            .with_retry(support::store::fast_retry(3));
+        let b = Replica::from_store(inner, "app", KeyLayout::Ltx, "clean");
+        let ttl = Duration::from_secs(30);
+        faulty.lose_next_answers(1);
+        let mut lease = a.acquire_lease("/srv/a.db", ttl, false).await.unwrap();
+        assert!(matches!(
+            b.acquire_lease("/srv/b.db", ttl, true).await,
+            Err(litevault::replica::lease::LeaseError::Held { .. })
+        ));
+        for _ in 0..3 {
+            let before = lease.record().expires_at;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            faulty.lose_next_answers(1);
+            lease.renew().await.unwrap();
+            assert!(lease.record().expires_at > before);
+        }
+        // The renewed record is the one in the store, and the version held
+        // is its version: one more renewal goes through without a conflict.
+        lease.renew().await.unwrap();
+        faulty.lose_next_answers(1);
+        lease.release().await.unwrap();
+        // Released: another takes it at once, without takeover.
+        let other = b.acquire_lease("/srv/b.db", ttl, false).await.unwrap();
+        other.release().await.unwrap();
+        let c = faulty.counts();
+        assert_eq!((c.cut, c.landed_but_failed), (5, 5), "{c:?}");
+    });
+}

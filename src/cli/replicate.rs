@@ -251,6 +251,9 @@ async fn stop_http(
 }
 
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
+    // With LITEVAULT_FAULTS (a test facility): the fault counts, one JSON
+    // line on stderr at exit.
+    let _faults = crate::replica::faults::ExitReport;
     let shutdown = super::shutdown_signal();
     tokio::pin!(shutdown);
     let (jobs, from) = match &a.db {

@@ -56,6 +56,9 @@ pub struct Args {
 }
 
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
+    // With LITEVAULT_FAULTS (a test facility): the fault counts, one JSON
+    // line on stderr at exit.
+    let _faults = crate::replica::faults::ExitReport;
     let target = match (&a.txid, &a.timestamp) {
         (Some(t), _) => RestoreTarget::Txid(t.parse::<Txid>().map_err(|_| {
             anyhow::anyhow!("--txid {t:?} is not a hex TXID (up to 16 hex digits, e.g. 1a)")

@@ -2,7 +2,8 @@
 //! renewed with conditional writes.
 //!
 //! The lease lives at `<prefix>/litevault.lease` (JSON: holder, owner,
-//! expiry). It is created with `PutMode::Create` and renewed with
+//! expiry). Every write of it is conditional: it is created with
+//! `PutMode::Create`, and renewed, taken over or released with
 //! `PutMode::Update` on the version read or written last, so two
 //! replicators can never both believe they hold it: the loser of any race
 //! gets a precondition failure. A second replicator refuses to start and
@@ -10,6 +11,19 @@
 //! renewing), `takeover` lets it replace the lease. The same owner (same
 //! host and database path) whose process is gone may take its own lease
 //! back at once, so a crash and restart does not wait for the expiry.
+//! Releasing marks the record `released` (anyone may take it at once)
+//! rather than deleting it: a delete cannot be conditional, and one that
+//! raced a successor's takeover would remove the successor's lease.
+//!
+//! Under a flaky store a conditional write can happen while its answer is
+//! lost, and its retry then meets a 412/409. A conflict is therefore never
+//! taken at its word: the lease is read again, and if the record is still
+//! ours (only we write records with our ID) the write happened or nobody
+//! took it, and we go on; only someone else's record means the lease is
+//! lost or held. What a holder may believe is bounded by the expiry of the
+//! last record it saw acknowledged; an unacknowledged renewal can only
+//! have extended the record, never shortened it. Proven under injected
+//! faults by `lease::never_two_holders_under_faults`.
 //!
 //! The local backend (`file://`) has no conditional update: there the same
 //! read-compare-write runs under an exclusive `flock` on a lock file beside
@@ -45,6 +59,11 @@ pub struct LeaseRecord {
     pub acquired_at: DateTime<Utc>,
     /// When it expires unless renewed.
     pub expires_at: DateTime<Utc>,
+    /// Given up by its holder: anyone may take it. (A release overwrites
+    /// the record conditionally instead of deleting it, since a delete
+    /// cannot be made conditional and could remove a successor's lease.)
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub released: bool,
 }
 
 /// Errors of the lease.
@@ -74,6 +93,17 @@ pub enum LeaseError {
         replica: String,
         /// The new holder, when known.
         holder: String,
+    },
+    /// The lease object kept changing between our read and our conditional
+    /// write.
+    #[error(
+        "the lease of {replica} changed under each of {rounds} conditional writes (another replicator is taking it, or the store answers inconsistently); nothing was taken, try again"
+    )]
+    Contended {
+        /// The replica.
+        replica: String,
+        /// How many read-and-write rounds were tried.
+        rounds: u32,
     },
     /// The store could not be reached.
     #[error(transparent)]
@@ -128,6 +158,7 @@ impl LeaseRecord {
             id: format!("{:016x}", rand::random::<u64>()),
             acquired_at: now,
             expires_at: now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX),
+            released: false,
         }
     }
 
@@ -142,7 +173,7 @@ impl LeaseRecord {
         let own_dead = self.host == mine.host
             && self.db == mine.db
             && (self.pid == mine.pid || !process_alive(self.pid));
-        (expired && takeover) || own_dead || (self.id == mine.id)
+        self.released || (expired && takeover) || own_dead || (self.id == mine.id)
     }
 }
 
@@ -188,6 +219,11 @@ impl Replica {
         })
     }
 
+    /// Takes the lease with conditional writes only: `Create` when there is
+    /// none, else `Update` on the version just read, so a decision taken on
+    /// a stale read fails instead of replacing a newer lease. A write whose
+    /// answer was lost (it happened, we saw an error, the retry got a
+    /// conflict) shows up as our own record on the next read.
     async fn acquire_remote(
         &self,
         mine: &LeaseRecord,
@@ -196,33 +232,45 @@ impl Replica {
         let key = self.lease_key();
         let path = ObjectPath::from(key.as_str());
         let body = serde_json::to_vec_pretty(mine).expect("serializable");
-        match self
-            .put_lease(&path, &key, body.clone(), PutMode::Create)
-            .await
-        {
-            Ok(v) => return Ok(v),
-            Err(ReplicaError::Storage { source, .. })
-                if matches!(*source, object_store::Error::AlreadyExists { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let (old, version) = self.read_lease(&path, &key).await?;
-        if !old.replaceable_by(mine, takeover, Utc::now()) {
-            return Err(held(&self.to_string(), &old));
-        }
-        match self
-            .put_lease(&path, &key, body, PutMode::Update(version))
-            .await
-        {
-            Ok(v) => Ok(v),
-            Err(ReplicaError::Storage { source, .. })
-                if matches!(*source, object_store::Error::Precondition { .. }) =>
-            {
-                // Someone else replaced it between our read and write.
-                let (now, _) = self.read_lease(&path, &key).await?;
-                Err(held(&self.to_string(), &now))
+        let mut create = true;
+        for _ in 0..LEASE_ROUNDS {
+            if create {
+                match self
+                    .put_lease(&path, &key, body.clone(), PutMode::Create)
+                    .await
+                {
+                    Ok(v) => return Ok(v),
+                    Err(e) if is_conflict(&e) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
-            Err(e) => Err(e.into()),
+            let Some((old, version)) = self.read_lease_opt(&path, &key).await? else {
+                // Gone since (or the conflict was not real): create it.
+                create = true;
+                continue;
+            };
+            if old.id == mine.id {
+                return Ok(version);
+            }
+            if !old.replaceable_by(mine, takeover, Utc::now()) {
+                return Err(held(&self.to_string(), &old));
+            }
+            match self
+                .put_lease(&path, &key, body.clone(), PutMode::Update(version))
+                .await
+            {
+                Ok(v) => return Ok(v),
+                // Replaced between our read and write (by someone else, or
+                // by our own write whose answer was lost): read again.
+                Err(e) if is_conflict(&e) => create = false,
+                Err(e) if is_not_found(&e) => create = true,
+                Err(e) => return Err(e.into()),
+            }
         }
+        Err(LeaseError::Contended {
+            replica: self.to_string(),
+            rounds: LEASE_ROUNDS,
+        })
     }
 
     async fn put_lease(
@@ -249,6 +297,19 @@ impl Replica {
             e_tag: r.e_tag,
             version: r.version,
         })
+    }
+
+    /// The lease record and its version, `None` when there is none.
+    async fn read_lease_opt(
+        &self,
+        path: &ObjectPath,
+        key: &str,
+    ) -> Result<Option<(LeaseRecord, UpdateVersion)>, LeaseError> {
+        match self.read_lease(path, key).await {
+            Ok(r) => Ok(Some(r)),
+            Err(LeaseError::Replica(e)) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     async fn read_lease(
@@ -279,6 +340,21 @@ impl Replica {
         })?;
         Ok((record, version))
     }
+}
+
+/// Read-and-write rounds of one lease operation before it gives up.
+const LEASE_ROUNDS: u32 = 8;
+
+/// A conditional write found the object other than expected.
+fn is_conflict(e: &ReplicaError) -> bool {
+    matches!(e, ReplicaError::Storage { source, .. } if matches!(
+        **source,
+        object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. }
+    ))
+}
+
+fn is_not_found(e: &ReplicaError) -> bool {
+    matches!(e, ReplicaError::Storage { source, .. } if matches!(**source, object_store::Error::NotFound { .. }))
 }
 
 fn held(replica: &str, old: &LeaseRecord) -> LeaseError {
@@ -394,28 +470,54 @@ impl Lease {
             (Some(version), _) => {
                 let path = ObjectPath::from(key.as_str());
                 let body = serde_json::to_vec_pretty(&next).expect("serializable");
-                match replica
-                    .put_lease(&path, &key, body, PutMode::Update(version.clone()))
-                    .await
-                {
-                    Ok(v) => self.version = Some(v),
-                    Err(ReplicaError::Storage { source, .. })
-                        if matches!(
-                            *source,
-                            object_store::Error::Precondition { .. }
-                                | object_store::Error::NotFound { .. }
-                        ) =>
+                let mut version = version.clone();
+                let mut renewed = None;
+                for _ in 0..LEASE_ROUNDS {
+                    match replica
+                        .put_lease(&path, &key, body.clone(), PutMode::Update(version.clone()))
+                        .await
                     {
-                        let holder = match replica.read_lease(&path, &key).await {
-                            Ok((r, _)) => r.holder,
-                            Err(_) => "nobody (the lease was deleted)".into(),
-                        };
-                        return Err(LeaseError::Lost {
+                        Ok(v) => {
+                            renewed = Some(v);
+                            break;
+                        }
+                        Err(e) if is_conflict(&e) || is_not_found(&e) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    // The conditional write failed: lost only if the lease
+                    // is no longer ours. Only we write records with our ID,
+                    // so ours means nobody took it since.
+                    match replica.read_lease_opt(&path, &key).await? {
+                        None => {
+                            return Err(LeaseError::Lost {
+                                replica: replica.to_string(),
+                                holder: "nobody (the lease was deleted)".into(),
+                            });
+                        }
+                        Some((r, _)) if r.id != self.record.id || r.released => {
+                            return Err(LeaseError::Lost {
+                                replica: replica.to_string(),
+                                holder: r.holder,
+                            });
+                        }
+                        // Our renewal happened; its answer was lost.
+                        Some((r, v)) if r == next => {
+                            renewed = Some(v);
+                            break;
+                        }
+                        // Still ours, at another version (a stale version
+                        // of ours, or a conflict that was not real).
+                        Some((_, v)) => version = v,
+                    }
+                }
+                match renewed {
+                    Some(v) => self.version = Some(v),
+                    None => {
+                        return Err(LeaseError::Contended {
                             replica: replica.to_string(),
-                            holder,
+                            rounds: LEASE_ROUNDS,
                         });
                     }
-                    Err(e) => return Err(e.into()),
                 }
             }
             (None, None) => unreachable!("a remote lease always has a version"),
@@ -441,16 +543,64 @@ impl Lease {
             .map_err(|e| LeaseError::Internal(e.to_string()))??;
             return Ok(());
         }
+        // Released by a conditional overwrite: a delete cannot be made
+        // conditional, and one racing a successor's takeover would remove
+        // the successor's lease.
+        let Some(mut version) = self.version.clone() else {
+            return Ok(());
+        };
         let path = ObjectPath::from(key.as_str());
-        if let Ok((r, _)) = replica.read_lease(&path, &key).await
-            && r.id == self.record.id
-        {
-            replica
-                .with_retry_op("DELETE", &key, &replica.stats.deletes, || {
-                    replica.store.delete(&path)
-                })
-                .await?;
+        let mut gone = self.record.clone();
+        gone.released = true;
+        gone.expires_at = gone.expires_at.min(Utc::now());
+        let body = serde_json::to_vec_pretty(&gone).expect("serializable");
+        for _ in 0..LEASE_ROUNDS {
+            match replica
+                .put_lease(&path, &key, body.clone(), PutMode::Update(version.clone()))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if is_conflict(&e) || is_not_found(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+            match replica.read_lease_opt(&path, &key).await? {
+                // Not ours any more (nothing to give up), or our release
+                // happened and its answer was lost.
+                None => return Ok(()),
+                Some((r, _)) if r.id != self.record.id || r.released => return Ok(()),
+                Some((_, v)) => version = v,
+            }
         }
-        Ok(())
+        Err(LeaseError::Contended {
+            replica: replica.to_string(),
+            rounds: LEASE_ROUNDS,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_released_record_is_free_and_old_records_parse() {
+        let ttl = Duration::from_secs(30);
+        let mut theirs = LeaseRecord::new("/a.db", ttl);
+        theirs.host = "elsewhere".into();
+        let mine = LeaseRecord::new("/b.db", ttl);
+        let now = Utc::now();
+        assert!(
+            !theirs.replaceable_by(&mine, true, now),
+            "live, not expired"
+        );
+        theirs.released = true;
+        assert!(theirs.replaceable_by(&mine, false, now), "released: free");
+        // Records written before `released` existed parse as held, and a
+        // record that is not released does not carry the field.
+        let mut json = serde_json::to_value(&mine).unwrap();
+        assert!(json.get("released").is_none());
+        json.as_object_mut().unwrap().remove("released");
+        let back: LeaseRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(back, mine);
     }
 }

@@ -6,6 +6,7 @@
 //! the key layout live in one place.
 
 mod body;
+pub mod faults;
 pub mod lease;
 mod url;
 
@@ -68,6 +69,21 @@ pub enum ReplicaError {
         path: PathBuf,
         /// What it is.
         kind: &'static str,
+    },
+    /// `LITEVAULT_FAULTS` (fault injection, a test facility) is set but
+    /// cannot be used.
+    #[error(transparent)]
+    Faults(#[from] faults::FaultConfigError),
+    /// A level-0 file already exists under the name with other content:
+    /// the replica holds a history this writer does not know.
+    #[error(
+        "{key} on {replica} already exists with other content: the replica holds transactions this replicator did not see when it started (a listing that missed the newest files, or another writer); nothing was overwritten. Restart the replicator so it reads the replica again"
+    )]
+    FileConflict {
+        /// The object key.
+        key: String,
+        /// The replica URL.
+        replica: String,
     },
     /// Setting the timestamp of a file:// replica file failed.
     #[error("setting the modification time of {path}: {source}")]
@@ -237,6 +253,9 @@ pub struct Replica {
     /// The store deletes many keys in one request, up to this many: S3
     /// `DeleteObjects` (1000 keys), Azure Blob Batch (256 keys).
     bulk_delete: Option<usize>,
+    /// Level-0 files are written with `PutMode::Create`; turned off the
+    /// first time a store says it cannot.
+    create_l0: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl fmt::Debug for Replica {
@@ -410,6 +429,9 @@ impl Replica {
             Scheme::File => format!("file://{}", loc.path),
             _ => raw.split('?').next().unwrap_or(raw).to_string(),
         };
+        // A test facility: faults injected into every request when
+        // LITEVAULT_FAULTS is set (logged loudly).
+        let store = faults::wrap_from_env(store, &display)?;
         let layout = match loc.scheme {
             Scheme::S3 => KeyLayout::S3,
             _ => KeyLayout::Ltx,
@@ -433,6 +455,7 @@ impl Replica {
                 Scheme::Azure => Some(256),
                 _ => None,
             },
+            create_l0: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         })
     }
 
@@ -454,6 +477,7 @@ impl Replica {
             retry: RetryPolicy::default(),
             stats: Arc::new(RequestStats::default()),
             bulk_delete: None,
+            create_l0: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
     }
 
@@ -685,6 +709,12 @@ impl Replica {
     /// failed or retried PUT never leaves a partial object under the name
     /// (object stores publish whole objects; the local backend writes a
     /// temporary file and renames it).
+    ///
+    /// A level-0 file is never overwritten (`PutMode::Create`): one that is
+    /// already there with the same content (an earlier upload whose answer
+    /// was lost) counts as written; one with other content is
+    /// [`ReplicaError::FileConflict`], since replacing it would fork the
+    /// replica's history. Stores without conditional creates overwrite.
     pub async fn write_file(
         &self,
         level: u8,
@@ -697,28 +727,73 @@ impl Replica {
         let path = ObjectPath::from(key.as_str());
         let stamp = timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let size = data.len() as u64;
+        let trailer = data.slice(data.len().saturating_sub(ltx::TRAILER_SIZE)..);
         let payload = PutPayload::from_bytes(data);
+        let create = level == 0 && self.create_l0.load(Ordering::Relaxed);
         let put = |attributes: Attributes| {
             let payload = payload.clone();
             let path = path.clone();
             let key = &key;
             async move {
                 self.with_retry_op("PUT", key, &self.stats.puts, || {
-                    self.store.put_opts(
-                        &path,
-                        payload.clone(),
-                        PutOptions {
-                            mode: PutMode::Overwrite,
-                            attributes: attributes.clone(),
-                            ..Default::default()
-                        },
-                    )
+                    let attributes = attributes.clone();
+                    let payload = payload.clone();
+                    let path = path.clone();
+                    async move {
+                        let put = |mode| {
+                            self.store.put_opts(
+                                &path,
+                                payload.clone(),
+                                PutOptions {
+                                    mode,
+                                    attributes: attributes.clone(),
+                                    ..Default::default()
+                                },
+                            )
+                        };
+                        if !create || !self.create_l0.load(Ordering::Relaxed) {
+                            return put(PutMode::Overwrite).await;
+                        }
+                        match put(PutMode::Create).await {
+                            Err(object_store::Error::NotImplemented { operation, .. })
+                                if operation.contains("PutMode::Create") =>
+                            {
+                                self.create_l0.store(false, Ordering::Relaxed);
+                                put(PutMode::Overwrite).await
+                            }
+                            other => other,
+                        }
+                    }
                 })
                 .await
                 .map(|_| ())
             }
         };
-        self.with_timestamp_metadata(&stamp, put).await?;
+        let mut round = 0;
+        loop {
+            round += 1;
+            match self.with_timestamp_metadata(&stamp, put).await {
+                Err(ReplicaError::Storage { source, .. })
+                    if matches!(*source, object_store::Error::AlreadyExists { .. }) =>
+                {
+                    match self.existing_file(&key, size, &trailer).await? {
+                        Existing::Same => break,
+                        // The conflict was not real: nothing is there.
+                        Existing::Missing if round < 3 => continue,
+                        Existing::Missing | Existing::Other => {
+                            return Err(ReplicaError::FileConflict {
+                                key,
+                                replica: self.display.clone(),
+                            });
+                        }
+                    }
+                }
+                other => {
+                    other?;
+                    break;
+                }
+            }
+        }
         self.stats.bytes_out.fetch_add(size, Ordering::Relaxed);
         self.set_local_mtime(&key, timestamp)?;
         Ok(LtxFileInfo {
@@ -753,6 +828,38 @@ impl Replica {
         let key = self.file_key(level, min, max);
         let path = ObjectPath::from(key.as_str());
         let stamp = timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        // A multipart upload cannot be a conditional create: look first.
+        // (One writer holds the lease, so nothing appears in between but
+        // our own upload.)
+        let info = LtxFileInfo {
+            level,
+            min_txid: min,
+            max_txid: max,
+            size: body.len(),
+            created: timestamp,
+        };
+        if level == 0
+            && let Some(existing) = self.head_size(&key).await?
+        {
+            let trailer = read_tail(spilled, ltx::TRAILER_SIZE as u64)
+                .await
+                .map_err(|e| ReplicaError::Storage {
+                    op: "PUT",
+                    key: key.clone(),
+                    replica: self.display.clone(),
+                    attempts: 1,
+                    source: Box::new(e),
+                })?;
+            if existing == body.len()
+                && self.existing_file(&key, existing, &trailer).await? == Existing::Same
+            {
+                return Ok(info);
+            }
+            return Err(ReplicaError::FileConflict {
+                key,
+                replica: self.display.clone(),
+            });
+        }
         let upload = |attributes: Attributes| {
             let path = path.clone();
             let key = &key;
@@ -788,13 +895,55 @@ impl Replica {
             .bytes_out
             .fetch_add(body.len(), Ordering::Relaxed);
         self.set_local_mtime(&key, timestamp)?;
-        Ok(LtxFileInfo {
-            level,
-            min_txid: min,
-            max_txid: max,
-            size: body.len(),
-            created: timestamp,
-        })
+        Ok(info)
+    }
+
+    /// The size of the object at `key`, `None` when there is none.
+    async fn head_size(&self, key: &str) -> Result<Option<u64>, ReplicaError> {
+        let path = ObjectPath::from(key);
+        match self
+            .with_retry_op("HEAD", key, &self.stats.gets, || self.store.head(&path))
+            .await
+        {
+            Ok(m) => Ok(Some(m.size)),
+            Err(ReplicaError::Storage { source, .. })
+                if matches!(*source, object_store::Error::NotFound { .. }) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// What is at `key`, where we meant to create a level-0 file: ours
+    /// (same size and trailer, which holds the CRC-64 of the whole file),
+    /// another file, or nothing.
+    async fn existing_file(
+        &self,
+        key: &str,
+        size: u64,
+        trailer: &[u8],
+    ) -> Result<Existing, ReplicaError> {
+        let path = ObjectPath::from(key);
+        match self.head_size(key).await? {
+            None => return Ok(Existing::Missing),
+            Some(s) if s != size => return Ok(Existing::Other),
+            Some(_) => {}
+        }
+        let range = size.saturating_sub(trailer.len() as u64)..size;
+        let theirs = self
+            .with_retry_op("GET", key, &self.stats.gets, || {
+                self.store.get_range(&path, range.clone())
+            })
+            .await?;
+        if theirs[..] != *trailer {
+            return Ok(Existing::Other);
+        }
+        tracing::debug!(
+            key,
+            "the file was already written (an earlier answer was lost)"
+        );
+        Ok(Existing::Same)
     }
 
     /// Runs an upload with the LTX timestamp in the object's metadata. A
@@ -890,6 +1039,34 @@ impl Replica {
         }
         Ok(())
     }
+}
+
+/// What a level-0 key held when we meant to create it.
+#[derive(Debug, PartialEq, Eq)]
+enum Existing {
+    /// The same file (our own earlier upload).
+    Same,
+    /// Another file.
+    Other,
+    /// Nothing.
+    Missing,
+}
+
+/// The last `n` bytes of a local file.
+async fn read_tail(path: &std::path::Path, n: u64) -> object_store::Result<Bytes> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let io = |e: std::io::Error| object_store::Error::Generic {
+        store: "local spill file",
+        source: Box::new(e),
+    };
+    let mut f = tokio::fs::File::open(path).await.map_err(io)?;
+    let len = f.metadata().await.map_err(io)?.len();
+    f.seek(std::io::SeekFrom::Start(len.saturating_sub(n)))
+        .await
+        .map_err(io)?;
+    let mut buf = Vec::with_capacity(n as usize);
+    f.read_to_end(&mut buf).await.map_err(io)?;
+    Ok(Bytes::from(buf))
 }
 
 /// Sends a file's bytes as the parts of a multipart upload, 16 MiB each.

@@ -141,3 +141,28 @@ pub fn flaky_memory_replica(attempts: u32) -> (Arc<FlakyStore>, litevault::Repli
     .with_retry(fast_retry(attempts));
     (store, replica)
 }
+
+/// A replica at prefix `app` of a fresh in-memory store behind a
+/// [`FaultStore`](litevault::replica::faults::FaultStore) with `config`
+/// (default retry policy). Also returns the store itself, for a clean
+/// replica over the same objects.
+pub fn faulty_memory_replica(
+    config: litevault::replica::faults::FaultConfig,
+) -> (
+    Arc<dyn ObjectStore>,
+    Arc<litevault::replica::faults::FaultStore>,
+    litevault::Replica,
+) {
+    let inner: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let faulty = Arc::new(litevault::replica::faults::FaultStore::new(
+        inner.clone(),
+        config,
+    ));
+    let replica = litevault::Replica::from_store(
+        faulty.clone(),
+        "app",
+        litevault::replica::KeyLayout::Ltx,
+        "faulty",
+    );
+    (inner, faulty, replica)
+}
