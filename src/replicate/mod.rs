@@ -1055,6 +1055,7 @@ impl Replicator {
 
     /// The first replica.
     pub fn replica(&self) -> &Replica {
+        // Cannot fail: `open_many` refuses an empty list of replicas.
         &self.inner.slots[0].replica
     }
 
@@ -2017,10 +2018,12 @@ impl Replicator {
         }
         tokio::pin!(shutdown);
         let mut last_seen = None;
-        let mut last_full = Instant::now() - Duration::from_secs(3600);
+        // "Long ago", where the platform's clock can say so.
+        let long_ago = |d: Duration| Instant::now().checked_sub(d).unwrap_or_else(Instant::now);
+        let mut last_full = long_ago(Duration::from_secs(3600));
         let mut backoff = Duration::ZERO;
         let poll = self.inner.opts.poll_interval;
-        let mut status_at = Instant::now() - Duration::from_secs(60);
+        let mut status_at = long_ago(Duration::from_secs(60));
         loop {
             let wait = poll.max(backoff);
             let mut woken = false;
