@@ -261,8 +261,11 @@ impl WalHeader {
     }
 
     /// Byte offset in the WAL file of the 0-based frame `frame_index`.
+    /// (Saturates: no WAL file is anywhere near `u64::MAX` bytes.)
     pub fn frame_offset(&self, frame_index: u64) -> u64 {
-        WAL_HEADER_SIZE as u64 + frame_index * self.frame_size() as u64
+        frame_index
+            .saturating_mul(self.frame_size() as u64)
+            .saturating_add(WAL_HEADER_SIZE as u64)
     }
 
     /// True if `frame` carries this header's salts, i.e. could belong to
