@@ -1390,7 +1390,7 @@ impl Replicator {
             .get()
             .map(|c| c.load(std::sync::atomic::Ordering::SeqCst));
         let ts = inner.clock.now_ms();
-        let mut db = lock_db(&inner);
+        let mut db = lock_db(inner);
         if !Replicator::presynced(inner) {
             return Ok(WalRestart::Fsyncing);
         }
