@@ -194,7 +194,7 @@ impl VaultBuilder {
                     // async task) at most 50 ms, and not at all on a
                     // current-thread runtime, where that task can only run
                     // once this commit returns.
-                    let wait = pages >= 2 * restart_at;
+                    let wait = pages >= restart_at.saturating_mul(2);
                     let producer_can_run = !matches!(
                         tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()),
                         Ok(tokio::runtime::RuntimeFlavor::CurrentThread)
@@ -218,7 +218,7 @@ impl VaultBuilder {
                                 // tries again. Past it, after a wait: a
                                 // while later.
                                 if wait {
-                                    next_try = pages + restart_at.div_ceil(4);
+                                    next_try = pages.saturating_add(restart_at.div_ceil(4));
                                 }
                                 break;
                             }
@@ -226,12 +226,12 @@ impl VaultBuilder {
                             // resets `next_try`; if a reader's mark keeps it
                             // from restarting, the next try waits a while.
                             Ok(WalRestart::Done) | Ok(WalRestart::NotNow) => {
-                                next_try = pages + restart_at.div_ceil(4);
+                                next_try = pages.saturating_add(restart_at.div_ceil(4));
                                 break;
                             }
                             Err(e) => {
                                 tracing::warn!(error = %e, "letting the WAL restart failed; the replicator retries");
-                                next_try = pages + restart_at.div_ceil(4);
+                                next_try = pages.saturating_add(restart_at.div_ceil(4));
                                 break;
                             }
                         }

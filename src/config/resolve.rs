@@ -610,7 +610,8 @@ impl R<'_, '_> {
                         "must be greater than zero; write e.g. 30s",
                     ),
                     Some((d, _)) => out.push(CompactionLevel {
-                        level: i as u8 + 1,
+                        // Past L8 the file is already refused (above).
+                        level: u8::try_from(i + 1).unwrap_or(u8::MAX),
                         interval: d.0,
                     }),
                 }

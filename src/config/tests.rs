@@ -863,3 +863,17 @@ dbs:
         "abs://devstoreaccount1@container/app?endpoint=http://127.0.0.1:10000/devstoreaccount1"
     );
 }
+
+#[test]
+fn hundreds_of_levels_are_an_error_not_an_overflow() {
+    let mut text = String::from("levels:\n");
+    for _ in 0..300 {
+        text.push_str("  - interval: 1s\n");
+    }
+    text.push_str("dbs:\n  - path: /data/app.db\n    replica:\n      url: file:///backup\n");
+    let p = problems(&text);
+    assert!(
+        p.iter().any(|p| p.message.contains("at most 8 levels")),
+        "{p:#?}"
+    );
+}

@@ -75,7 +75,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         let mut div = 1u128;
         for d in frac.bytes().take(18) {
             div *= 10;
-            value += u128::from(d - b'0') * scale / div;
+            value = value
+                .checked_add(u128::from(d - b'0') * scale / div)
+                .ok_or_else(|| format!("{s:?} is too large"))?;
         }
         total = total
             .checked_add(value)
@@ -162,7 +164,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let mut div = 1u64;
     for d in frac.bytes().take(12) {
         div *= 10;
-        v += u64::from(d - b'0') * scale / div;
+        v = v
+            .checked_add(u64::from(d - b'0') * scale / div)
+            .ok_or_else(|| format!("{s:?} is too large"))?;
     }
     Ok(v)
 }
@@ -304,6 +308,16 @@ mod tests {
         for bad in ["", "MiB", "1XB", "-1MiB", "1.2.3MB"] {
             assert!(parse_size(bad).is_err(), "{bad:?} should fail");
         }
+        // The fraction pushes past the largest value: an error, not an
+        // overflow.
+        assert!(
+            parse_size("18446744073709551.9K")
+                .unwrap_err()
+                .contains("too large")
+        );
+        assert_eq!(parse_size("18446744073709551615").unwrap(), u64::MAX);
+        let huge = format!("{}.9ns", u128::MAX);
+        assert!(parse_duration(&huge).unwrap_err().contains("too large"));
         assert_eq!(format_size(256 << 20), "256MiB");
         assert_eq!(format_size(1000), "1000B");
         assert_eq!(format_size(3 << 29), "1536MiB");

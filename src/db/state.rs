@@ -189,8 +189,16 @@ impl StateDir {
                 WalPosition::NoWal => None,
             },
         };
-        let body = serde_json::to_vec(&f).expect("position serializes");
-        assert!(body.len() <= SLOT - 24, "a position fits its slot");
+        // Plain numbers and fixed-width hex strings: at most about 200
+        // bytes, well within a slot; checked all the same.
+        let body = serde_json::to_vec(&f).map_err(std::io::Error::other)?;
+        if body.len() > SLOT - 24 {
+            return Err(std::io::Error::other(format!(
+                "the position takes {} bytes, more than a slot holds ({})",
+                body.len(),
+                SLOT - 24
+            )));
+        }
         use std::sync::atomic::Ordering;
         if self.seq.load(Ordering::Relaxed) == 0 {
             // First save by this process: continue after what is on disk.

@@ -259,8 +259,13 @@ impl DbChecksum {
                 bytes.len()
             )));
         }
-        let (body, tail) = bytes.split_at(bytes.len() - 8);
-        let stored = u64::from_be_bytes(tail.try_into().expect("8-byte tail"));
+        let Some((body, tail)) = bytes.split_last_chunk::<8>() else {
+            return Err(bad(format!(
+                "{} bytes is too short for a table",
+                bytes.len()
+            )));
+        };
+        let stored = u64::from_be_bytes(*tail);
         let actual = crc64(body);
         if stored != actual {
             return Err(bad(format!("crc is {actual:016x}, stored {stored:016x}")));
@@ -269,8 +274,9 @@ impl DbChecksum {
             pages: Vec::with_capacity(count),
             acc: 0,
         };
-        for chunk in body[TABLE_HEAD..].chunks_exact(8) {
-            let c = u64::from_be_bytes(chunk.try_into().expect("8-byte chunk"));
+        let (chunks, _) = body.get(TABLE_HEAD..).unwrap_or_default().as_chunks::<8>();
+        for chunk in chunks {
+            let c = u64::from_be_bytes(*chunk);
             sum.acc ^= c;
             sum.pages.push(c);
         }

@@ -127,7 +127,16 @@ pub fn format_filename(min: Txid, max: Txid) -> String {
 }
 
 /// Parses an LTX file name made by [`format_filename`]. Like Go's `ParseFilename`, it takes
-/// exactly 16 lowercase hex digits on each side; anything else gives `None`.
+/// exactly 16 lowercase hex digits on each side; anything else gives `None`. So does a
+/// range no LTX file can cover: TXIDs start at 1 (a file starting at 0 would continue a
+/// state before the empty database), and the range must not run backwards.
+///
+/// ```
+/// use litevault::ltx::{Txid, parse_filename};
+/// assert_eq!(parse_filename("0000000000000001-0000000000000003.ltx"), Some((Txid(1), Txid(3))));
+/// assert_eq!(parse_filename("0000000000000000-0000000000000003.ltx"), None);
+/// assert_eq!(parse_filename("0000000000000004-0000000000000003.ltx"), None);
+/// ```
 pub fn parse_filename(name: &str) -> Option<(Txid, Txid)> {
     let stem = name.strip_suffix(".ltx")?;
     let (min, max) = stem.split_once('-')?;
@@ -136,7 +145,8 @@ pub fn parse_filename(name: &str) -> Option<(Txid, Txid)> {
             .then(|| u64::from_str_radix(s, 16).ok().map(Txid))
             .flatten()
     };
-    Some((parse(min)?, parse(max)?))
+    let (min, max) = (parse(min)?, parse(max)?);
+    (min.0 >= 1 && min <= max).then_some((min, max))
 }
 
 /// TXIDs and checksums serialize as the fixed-width hex strings Litestream
@@ -203,6 +213,10 @@ mod tests {
             "0000000000000001_0000000000000001.ltx",
             "0000000000000001-0000000000000001.ltx.tmp",
             "00000000000000001-0000000000000001.ltx",
+            // No file starts before TXID 1 or ends before it starts.
+            "0000000000000000-0000000000000000.ltx",
+            "0000000000000000-0000000000000005.ltx",
+            "0000000000000005-0000000000000004.ltx",
         ] {
             assert_eq!(parse_filename(bad), None, "{bad}");
         }

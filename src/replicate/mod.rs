@@ -4,13 +4,41 @@
 //! and checksum) and reconciles the local state with it; [`Replicator::sync`]
 //! ships what is new; [`Replicator::run`] loops until a caller-supplied
 //! shutdown future resolves, then does a final sync.
+//!
+//! # Locks
+//!
+//! The replicator's state sits behind seven mutexes. Take them in this
+//! order, never the reverse (any may be skipped):
+//!
+//! 1. `Slot::maintaining` (tokio): one maintenance pass per replica.
+//! 2. `Slot::state` (tokio): a replica's position, listing and lease.
+//! 3. `Inner::produce` (tokio): one producer step at a time.
+//! 4. `Inner::db` (std): the watched database.
+//! 5. `Inner::presync` (std): the background fsync's flag.
+//! 6. `Inner::outbox` (std): the local store's index.
+//! 7. `Slot::status` (std): a replica's last error and upload time.
+//!
+//! So: a push holds `state` and may take a snapshot (`produce`, then `db`);
+//! a producer step holds `db` and checks `presync`, which looks at the
+//! `outbox` while it holds `presync`; `status` is a leaf. The `state` of two
+//! replicas is never held at once (`collect_outbox` takes each with
+//! `try_lock` and drops it before the next). A caller's own locks (the
+//! vault's writer connection, whose commit hook calls
+//! [`Replicator::restart_wal_now`]) come before all of these. No std guard
+//! is held across an `.await`.
+//!
+//! A panic while a std mutex is held poisons it. None of them may then turn
+//! every later lock into a panic (the status handlers of the HTTP server
+//! read them too), so each is taken through [`lock_or_recover`] or, for the
+//! database, `lock_db`; the comment at each declaration says why its state
+//! is still valid after an interrupted critical section.
 
 pub mod outbox;
 pub mod retention;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -102,6 +130,11 @@ pub enum ReplicateError {
         "could not take a consistent snapshot of the database: it kept changing; retrying later"
     )]
     SnapshotUnavailable,
+    /// More compaction levels than the key layout has room for.
+    #[error(
+        "{0} compaction levels given; at most 8 (L1 to L8): level 9 holds the snapshots. Drop the extra levels"
+    )]
+    TooManyLevels(usize),
     /// A blocking task panicked.
     #[error("internal error: {0}")]
     Internal(String),
@@ -343,15 +376,30 @@ struct Slot {
     /// of new commits never wait behind a compaction or a snapshot.
     maintaining: tokio::sync::Mutex<()>,
     shipped: watch::Sender<Txid>,
+    /// Display only (status, metrics). Every critical section assigns whole
+    /// fields or clones the value, so a panic part-way leaves a valid
+    /// status: taken with [`lock_or_recover`].
     status: Mutex<ReplicaStatus>,
 }
 
 struct Inner {
     path: PathBuf,
     opts: ReplicateOptions,
+    /// The read marks, the WAL position and the page table of the shipped
+    /// state. A step interrupted by a panic may leave the position or the
+    /// table out of step with each other: taken with `lock_db`, which then
+    /// forgets both and resumes from the last announced state by comparing
+    /// every page (as at a start whose saved state cannot be proven).
     db: Mutex<WatchedDb>,
     /// One producer step at a time: prepare, store locally, commit.
     produce: tokio::sync::Mutex<()>,
+    /// The local store's index. Every `Outbox` method either only reads, or
+    /// does its file I/O first and then changes the index by single
+    /// insertions, removals or flag writes, each true of the disk when made;
+    /// so after a panic part-way the index still describes files that are
+    /// there (at worst it misses a file just written, which the next open
+    /// indexes; a file is marked durable only after its fsync). Taken with
+    /// [`lock_or_recover`].
     outbox: Mutex<Outbox>,
     head: watch::Sender<Head>,
     slots: Vec<Slot>,
@@ -361,7 +409,10 @@ struct Inner {
     /// Wakes the producer at once (the commit hook of an embedded writer).
     wake: tokio::sync::Notify,
     /// Fsyncs of the local store run ahead of a checkpoint, off the
-    /// producer's path (see `produce_step`).
+    /// producer's path (see `produce_step`). A flag and a counter, each set
+    /// by one assignment, any combination valid (the job resets `running`
+    /// even when it panics: see `presynced`). Taken with
+    /// [`lock_or_recover`].
     presync: Mutex<Presync>,
     /// Replicas whose task is uploading now, and a signal when one ends.
     uploading: std::sync::atomic::AtomicUsize,
@@ -396,6 +447,60 @@ pub struct Replicator {
     inner: Arc<Inner>,
 }
 
+/// Locks a mutex whose state stays valid when a critical section is cut
+/// short by a panic (each use says why, where the mutex is declared): the
+/// panic is reported once, where it happened, and does not turn every later
+/// lock into another one.
+pub(crate) fn lock_or_recover<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Locks the watched database. After a panic in a step that held it, its
+/// WAL position and page table may disagree with the state announced to the
+/// replicas: both are dropped, and the next step resumes from the announced
+/// state (the head) by comparing every page with it, which is what a start
+/// does when the saved state cannot be proven. The read marks need nothing:
+/// `WatchedDb` changes which connection holds one only next to the SQL calls
+/// that take or release it, which return errors, not panics.
+fn lock_db(inner: &Inner) -> MutexGuard<'_, WatchedDb> {
+    match inner.db.lock() {
+        Ok(db) => db,
+        Err(poisoned) => {
+            let mut db = poisoned.into_inner();
+            inner.db.clear_poison();
+            let head = *inner.head.borrow();
+            db.set_shipped_state(head.txid, head.checksum, None, None);
+            tracing::error!(
+                db = %inner.path.display(),
+                txid = %head.txid,
+                "a step on the database panicked; resuming from the last shipped state by comparing every page"
+            );
+            db
+        }
+    }
+}
+
+/// Runs a future, turning a panic in it into an error, so that one bad step
+/// of a replica's task does not end the task (and the replica's uploads)
+/// for good.
+async fn no_panic<T>(
+    what: &str,
+    f: impl Future<Output = Result<T, ReplicateError>>,
+) -> Result<T, ReplicateError> {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(f).catch_unwind().await {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(ReplicateError::Internal(format!("{what} panicked: {msg}")))
+        }
+    }
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -425,9 +530,10 @@ pub struct ReplicaHead {
 /// Reads where a replica stands.
 pub async fn replica_head(replica: &Replica) -> Result<ReplicaHead, ReplicateError> {
     let files = replica.list_all().await?;
+    let newest = files.iter().map(|f| f.max_txid).max();
     let Some(last) = files
         .iter()
-        .filter(|f| f.max_txid == files.iter().map(|f| f.max_txid).max().unwrap())
+        .filter(|f| Some(f.max_txid) == newest)
         .min_by_key(|f| (f.size, f.level))
         .cloned()
     else {
@@ -599,6 +705,10 @@ impl Replicator {
         if replicas.is_empty() {
             return Err(ReplicateError::NoReplicas);
         }
+        let levels = opts.retention.levels.len();
+        if levels >= SNAPSHOT_LEVEL as usize {
+            return Err(ReplicateError::TooManyLevels(levels));
+        }
         for (i, r) in replicas.iter().enumerate() {
             if replicas[..i].iter().any(|o| o.to_string() == r.to_string()) {
                 return Err(ReplicateError::DuplicateReplica(r.to_string()));
@@ -667,14 +777,18 @@ impl Replicator {
         }
         let (saved_table, saved_pos) = watched.saved_state();
         let local = local_state(&outbox, saved_table.clone(), saved_pos, watched.page_size());
-        let Some(ref_i) = (0..heads.len())
-            .filter(|&i| heads[i].is_some())
-            .max_by_key(|&i| (heads[i].as_ref().map(|h| h.txid), std::cmp::Reverse(i)))
+        let Some((ref_i, head)) = heads
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| Some((i, h.as_ref()?)))
+            .max_by_key(|(i, h)| (h.txid, std::cmp::Reverse(*i)))
         else {
             // No replica can be reached. Starting is still safe when the
             // local state is proven: files wait in the local store.
             let Some(l) = local else {
-                return Err(first_error.expect("every replica failed"));
+                // Every replica failed (a lease conflict returned above), so
+                // `first_error` is set; the fallback only keeps this total.
+                return Err(first_error.unwrap_or(ReplicateError::NoReplicas));
             };
             tracing::warn!(db = %path.display(), "no replica can be reached; replicating to the local store until they can");
             heads = vec![None; replicas.len()];
@@ -691,7 +805,6 @@ impl Replicator {
                 opts,
             );
         };
-        let head = heads[ref_i].as_ref().expect("reachable");
         let reference = &replicas[ref_i];
         let mut state: Option<DbChecksum> = None;
         let mut wal = None;
@@ -911,7 +1024,7 @@ impl Replicator {
         let (lease, h) = init_replica(&slot.replica, &db_name, self.inner.opts.lease).await?;
         let head = *self.inner.head.borrow();
         let placed = {
-            let outbox = self.inner.outbox.lock().expect("outbox lock");
+            let outbox = lock_or_recover(&self.inner.outbox);
             Self::place_replica(
                 &slot.replica,
                 &h,
@@ -942,6 +1055,7 @@ impl Replicator {
 
     /// The first replica.
     pub fn replica(&self) -> &Replica {
+        // Cannot fail: `open_many` refuses an empty list of replicas.
         &self.inner.slots[0].replica
     }
 
@@ -976,7 +1090,7 @@ impl Replicator {
         let head = *self.inner.head.borrow();
         let now = self.inner.clock.now_ms();
         let (pending, store_bytes): (Vec<(Txid, i64)>, u64) = {
-            let outbox = self.inner.outbox.lock().expect("outbox lock");
+            let outbox = lock_or_recover(&self.inner.outbox);
             (
                 outbox
                     .files()
@@ -987,7 +1101,7 @@ impl Replicator {
             )
         };
         let (wal_bytes, checkpoints) = {
-            let db = self.inner.db.lock().expect("db lock");
+            let db = lock_db(&self.inner);
             (db.wal_bytes(), db.checkpoint_stats())
         };
         let replicas = self
@@ -995,7 +1109,7 @@ impl Replicator {
             .slots
             .iter()
             .map(|s| {
-                let mut st = s.status.lock().expect("status lock").clone();
+                let mut st = lock_or_recover(&s.status).clone();
                 st.txid = *s.shipped.borrow();
                 st.requests = s.replica.stats().counts();
                 let waiting: Vec<&(Txid, i64)> =
@@ -1009,7 +1123,7 @@ impl Replicator {
                         .map(|(_, ts)| *ts)
                         .min()
                         .unwrap_or(head.timestamp_ms);
-                    (now - oldest).max(0) as u64
+                    now.saturating_sub(oldest).max(0) as u64
                 };
                 st
             })
@@ -1024,7 +1138,7 @@ impl Replicator {
             wal_bytes,
             local_store_bytes: store_bytes,
             checkpoints,
-            checkpoint_waiting_for_fsync: self.inner.presync.lock().expect("presync lock").running,
+            checkpoint_waiting_for_fsync: lock_or_recover(&self.inner.presync).running,
             updated_at: self.inner.clock.now(),
             replicas,
         }
@@ -1034,14 +1148,7 @@ impl Replicator {
     fn write_status(&self, running: bool) {
         let mut st = self.status();
         st.running = running;
-        let dir = self
-            .inner
-            .db
-            .lock()
-            .expect("db lock")
-            .state_dir()
-            .path()
-            .to_path_buf();
+        let dir = lock_db(&self.inner).state_dir().path().to_path_buf();
         let tmp = dir.join(format!("{STATUS_FILE}.tmp"));
         let ok = std::fs::create_dir_all(&dir).is_ok()
             && serde_json::to_vec_pretty(&st)
@@ -1137,11 +1244,11 @@ impl Replicator {
     fn presynced(inner: &Arc<Inner>) -> bool {
         const FEW: usize = 16;
         const MAX_PRESYNC_ROUNDS: u8 = 3;
-        let mut ps = inner.presync.lock().expect("presync lock");
+        let mut ps = lock_or_recover(&inner.presync);
         if ps.running {
             return false;
         }
-        let pending = inner.outbox.lock().expect("outbox lock").unsynced();
+        let pending = lock_or_recover(&inner.outbox).unsynced();
         if pending.len() <= FEW || ps.rounds >= MAX_PRESYNC_ROUNDS {
             ps.rounds = 0;
             return true;
@@ -1155,13 +1262,21 @@ impl Replicator {
         let spawned = std::thread::Builder::new()
             .name("litevault-presync".into())
             .spawn(move || {
-                let done: Vec<_> = pending.into_iter().filter(|f| f.fsync().is_ok()).collect();
-                job.outbox.lock().expect("outbox lock").mark_durable(&done);
-                job.presync.lock().expect("presync lock").running = false;
-                job.wake.notify_one();
+                // Clears the flag however the job ends, a panic included:
+                // else no checkpoint would ever run again.
+                struct Done(Arc<Inner>);
+                impl Drop for Done {
+                    fn drop(&mut self) {
+                        lock_or_recover(&self.0.presync).running = false;
+                        self.0.wake.notify_one();
+                    }
+                }
+                let done = Done(job);
+                let synced: Vec<_> = pending.into_iter().filter(|f| f.fsync().is_ok()).collect();
+                lock_or_recover(&done.0.outbox).mark_durable(&synced);
             });
         if spawned.is_err() {
-            inner.presync.lock().expect("presync lock").running = false;
+            lock_or_recover(&inner.presync).running = false;
             return true; // sync inline, as without the job
         }
         false
@@ -1172,7 +1287,7 @@ impl Replicator {
     async fn produce_step(&self, ts: i64) -> Result<(SyncOutcome, bool), ReplicateError> {
         let inner = self.inner.clone();
         blocking(move || {
-            let mut db = inner.db.lock().expect("db lock");
+            let mut db = lock_db(&inner);
             let outcome = Self::ship_blocking(&inner, &mut db, ts)?;
             if db.checkpoint_due() && Replicator::presynced(&inner) {
                 Self::sync_outbox(&inner, &db)?;
@@ -1208,10 +1323,7 @@ impl Replicator {
                 let pages = p.page_count;
                 let resync = p.kind == ShipKind::Resync;
                 let state = db.state_dir().path().to_path_buf();
-                inner
-                    .outbox
-                    .lock()
-                    .expect("outbox lock")
+                lock_or_recover(&inner.outbox)
                     .add(0, &header, post, body)
                     .map_err(|source| ReplicateError::Local {
                         path: state,
@@ -1221,11 +1333,7 @@ impl Replicator {
                     // Not recorded: the next step prepares this TXID
                     // again. No replica has it yet (it is announced
                     // below, only after the commit).
-                    inner
-                        .outbox
-                        .lock()
-                        .expect("outbox lock")
-                        .remove(0, header.max_txid);
+                    lock_or_recover(&inner.outbox).remove(0, header.max_txid);
                     return Err(e.into());
                 }
                 if resync && header.max_txid.0 > 1 {
@@ -1250,10 +1358,7 @@ impl Replicator {
     /// Fsyncs the local store's files not yet durable.
     fn sync_outbox(inner: &Arc<Inner>, db: &WatchedDb) -> Result<(), ReplicateError> {
         let state = db.state_dir().path().to_path_buf();
-        inner
-            .outbox
-            .lock()
-            .expect("outbox lock")
+        lock_or_recover(&inner.outbox)
             .sync()
             .map_err(|source| ReplicateError::Local {
                 path: state,
@@ -1285,7 +1390,7 @@ impl Replicator {
             .get()
             .map(|c| c.load(std::sync::atomic::Ordering::SeqCst));
         let ts = inner.clock.now_ms();
-        let mut db = inner.db.lock().expect("db lock");
+        let mut db = lock_db(inner);
         if !Replicator::presynced(inner) {
             return Ok(WalRestart::Fsyncing);
         }
@@ -1356,7 +1461,7 @@ impl Replicator {
         let slot = &self.inner.slots[i];
         let mut st = slot.state.lock().await;
         let r = self.push_locked(slot, &mut st).await;
-        let mut status = slot.status.lock().expect("status lock");
+        let mut status = lock_or_recover(&slot.status);
         status.last_error = r.as_ref().err().map(|e| e.to_string());
         status.files_per_level = count_levels(&st.files);
         r
@@ -1406,11 +1511,8 @@ impl Replicator {
                 self.snapshot_to(slot, st).await?;
                 continue;
             }
-            let chain = self.inner.outbox.lock().expect("outbox lock").chain_after(
-                st.txid,
-                st.checksum,
-                target.txid,
-            );
+            let chain =
+                lock_or_recover(&self.inner.outbox).chain_after(st.txid, st.checksum, target.txid);
             let Some(chain) = chain else {
                 st.needs_snapshot = true;
                 continue;
@@ -1418,9 +1520,8 @@ impl Replicator {
             if chain.is_empty() {
                 return Ok(());
             }
-            let (body, header) = if chain.len() == 1 {
-                let f = &chain[0];
-                let body = self.inner.outbox.lock().expect("outbox lock").body(f);
+            let (body, header) = if let [f] = chain.as_slice() {
+                let body = lock_or_recover(&self.inner.outbox).body(f);
                 (body, (f.min_txid, f.max_txid, f.timestamp_ms, f.post_apply))
             } else {
                 // Behind by several files: send them merged, one request.
@@ -1434,7 +1535,7 @@ impl Replicator {
             st.txid = max;
             st.checksum = post;
             slot.shipped.send_replace(max);
-            slot.status.lock().expect("status lock").last_upload = Some(Utc::now());
+            lock_or_recover(&slot.status).last_upload = Some(Utc::now());
         }
     }
 
@@ -1447,20 +1548,23 @@ impl Replicator {
         let inner = self.inner.clone();
         let chain = chain.to_vec();
         blocking(move || {
-            let outbox = inner.outbox.lock().expect("outbox lock");
-            let first = &chain[0];
-            let last = chain.last().expect("not empty");
+            let outbox = lock_or_recover(&inner.outbox);
+            let (Some(first), Some(last)) = (chain.first(), chain.last()) else {
+                return Err(ReplicateError::Internal("merging an empty chain".into()));
+            };
             let mut inputs = Vec::with_capacity(chain.len());
             for f in &chain {
+                let open = |p: &Path| -> Result<Box<dyn std::io::Read + Send>, ReplicateError> {
+                    let file = std::fs::File::open(p).map_err(|source| ReplicateError::Local {
+                        path: p.to_path_buf(),
+                        source,
+                    })?;
+                    Ok(Box::new(std::io::BufReader::new(file)))
+                };
                 let r: Box<dyn std::io::Read + Send> = match outbox.body(f) {
                     LtxBody::Memory(b) => Box::new(std::io::Cursor::new(b)),
-                    other => {
-                        let p = other.file_path().expect("a file").to_path_buf();
-                        Box::new(std::io::BufReader::new(
-                            std::fs::File::open(&p)
-                                .map_err(|source| ReplicateError::Local { path: p, source })?,
-                        ))
-                    }
+                    LtxBody::File { path, .. } => open(&path)?,
+                    LtxBody::Spilled(s) => open(s.path())?,
                 };
                 inputs.push(
                     ltx::Decoder::new(r).map_err(|source| ReplicateError::BadFile {
@@ -1469,8 +1573,7 @@ impl Replicator {
                     })?,
                 );
             }
-            let dir = outbox.path(0, first.min_txid, last.max_txid);
-            let dir = dir.parent().expect("has a parent").to_path_buf();
+            let dir = outbox.level_dir(0);
             drop(outbox);
             let out = SpillWriter::new(&dir, SPILL_THRESHOLD);
             let opts = ltx::CompactOptions {
@@ -1508,8 +1611,7 @@ impl Replicator {
             while let SyncOutcome::Shipped { .. } = self.produce_locked().await? {}
             let inner = self.inner.clone();
             let ts = inner.head.borrow().timestamp_ms;
-            let snap =
-                blocking(move || inner.db.lock().expect("db lock").prepare_snapshot(ts)).await??;
+            let snap = blocking(move || lock_db(&inner).prepare_snapshot(ts)).await??;
             drop(step);
             if let Some(s) = snap {
                 return Ok(s);
@@ -1556,21 +1658,24 @@ impl Replicator {
             };
             let mut level_max = [Txid(0); 10];
             for f in &st.files {
-                let m = &mut level_max[f.level as usize];
-                *m = (*m).max(f.max_txid);
+                if let Some(m) = level_max.get_mut(f.level as usize) {
+                    *m = (*m).max(f.max_txid);
+                }
             }
             summaries.push((st.txid, level_max));
         }
-        let mut outbox = self.inner.outbox.lock().expect("outbox lock");
+        let mut outbox = lock_or_recover(&self.inner.outbox);
         let shipped = summaries.iter().map(|s| s.0).min().unwrap_or(Txid(0));
         outbox.release_memory(shipped);
         let doomed: Vec<(u8, Txid)> = outbox
             .files()
             .filter(|f| {
-                let next = f.level + 1;
+                let next = f.level as usize + 1;
                 f.max_txid <= shipped
                     && (f.level >= levels
-                        || summaries.iter().all(|s| s.1[next as usize] >= f.max_txid))
+                        || summaries
+                            .iter()
+                            .all(|s| s.1.get(next).is_some_and(|m| *m >= f.max_txid)))
             })
             .map(|f| (f.level, f.max_txid))
             .collect();
@@ -1595,7 +1700,7 @@ impl Replicator {
         let _pass = slot.maintaining.lock().await;
         let r = self.maintain_slot(slot).await;
         let st = slot.state.lock().await;
-        let mut status = slot.status.lock().expect("status lock");
+        let mut status = lock_or_recover(&slot.status);
         if let Err(e) = &r {
             status.last_error = Some(e.to_string());
         }
@@ -1624,10 +1729,14 @@ impl Replicator {
             let level = k as u8 + 1;
             let run = {
                 let mut st = slot.state.lock().await;
-                if elapsed(st.compacted_at[level as usize]).is_some_and(|e| e < *interval) {
+                // Levels 1 to 8 (`open_many` refuses more).
+                let Some(at) = st.compacted_at.get_mut(level as usize) else {
+                    break;
+                };
+                if elapsed(*at).is_some_and(|e| e < *interval) {
                     continue;
                 }
-                st.compacted_at[level as usize] = Some(now);
+                *at = Some(now);
                 retention::plan_compaction(&st.files, level)
             };
             if let Some(run) = run {
@@ -1709,7 +1818,7 @@ impl Replicator {
             // Local first: the same file, or (for a level-0 file that went up
             // merged) the pieces it was merged from; else download it.
             let local: Option<Vec<LtxBody>> = {
-                let outbox = self.inner.outbox.lock().expect("outbox lock");
+                let outbox = lock_or_recover(&self.inner.outbox);
                 match outbox
                     .get(f.level, f.min_txid, f.max_txid)
                     .filter(|o| o.size == f.size)
@@ -1744,15 +1853,10 @@ impl Replicator {
             }
         }
         let inner = self.inner.clone();
-        let first = run[0].clone();
-        let last = run.last().expect("not empty").clone();
-        let spill_dir =
-            inner
-                .outbox
-                .lock()
-                .expect("outbox lock")
-                .path(level, first.min_txid, last.max_txid);
-        let spill_dir = spill_dir.parent().expect("has a parent").to_path_buf();
+        let (Some(first), Some(last)) = (run.first(), run.last()) else {
+            return Ok(()); // nothing to merge
+        };
+        let spill_dir = lock_or_recover(&inner.outbox).level_dir(level);
         let name = format!(
             "L{level}/{}",
             ltx::format_filename(first.min_txid, last.max_txid)
@@ -1770,8 +1874,15 @@ impl Replicator {
             for r in readers {
                 inputs.push(ltx::Decoder::new(r).map_err(bad)?);
             }
-            let first_h = *inputs[0].header();
-            let last_h = *inputs.last().expect("not empty").header();
+            // At least one input per file of the (non-empty) run.
+            let (Some(first_h), Some(last_h)) = (
+                inputs.first().map(|d| *d.header()),
+                inputs.last().map(|d| *d.header()),
+            ) else {
+                return Err(ReplicateError::Internal(format!(
+                    "{name}: no input to merge"
+                )));
+            };
             let pre = first_h
                 .reserved_checksums
                 .map(|r| r.pre_apply)
@@ -1813,7 +1924,7 @@ impl Replicator {
         if (level as usize) < self.inner.opts.retention.levels.len() {
             let inner = self.inner.clone();
             blocking(move || {
-                let mut outbox = inner.outbox.lock().expect("outbox lock");
+                let mut outbox = lock_or_recover(&inner.outbox);
                 if outbox
                     .get(level, header.min_txid, header.max_txid)
                     .is_none()
@@ -1866,7 +1977,7 @@ impl Replicator {
                     }
                     let before = *me.inner.slots[i].shipped.borrow();
                     me.inner.uploading.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let pushed = me.push(i).await;
+                    let pushed = no_panic("an upload", me.push(i)).await;
                     me.inner.uploading.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                     me.inner.upload_done.notify_waiters();
                     match pushed {
@@ -1898,7 +2009,7 @@ impl Replicator {
                         _ = stop.changed() => break,
                         _ = tokio::time::sleep(wait) => {}
                     }
-                    match me.maintain_one(i).await {
+                    match no_panic("compaction or retention", me.maintain_one(i)).await {
                         Ok(()) => wait = tick,
                         Err(e) => {
                             wait = (wait * 2).min(Duration::from_secs(30));
@@ -1911,10 +2022,12 @@ impl Replicator {
         }
         tokio::pin!(shutdown);
         let mut last_seen = None;
-        let mut last_full = Instant::now() - Duration::from_secs(3600);
+        // "Long ago", where the platform's clock can say so.
+        let long_ago = |d: Duration| Instant::now().checked_sub(d).unwrap_or_else(Instant::now);
+        let mut last_full = long_ago(Duration::from_secs(3600));
         let mut backoff = Duration::ZERO;
         let poll = self.inner.opts.poll_interval;
-        let mut status_at = Instant::now() - Duration::from_secs(60);
+        let mut status_at = long_ago(Duration::from_secs(60));
         loop {
             let wait = poll.max(backoff);
             let mut woken = false;
@@ -2006,7 +2119,7 @@ impl Replicator {
         let me = self.clone();
         let _ = blocking(move || me.write_status(false)).await;
         let inner = self.inner.clone();
-        let close = blocking(move || inner.db.lock().expect("db lock").close());
+        let close = blocking(move || lock_db(&inner).close());
         match done {
             Ok(r) => {
                 close.await??;
@@ -2046,4 +2159,129 @@ fn file_stamp(db: &Path) -> Option<(u64, SystemTime, u64, SystemTime)> {
         w.and_then(|m| m.modified().ok())
             .unwrap_or(SystemTime::UNIX_EPOCH),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn make_db(path: &Path) -> rusqlite::Connection {
+        let c = rusqlite::Connection::open(path).unwrap();
+        c.pragma_update(None, "journal_mode", "wal").unwrap();
+        c.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        c.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+            .unwrap();
+        c
+    }
+
+    fn insert(c: &rusqlite::Connection, from: i64, n: i64) {
+        for i in from..from + n {
+            c.execute(
+                "INSERT INTO t(id, v) VALUES (?1, ?2)",
+                (i, format!("row {i}")),
+            )
+            .unwrap();
+        }
+    }
+
+    /// Holds `m` on another thread and panics there, as a bug in a step
+    /// holding the lock would.
+    fn poison<T: Send + 'static>(inner: &Arc<Inner>, m: fn(&Inner) -> &Mutex<T>) {
+        let inner = inner.clone();
+        let r = std::thread::spawn(move || {
+            let _held = m(&inner).lock();
+            panic!("test: a panic while the lock is held");
+        })
+        .join();
+        assert!(r.is_err());
+    }
+
+    /// A panic while any of the replicator's std mutexes is held neither
+    /// makes later calls panic (status, sync) nor loses or corrupts data:
+    /// the database's position is forgotten and re-proven by comparing
+    /// pages, and a restore equals the database.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_under_any_lock_does_not_cascade() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let conn = make_db(&db);
+        insert(&conn, 0, 10);
+        let url = format!("file://{}", dir.path().join("replica").display());
+        let replica = Replica::open(&url).unwrap();
+        let r = Replicator::open(&db, replica.clone(), ReplicateOptions::default())
+            .await
+            .unwrap();
+        r.sync_all().await.unwrap();
+        let before = r.local_txid();
+
+        poison(&r.inner, |i| &i.db);
+        poison(&r.inner, |i| &i.outbox);
+        poison(&r.inner, |i| &i.presync);
+        poison(&r.inner, |i| &i.slots[0].status);
+        assert!(r.inner.db.is_poisoned() && r.inner.outbox.is_poisoned());
+
+        let st = r.status();
+        assert_eq!(st.txid, before);
+        assert_eq!(st.replicas[0].txid, before);
+
+        insert(&conn, 10, 10);
+        let first = r.sync().await.unwrap();
+        assert!(
+            matches!(first, SyncOutcome::Shipped { resync: true, .. }),
+            "the position is re-proven by comparing pages: {first:?}"
+        );
+        assert!(!r.inner.db.is_poisoned(), "recovered once, then clean");
+        insert(&conn, 20, 5);
+        let second = r.sync().await.unwrap();
+        assert!(
+            matches!(second, SyncOutcome::Shipped { resync: false, .. }),
+            "then shipping from the WAL again: {second:?}"
+        );
+        let txid = r.sync_all().await.unwrap();
+        assert!(txid > before);
+
+        let out = dir.path().join("out.db");
+        crate::restore::restore(&replica, &out, &crate::RestoreOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            crate::content::content_digest(&out).unwrap(),
+            crate::content::content_digest(&db).unwrap()
+        );
+        let n: i64 = rusqlite::Connection::open(&out)
+            .unwrap()
+            .query_row("SELECT count(*) FROM t", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(n, 25);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_step_becomes_an_error() {
+        let r: Result<(), _> = no_panic("an upload", async { panic!("boom {}", 7) }).await;
+        match r {
+            Err(ReplicateError::Internal(m)) => {
+                assert!(m.contains("an upload") && m.contains("boom 7"), "{m}")
+            }
+            other => panic!("expected an internal error, got {other:?}"),
+        }
+        let ok = no_panic("x", async { Ok::<_, ReplicateError>(3) }).await;
+        assert_eq!(ok.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn more_levels_than_the_layout_holds_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        drop(make_db(&db));
+        let replica = Replica::open(&format!("file://{}", dir.path().join("r").display())).unwrap();
+        let mut opts = ReplicateOptions::default();
+        opts.retention.levels = vec![Duration::from_secs(1); 9];
+        match Replicator::open(&db, replica, opts).await {
+            Err(e @ ReplicateError::TooManyLevels(9)) => {
+                assert!(e.to_string().contains("at most 8"), "{e}")
+            }
+            Err(e) => panic!("expected TooManyLevels, got {e}"),
+            Ok(_) => panic!("expected TooManyLevels, got a replicator"),
+        }
+    }
 }

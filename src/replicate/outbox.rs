@@ -149,12 +149,14 @@ impl Outbox {
         })
     }
 
+    /// The folder of a level's files.
+    pub fn level_dir(&self, level: u8) -> PathBuf {
+        self.dir.join("ltx").join(level.to_string())
+    }
+
     /// Path of a file.
     pub fn path(&self, level: u8, min: Txid, max: Txid) -> PathBuf {
-        self.dir
-            .join("ltx")
-            .join(level.to_string())
-            .join(ltx::format_filename(min, max))
+        self.level_dir(level).join(ltx::format_filename(min, max))
     }
 
     /// Adds a file (written to disk; small bodies are also kept in memory).
@@ -176,8 +178,8 @@ impl Outbox {
         for k in stale {
             self.remove(k.0, Txid(k.1));
         }
+        std::fs::create_dir_all(self.level_dir(level))?;
         let path = self.path(level, min, max);
-        std::fs::create_dir_all(path.parent().expect("has a parent"))?;
         let size = body.len();
         let bytes = match body {
             LtxBody::Memory(b) => {
@@ -216,9 +218,9 @@ impl Outbox {
             // are read back rarely and stay on disk.
             bytes: bytes.filter(|b| level == 0 && b.len() <= SPILL_THRESHOLD),
             durable: false,
-            generation: self.added + 1,
+            generation: self.added.wrapping_add(1),
         };
-        self.added += 1;
+        self.added = file.generation;
         self.files.insert((level, max.0), file.clone());
         self.trim_memory();
         Ok(file)
@@ -274,15 +276,22 @@ impl Outbox {
         if upto <= txid {
             return (upto == txid).then_some(out);
         }
+        // Cannot overflow: `txid < upto`, and `at` stays below `upto` inside
+        // the loop (every file taken ends at most at `upto`, and the loop
+        // ends when one reaches it).
         for f in self
             .files
-            .range((0, txid.0 + 1)..=(0, upto.0))
+            .range((0, txid.0.checked_add(1)?)..=(0, upto.0))
             .map(|(_, f)| f)
         {
-            if f.min_txid.0 > at.0.0 + 1 {
+            if at.0 == upto {
+                break;
+            }
+            let next = at.0.0.checked_add(1)?;
+            if f.min_txid.0 > next {
                 return None;
             }
-            if f.min_txid.0 != at.0.0 + 1 {
+            if f.min_txid.0 != next {
                 continue;
             }
             // A snapshot starts a chain of its own; anything else must link.
@@ -299,15 +308,16 @@ impl Outbox {
     /// a file that went up merged), if the store still holds all of them.
     pub fn covering(&self, min: Txid, max: Txid) -> Option<Vec<OutboxFile>> {
         let mut out = Vec::new();
-        let mut next = min.0;
+        let mut next = Some(min.0);
         for f in self.files.range((0, min.0)..=(0, max.0)).map(|(_, f)| f) {
-            if f.min_txid.0 != next {
+            if Some(f.min_txid.0) != next {
                 continue;
             }
-            next = f.max_txid.0 + 1;
+            // `None` once a piece ends at the last TXID there is.
+            next = f.max_txid.0.checked_add(1);
             out.push(f.clone());
         }
-        (next == max.0 + 1 && !out.is_empty()).then_some(out)
+        (next == max.0.checked_add(1) && !out.is_empty()).then_some(out)
     }
 
     /// The newest file of a level.
@@ -361,7 +371,7 @@ impl Outbox {
         // The folders too, also of files fsynced ahead (`mark_durable`):
         // their names are durable only once their folder is.
         for f in self.files.values() {
-            dirs.insert(self.dir.join("ltx").join(f.level.to_string()));
+            dirs.insert(self.level_dir(f.level));
         }
         for d in dirs {
             File::open(d)?.sync_all()?;

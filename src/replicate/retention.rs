@@ -80,7 +80,10 @@ pub fn plan_compaction(files: &[LtxFileInfo], dst: u8) -> Option<Vec<LtxFileInfo
     let mut start = run.len();
     while start > 0 {
         let f = &run[start - 1];
-        if start < run.len() && f.max_txid.0 + 1 != run[start].min_txid.0 {
+        if run
+            .get(start)
+            .is_some_and(|next| f.max_txid.0.checked_add(1) != Some(next.min_txid.0))
+        {
             break;
         }
         start -= 1;
@@ -100,7 +103,13 @@ pub fn reachable(files: &[&LtxFileInfo]) -> HashSet<u64> {
     let mut reach = HashSet::with_capacity(sorted.len() + 1);
     reach.insert(0u64);
     for f in sorted {
-        if f.min_txid <= f.max_txid && reach.contains(&(f.min_txid.0 - 1)) {
+        // A file starting at 0 (no valid name does) continues nothing.
+        if f.min_txid <= f.max_txid
+            && f.min_txid
+                .0
+                .checked_sub(1)
+                .is_some_and(|before| reach.contains(&before))
+        {
             reach.insert(f.max_txid.0);
         }
     }
@@ -203,6 +212,40 @@ mod tests {
             size: 10,
             created: now - chrono::Duration::seconds(age_s),
         }
+    }
+
+    /// Listings are input: TXIDs at the ends of the range (a file starting
+    /// at 0, which no valid name gives, or ending at the last TXID there
+    /// is) plan without overflowing.
+    #[test]
+    fn extreme_txids_plan_without_overflow() {
+        let now = Utc::now();
+        let opts = RetentionOptions::default();
+        let files = vec![
+            f(0, 0, 0, 100_000, now),
+            f(0, 0, 3, 100_000, now),
+            f(0, 4, u64::MAX - 1, 100_000, now),
+            f(0, u64::MAX, u64::MAX, 100_000, now),
+            f(1, 1, 3, 100_000, now),
+            f(9, 1, 3, 100_000, now),
+        ];
+        let reach = reachable(&files[..2].iter().collect::<Vec<_>>());
+        assert_eq!(
+            reach,
+            HashSet::from([0]),
+            "nothing continues a state before TXID 1"
+        );
+        let run = plan_compaction(&files, 1).unwrap();
+        assert_eq!(
+            run.iter().map(|f| f.min_txid.0).collect::<Vec<_>>(),
+            vec![4, u64::MAX]
+        );
+        let gone = plan_retention(&files, now, &opts);
+        assert!(gone.iter().all(|g| files.contains(g)));
+        let top = vec![f(0, 5, u64::MAX, 0, now), f(0, 1, 4, 0, now)];
+        let run = plan_compaction(&top, 1).unwrap();
+        assert_eq!(run.len(), 2);
+        assert!(reachable(&top.iter().collect::<Vec<_>>()).contains(&u64::MAX));
     }
 
     #[test]

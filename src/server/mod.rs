@@ -50,7 +50,7 @@ use tokio::sync::watch;
 
 use crate::Replicator;
 use crate::replica::LtxFileInfo;
-use crate::replicate::DbStatus;
+use crate::replicate::{DbStatus, lock_or_recover};
 
 /// The environment variable holding the bearer token.
 pub const TOKEN_ENV: &str = "LITEVAULT_HTTP_TOKEN";
@@ -94,6 +94,9 @@ pub enum ServerError {
     /// The server failed while running.
     #[error("HTTP server: {0}")]
     Io(#[from] std::io::Error),
+    /// The status of the databases could not be taken.
+    #[error("the status could not be taken: {0}; this is a bug, please report it with the log")]
+    StatusUnavailable(String),
 }
 
 /// Settings of the HTTP server.
@@ -198,7 +201,10 @@ pub struct ServerState {
 struct StateInner {
     dbs: Vec<Replicator>,
     opts: ServerOptions,
-    /// Per database, per replica.
+    /// Per database, per replica. Samples for display: each critical
+    /// section pushes or pops whole samples or clones the rings, so the
+    /// rings stay valid if one is cut short by a panic, and the lock is
+    /// taken with [`lock_or_recover`].
     lag: Mutex<Vec<Vec<VecDeque<Sample>>>>,
     /// Per database: the last listing of each replica.
     files: Vec<tokio::sync::Mutex<Option<Listing>>>,
@@ -240,11 +246,11 @@ impl ServerState {
 
     /// The status of every database, taken on a blocking thread: a status
     /// waits for the database lock, which a long resync or checkpoint holds.
-    pub async fn statuses(&self) -> Vec<DbStatus> {
+    pub async fn statuses(&self) -> Result<Vec<DbStatus>, ServerError> {
         let dbs = self.inner.dbs.clone();
         tokio::task::spawn_blocking(move || dbs.iter().map(|r| r.status()).collect())
             .await
-            .expect("status task")
+            .map_err(|e| ServerError::StatusUnavailable(e.to_string()))
     }
 
     /// Takes one lag sample of every replica (the server does it every
@@ -252,12 +258,21 @@ impl ServerState {
     /// [`router`] in your own app).
     pub async fn sample_lag(&self) {
         let now = Utc::now().timestamp_millis();
-        let statuses = self.statuses().await;
+        let statuses = match self.statuses().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "no lag sample this time");
+                return;
+            }
+        };
         let cap = self.inner.opts.history.max(1);
-        let mut lag = self.inner.lag.lock().expect("lag lock");
+        let mut lag = lock_or_recover(&self.inner.lag);
         for (d, st) in statuses.iter().enumerate() {
             for (i, rs) in st.replicas.iter().enumerate() {
-                let ring = &mut lag[d][i];
+                // One ring per replica of each database, made in `new`.
+                let Some(ring) = lag.get_mut(d).and_then(|l| l.get_mut(i)) else {
+                    continue;
+                };
                 if ring.len() >= cap {
                     ring.pop_front();
                 }
@@ -492,8 +507,25 @@ pub fn not_ready_reasons(statuses: &[DbStatus], max_lag: Duration) -> Vec<String
     reasons
 }
 
+fn status_error(e: ServerError) -> Response {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        axum::Json(json!({"error": e.to_string()})),
+    )
+        .into_response()
+}
+
 async fn readyz(State(state): State<ServerState>) -> Response {
-    let statuses = state.statuses().await;
+    let statuses = match state.statuses().await {
+        Ok(s) => s,
+        Err(e) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({"ready": false, "reasons": [e.to_string()]})),
+            )
+                .into_response();
+        }
+    };
     let reasons = not_ready_reasons(&statuses, state.inner.opts.readyz_max_lag);
     if reasons.is_empty() {
         (StatusCode::OK, axum::Json(json!({"ready": true}))).into_response()
@@ -507,7 +539,10 @@ async fn readyz(State(state): State<ServerState>) -> Response {
 }
 
 async fn metrics_handler(State(state): State<ServerState>) -> Response {
-    let statuses = state.statuses().await;
+    let statuses = match state.statuses().await {
+        Ok(s) => s,
+        Err(e) => return status_error(e),
+    };
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
@@ -516,8 +551,11 @@ async fn metrics_handler(State(state): State<ServerState>) -> Response {
     (headers, metrics::render(&statuses)).into_response()
 }
 
-async fn status(State(state): State<ServerState>) -> axum::Json<Vec<DbStatus>> {
-    axum::Json(state.statuses().await)
+async fn status(State(state): State<ServerState>) -> Response {
+    match state.statuses().await {
+        Ok(s) => axum::Json(s).into_response(),
+        Err(e) => status_error(e),
+    }
 }
 
 fn bad_request(msg: String) -> Response {
@@ -585,9 +623,10 @@ async fn sync(
         Err(_) => {
             let st = {
                 let r = r.clone();
-                tokio::task::spawn_blocking(move || r.status())
-                    .await
-                    .expect("status task")
+                match tokio::task::spawn_blocking(move || r.status()).await {
+                    Ok(st) => st,
+                    Err(e) => return status_error(ServerError::StatusUnavailable(e.to_string())),
+                }
             };
             let behind: Vec<_> = st
                 .replicas
@@ -625,7 +664,7 @@ struct LagSeries {
 }
 
 async fn lag(State(state): State<ServerState>) -> axum::Json<serde_json::Value> {
-    let lag = state.inner.lag.lock().expect("lag lock").clone();
+    let lag = lock_or_recover(&state.inner.lag).clone();
     let dbs: Vec<_> = state
         .inner
         .dbs

@@ -261,8 +261,11 @@ impl WalHeader {
     }
 
     /// Byte offset in the WAL file of the 0-based frame `frame_index`.
+    /// (Saturates: no WAL file is anywhere near `u64::MAX` bytes.)
     pub fn frame_offset(&self, frame_index: u64) -> u64 {
-        WAL_HEADER_SIZE as u64 + frame_index * self.frame_size() as u64
+        frame_index
+            .saturating_mul(self.frame_size() as u64)
+            .saturating_add(WAL_HEADER_SIZE as u64)
     }
 
     /// True if `frame` carries this header's salts, i.e. could belong to
@@ -496,9 +499,10 @@ impl WalScanner {
                 return Some(ScanStop::TornFrame { offset });
             }
             let (frame, tail) = rest.split_at(frame_size);
-            let (raw_header, page) = frame.split_at(FRAME_HEADER_SIZE);
-            let raw_header: &[u8; FRAME_HEADER_SIZE] =
-                raw_header.try_into().expect("split_at yields 24 bytes");
+            // A frame is a header and a page of at least 512 bytes.
+            let Some((raw_header, page)) = frame.split_first_chunk::<FRAME_HEADER_SIZE>() else {
+                return Some(ScanStop::TornFrame { offset });
+            };
             let fh = FrameHeader::parse(raw_header);
             if !self.header.salts_match(&fh) {
                 return Some(ScanStop::SaltMismatch { offset });
@@ -578,6 +582,11 @@ fn is_valid_page_size(page_size: u32) -> bool {
     (MIN_PAGE_SIZE..=MAX_PAGE_SIZE).contains(&page_size) && page_size.is_power_of_two()
 }
 
+/// The big-endian `u32` at `at`; 0 past the end (callers read fixed-size
+/// headers, always long enough).
 fn be_u32(bytes: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4-byte slice"))
+    bytes
+        .get(at..)
+        .and_then(|b| b.first_chunk::<4>())
+        .map_or(0, |b| u32::from_be_bytes(*b))
 }
