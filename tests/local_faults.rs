@@ -317,3 +317,55 @@ fn damaged_local_store_files_are_never_shipped() {
         });
     }
 }
+
+/// A local copy of a compaction input damaged on disk: compaction notices
+/// (the merge verifies every input) and merges the replica's own files.
+#[test]
+fn a_damaged_local_copy_of_a_compaction_input_is_read_from_the_replica() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let mut c = create_db(&db, 4096);
+        Workload::init(&c);
+        let replica = litevault::Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
+        let now = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(1_700_000_000_000));
+        let clock = {
+            let now = now.clone();
+            litevault::replicate::Clock::from_fn(move || now.load(Ordering::SeqCst))
+        };
+        let mut o = opts();
+        o.clock = clock;
+        o.retention.levels = vec![Duration::from_secs(30)];
+        o.retention.snapshot_interval = None;
+        let rep = Replicator::open(&db, replica.clone(), o).await.unwrap();
+        for i in 1..=30 {
+            Workload::apply(&mut c, i).unwrap();
+            rep.sync_all().await.unwrap();
+            now.fetch_add(1_000, Ordering::SeqCst);
+        }
+        let mut damaged = 0;
+        for f in local_files(&db) {
+            if f.parent().and_then(|p| p.file_name()) == Some("0".as_ref()) {
+                use std::os::unix::fs::FileExt;
+                let len = std::fs::metadata(&f).unwrap().len();
+                let h = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
+                h.write_all_at(&[0xa5; 40], len / 2).unwrap();
+                damaged += 1;
+            }
+        }
+        assert!(damaged > 1, "the local store keeps the level-0 inputs");
+        now.fetch_add(3_600_000, Ordering::SeqCst);
+        rep.maintain().await.unwrap();
+        let files = replica.list_all().await.unwrap();
+        let l1: Vec<_> = files.iter().filter(|f| f.level == 1).collect();
+        assert_eq!(l1.len(), 1, "one level-1 file: {files:?}");
+        assert_eq!(l1[0].max_txid, rep.txid());
+        // Restore through the level-1 file only.
+        let out = dir.path().join("out.db");
+        for f in files.iter().filter(|f| f.level == 0) {
+            replica.delete_files(&[f.clone()]).await.unwrap();
+        }
+        restore_at(&replica, &out, RestoreTarget::Latest).await;
+        assert_eq!(Workload::check_prefix(&out), 30);
+    });
+}

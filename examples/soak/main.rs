@@ -132,6 +132,9 @@ struct Counts {
     /// Local store files truncated or overwritten while the replicator
     /// was down.
     local_damage: u64,
+    /// The most files a replica held after a cycle (compaction and
+    /// retention keep it bounded).
+    max_replica_files: u64,
     restores_checked: u64,
     restores_skipped_empty: u64,
     /// Durable commits the embedded app saw acknowledged.
@@ -388,6 +391,7 @@ impl Soak {
             ("clean stop", "behind_clean_stop"),
             ("final state", "final_state"),
             ("SIGTERM", "unclean_stop"),
+            ("has stalled", "maintenance_stalled"),
         ];
         let kind = kinds
             .iter()
@@ -414,6 +418,13 @@ impl Soak {
         for i in 0..self.urls.len() {
             let url = self.urls[i].clone();
             let files = self.restorer("check.db").listing(&url);
+            self.counts.max_replica_files = self.counts.max_replica_files.max(files.len() as u64);
+            if files.len() > 2_000 {
+                self.fail(format!(
+                    "replica {i} holds {} files: compaction or retention has stalled",
+                    files.len()
+                ));
+            }
             if files.is_empty() {
                 self.counts.restores_skipped_empty += 3;
                 if durable > 0 {

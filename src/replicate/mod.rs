@@ -130,6 +130,11 @@ pub enum ReplicateError {
         "could not take a consistent snapshot of the database: it kept changing; retrying later"
     )]
     SnapshotUnavailable,
+    /// Every pass of a full sync found the WAL changing under its reads.
+    #[error(
+        "the WAL kept changing under the sync's reads ({0}); the commits are safe in the WAL and ship on the next pass or start"
+    )]
+    WalUnsettled(&'static str),
     /// More compaction levels than the key layout has room for.
     #[error(
         "{0} compaction levels given; at most 8 (L1 to L8): level 9 holds the snapshots. Drop the extra levels"
@@ -1442,8 +1447,29 @@ impl Replicator {
 
     /// Syncs until nothing is left to ship; returns the TXID every replica
     /// holds.
+    ///
+    /// A pass that had to put the WAL off (it changed under the reads) is
+    /// not "nothing left": the sync looks again, for about a second, and
+    /// then fails with [`ReplicateError::WalUnsettled`] rather than report
+    /// a state that may lack the latest commits.
     pub async fn sync_all(&self) -> Result<Txid, ReplicateError> {
-        while let SyncOutcome::Shipped { .. } = self.produce().await? {}
+        let mut put_off = 0;
+        loop {
+            if let SyncOutcome::Shipped { .. } = self.produce().await? {
+                put_off = 0;
+                continue;
+            }
+            let inner = self.inner.clone();
+            let (streak, reason) = blocking(move || lock_or_recover(&inner.db).later()).await?;
+            if streak == 0 {
+                break;
+            }
+            put_off += 1;
+            if put_off > 100 {
+                return Err(ReplicateError::WalUnsettled(reason));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         self.push_all().await?;
         Ok(self.txid())
     }
@@ -1740,7 +1766,16 @@ impl Replicator {
                 retention::plan_compaction(&st.files, level)
             };
             if let Some(run) = run {
-                self.compact_into(slot, &run, level).await?;
+                match self.compact_into(slot, &run, level, true).await {
+                    // A local copy of an input failed its checks (a torn
+                    // write, a bad disk): the replica's own files are the
+                    // reference, and a bad one of those is an error.
+                    Err(ReplicateError::BadFile { file, source }) => {
+                        tracing::warn!(replica = %slot.replica, %file, error = %source, "a local copy of a compaction input is damaged; merging the replica's own files instead");
+                        self.compact_into(slot, &run, level, false).await?;
+                    }
+                    r => r?,
+                }
             }
         }
         if let Some(interval) = opts.snapshot_interval {
@@ -1811,13 +1846,16 @@ impl Replicator {
         slot: &Slot,
         run: &[LtxFileInfo],
         level: u8,
+        local_first: bool,
     ) -> Result<(), ReplicateError> {
         tracing::debug!(replica = %slot.replica, level, files = run.len(), "compaction: merging");
         let mut readers: Vec<Box<dyn std::io::Read + Send>> = Vec::with_capacity(run.len());
         for f in run {
             // Local first: the same file, or (for a level-0 file that went up
             // merged) the pieces it was merged from; else download it.
-            let local: Option<Vec<LtxBody>> = {
+            let local: Option<Vec<LtxBody>> = if !local_first {
+                None
+            } else {
                 let outbox = lock_or_recover(&self.inner.outbox);
                 match outbox
                     .get(f.level, f.min_txid, f.max_txid)
