@@ -363,7 +363,7 @@ fn a_damaged_local_copy_of_a_compaction_input_is_read_from_the_replica() {
         // Restore through the level-1 file only.
         let out = dir.path().join("out.db");
         for f in files.iter().filter(|f| f.level == 0) {
-            replica.delete_files(&[f.clone()]).await.unwrap();
+            replica.delete_files(std::slice::from_ref(f)).await.unwrap();
         }
         restore_at(&replica, &out, RestoreTarget::Latest).await;
         assert_eq!(Workload::check_prefix(&out), 30);
