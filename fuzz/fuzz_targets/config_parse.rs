@@ -56,7 +56,11 @@ fuzz_target!(|data: &[u8]| {
         for r in &db.replicas {
             let back = ReplicaLocation::parse(&r.url)
                 .unwrap_or_else(|e| panic!("canonical URL {:?} does not parse: {e}", r.url));
-            assert_eq!(back, r.location, "canonical URL {:?} parses to another place", r.url);
+            assert_eq!(
+                back, r.location,
+                "canonical URL {:?} parses to another place",
+                r.url
+            );
         }
     }
 });

@@ -83,7 +83,8 @@ fn round_trip(header: Header, pages: &[(u32, Vec<u8>)], post: Checksum) {
     }
     let mut enc = Encoder::new(Vec::new(), header).expect("a decoded header encodes");
     for (pgno, page) in pages {
-        enc.encode_page(*pgno, page).expect("a decoded page encodes");
+        enc.encode_page(*pgno, page)
+            .expect("a decoded page encodes");
     }
     if post.0 & CHECKSUM_FLAG == 0 {
         return;

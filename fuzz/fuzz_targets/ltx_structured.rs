@@ -300,8 +300,15 @@ fuzz_target!(|spec: Spec| {
     model.retain(|pgno, _| *pgno <= last.commit && *pgno != lock);
     let model: Vec<(u32, Vec<u8>)> = model.into_iter().collect();
     let pgnos = |ps: &[(u32, Vec<u8>)]| ps.iter().map(|p| p.0).collect::<Vec<_>>();
-    assert_eq!(pgnos(&pages), pgnos(&model), "compaction keeps every page, and only those");
-    assert!(pages == model, "compaction keeps the newest version of each page");
+    assert_eq!(
+        pgnos(&pages),
+        pgnos(&model),
+        "compaction keeps every page, and only those"
+    );
+    assert!(
+        pages == model,
+        "compaction keeps the newest version of each page"
+    );
     assert_eq!((h.min_txid, h.max_txid), (first.min_txid, last.max_txid));
     assert_eq!(h.commit, last.commit);
 });
@@ -328,5 +335,8 @@ fn encoder_round_trip(b: &Built) {
     let (h, pages, t) = decode_all(&bytes).expect("what the encoder writes decodes");
     assert_eq!(pages, b.pages);
     assert_eq!(t, trailer);
-    assert_eq!((h.min_txid, h.max_txid, h.commit), (header.min_txid, header.max_txid, header.commit));
+    assert_eq!(
+        (h.min_txid, h.max_txid, h.commit),
+        (header.min_txid, header.max_txid, header.commit)
+    );
 }

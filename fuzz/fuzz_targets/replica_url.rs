@@ -19,6 +19,13 @@ fuzz_target!(|data: &[u8]| {
     let url = canonical_url(&loc);
     let back = ReplicaLocation::parse(&url)
         .unwrap_or_else(|e| panic!("{raw:?}: canonical URL {url:?} does not parse: {e}"));
-    assert_eq!(back, loc, "{raw:?}: canonical URL {url:?} parses to another place");
-    assert_eq!(canonical_url(&back), url, "{raw:?}: the canonical URL is not stable");
+    assert_eq!(
+        back, loc,
+        "{raw:?}: canonical URL {url:?} parses to another place"
+    );
+    assert_eq!(
+        canonical_url(&back),
+        url,
+        "{raw:?}: the canonical URL is not stable"
+    );
 });

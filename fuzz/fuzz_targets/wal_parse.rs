@@ -55,10 +55,16 @@ fuzz_target!(|data: &[u8]| {
         for f in &txn.frames {
             assert_eq!(f.offset, at, "frames are contiguous, in order");
             assert!(f.pgno != 0);
-            assert!(f.offset + frame_size <= limit, "frame inside the bytes given");
+            assert!(
+                f.offset + frame_size <= limit,
+                "frame inside the bytes given"
+            );
             at += frame_size;
         }
-        assert_eq!(txn.end.offset, at, "a transaction ends after its last frame");
+        assert_eq!(
+            txn.end.offset, at,
+            "a transaction ends after its last frame"
+        );
         prev_end = at;
     }
     assert_eq!(scan.end.offset, prev_end);
@@ -74,7 +80,9 @@ fuzz_target!(|data: &[u8]| {
     let mut scanner = WalScanner::new(header, start);
     let stop = match scanner.feed(&frames[..cut]) {
         Some(stop) => stop,
-        None => scanner.feed(&frames[cut..]).unwrap_or(litevault::wal::ScanStop::EndOfData),
+        None => scanner
+            .feed(&frames[cut..])
+            .unwrap_or(litevault::wal::ScanStop::EndOfData),
     };
     let chunked = scanner.finish(stop);
     assert_eq!(chunked, scan, "chunked feeding changes the scan");
@@ -85,6 +93,9 @@ fuzz_target!(|data: &[u8]| {
         let again = scan_committed(&header, txn.end, &frames[from..]);
         assert_eq!(again.txns, scan.txns[i + 1..], "resuming at TXN {i}");
         let prev = &frames[from - frame_size as usize..from];
-        assert!(frame_ends_at(&header, txn.end, prev), "a commit's end cursor verifies");
+        assert!(
+            frame_ends_at(&header, txn.end, prev),
+            "a commit's end cursor verifies"
+        );
     }
 });
