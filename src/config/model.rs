@@ -452,29 +452,47 @@ impl ReplicaConfig {
 /// The canonical URL of a location (the inverse of [`ReplicaLocation::parse`]).
 pub fn canonical_url(l: &ReplicaLocation) -> String {
     let scheme = match l.scheme {
-        Scheme::File => return format!("file://{}", l.path),
+        // Percent-encoded where the path holds `%`, `?`, `#`, spaces...:
+        // `ReplicaLocation::parse` decodes them.
+        Scheme::File => {
+            return url::Url::from_file_path(&l.path)
+                .map(|u| u.to_string())
+                .unwrap_or_else(|_| format!("file://{}", l.path));
+        }
         Scheme::S3 => "s3",
         Scheme::Gcs => "gs",
         Scheme::Azure => "abs",
         Scheme::Memory => "memory",
     };
-    // Only the characters that would change the URL's structure are
-    // escaped: `ReplicaLocation::parse` keeps the path as written.
+    // In the path, only the characters that would end it are escaped:
+    // `ReplicaLocation::parse` keeps the path as the URL writes it.
     let enc = |s: &str| -> String {
         s.chars()
             .map(|c| match c {
                 ' ' => "%20".to_string(),
                 '?' => "%3F".to_string(),
                 '#' => "%23".to_string(),
-                '@' => "%40".to_string(),
                 c => c.to_string(),
             })
             .collect()
     };
+    // The account (the user part) is decoded by the parser: everything but
+    // the unreserved characters is escaped.
     let account = l
         .account
         .as_deref()
-        .map(|a| format!("{}@", enc(a)))
+        .map(|a| {
+            let a: String = a
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            format!("{a}@")
+        })
         .unwrap_or_default();
     let mut out = format!("{scheme}://{account}{}", l.bucket);
     if !l.path.is_empty() {

@@ -574,6 +574,15 @@ fn canonical_urls_round_trip() {
         "gs://bkt/x/z",
         "abs://acct@container/p",
         "file:///var/backups/app",
+        // Found by fuzzing (fuzz/fuzz_targets/replica_url.rs): each of these
+        // once gave a canonical URL that parsed to another place.
+        "s3://bucket/app?endpoint=http://127.0.0.1:9000&force-path-style=true",
+        "abs://ac/name@c/app",
+        "abs://a%20b@container/p",
+        "file:tmp/x%20y",
+        "/var/backups//app/./x/../y//",
+        "/var/backups/a?b#c d%20",
+        "s3://b/p?endpoint=HTTP://Host:9000/x/",
     ] {
         let l = ReplicaLocation::parse(url).unwrap();
         let c = canonical_url(&l);

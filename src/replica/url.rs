@@ -40,7 +40,10 @@ pub struct ReplicaLocation {
     pub endpoint: Option<String>,
     /// S3: region.
     pub region: Option<String>,
-    /// S3: path-style addressing (`http://host/bucket/key`).
+    /// S3: path-style addressing (`http://host/bucket/key`). Always set
+    /// with a custom endpoint, which [`super::Replica::open`] addresses
+    /// path-style in any case: so a URL that says so and one that does not
+    /// parse to the same location.
     pub force_path_style: bool,
     /// S3: skip TLS certificate verification (self-signed test servers).
     pub skip_verify: bool,
@@ -76,6 +79,13 @@ impl ReplicaLocation {
             url: raw.into(),
             reason: format!("{e}; expected scheme://bucket/path, e.g. s3://bucket/app"),
         })?;
+        if url.cannot_be_a_base() {
+            // `s3:bucket/x`: no `//`, so no bucket and no path.
+            return Err(ReplicaError::BadUrl {
+                url: raw.into(),
+                reason: "expected scheme://bucket/path, e.g. s3://bucket/app".into(),
+            });
+        }
         let mut loc = ReplicaLocation {
             scheme: Scheme::File,
             bucket: String::new(),
@@ -127,7 +137,7 @@ impl ReplicaLocation {
                 // accept the user part as the account name.
                 loc.bucket = host;
                 if !url.username().is_empty() {
-                    loc.account = Some(url.username().to_string());
+                    loc.account = Some(percent_decode(url.username()));
                 }
             }
             _ => loc.bucket = host,
@@ -155,18 +165,23 @@ impl ReplicaLocation {
                     } else {
                         format!("http://{v}")
                     };
-                    if url::Url::parse(&v)
-                        .map(|u| u.host_str().is_none())
-                        .unwrap_or(true)
-                    {
+                    let parsed = url::Url::parse(&v).ok().filter(|u| {
+                        u.host_str().is_some_and(|h| !h.is_empty())
+                            && u.query().is_none()
+                            && u.fragment().is_none()
+                    });
+                    let Some(endpoint) = parsed else {
                         return Err(ReplicaError::BadUrl {
                             url: raw.into(),
                             reason: format!(
-                                "endpoint={v:?} is not a URL; write e.g. endpoint=http://127.0.0.1:9000"
+                                "endpoint={v:?} is not a URL of a server; write e.g. endpoint=http://127.0.0.1:9000"
                             ),
                         });
-                    }
-                    loc.endpoint = Some(v.trim_end_matches('/').to_string());
+                    };
+                    // As the URL library writes it (so that writing it back
+                    // into a replica URL reads the same), without a trailing
+                    // `/`.
+                    loc.endpoint = Some(endpoint.as_str().trim_end_matches('/').to_string());
                 }
                 "region" => {
                     only(&[Scheme::S3], "s3://")?;
@@ -182,6 +197,14 @@ impl ReplicaLocation {
                 }
                 "account" | "account-name" => {
                     only(&[Scheme::Azure], "abs://")?;
+                    if v.is_empty() {
+                        return Err(ReplicaError::BadUrl {
+                            url: raw.into(),
+                            reason: format!(
+                                "{k}= is empty; give the storage account name, or leave it out to take it from the environment"
+                            ),
+                        });
+                    }
                     loc.account = Some(v.to_string())
                 }
                 other => {
@@ -195,6 +218,9 @@ impl ReplicaLocation {
                 }
             }
         }
+        if loc.scheme == Scheme::S3 && loc.endpoint.is_some() {
+            loc.force_path_style = true;
+        }
         if loc.scheme != Scheme::Memory && loc.bucket.is_empty() {
             return Err(ReplicaError::BadUrl {
                 url: raw.into(),
@@ -205,6 +231,19 @@ impl ReplicaLocation {
     }
 
     fn file(path: PathBuf) -> ReplicaLocation {
+        // One spelling per directory: no doubled or trailing `/`, no `.`,
+        // and `..` taken lexically, as in a `file://` URL.
+        let mut norm = PathBuf::new();
+        for c in path.components() {
+            match c {
+                std::path::Component::ParentDir => {
+                    norm.pop();
+                }
+                std::path::Component::CurDir => {}
+                c => norm.push(c),
+            }
+        }
+        let path = norm;
         ReplicaLocation {
             scheme: Scheme::File,
             bucket: String::new(),
@@ -243,6 +282,30 @@ fn parse_bool(raw: &str, key: &str, v: &str) -> Result<bool, ReplicaError> {
     }
 }
 
+/// Decodes `%XX` escapes (the user part of a URL comes escaped); anything
+/// else is kept as written.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn absolute(p: PathBuf) -> PathBuf {
     if p.is_absolute() {
         p
@@ -271,10 +334,20 @@ mod tests {
         assert_eq!((l.bucket.as_str(), l.path.as_str()), ("b", "a/b"));
         assert_eq!(l.region.as_deref(), Some("eu-west-1"));
         assert!(!l.force_path_style);
+        // A custom endpoint is addressed path-style, said or not.
+        let said =
+            ReplicaLocation::parse("s3://b/a?endpoint=http://127.0.0.1:9000&force-path-style=true")
+                .unwrap();
+        let unsaid = ReplicaLocation::parse("s3://b/a?endpoint=http://127.0.0.1:9000").unwrap();
+        assert!(said.force_path_style);
+        assert_eq!(said, unsaid);
         let e = ReplicaLocation::parse("s3://b/a?bogus=1").unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
         assert!(ReplicaLocation::parse("s3:///nobucket").is_err());
         assert!(ReplicaLocation::parse("ftp://x/y").is_err());
+        // No `//` after the scheme: no bucket, whatever follows.
+        assert!(ReplicaLocation::parse("memory: x s3://b/v").is_err());
+        assert!(ReplicaLocation::parse("s3:b/v?endpoint=http://h").is_err());
     }
 
     #[test]

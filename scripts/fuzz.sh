@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Runs every fuzz target (fuzz/fuzz_targets) for a bounded time and reports,
+# per target, the inputs executed, the speed and any finding.
+#
+#   scripts/fuzz.sh            30 seconds per target
+#   scripts/fuzz.sh 300        5 minutes per target
+#   scripts/fuzz.sh 60 wal_parse replica_url   only these targets
+#
+# Needs a nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz
+# --locked`); without them it says so and exits 0: fuzzing is an optional
+# extra, not part of `cargo test`. Exits 1 when a target finds a crash
+# (the input is saved under fuzz/artifacts/<target>/, and the message says
+# how to replay it).
+#
+# Each target runs in one process (one core). New inputs go to
+# fuzz/corpus/<target> (not committed); the committed seeds in
+# fuzz/seeds/<target> are read as a second corpus.
+set -uo pipefail
+
+secs="${1:-30}"
+shift || true
+all_targets=(ltx_decode ltx_structured wal_parse config_parse replica_url)
+if [ "$#" -gt 0 ]; then
+  targets=("$@")
+else
+  targets=("${all_targets[@]}")
+fi
+case "$secs" in
+  '' | *[!0-9]*)
+    echo "fuzz: the first argument is seconds per target, got '$secs'" >&2
+    exit 2
+    ;;
+esac
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root/fuzz" || exit 2
+
+if ! cargo +nightly --version > /dev/null 2>&1; then
+  echo "fuzz: skipped: no nightly toolchain (rustup toolchain install nightly)"
+  exit 0
+fi
+if ! cargo +nightly fuzz --version > /dev/null 2>&1; then
+  echo "fuzz: skipped: cargo-fuzz is not installed (cargo install cargo-fuzz --locked)"
+  exit 0
+fi
+
+echo "fuzz: building ${targets[*]} (nightly, address sanitizer, debug assertions)"
+mkdir -p target
+for t in "${targets[@]}"; do
+  if ! cargo +nightly fuzz build "$t" > "target/fuzz-build-$t.log" 2>&1; then
+    echo "fuzz: building $t failed:" >&2
+    tail -n 30 "target/fuzz-build-$t.log" >&2
+    exit 2
+  fi
+done
+
+found=0
+summary=()
+for t in "${targets[@]}"; do
+  mkdir -p "corpus/$t" "seeds/$t" "artifacts/$t"
+  log="target/fuzz-run-$t.log"
+  start=$(date +%s)
+  cargo +nightly fuzz run "$t" "corpus/$t" "seeds/$t" -- \
+    -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+    > "$log" 2>&1
+  status=$?
+  took=$(($(date +%s) - start))
+  runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
+  speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n 1)
+  corpus=$(find "corpus/$t" -type f | wc -l | tr -d ' ')
+  done_line=$(grep -E '^Done [0-9]+ runs' "$log" | tail -n 1)
+  if [ "$status" -eq 0 ]; then
+    verdict="no finding"
+  else
+    found=1
+    artifact=$(grep -oE 'artifacts/[^ ]+' "$log" | tail -n 1)
+    verdict="FINDING (exit $status): ${artifact:-see $log}"
+  fi
+  line="$t: ${runs:-?} inputs in ${took}s (${speed:-?} exec/s), corpus $corpus, $verdict"
+  echo "fuzz: $line"
+  [ -n "$done_line" ] && echo "      libFuzzer: $done_line"
+  if [ "$status" -ne 0 ]; then
+    grep -E "panicked at|^thread '|ERROR: (AddressSanitizer|libFuzzer)|SUMMARY:" "$log" | head -n 8 | sed 's/^/      /'
+    [ -n "${artifact:-}" ] && echo "      replay: (cd fuzz && cargo +nightly fuzz run $t $artifact)"
+  fi
+  summary+=("$line")
+done
+
+echo
+echo "fuzz: summary (${secs}s per target)"
+printf '  %s\n' "${summary[@]}"
+exit "$found"
