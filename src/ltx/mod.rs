@@ -138,6 +138,15 @@ pub fn format_filename(min: Txid, max: Txid) -> String {
 /// assert_eq!(parse_filename("0000000000000004-0000000000000003.ltx"), None);
 /// ```
 pub fn parse_filename(name: &str) -> Option<(Txid, Txid)> {
+    let (min, max) = parse_filename_shape(name)?;
+    (min.0 >= 1 && min <= max).then_some((min, max))
+}
+
+/// The two TXIDs of a name shaped like an LTX file name (`<16 hex>-<16
+/// hex>.ltx`), valid or not: a replica listing keeps such names so that a
+/// restore can name the file and say why it cannot use it, where a silent
+/// skip could hide what looks like the newest state.
+pub fn parse_filename_shape(name: &str) -> Option<(Txid, Txid)> {
     let stem = name.strip_suffix(".ltx")?;
     let (min, max) = stem.split_once('-')?;
     let parse = |s: &str| {
@@ -145,8 +154,7 @@ pub fn parse_filename(name: &str) -> Option<(Txid, Txid)> {
             .then(|| u64::from_str_radix(s, 16).ok().map(Txid))
             .flatten()
     };
-    let (min, max) = (parse(min)?, parse(max)?);
-    (min.0 >= 1 && min <= max).then_some((min, max))
+    Some((parse(min)?, parse(max)?))
 }
 
 /// TXIDs and checksums serialize as the fixed-width hex strings Litestream

@@ -568,7 +568,7 @@ impl Replica {
             .into_iter()
             .filter_map(|m| {
                 let name = m.location.filename()?;
-                let (min_txid, max_txid) = ltx::parse_filename(name)?;
+                let (min_txid, max_txid) = ltx::parse_filename_shape(name)?;
                 // Only direct children of the level folder.
                 let parent_ok = m
                     .location
@@ -604,7 +604,7 @@ impl Replica {
         };
         for entry in entries.flatten() {
             let name = entry.file_name();
-            if name.to_str().and_then(ltx::parse_filename).is_none() {
+            if name.to_str().and_then(ltx::parse_filename_shape).is_none() {
                 continue;
             }
             // `file_type` does not follow symbolic links.
