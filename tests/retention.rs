@@ -524,3 +524,70 @@ fn a_hanging_compaction_upload_does_not_delay_new_commits() {
         assert_eq!(Workload::check_prefix(&out), 10);
     });
 }
+
+/// Copies a folder tree.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+/// A retention pass cut short after any number of deletions (a crash, a
+/// failed request) leaves only files that still restore: the doomed files
+/// go newest first.
+#[test]
+fn a_retention_pass_cut_short_leaves_only_files_that_restore() {
+    use litevault::replicate::retention::{order_for_deletion, plan_retention};
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let mut c = create_db(&db, 4096);
+        Workload::init(&c);
+        let now = Arc::new(AtomicI64::new(1_700_000_000_000));
+        let clock = {
+            let now = now.clone();
+            Clock::from_fn(move || now.load(Ordering::SeqCst))
+        };
+        let mut o = opts(clock);
+        // History piles up: nothing is deleted while it is built.
+        o.retention.enabled = false;
+        let root = dir.path().join("replica");
+        let replica = Replica::open(&file_url(&root)).unwrap();
+        let rep = Replicator::open(&db, replica.clone(), o.clone())
+            .await
+            .unwrap();
+        for k in 1..=240 {
+            Workload::apply(&mut c, k).unwrap();
+            rep.sync_all().await.unwrap();
+            now.fetch_add(45_000, Ordering::SeqCst);
+            rep.maintain().await.unwrap();
+        }
+        let files = replica.list_all().await.unwrap();
+        let at = DateTime::<Utc>::from_timestamp_millis(now.load(Ordering::SeqCst)).unwrap();
+        let retention = RetentionOptions {
+            enabled: true,
+            ..o.retention.clone()
+        };
+        let mut doomed = plan_retention(&files, at, &retention);
+        assert!(doomed.len() > 10, "retention has work: {}", doomed.len());
+        order_for_deletion(&mut doomed);
+        let n = doomed.len();
+        for cut in [1, n / 4, n / 2, 3 * n / 4, n - 1] {
+            let copy = dir.path().join(format!("cut-{cut}"));
+            copy_tree(&root, &copy);
+            let r = Replica::open(&file_url(&copy)).unwrap();
+            r.delete_files(&doomed[..cut]).await.unwrap();
+            let out = dir.path().join("out.db");
+            for f in r.list_all().await.unwrap() {
+                restore_at(&r, &out, RestoreTarget::Txid(f.max_txid)).await;
+                Workload::check_prefix(&out);
+            }
+        }
+    });
+}

@@ -1827,11 +1827,8 @@ impl Replicator {
                 retention::plan_retention(&st.files, now, opts)
             };
             if !doomed.is_empty() {
-                // Newest first: a pass cut short (a crash, a failed request)
-                // leaves the oldest of the doomed files, whose chain from
-                // TXID 1 is still whole, so every file left restores.
                 let mut doomed = doomed;
-                doomed.sort_by(|a, b| b.max_txid.cmp(&a.max_txid).then(b.level.cmp(&a.level)));
+                retention::order_for_deletion(&mut doomed);
                 tracing::debug!(replica = %slot.replica, files = doomed.len(), "retention: deleting");
                 slot.replica.delete_files(&doomed).await?;
                 slot.state

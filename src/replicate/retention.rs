@@ -116,6 +116,13 @@ pub fn reachable(files: &[&LtxFileInfo]) -> HashSet<u64> {
     reach
 }
 
+/// Orders files for deletion newest first: a deletion cut short (a crash,
+/// a failed request) then leaves the oldest doomed files, whose chain from
+/// TXID 1 is still whole, so every file that is left still restores.
+pub fn order_for_deletion(files: &mut [LtxFileInfo]) {
+    files.sort_by(|a, b| b.max_txid.cmp(&a.max_txid).then(b.level.cmp(&a.level)));
+}
+
 /// The files retention deletes at `now`. See the module documentation.
 pub fn plan_retention(
     files: &[LtxFileInfo],
