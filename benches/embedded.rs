@@ -1,4 +1,4 @@
-//! Embedded mode (issue 4) under criterion: a bare PUT to the S3 server, a
+//! Embedded mode under criterion: a bare PUT to the S3 server, a
 //! durable commit (one writer, and 8 concurrent ones sharing uploads), and a
 //! plain commit through the vault's writer vs plain SQLite, each against the
 //! moto S3 server on 127.0.0.1 directly and through a proxy adding 10 ms

@@ -1,4 +1,4 @@
-//! Measurement driver for the embedded mode (issue 4): replication lag,
+//! Measurement driver for the embedded mode: replication lag,
 //! durable-commit latency and write throughput of a [`Vault`] against an S3
 //! server, and the bare PUT latency of that server. Each subcommand prints
 //! one JSON object on stdout; `scripts/bench_embedded.py` runs the whole
