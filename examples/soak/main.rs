@@ -61,11 +61,15 @@ struct Args {
     mode: String,
     work: Option<PathBuf>,
     bin: PathBuf,
+    /// The share of object-store requests that get an injected fault
+    /// (`LITEVAULT_FAULTS`) while the replicator runs; restores and the
+    /// final sync run without.
+    faults: Option<f64>,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: soak [--cycles N] [--seed N] [--mode {}] [--work DIR] [--bin PATH-TO-litevault]",
+        "usage: soak [--cycles N] [--seed N] [--mode {}] [--work DIR] [--bin PATH-TO-litevault] [--faults RATE]",
         MODES.join("|")
     );
     std::process::exit(2)
@@ -81,6 +85,7 @@ fn parse_args() -> Args {
             .ok()
             .and_then(|p| Some(p.parent()?.parent()?.join("litevault")))
             .unwrap_or_else(|| PathBuf::from("litevault")),
+        faults: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -91,11 +96,24 @@ fn parse_args() -> Args {
             "--mode" => a.mode = v(),
             "--work" => a.work = Some(v().into()),
             "--bin" => a.bin = v().into(),
+            "--faults" => {
+                let r: f64 = v().parse().unwrap_or_else(|_| usage());
+                if !(0.0..=1.0).contains(&r) {
+                    usage()
+                }
+                a.faults = Some(r);
+            }
             _ => usage(),
         }
     }
     if !MODES.contains(&a.mode.as_str()) {
         usage()
+    }
+    if a.mode == "litestream" && a.faults.is_some() {
+        eprintln!(
+            "soak: --faults injects into litevault's object store; it does not apply to litestream"
+        );
+        std::process::exit(2);
     }
     if a.mode == "litestream" {
         let ok = Command::new("litestream")
@@ -139,6 +157,8 @@ struct Counts {
     restores_skipped_empty: u64,
     /// Durable commits the embedded app saw acknowledged.
     durable_acks: u64,
+    /// Injected object-store faults, by kind (from the replicators' logs).
+    faults: BTreeMap<String, u64>,
     failures: u64,
     /// Failures by kind.
     failure_kinds: BTreeMap<String, u64>,
@@ -216,6 +236,8 @@ struct Soak {
     writer: Option<Child>,
     latest_seq: Vec<i64>,
     failures: Vec<String>,
+    /// Cycles with a failure: their logs are kept.
+    failed_runs: Vec<u64>,
 }
 
 impl Soak {
@@ -256,7 +278,7 @@ impl Soak {
 
     /// Starts what replicates: `litevault replicate`, `litestream
     /// replicate`, or (embedded) the app with its vault.
-    fn start_replicator(&mut self, run: u64) -> Child {
+    fn start_replicator(&mut self, run: u64, faults: bool) -> Child {
         let name = if self.embedded() { "app" } else { "replicate" };
         let log = std::fs::File::create(self.log(name, run)).unwrap();
         let mut c = match self.a.mode.as_str() {
@@ -296,6 +318,16 @@ impl Soak {
             .env("LITEVAULT_LOG", "info,litevault::replicate=debug")
             .stdout(log.try_clone().unwrap())
             .stderr(log);
+        if let (Some(rate), true) = (self.a.faults, faults) {
+            c.env(
+                "LITEVAULT_FAULTS",
+                format!("rate={rate},seed={}", self.rng.next()),
+            )
+            .env(
+                "LITEVAULT_LOG",
+                "info,litevault::replicate=debug,litevault::replica::faults=debug",
+            );
+        }
         c.spawn().expect("spawn the replicator")
     }
 
@@ -481,7 +513,7 @@ impl Soak {
         if !self.embedded() {
             self.start_writer();
         }
-        let mut rep = self.start_replicator(run);
+        let mut rep = self.start_replicator(run, true);
         self.event(&format!("started the replicator (log {run:04})"));
         self.wait_for_kill_moment(run);
         let mut app_died = self.embedded();
@@ -529,8 +561,49 @@ impl Soak {
             self.fail(format!("reading the app's database after its death: {e}"));
         }
         self.counts.durable_acks = writer::read_ledger(&self.durable).len() as u64;
+        self.count_faults(run);
+        let failures = self.failures.len();
         self.check_all(at_least);
+        if self.failures.len() > failures {
+            self.failed_runs.push(run);
+        }
+        self.prune_logs(run);
         self.counts.cycles += 1;
+    }
+
+    /// Adds the faults this cycle's replicator injected (its debug log
+    /// says each one) to the counts.
+    fn count_faults(&mut self, run: u64) {
+        if self.a.faults.is_none() {
+            return;
+        }
+        let name = if self.embedded() { "app" } else { "replicate" };
+        let log = std::fs::read_to_string(self.log(name, run)).unwrap_or_default();
+        for line in log.lines().filter(|l| l.contains("fault: injected")) {
+            if let Some(kind) = line
+                .split("kind=")
+                .nth(1)
+                .and_then(|k| k.split_whitespace().next())
+            {
+                let kind = kind.trim_matches('"').to_string();
+                *self.counts.faults.entry(kind).or_default() += 1;
+            }
+        }
+    }
+
+    /// Keeps the replicator logs of the last cycles and of every cycle
+    /// that failed; a 1,000-cycle run would otherwise fill the disk.
+    fn prune_logs(&self, run: u64) {
+        const KEEP: u64 = 20;
+        let Some(old) = run.checked_sub(KEEP) else {
+            return;
+        };
+        if self.failed_runs.contains(&old) {
+            return;
+        }
+        for name in ["app", "replicate"] {
+            let _ = std::fs::remove_file(self.log(name, old));
+        }
     }
 
     /// Truncates or overwrites one file of the local store (beside the
@@ -591,7 +664,7 @@ impl Soak {
             "vault" => {
                 // The app sees the stop file at once: it opens, catches up,
                 // closes with a final sync.
-                let mut app = self.start_replicator(self.a.cycles);
+                let mut app = self.start_replicator(self.a.cycles, false);
                 match app.wait() {
                     Ok(s) if s.success() => {}
                     other => self.fail(format!("final app run: {other:?}")),
@@ -634,7 +707,7 @@ impl Soak {
     /// Litestream has no one-shot mode: run it until the replica holds the
     /// app's last state (at most a minute), then stop it cleanly.
     fn litestream_final(&mut self) {
-        let mut rep = self.start_replicator(self.a.cycles);
+        let mut rep = self.start_replicator(self.a.cycles, false);
         let want = app_seq(&self.db);
         let deadline = Instant::now() + Duration::from_secs(60);
         let url = self.urls[0].clone();
@@ -788,6 +861,7 @@ fn main() {
         writer: None,
         latest_seq: vec![0; n],
         failures: Vec::new(),
+        failed_runs: Vec::new(),
         a,
     };
     for run in 0..s.a.cycles {

@@ -331,6 +331,13 @@ impl Counters {
         }
     }
 
+    /// Counts one injected fault, and says so in the debug log (the soak
+    /// counts faults of processes it SIGKILLs from these lines).
+    fn bump(&self, k: FaultKind) {
+        self.of(k).fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(kind = k.name(), "fault: injected");
+    }
+
     fn of(&self, k: FaultKind) -> &AtomicU64 {
         match k {
             FaultKind::Error => &self.error,
@@ -428,7 +435,7 @@ impl Shared {
                 .is_ok()
         {
             self.counters.requests.fetch_add(1, Ordering::Relaxed);
-            self.counters.cut.fetch_add(1, Ordering::Relaxed);
+            self.counters.bump(FaultKind::Cut);
             return Some(Fault::Cut { landed: true });
         }
         if !self.enabled.load(Ordering::Relaxed) {
@@ -462,7 +469,7 @@ impl Shared {
             // Counted when it hides something.
             FaultKind::Stale => return Some(Fault::Stale),
         };
-        self.counters.of(kind).fetch_add(1, Ordering::Relaxed);
+        self.counters.bump(kind);
         Some(fault)
     }
 
@@ -693,7 +700,7 @@ impl ObjectStore for FaultStore {
                     .ok()
                     .and_then(|m| m.get(location).cloned());
                 if let Some((meta, attributes, bytes)) = old {
-                    self.shared.counters.stale.fetch_add(1, Ordering::Relaxed);
+                    self.shared.counters.bump(FaultKind::Stale);
                     return Ok(buffered(meta, attributes, bytes));
                 }
             }
@@ -784,7 +791,7 @@ impl ObjectStore for FaultStore {
                         let hide = matches!(m, Ok(m) if m.last_modified > cutoff);
                         if hide && !counted {
                             counted = true;
-                            counters.stale.fetch_add(1, Ordering::Relaxed);
+                            counters.bump(FaultKind::Stale);
                         }
                         futures::future::ready(!hide)
                     })
@@ -815,7 +822,7 @@ impl ObjectStore for FaultStore {
                 let before = r.objects.len();
                 r.objects.retain(|m| m.last_modified <= cutoff);
                 if r.objects.len() < before {
-                    self.shared.counters.stale.fetch_add(1, Ordering::Relaxed);
+                    self.shared.counters.bump(FaultKind::Stale);
                 }
                 Ok(r)
             }
