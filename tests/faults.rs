@@ -482,24 +482,39 @@ fn writes_reported_failed_after_they_landed() {
 }
 
 /// A replicator restarts while listings miss the newest objects (an
-/// eventually consistent store) and takes the replica for older than it is.
-/// Its next files would reuse TXIDs the replica already holds and fork the
-/// history; level-0 files are never overwritten, so instead it stops with
-/// an error naming the problem, the replica still restores to everything it
-/// held, and a restart that lists the replica right catches up.
+/// eventually consistent store). Its local state notes what it uploaded, so
+/// it lists again until the listing shows it, and continues the replica:
+/// nothing in the replica is replaced, and the latest state holds every
+/// commit.
 #[test]
 fn a_restart_under_stale_listings() {
-    stale_restart(false);
+    stale_restart(false, false);
 }
 
-/// The same, after the local state was lost (a new machine, a container
-/// without a persistent volume): the replicator can only go by the listing.
+/// Without local state, the listing stays stale while the app commits
+/// more than the replica holds: uploads keep failing on the same name
+/// (nothing is overwritten, and no merged file slips past the conflict),
+/// and when the listing is right again the replica's newest state is below
+/// the database's head under this replicator's numbering, so it gets a
+/// snapshot of the head.
+#[test]
+fn a_long_stale_listing_ends_in_a_snapshot() {
+    stale_restart(true, true);
+}
+
+/// The same after the local state was lost (a new machine, a container
+/// without a persistent volume): the replicator can only go by the listing
+/// and takes the replica for older than it is. Its next file would reuse a
+/// TXID the replica already holds and fork the history; level-0 files are
+/// never overwritten, so that upload fails, and the replicator lists the
+/// replica again and continues after its newest file, with no restart.
 #[test]
 fn a_restart_without_local_state_under_stale_listings() {
-    stale_restart(true);
+    stale_restart(true, false);
 }
 
-fn stale_restart(lose_local_state: bool) {
+fn stale_restart(lose_local_state: bool, long_stale: bool) {
+    use litevault::ltx::Txid;
     use litevault::replica::faults::{FaultConfig, FaultKind};
     use litevault::restore::RestoreTarget;
     block_on(async {
@@ -539,34 +554,62 @@ fn stale_restart(lose_local_state: bool) {
         let rep = Replicator::open(&db, replica.clone(), opts.clone())
             .await
             .unwrap();
+        if long_stale {
+            // 30 commits, each its own file: every upload finds its name
+            // taken, and every new listing misses the same files.
+            for i in 41..=70 {
+                Workload::apply(&mut c, i).unwrap();
+                let err = rep.sync_all().await.unwrap_err().to_string();
+                assert!(err.contains("already exists with other content"), "{err}");
+            }
+        }
         faulty.set_enabled(false);
         assert!(faulty.counts().stale > 0, "the listing at start hid files");
         // Fewer commits than the listing missed: overwriting would leave
         // old files above the new ones.
-        for i in 41..=50 {
+        let last = if long_stale { 80 } else { 50 };
+        for i in (last - 9)..=last {
             Workload::apply(&mut c, i).unwrap();
         }
-        let err = rep.sync_all().await.unwrap_err().to_string();
+        // The first upload finds its name taken; the replicator lists the
+        // replica again (no longer stale) and continues after it.
+        let txid = rep.sync_all().await.unwrap();
         assert!(
-            err.contains("already exists with other content") && err.contains("Restart"),
-            "{err}"
+            txid > Txid(40),
+            "numbering went on past the replica: {txid}"
         );
-        let _ = rep.run(async {}).await;
-        assert_eq!(
-            clean.list_all().await.unwrap(),
-            before,
-            "nothing in the replica was replaced"
-        );
-        let out = dir.path().join("held.db");
-        restore_at(&clean, &out, RestoreTarget::Latest).await;
-        assert_eq!(Workload::check_prefix(&out), 40);
-        // A restart that sees the whole replica continues it.
-        let rep = Replicator::open(&db, replica.clone(), opts).await.unwrap();
-        rep.sync_all().await.unwrap();
         rep.run(async {}).await.unwrap();
+        let after = clean.list_all().await.unwrap();
+        for f in &before {
+            let now = after
+                .iter()
+                .find(|a| (a.level, a.min_txid, a.max_txid) == (f.level, f.min_txid, f.max_txid));
+            assert_eq!(now.map(|a| a.size), Some(f.size), "{f} was kept as it was");
+        }
+        for t in 1..=40 {
+            let out = dir.path().join(format!("at-{t}.db"));
+            restore_at(&clean, &out, RestoreTarget::Txid(Txid(t))).await;
+            assert_eq!(
+                Workload::check_prefix(&out),
+                t as i64,
+                "TXID {t} is the state it was"
+            );
+        }
         let out = dir.path().join("latest.db");
         restore_at(&clean, &out, RestoreTarget::Latest).await;
-        assert_eq!(Workload::check_prefix(&out), 50);
+        assert_eq!(Workload::check_prefix(&out), last);
+        let snapshots = clean
+            .list_all()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|f| f.level == 9)
+            .count();
+        assert_eq!(
+            snapshots > 0,
+            long_stale,
+            "a snapshot only after a long stale spell"
+        );
         assert_eq!(
             litevault::content::content_digest(&out).unwrap(),
             litevault::content::content_digest(&db).unwrap()

@@ -77,7 +77,7 @@ pub enum ReplicaError {
     /// A level-0 file already exists under the name with other content:
     /// the replica holds a history this writer does not know.
     #[error(
-        "{key} on {replica} already exists with other content: the replica holds transactions this replicator did not see when it started (a listing that missed the newest files, or another writer); nothing was overwritten. Restart the replicator so it reads the replica again"
+        "{key} on {replica} already exists with other content: the replica holds transactions this replicator did not see when it started (a listing that missed the newest files, or another writer); nothing was overwritten. The replicator lists the replica again and continues after its newest file; if this error repeats, another process is writing to the replica"
     )]
     FileConflict {
         /// The object key.

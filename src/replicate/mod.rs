@@ -33,7 +33,9 @@
 //! database, `lock_db`; the comment at each declaration says why its state
 //! is still valid after an interrupted critical section.
 
+mod marks;
 pub mod outbox;
+mod rebase;
 pub mod retention;
 
 use std::future::Future;
@@ -290,6 +292,11 @@ struct SlotState {
     /// It could not be reached at start: its lease and position are still
     /// to be established.
     unreachable: bool,
+    /// A level-0 upload found its name taken and no listing has yet shown
+    /// what holds it: until an upload succeeds, files go one at a time, so
+    /// the next attempt meets the same name (a merged file, named by its
+    /// range, could slip past the conflict and branch the history).
+    conflicted: bool,
 }
 
 /// Status of one replica, for `status` and metrics.
@@ -389,6 +396,8 @@ struct Slot {
 
 struct Inner {
     path: PathBuf,
+    /// The local state folder (for the notes of [`marks`]).
+    state_dir: PathBuf,
     opts: ReplicateOptions,
     /// The read marks, the WAL position and the page table of the shipped
     /// state. A step interrupted by a panic may leave the position or the
@@ -573,6 +582,33 @@ pub async fn replica_head(replica: &Replica) -> Result<ReplicaHead, ReplicateErr
     })
 }
 
+/// A body of the local store, checked before it is sent: one read back
+/// from disk (where it may have been torn or overwritten since it was
+/// written) must decode with its file checksum, else `BadFile`. Bodies
+/// still in memory were encoded by this process and go as they are.
+async fn verify_stored(body: LtxBody, f: &OutboxFile) -> Result<LtxBody, ReplicateError> {
+    let Some(path) = body.file_path().map(Path::to_path_buf) else {
+        return Ok(body);
+    };
+    let name = ltx::format_filename(f.min_txid, f.max_txid);
+    blocking(move || {
+        let bad = |source| ReplicateError::BadFile {
+            file: name.clone(),
+            source,
+        };
+        let file = std::fs::File::open(&path).map_err(|source| ReplicateError::Local {
+            path: path.clone(),
+            source,
+        })?;
+        let mut dec = ltx::Decoder::new(std::io::BufReader::new(file)).map_err(bad)?;
+        let mut page = Vec::new();
+        while dec.next_page(&mut page).map_err(bad)?.is_some() {}
+        dec.finish().map_err(bad)?;
+        Ok(body)
+    })
+    .await?
+}
+
 /// How long opening waits for one replica before going on without it.
 const INIT_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -581,6 +617,7 @@ async fn init_replica(
     replica: &Replica,
     db: &str,
     lease: Option<LeaseOptions>,
+    known: Option<Txid>,
 ) -> Result<(Option<(Lease, Instant)>, ReplicaHead), ReplicateError> {
     let lease = match lease {
         Some(lo) => match replica.acquire_lease(db, lo.ttl, lo.takeover).await {
@@ -591,7 +628,7 @@ async fn init_replica(
         },
         None => None,
     };
-    match replica_head(replica).await {
+    match head_at_least(replica, known).await {
         Ok(h) => Ok((lease, h)),
         Err(e) => {
             if let Some((l, _)) = lease {
@@ -600,6 +637,32 @@ async fn init_replica(
             Err(e)
         }
     }
+}
+
+/// How long a start lists a replica again while its listing ends below
+/// what this replicator noted it holds (see [`marks`]).
+const LISTING_CATCH_UP: Duration = Duration::from_secs(8);
+
+/// The replica's head, from a listing that reaches `known` (the TXID it
+/// was noted to hold) if one does within [`LISTING_CATCH_UP`].
+async fn head_at_least(
+    replica: &Replica,
+    known: Option<Txid>,
+) -> Result<ReplicaHead, ReplicateError> {
+    let mut h = replica_head(replica).await?;
+    let Some(known) = known else {
+        return Ok(h);
+    };
+    let deadline = Instant::now() + LISTING_CATCH_UP;
+    while h.txid < known && Instant::now() < deadline {
+        tracing::info!(%replica, listed = %h.txid, %known, "the listing ends below what this replicator uploaded; listing again");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        h = replica_head(replica).await?;
+    }
+    if h.txid < known {
+        tracing::warn!(%replica, listed = %h.txid, %known, "the replica holds less than this replicator uploaded to it (emptied, or restored from an older copy?); continuing from what it lists");
+    }
+    Ok(h)
 }
 
 /// Applies the page checksums of replica files `from+1..=to` to a table,
@@ -738,7 +801,8 @@ impl Replicator {
         let lease_opts = opts.lease;
         let inits = futures::future::join_all(replicas.iter().map(|r| async {
             // A replica that hangs must not hold back the start.
-            tokio::time::timeout(INIT_TIMEOUT, init_replica(r, &db_name, lease_opts))
+            let known = marks::load(&state_dir, &r.to_string());
+            tokio::time::timeout(INIT_TIMEOUT, init_replica(r, &db_name, lease_opts, known))
                 .await
                 .unwrap_or_else(|_| {
                     Err(ReplicateError::Unreachable {
@@ -986,6 +1050,7 @@ impl Replicator {
                     lease: leases.next().flatten(),
                     lease_lost: None,
                     unreachable: h.is_none(),
+                    conflicted: false,
                 }),
                 shipped: watch::channel(rt).0,
                 status: Mutex::new(status),
@@ -998,6 +1063,7 @@ impl Replicator {
         let clock = opts.clock.clone();
         Ok(Replicator {
             inner: Arc::new(Inner {
+                state_dir: watched.state_dir().path().to_path_buf(),
                 path,
                 db: Mutex::new(watched),
                 produce: tokio::sync::Mutex::new(()),
@@ -1026,7 +1092,9 @@ impl Replicator {
     /// learn where it stands, now.
     async fn late_init(&self, slot: &Slot, st: &mut SlotState) -> Result<(), ReplicateError> {
         let db_name = self.inner.path.display().to_string();
-        let (lease, h) = init_replica(&slot.replica, &db_name, self.inner.opts.lease).await?;
+        let known = marks::load(&self.inner.state_dir, &slot.replica.to_string());
+        let (lease, h) =
+            init_replica(&slot.replica, &db_name, self.inner.opts.lease, known).await?;
         let head = *self.inner.head.borrow();
         let placed = {
             let outbox = lock_or_recover(&self.inner.outbox);
@@ -1528,7 +1596,8 @@ impl Replicator {
         // One round, up to the state announced now: commits that arrive
         // during the upload go in the next round (the sync interval then
         // batches them).
-        let target = *self.inner.head.borrow();
+        let mut target = *self.inner.head.borrow();
+        let mut rebases = 0;
         loop {
             if st.txid >= target.txid {
                 return Ok(());
@@ -1546,18 +1615,50 @@ impl Replicator {
             if chain.is_empty() {
                 return Ok(());
             }
-            let (body, header) = if let [f] = chain.as_slice() {
-                let body = lock_or_recover(&self.inner.outbox).body(f);
-                (body, (f.min_txid, f.max_txid, f.timestamp_ms, f.post_apply))
+            let chain = if st.conflicted {
+                &chain[..1]
             } else {
-                // Behind by several files: send them merged, one request.
-                self.merge_outbox(&chain).await?
+                &chain[..]
+            };
+            let made = if let [f] = chain {
+                let body = lock_or_recover(&self.inner.outbox).body(f);
+                let header = (f.min_txid, f.max_txid, f.timestamp_ms, f.post_apply);
+                verify_stored(body, f).await.map(|b| (b, header))
+            } else {
+                // Behind by several files: send them merged, one request
+                // (the merge checks every input's checksums).
+                self.merge_outbox(chain).await
+            };
+            let (body, header) = match made {
+                Ok(m) => m,
+                Err(ReplicateError::BadFile { file, source }) => {
+                    // A local file was damaged after it was written (a
+                    // torn write, a bad disk): never sent. The database
+                    // still has every page: this replica gets a snapshot.
+                    tracing::warn!(replica = %slot.replica, %file, error = %source, "a file of the local store is damaged; the replica gets a snapshot instead");
+                    st.needs_snapshot = true;
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
             let (min, max, ts, post) = header;
             let when = DateTime::from_timestamp_millis(ts).unwrap_or_else(Utc::now);
-            let info = slot.replica.write_body(0, min, max, &body, when).await?;
+            let info = match slot.replica.write_body(0, min, max, &body, when).await {
+                Ok(info) => info,
+                Err(e @ ReplicaError::FileConflict { .. }) if rebases < rebase::MAX_REBASES => {
+                    // The replica holds more than it was listed with.
+                    rebases += 1;
+                    st.conflicted = true;
+                    self.rebase(slot, st, e, max).await?;
+                    target = *self.inner.head.borrow();
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            st.conflicted = false;
             st.files.retain(|f| !(f.level == 0 && f.max_txid >= min));
             st.files.push(info);
+            marks::store(&self.inner.state_dir, &slot.replica.to_string(), max);
             st.txid = max;
             st.checksum = post;
             slot.shipped.send_replace(max);
@@ -1664,6 +1765,7 @@ impl Replicator {
             .write_body(SNAPSHOT_LEVEL, Txid(1), max, &snap.body, when)
             .await?;
         st.files.push(info);
+        marks::store(&self.inner.state_dir, &slot.replica.to_string(), max);
         st.txid = max;
         st.checksum = snap.post_apply;
         st.needs_snapshot = false;
