@@ -391,3 +391,43 @@ fn a_damaged_local_copy_of_a_compaction_input_is_read_from_the_replica() {
         assert_eq!(Workload::check_prefix(&out), 30);
     });
 }
+
+/// An upload to a local folder killed mid-write leaves its staging file
+/// (`NAME.ltx#N`) beside the final name; the next replicator to take the
+/// lease removes such files and nothing else.
+#[test]
+fn staging_files_of_killed_uploads_are_swept_at_start() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let mut c = create_db(&db, 4096);
+        Workload::init(&c);
+        Workload::apply(&mut c, 1).unwrap();
+        let root = dir.path().join("replica");
+        let replica = litevault::Replica::open(&file_url(&root)).unwrap();
+        let rep = Replicator::open(&db, replica.clone(), ReplicateOptions::default())
+            .await
+            .unwrap();
+        rep.sync_all().await.unwrap();
+        rep.run(async {}).await.unwrap();
+        let level0 = root.join("ltx/0");
+        let staged = level0.join("0000000000000002-0000000000000002.ltx#1");
+        std::fs::write(&staged, b"half an upload").unwrap();
+        let other = level0.join("notes#1");
+        std::fs::write(&other, b"not ours").unwrap();
+        let rep = Replicator::open(&db, replica.clone(), ReplicateOptions::default())
+            .await
+            .unwrap();
+        assert!(!staged.exists(), "the staging file was removed");
+        assert!(
+            other.exists(),
+            "a file not shaped like a staged LTX file stays"
+        );
+        Workload::apply(&mut c, 2).unwrap();
+        rep.sync_all().await.unwrap();
+        rep.run(async {}).await.unwrap();
+        let out = dir.path().join("out.db");
+        restore_at(&replica, &out, RestoreTarget::Latest).await;
+        assert_eq!(Workload::check_prefix(&out), 2);
+    });
+}

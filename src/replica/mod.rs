@@ -649,6 +649,43 @@ impl Replica {
         Ok(bytes)
     }
 
+    /// In a local-folder replica, removes the staging files uploads leave
+    /// when their process is killed mid-write (`NAME.ltx#N`: the store
+    /// writes beside the final name, then renames). Call it only while
+    /// holding the lease, so no upload of another process is in flight.
+    /// Returns how many were removed.
+    pub fn sweep_staging(&self) -> usize {
+        let Some(root) = &self.local_root else {
+            return 0;
+        };
+        let mut removed = 0;
+        for level in 0..=SNAPSHOT_LEVEL {
+            let dir = root.join(self.level_prefix(level));
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let staged =
+                    name.to_str()
+                        .and_then(|n| n.split_once('#'))
+                        .is_some_and(|(ltx_name, n)| {
+                            !n.is_empty()
+                                && n.bytes().all(|b| b.is_ascii_digit())
+                                && ltx::parse_filename_shape(ltx_name).is_some()
+                        });
+                let regular = entry.file_type().is_ok_and(|t| t.is_file());
+                if staged && regular && std::fs::remove_file(entry.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(replica = %self.display, removed, "removed staging files left by uploads that were cut short");
+        }
+        removed
+    }
+
     /// For a local-folder replica, the path of a file on disk (read in place
     /// by a restore, without a copy). Counted as one GET.
     pub fn local_path(&self, info: &LtxFileInfo) -> Option<PathBuf> {

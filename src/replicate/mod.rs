@@ -621,7 +621,11 @@ async fn init_replica(
 ) -> Result<(Option<(Lease, Instant)>, ReplicaHead), ReplicateError> {
     let lease = match lease {
         Some(lo) => match replica.acquire_lease(db, lo.ttl, lo.takeover).await {
-            Ok(l) => Some((l, Instant::now())),
+            Ok(l) => {
+                // The only writer now: what a killed upload left can go.
+                replica.sweep_staging();
+                Some((l, Instant::now()))
+            }
             // The store cannot be reached: not a conflict with another writer.
             Err(crate::replica::lease::LeaseError::Replica(e)) => return Err(e.into()),
             Err(e) => return Err(e.into()),
