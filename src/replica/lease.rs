@@ -177,6 +177,12 @@ impl LeaseRecord {
     }
 }
 
+/// The lease object's body.
+fn encode(record: &LeaseRecord) -> Result<Vec<u8>, LeaseError> {
+    serde_json::to_vec_pretty(record)
+        .map_err(|e| LeaseError::Internal(format!("cannot encode the lease record: {e}")))
+}
+
 impl Replica {
     fn lease_key(&self) -> String {
         super::join(&self.prefix, LEASE_NAME)
@@ -231,7 +237,7 @@ impl Replica {
     ) -> Result<UpdateVersion, LeaseError> {
         let key = self.lease_key();
         let path = ObjectPath::from(key.as_str());
-        let body = serde_json::to_vec_pretty(mine).expect("serializable");
+        let body = encode(mine)?;
         let mut create = true;
         for _ in 0..LEASE_ROUNDS {
             if create {
@@ -415,8 +421,7 @@ fn local_swap(
     match decide(old)? {
         Some(new) => {
             let tmp = path.with_extension("lease.tmp");
-            std::fs::write(&tmp, serde_json::to_vec_pretty(&new).expect("serializable"))
-                .map_err(io)?;
+            std::fs::write(&tmp, encode(&new)?).map_err(io)?;
             std::fs::rename(&tmp, &path).map_err(io)?;
         }
         None => {
@@ -469,7 +474,7 @@ impl Lease {
             }
             (Some(version), _) => {
                 let path = ObjectPath::from(key.as_str());
-                let body = serde_json::to_vec_pretty(&next).expect("serializable");
+                let body = encode(&next)?;
                 let mut version = version.clone();
                 let mut renewed = None;
                 for _ in 0..LEASE_ROUNDS {
@@ -520,6 +525,9 @@ impl Lease {
                     }
                 }
             }
+            // Cannot happen: `acquire_lease` leaves the version unset only
+            // for a replica with a local root, and `self.replica` is that
+            // replica (its root never changes).
             (None, None) => unreachable!("a remote lease always has a version"),
         }
         self.record = next;
@@ -553,7 +561,7 @@ impl Lease {
         let mut gone = self.record.clone();
         gone.released = true;
         gone.expires_at = gone.expires_at.min(Utc::now());
-        let body = serde_json::to_vec_pretty(&gone).expect("serializable");
+        let body = encode(&gone)?;
         for _ in 0..LEASE_ROUNDS {
             match replica
                 .put_lease(&path, &key, body.clone(), PutMode::Update(version.clone()))
