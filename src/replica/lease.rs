@@ -157,7 +157,7 @@ impl LeaseRecord {
             db: db.to_string(),
             id: format!("{:016x}", rand::random::<u64>()),
             acquired_at: now,
-            expires_at: now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX),
+            expires_at: expiry(now, ttl),
             released: false,
         }
     }
@@ -175,6 +175,15 @@ impl LeaseRecord {
             && (self.pid == mine.pid || !process_alive(self.pid));
         self.released || (expired && takeover) || own_dead || (self.id == mine.id)
     }
+}
+
+/// When a lease taken at `now` for `ttl` expires: the last representable
+/// time for a TTL past it (adding would panic).
+fn expiry(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(ttl)
+        .ok()
+        .and_then(|ttl| now.checked_add_signed(ttl))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// The lease object's body.
@@ -447,8 +456,7 @@ impl Lease {
     /// [`LeaseError::Lost`] when another replicator replaced it.
     pub async fn renew(&mut self) -> Result<(), LeaseError> {
         let mut next = self.record.clone();
-        next.expires_at =
-            Utc::now() + chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::MAX);
+        next.expires_at = expiry(Utc::now(), self.ttl);
         let replica = self.replica.clone();
         let key = replica.lease_key();
         match (&self.version, replica.local_root.clone()) {
@@ -589,6 +597,20 @@ impl Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ttl_past_the_calendar_expires_at_its_end() {
+        let now = Utc::now();
+        assert_eq!(expiry(now, Duration::MAX), DateTime::<Utc>::MAX_UTC);
+        let far = Duration::from_secs(400_000 * 365 * 86_400);
+        assert_eq!(expiry(now, far), DateTime::<Utc>::MAX_UTC);
+        let ttl = Duration::from_secs(30);
+        assert_eq!(expiry(now, ttl), now + chrono::Duration::seconds(30));
+        assert_eq!(
+            LeaseRecord::new("db", Duration::MAX).expires_at,
+            DateTime::<Utc>::MAX_UTC
+        );
+    }
 
     #[test]
     fn a_released_record_is_free_and_old_records_parse() {
