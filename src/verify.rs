@@ -497,7 +497,8 @@ pub async fn verify(
     opts: &VerifyOptions,
 ) -> Result<VerifyReport, VerifyError> {
     let started = Instant::now();
-    let deadline = started + opts.timeout;
+    // `None`: a timeout past what an `Instant` can hold never ends.
+    let deadline = started.checked_add(opts.timeout);
     let mut post = PostApply {
         known: HashMap::new(),
     };
@@ -527,7 +528,7 @@ pub async fn verify(
                 break;
             }
         }
-        if found.is_some() || Instant::now() >= deadline {
+        if found.is_some() || deadline.is_some_and(|d| Instant::now() >= d) {
             break found;
         }
         tokio::time::sleep(opts.poll_interval).await;
