@@ -35,6 +35,7 @@ use crate::content::{self, ContentDigest};
 use crate::db::StateDir;
 use crate::ltx::{self, Checksum, DbChecksum, Txid};
 use crate::replica::{LtxFileInfo, Replica, ReplicaError};
+use crate::replicate::lock_or_recover;
 use crate::restore::dbpage;
 use crate::restore::{RestoreError, RestoreOptions, RestoreOutcome, RestoreTarget, restore};
 
@@ -261,12 +262,16 @@ const HELD_SNAPSHOTS: usize = 32;
 /// Trailers of new TXIDs read per round of [`verify`].
 const NEW_TRAILERS_PER_ROUND: usize = 8;
 
-#[derive(Default)]
+/// Locked with [`lock_or_recover`]: each critical section only pushes,
+/// pops or assigns, so after a panic inside one the held snapshots are
+/// still open read transactions and `newest` is a state the database was
+/// in; at worst a state goes unmatched, as one passing between two samples
+/// does.
 struct Held {
     snapshots: std::collections::VecDeque<Snapshot>,
     taken: u32,
     /// The checksum of the newest snapshot, kept after it is dropped.
-    newest: Option<Checksum>,
+    newest: Checksum,
 }
 
 /// Takes a snapshot of the live database whenever it changes, on a thread of
@@ -343,7 +348,7 @@ impl Sampler {
         let mut seen = data_version(&probe).map_err(live_err)?;
         let first = take_snapshot(path).map_err(live_err)?;
         let held = Arc::new(Mutex::new(Held {
-            newest: Some(first.checksum),
+            newest: first.checksum,
             snapshots: [first].into(),
             taken: 1,
         }));
@@ -359,8 +364,8 @@ impl Sampler {
                     }
                     seen = now;
                     let snap = take_snapshot(&path)?;
-                    let mut h = held.lock().expect("sampler lock");
-                    h.newest = Some(snap.checksum);
+                    let mut h = lock_or_recover(&held);
+                    h.newest = snap.checksum;
                     h.taken += 1;
                     h.snapshots.push_back(snap);
                     while h.snapshots.len() > HELD_SNAPSHOTS {
@@ -380,24 +385,24 @@ impl Sampler {
 
     /// Removes and returns the held snapshot with this checksum.
     fn take(&self, checksum: Checksum) -> Option<Snapshot> {
-        let mut h = self.held.lock().expect("sampler lock");
+        let mut h = lock_or_recover(&self.held);
         let i = h.snapshots.iter().rposition(|s| s.checksum == checksum)?;
         h.snapshots.remove(i)
     }
 
-    fn newest(&self) -> Option<Checksum> {
-        self.held.lock().expect("sampler lock").newest
+    fn newest(&self) -> Checksum {
+        lock_or_recover(&self.held).newest
     }
 
     fn taken(&self) -> u32 {
-        self.held.lock().expect("sampler lock").taken
+        lock_or_recover(&self.held).taken
     }
 
     /// Stops sampling and closes the snapshots still held.
     fn finish(mut self) -> Result<(), VerifyError> {
         self.stop.store(true, Ordering::Relaxed);
         let r = self.thread.take().map(|t| t.join());
-        self.held.lock().expect("sampler lock").snapshots.clear();
+        lock_or_recover(&self.held).snapshots.clear();
         match r {
             Some(Ok(Err(source))) => Err(VerifyError::Live {
                 path: self.path.clone(),
@@ -492,7 +497,8 @@ pub async fn verify(
     opts: &VerifyOptions,
 ) -> Result<VerifyReport, VerifyError> {
     let started = Instant::now();
-    let deadline = started + opts.timeout;
+    // `None`: a timeout past what an `Instant` can hold never ends.
+    let deadline = started.checked_add(opts.timeout);
     let mut post = PostApply {
         known: HashMap::new(),
     };
@@ -522,7 +528,7 @@ pub async fn verify(
                 break;
             }
         }
-        if found.is_some() || Instant::now() >= deadline {
+        if found.is_some() || deadline.is_some_and(|d| Instant::now() >= d) {
             break found;
         }
         tokio::time::sleep(opts.poll_interval).await;
@@ -535,13 +541,12 @@ pub async fn verify(
     let newest = sampler.newest();
     sampler.finish()?;
     let Some((txid, snap)) = matched else {
-        let live = newest.expect("the first snapshot is always taken");
         return Err(diagnose(
             db,
             replica,
             &files,
             &mut post,
-            live,
+            newest,
             from,
             started.elapsed(),
         )
@@ -608,6 +613,8 @@ async fn restore_and_compare(
     };
     let report = match restore(replica, &out, &ropts).await {
         Ok(RestoreOutcome::Restored(r)) => r,
+        // Cannot happen: the skip outcomes need `if_db_not_exists` or
+        // `if_replica_exists`, which `ropts` leaves at their default, false.
         Ok(_) => unreachable!("no skip option was set"),
         Err(RestoreError::Replica(e)) => return Err(e.into()),
         Err(source) => return Err(VerifyError::ReplicaDamaged { txid, source }),
@@ -692,6 +699,16 @@ fn snap_page_size_hint(path: &Path) -> u32 {
 
 /// The LTX checksum of a database file, read in chunks.
 fn file_checksum(path: &Path, page_size: u32) -> std::io::Result<(u32, DbChecksum)> {
+    // The size comes from the file's own header: one a replica wrote can
+    // hold anything, and a zero size would read empty pages forever.
+    if !ltx::is_valid_page_size(page_size) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "the database header gives page size {page_size}, not a power of two from 512 to 65536: the restored file is damaged"
+            ),
+        ));
+    }
     let lock = ltx::lock_pgno(page_size);
     let mut f = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
     let mut page = vec![0u8; page_size as usize];
@@ -759,5 +776,30 @@ async fn diagnose(
         replica_checksum,
         live_checksum,
         waited,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_header_with_an_invalid_page_size_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("restored.db");
+        let mut head = vec![0u8; 4096];
+        head[..16].copy_from_slice(b"SQLite format 3\0");
+        for size in [0u16, 3, 256] {
+            head[16..18].copy_from_slice(&size.to_be_bytes());
+            std::fs::write(&path, &head).unwrap();
+            let hint = snap_page_size_hint(&path);
+            let err = file_checksum(&path, hint).unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "size {size}");
+            assert!(err.to_string().contains("page size"), "{err}");
+        }
+        head[16..18].copy_from_slice(&4096u16.to_be_bytes());
+        std::fs::write(&path, &head).unwrap();
+        let (size, _) = file_checksum(&path, snap_page_size_hint(&path)).unwrap();
+        assert_eq!(size, 4096);
     }
 }

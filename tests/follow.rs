@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use litevault::content::content_digest;
 use litevault::ltx::Txid;
 use litevault::restore::dbpage;
@@ -527,6 +528,29 @@ async fn foreign_write_is_detected() {
         .await
         .unwrap_err();
     assert!(matches!(err, FollowError::NotAFollower { .. }), "{err}");
+}
+
+/// A poll cancelled at any await (a caller's timeout) leaves a follower
+/// that polls on: a connection that went with a cancelled task is reopened,
+/// and the pages are compared with the position before anything else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_poll_leaves_a_working_follower() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
+    let mut p = Primary::new(dir.path(), "primary.db", &replica).await;
+    p.write(10).await;
+    let out = dir.path().join("follower.db");
+    let mut f = Follower::open(replica.clone(), &out, opts()).await.unwrap();
+    for _ in 0..3 {
+        // One poll of the future: it stops at its first blocking task (the
+        // foreign-write check), which is then dropped with the connection.
+        let _ = f.poll().now_or_never();
+        f.poll().await.unwrap();
+    }
+    let t = p.write(2).await;
+    f.poll().await.unwrap();
+    assert_eq!(f.position().txid, t);
+    assert_same_pages(&out, &p.path);
 }
 
 /// The replica is reset under a running follower (its files replaced by those

@@ -378,6 +378,8 @@ impl Lab {
     }
 
     fn start_proxy(&self, upstream: SocketAddr) -> Result<DelayProxy, LabError> {
+        // Cannot fail: `rt` is only taken by `stop_all`, after which the lab
+        // is dropped or consumed.
         let rt = self.rt.as_ref().expect("runtime lives as long as the lab");
         let rtt = self.rtt;
         // A scoped thread: block_on must not run on a runtime thread, and
@@ -385,6 +387,8 @@ impl Lab {
         let proxy = std::thread::scope(|s| {
             s.spawn(|| rt.block_on(DelayProxy::start("127.0.0.1:0", upstream, rtt)))
                 .join()
+                // Only re-raises a panic of the thread: a failed start is an
+                // error it returns.
                 .expect("proxy start thread")
         })?;
         Ok(proxy)
@@ -479,6 +483,8 @@ impl Lab {
         std::fs::write(&passwd, format!("{ACCESS_KEY_ID}:{SECRET_ACCESS_KEY}\n"))
             .and_then(|_| std::fs::set_permissions(&passwd, std::fs::Permissions::from_mode(0o600)))
             .map_err(|e| format!("writing {}: {e}", passwd.display()))?;
+        // Cannot fail: `start` mounts FUSE only after `start_s3` set the
+        // proxy.
         let proxy = self
             .s3_proxy
             .as_ref()
@@ -718,6 +724,8 @@ impl Lab {
     /// The S3 endpoint, direct or through the delaying proxy.
     pub fn s3_endpoint(&self, proxied: bool) -> String {
         if proxied {
+            // Cannot fail: a `Lab` is only returned once `start_s3` set the
+            // proxy, and only `stop_all` clears it, as the lab goes away.
             format!(
                 "http://{}",
                 self.s3_proxy

@@ -252,7 +252,9 @@ pub fn choose(comparisons: &[Comparison], dataset: &str, candidates: &[&str]) ->
     candidates
         .iter()
         .map(|b| {
-            let logs: f64 = common.iter().map(|c| c.ratio(b).unwrap().ln()).sum();
+            // Every comparison in `common` has a ratio to every candidate
+            // (the filter above): none is skipped.
+            let logs: f64 = common.iter().filter_map(|c| c.ratio(b)).map(f64::ln).sum();
             (b, (logs / common.len() as f64).exp())
         })
         .min_by(|a, b| a.1.total_cmp(&b.1))

@@ -130,7 +130,12 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("restoring {replica_url} for the export"))?;
             (db, a.args.first().cloned(), Some(dir))
         }
-        None => (PathBuf::from(&a.args[0]), a.args.get(1).cloned(), None),
+        None => {
+            let Some(db) = a.args.first() else {
+                bail!("give the database to export: litevault export DB POSTGRES_URL");
+            };
+            (PathBuf::from(db), a.args.get(1).cloned(), None)
+        }
     };
     if a.schema_only {
         let db2 = db.clone();

@@ -155,10 +155,8 @@ pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         "h" => n * 3600.0,
         u => return Err(format!("unknown unit {u:?} in {s:?}; use ms, s, m or h")),
     };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("{s:?} is not a valid duration"));
-    }
-    Ok(std::time::Duration::from_secs_f64(secs))
+    std::time::Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("{s:?} is not a valid duration (too long)"))
 }
 
 /// Prints what an export or import could not carry over, with its SQL.
@@ -192,5 +190,7 @@ mod tests {
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("1 fortnight").unwrap_err().contains("unit"));
         assert!(parse_duration("fast").is_err());
+        let huge = parse_duration("99999999999999999999999h").unwrap_err();
+        assert!(huge.contains("too long"), "{huge}");
     }
 }

@@ -84,7 +84,9 @@ async fn verify_one(a: &Args, url: &str, replica: &Replica) -> anyhow::Result<u8
         Ok(r) => {
             if a.json {
                 let mut v = serde_json::to_value(&r)?;
-                v["ok"] = serde_json::Value::Bool(true);
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("ok".into(), true.into());
+                }
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 let rows: u64 = r.rows.values().sum();

@@ -724,10 +724,10 @@ impl WatchedDb {
             self.resync_reason = "no transaction before the last committed frame";
             return Ok(None);
         };
-        let table = self
-            .table
-            .as_ref()
-            .expect("checked above: a WAL position is only kept with a page table");
+        let Some(table) = self.table.as_ref() else {
+            self.resync_reason = "no page table";
+            return Ok(None);
+        };
         let commit = last.commit;
         let end = last.end;
         // Newest frame of each page wins.

@@ -60,6 +60,9 @@ impl TableChecksum {
 }
 
 /// The fields of one binary COPY tuple (after its 16-bit field count).
+/// Iteration ends at the end of the bytes, or at a field whose length
+/// runs past them ([`TupleReader`](super::copy::TupleReader) only hands out
+/// tuples whose fields all fit).
 pub struct TupleFields<'a> {
     pub rest: &'a [u8],
 }
@@ -67,15 +70,16 @@ pub struct TupleFields<'a> {
 impl<'a> Iterator for TupleFields<'a> {
     type Item = Option<&'a [u8]>;
     fn next(&mut self) -> Option<Self::Item> {
-        if self.rest.len() < 4 {
-            return None;
-        }
-        let len = i32::from_be_bytes(self.rest[..4].try_into().unwrap());
-        self.rest = &self.rest[4..];
+        let (len, rest) = self.rest.split_first_chunk::<4>()?;
+        let len = i32::from_be_bytes(*len);
         if len < 0 {
+            self.rest = rest;
             return Some(None);
         }
-        let (f, r) = self.rest.split_at(len as usize);
+        let Some((f, r)) = rest.split_at_checked(len as usize) else {
+            self.rest = &[];
+            return None;
+        };
         self.rest = r;
         Some(Some(f))
     }
@@ -105,5 +109,19 @@ mod tests {
         d.add_row(&t, r1.into_iter());
         d.add_row(&t, r3.into_iter());
         assert_ne!(a.sum, d.sum, "NULL and empty text differ");
+    }
+
+    #[test]
+    fn a_field_longer_than_the_tuple_ends_the_fields() {
+        let mut tuple = 2i32.to_be_bytes().to_vec();
+        tuple.extend_from_slice(b"ab");
+        tuple.extend_from_slice(&(-1i32).to_be_bytes());
+        tuple.extend_from_slice(&100i32.to_be_bytes());
+        tuple.extend_from_slice(b"cd");
+        let fields: Vec<_> = TupleFields { rest: &tuple }.collect();
+        assert_eq!(fields, [Some(&b"ab"[..]), None]);
+        let mut sum = TableChecksum::default();
+        sum.add_tuple(&[PgType::Text, PgType::Text, PgType::Text], &tuple);
+        assert_eq!(sum.rows, 1);
     }
 }

@@ -62,13 +62,14 @@ impl TupleReader {
     /// (everything after the field count).
     pub fn drain(&mut self, mut f: impl FnMut(&[u8])) -> Result<(), CopyFormatError> {
         if !self.header_done {
-            if self.buf.len() < HEADER.len() {
+            // Signature (11 bytes), flags (4), extension length (4).
+            let Some((head, _)) = self.buf.split_first_chunk::<19>() else {
                 return Ok(());
-            }
-            if &self.buf[..11] != b"PGCOPY\n\xff\r\n\0" {
+            };
+            if &head[..11] != b"PGCOPY\n\xff\r\n\0" {
                 return Err(CopyFormatError::BadHeader);
             }
-            let ext = u32::from_be_bytes(self.buf[15..19].try_into().unwrap()) as usize;
+            let ext = u32::from_be_bytes([head[15], head[16], head[17], head[18]]) as usize;
             if self.buf.len() < HEADER.len() + ext {
                 return Ok(());
             }
@@ -93,11 +94,11 @@ impl TupleReader {
             let mut p = pos + 2;
             let mut complete = true;
             for _ in 0..n {
-                if b.len() < p + 4 {
+                let Some(len) = b.get(p..).and_then(|r| r.first_chunk::<4>()) else {
                     complete = false;
                     break;
-                }
-                let len = i32::from_be_bytes(b[p..p + 4].try_into().unwrap());
+                };
+                let len = i32::from_be_bytes(*len);
                 p += 4;
                 if len > 0 {
                     if b.len() < p + len as usize {

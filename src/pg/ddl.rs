@@ -285,14 +285,10 @@ pub fn after_load(
                 .zip(&plan.columns)
                 .find(|(d, _)| d.name.eq_ignore_ascii_case(&col))
                 .map(|(_, m)| m.pg_type.clone());
-            if matches!(
-                col_type,
-                Some(PgType::Boolean | PgType::Json | PgType::Jsonb)
-            ) {
+            if let Some(ty @ (PgType::Boolean | PgType::Json | PgType::Jsonb)) = col_type {
                 notes.push(format!(
-                    "check ({c}) on {}: enforced by the {} type, not created",
+                    "check ({c}) on {}: enforced by the {ty} type, not created",
                     quote(&t.name),
-                    col_type.unwrap()
                 ));
                 continue;
             }
@@ -341,20 +337,21 @@ fn index_sql(
         .find(|&k| matches!(&toks[k].0, Tok::Op(o) if o == "("))
         .ok_or("no column list in CREATE INDEX")?;
     let mut depth = 0;
-    let mut close = open;
+    let mut close = None;
     for (k, (t, _)) in toks.iter().enumerate().skip(open) {
         match t {
             Tok::Op(o) if o == "(" => depth += 1,
             Tok::Op(o) if o == ")" => {
                 depth -= 1;
                 if depth == 0 {
-                    close = k;
+                    close = Some(k);
                     break;
                 }
             }
             _ => {}
         }
     }
+    let close = close.ok_or("unbalanced parentheses in CREATE INDEX")?;
     let parts = &ix.sql[toks[open].1.end..toks[close].1.start];
     let parts = expr::translate(parts, names)?;
     let mut sql = format!(
@@ -614,6 +611,8 @@ pub fn trigger(schema: &str, t: &SourceObject, all: &[TablePlan]) -> Result<Stmt
     let mut event = event_kw.clone();
     if word(k + 1, "OF") {
         // Column names as the table spells them (SQLite ignores case).
+        // `ON` comes after `OF` (it was searched from the event on, and
+        // `OF` is not `ON`): the range is in order.
         let cols: Vec<String> = toks[k + 2..on]
             .iter()
             .filter_map(|(t, _)| match t {
@@ -814,6 +813,22 @@ mod tests {
                 m(PgType::Boolean, false),
                 m(PgType::Timestamp(None), false),
             ],
+        }
+    }
+
+    #[test]
+    fn an_index_with_unbalanced_parentheses_is_a_problem() {
+        let names = TableNames {
+            plan: None,
+            tables: &[],
+        };
+        for sql in ["CREATE INDEX ix ON t (a", "CREATE INDEX ix ON t ((a)"] {
+            let ix = SourceIndex {
+                name: "ix".into(),
+                sql: sql.into(),
+            };
+            let err = index_sql("s", "t", &ix, &names).unwrap_err();
+            assert!(err.contains("unbalanced"), "{sql}: {err}");
         }
     }
 

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -22,6 +22,7 @@ use super::ident::{literal, qualified, quote};
 use super::source;
 use super::types::{ColumnMapping, ColumnStats, EpochUnit, PgType, map_column};
 use super::value::{self, Conversion};
+use crate::replicate::lock_or_recover;
 
 /// Errors of an export. Each names what was at fault and what to do.
 #[non_exhaustive]
@@ -276,6 +277,8 @@ pub fn plan(path: &Path, opts: &ExportOptions) -> Result<ExportPlan, ExportError
         })
         .collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
+    // Each slot is written whole under the lock: still valid after a panic
+    // elsewhere (the scope reports that panic itself).
     let results: Mutex<Vec<Option<rusqlite::Result<Vec<ColumnStats>>>>> =
         Mutex::new((0..source.tables.len()).map(|_| None).collect());
     std::thread::scope(|scope| {
@@ -286,12 +289,14 @@ pub fn plan(path: &Path, opts: &ExportOptions) -> Result<ExportPlan, ExportError
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(t) = source.tables.get(i) else { break };
                     let r = source::column_stats(&conn, &t.name, &t.columns, &kinds[i]);
-                    results.lock().unwrap()[i] = Some(r);
+                    // Cannot fail: `i` indexes `source.tables`, which
+                    // `results` has one slot for each of.
+                    lock_or_recover(&results)[i] = Some(r);
                 }
             });
         }
     });
-    let results = results.into_inner().unwrap();
+    let results = results.into_inner().unwrap_or_else(PoisonError::into_inner);
     let mut tables = vec![];
     for (t, r) in source.tables.iter().zip(results) {
         let stats = match r {
@@ -644,6 +649,8 @@ pub async fn export(
         v.sort_by_key(|&i| std::cmp::Reverse(sizes.get(i).copied().unwrap_or(0)));
         v.into()
     };
+    // Tables still to load; a pop cannot be cut short, so the queue stays
+    // valid after a worker's panic.
     let queue = Arc::new(Mutex::new(order));
     let plans = Arc::new(plan.tables.clone());
     let created = Arc::new(created);
@@ -668,7 +675,7 @@ pub async fn export(
                 if cancel.load(Ordering::Relaxed) {
                     break;
                 }
-                let Some(i) = queue.lock().unwrap().pop_front() else {
+                let Some(i) = lock_or_recover(&queue).pop_front() else {
                     break;
                 };
                 let r = load_and_verify(
@@ -840,6 +847,8 @@ pub fn pg_message(e: &tokio_postgres::Error) -> String {
 /// Bad rows skipped, one JSON object a line.
 struct BadRowFile {
     path: PathBuf,
+    /// A panic while writing leaves at most a partial line, as a write
+    /// error would: the file stays usable for the next rows.
     out: Mutex<std::io::BufWriter<std::fs::File>>,
 }
 
@@ -856,7 +865,7 @@ impl BadRowFile {
     }
 
     fn write(&self, line: &serde_json::Value) -> Result<(), ExportError> {
-        let mut o = self.out.lock().unwrap();
+        let mut o = lock_or_recover(&self.out);
         serde_json::to_writer(&mut *o, line)
             .map_err(std::io::Error::from)
             .and_then(|_| o.write_all(b"\n"))
@@ -867,9 +876,7 @@ impl BadRowFile {
     }
 
     fn flush(&self) -> Result<(), ExportError> {
-        self.out
-            .lock()
-            .unwrap()
+        lock_or_recover(&self.out)
             .flush()
             .map_err(|source| ExportError::Report {
                 path: self.path.clone(),

@@ -95,6 +95,9 @@ pub fn tokenize(sql: &str) -> Result<Vec<(Tok, std::ops::Range<usize>)>, String>
             while i < b.len() && b[i] != b'\'' {
                 i += 1;
             }
+            if i >= b.len() {
+                return Err("unterminated blob literal".into());
+            }
             i += 1;
             Tok::Blob(sql[start + 2..i - 1].to_string())
         } else if c.is_ascii_digit()
@@ -116,9 +119,12 @@ pub fn tokenize(sql: &str) -> Result<Vec<(Tok, std::ops::Range<usize>)>, String>
             }
             Tok::Word(sql[start..i].to_string())
         } else {
-            let two = if i + 1 < b.len() { &sql[i..i + 2] } else { "" };
+            // `None` also when a multi-byte character follows.
+            let two = sql.get(i..i + 2).unwrap_or("");
             let op = match two {
                 "==" | "!=" | "<>" | "<=" | ">=" | "||" | "<<" | ">>" => two,
+                // Cannot fail: `c` is ASCII (the bytes from 0x80 start a
+                // word above), so it is a whole character.
                 _ => &sql[i..i + 1],
             };
             i += op.len();
@@ -454,6 +460,23 @@ mod tests {
         fn is_bool(&self, c: &str) -> bool {
             c == "active"
         }
+    }
+
+    #[test]
+    fn hostile_sql_tokenizes_or_fails_without_panicking() {
+        assert_eq!(tokenize("x'00").unwrap_err(), "unterminated blob literal");
+        // An operator byte followed by a multi-byte character.
+        let sql = "(\u{e9}<\u{e9}";
+        let toks = tokenize(sql).unwrap();
+        let ops: Vec<_> = toks
+            .iter()
+            .filter_map(|(t, _)| match t {
+                Tok::Op(o) => Some(o.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ops, ["(", "<"]);
+        assert!(toks.iter().all(|(_, r)| r.end <= sql.len()));
     }
 
     #[test]

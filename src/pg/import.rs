@@ -554,6 +554,9 @@ fn qualified_pg(schema: &str, table: &str) -> String {
 pub fn strip_casts(sql: &str) -> String {
     let mut out: Vec<u8> = Vec::with_capacity(sql.len());
     let b = sql.as_bytes();
+    // Compared as bytes: `i` may be inside a multi-byte character, or past
+    // the end after an unterminated quote or modifier.
+    let at = |i: usize| b.get(i..).unwrap_or_default();
     let mut i = 0;
     let mut in_str = false;
     while i < b.len() {
@@ -576,15 +579,13 @@ pub fn strip_casts(sql: &str) -> String {
                 {
                     i += 1;
                 }
-                let rest = &sql[i..];
-                let more = [
-                    " varying",
-                    " precision",
-                    " without time zone",
-                    " with time zone",
-                ]
-                .iter()
-                .find(|w| rest.starts_with(*w));
+                const MORE: [&[u8]; 4] = [
+                    b" varying",
+                    b" precision",
+                    b" without time zone",
+                    b" with time zone",
+                ];
+                let more = MORE.iter().find(|w| at(i).starts_with(w));
                 match more {
                     Some(w) => i += w.len(),
                     None => break,
@@ -596,17 +597,17 @@ pub fn strip_casts(sql: &str) -> String {
                 }
                 i += 1;
             }
-            while sql[i..].starts_with("[]") {
+            while at(i).starts_with(b"[]") {
                 i += 2;
             }
             continue;
         }
-        if !in_str && sql[i..].starts_with("!~~") {
+        if !in_str && at(i).starts_with(b"!~~") {
             out.extend_from_slice(b"NOT LIKE");
             i += 3;
             continue;
         }
-        if !in_str && sql[i..].starts_with("~~") {
+        if !in_str && at(i).starts_with(b"~~") {
             out.extend_from_slice(b"LIKE");
             i += 2;
             continue;
@@ -1032,6 +1033,11 @@ mod tests {
             "CHECK ((n >= (0)) AND (s LIKE 'é::x%'))"
         );
         assert_eq!(strip_casts("(a)::timestamp without time zone"), "(a)");
+        // Unterminated quotes and modifiers, and multi-byte characters
+        // outside string literals.
+        assert_eq!(strip_casts("a::\"unterminated"), "a");
+        assert_eq!(strip_casts("a::numeric(10"), "a");
+        assert_eq!(strip_casts("\"\u{e9}\" ~~ x"), "\"\u{e9}\" LIKE x");
     }
 
     #[test]

@@ -363,7 +363,9 @@ pub fn column_stats(
                 "uuid" => s.uuid_texts = n()?,
                 "tz" => s.tz_texts = n()?,
                 "real_max" => s.real_max_abs = r.get::<_, Option<f64>>(k)?.unwrap_or(0.0),
-                _ => unreachable!(),
+                // Cannot happen: `fields` holds only the names `add` was
+                // given above, each handled here.
+                _ => unreachable!("no statistic named {f}"),
             }
         }
         Ok(())

@@ -41,7 +41,7 @@ impl PgType {
         let l = s.trim().to_ascii_lowercase();
         let (base, args) = match l.find('(') {
             Some(i) => {
-                let close = l.rfind(')')?;
+                let close = l.rfind(')').filter(|&c| c > i)?;
                 let args: Vec<u32> = l[i + 1..close]
                     .split(',')
                     .map(|a| a.trim().parse().ok())
@@ -608,6 +608,7 @@ mod tests {
             Some(PgType::Timestamp(Some(6)))
         );
         assert_eq!(PgType::parse("tsvector"), None);
+        assert_eq!(PgType::parse("numeric)(10"), None);
     }
 
     #[test]

@@ -83,25 +83,21 @@ pub fn encode_field(
     Ok(())
 }
 
-fn text_of<'a>(v: ValueRef<'a>) -> Result<&'a str, BadValue> {
-    match v {
-        ValueRef::Text(t) => {
-            let s = std::str::from_utf8(t).map_err(|e| {
-                bad(
-                    format!(
-                        "invalid UTF-8 at byte {} (PostgreSQL text must be UTF-8)",
-                        e.valid_up_to()
-                    ),
-                    v,
-                )
-            })?;
-            if s.contains('\0') {
-                return Err(bad("NUL byte in text (PostgreSQL text cannot hold it)", v));
-            }
-            Ok(s)
-        }
-        _ => unreachable!("text_of on a non-text value"),
+/// The text `t` of the value `v` (named in the error).
+fn text_of<'a>(t: &'a [u8], v: ValueRef<'_>) -> Result<&'a str, BadValue> {
+    let s = std::str::from_utf8(t).map_err(|e| {
+        bad(
+            format!(
+                "invalid UTF-8 at byte {} (PostgreSQL text must be UTF-8)",
+                e.valid_up_to()
+            ),
+            v,
+        )
+    })?;
+    if s.contains('\0') {
+        return Err(bad("NUL byte in text (PostgreSQL text cannot hold it)", v));
     }
+    Ok(s)
 }
 
 fn integral(r: f64) -> Option<i64> {
@@ -122,7 +118,7 @@ fn encode_value(buf: &mut BytesMut, conv: &Conversion, v: ValueRef<'_>) -> Resul
                 ValueRef::Integer(1) => true,
                 ValueRef::Real(0.0) => false,
                 ValueRef::Real(1.0) => true,
-                ValueRef::Text(_) => match text_of(v)?.to_ascii_lowercase().as_str() {
+                ValueRef::Text(t) => match text_of(t, v)?.to_ascii_lowercase().as_str() {
                     "t" | "true" | "1" | "y" | "yes" => true,
                     "f" | "false" | "0" | "n" | "no" => false,
                     _ => return Err(bad("text that is not a boolean in a boolean column", v)),
@@ -182,7 +178,7 @@ fn encode_value(buf: &mut BytesMut, conv: &Conversion, v: ValueRef<'_>) -> Resul
                     if r > 0.0 { "Infinity" } else { "-Infinity" }.into()
                 }
                 ValueRef::Real(r) => format!("{r}").into(),
-                ValueRef::Text(_) => text_of(v)?.trim().into(),
+                ValueRef::Text(t) => text_of(t, v)?.trim().into(),
                 _ => return Err(bad("blob in a numeric column", v)),
             };
             let d = Decimal::parse(&text)
@@ -206,8 +202,8 @@ fn encode_value(buf: &mut BytesMut, conv: &Conversion, v: ValueRef<'_>) -> Resul
             match v {
                 ValueRef::Integer(i) => buf.put_slice(i.to_string().as_bytes()),
                 ValueRef::Real(r) => buf.put_slice(format!("{r:?}").as_bytes()),
-                ValueRef::Text(_) => {
-                    let s = text_of(v)?;
+                ValueRef::Text(t) => {
+                    let s = text_of(t, v)?;
                     if let T::Varchar(Some(n)) = ty
                         && s.chars().count() > *n as usize
                     {
@@ -219,7 +215,9 @@ fn encode_value(buf: &mut BytesMut, conv: &Conversion, v: ValueRef<'_>) -> Resul
                     buf.put_slice(s.as_bytes());
                 }
                 ValueRef::Blob(_) => return Err(bad(format!("blob in a {ty} column"), v)),
-                ValueRef::Null => unreachable!(),
+                // Cannot happen: `encode_field` writes NULL itself and
+                // only calls this for the other values.
+                ValueRef::Null => unreachable!("NULL is encoded by encode_field"),
             };
         }
         T::Bytea => match v {
@@ -262,7 +260,7 @@ fn encode_value(buf: &mut BytesMut, conv: &Conversion, v: ValueRef<'_>) -> Resul
         }
         T::Time => {
             let s = match v {
-                ValueRef::Text(_) => text_of(v)?,
+                ValueRef::Text(t) => text_of(t, v)?,
                 _ => return Err(bad("not a time of day (HH:MM[:SS[.ffffff]])", v)),
             };
             let t =
@@ -271,7 +269,7 @@ fn encode_value(buf: &mut BytesMut, conv: &Conversion, v: ValueRef<'_>) -> Resul
         }
         T::Json | T::Jsonb => {
             let s: Cow<str> = match v {
-                ValueRef::Text(_) => text_of(v)?.into(),
+                ValueRef::Text(t) => text_of(t, v)?.into(),
                 ValueRef::Integer(i) => i.to_string().into(),
                 ValueRef::Real(r) if r.is_finite() => format!("{r:?}").into(),
                 _ => return Err(bad(format!("not JSON text in a {ty} column"), v)),
@@ -294,8 +292,8 @@ fn encode_value(buf: &mut BytesMut, conv: &Conversion, v: ValueRef<'_>) -> Resul
                     u.copy_from_slice(b);
                     u
                 }
-                ValueRef::Text(_) => {
-                    parse_uuid(text_of(v)?).ok_or_else(|| bad("text that is not a UUID", v))?
+                ValueRef::Text(t) => {
+                    parse_uuid(text_of(t, v)?).ok_or_else(|| bad("text that is not a UUID", v))?
                 }
                 _ => return Err(bad("not a UUID (text or 16-byte blob)", v)),
             };
@@ -329,8 +327,8 @@ fn temporal_micros(v: ValueRef<'_>, unit: EpochUnit, with_time: bool) -> Result<
             };
             Ok(micros.round() as i64)
         }
-        ValueRef::Text(_) => {
-            let s = text_of(v)?;
+        ValueRef::Text(t) => {
+            let s = text_of(t, v)?;
             parse_timestamp(s).ok_or_else(|| {
                 bad(
                     format!("text that is not an ISO-8601 {what} (YYYY-MM-DD[ HH:MM[:SS[.f]]][Z|+hh:mm])"),
@@ -413,11 +411,10 @@ pub fn parse_time(s: &str) -> Option<i64> {
 /// Values without an offset are taken as UTC.
 pub fn parse_timestamp(s: &str) -> Option<i64> {
     let s = s.trim();
-    if s.len() < 10 {
-        return None;
-    }
-    let (date, rest) = s.split_at(10);
+    // `None` also when byte 10 is inside a character.
+    let (date, rest) = s.split_at_checked(10)?;
     let b = date.as_bytes();
+    // Bytes 4 and 7 being ASCII makes 4, 5, 7 and 8 character boundaries.
     if b[4] != b'-' || b[7] != b'-' {
         return None;
     }
@@ -440,7 +437,7 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
         let digits: String = off[1..].chars().filter(|c| *c != ':').collect();
         let (oh, om) = match digits.len() {
             2 => (num(&digits)?, 0),
-            4 => (num(&digits[..2])?, num(&digits[2..])?),
+            4 => (num(digits.get(..2)?)?, num(digits.get(2..)?)?),
             _ => return None,
         };
         (t.trim_end(), sign * (oh * 3600 + om * 60))
@@ -526,8 +523,8 @@ pub fn has_tz(s: &[u8]) -> bool {
     if s.ends_with(['Z', 'z']) {
         return true;
     }
-    let time = &s[10..];
-    time.rfind(['+', '-']).is_some()
+    s.get(10..)
+        .is_some_and(|time| time.rfind(['+', '-']).is_some())
 }
 
 /// A decimal number as PostgreSQL's numeric holds it.
@@ -641,10 +638,16 @@ impl Decimal {
             "0".repeat(pad_left),
             "0".repeat(pad_right)
         );
+        // Four decimal digits make at most 9999. `parse` and `decode` only
+        // make digits; anything else in a hand-built value counts as 0.
         let mut groups: Vec<i16> = all
             .as_bytes()
             .chunks(4)
-            .map(|c| std::str::from_utf8(c).unwrap().parse().unwrap())
+            .map(|c| {
+                c.iter().fold(0i16, |n, d| {
+                    n * 10 + (*d as char).to_digit(10).unwrap_or(0) as i16
+                })
+            })
             .collect();
         let mut weight = ((int.len() + pad_left) / 4) as i16 - 1;
         while groups.first() == Some(&0) {
@@ -674,8 +677,13 @@ impl Decimal {
             return None;
         }
         let rd = |i: usize| i16::from_be_bytes([b[i], b[i + 1]]);
-        let (n, weight, sign, dscale) =
-            (rd(0) as usize, rd(2) as i64, rd(4) as u16, rd(6) as usize);
+        // The digit count and the scale are unsigned in PostgreSQL's format.
+        let (n, weight, sign, dscale) = (
+            rd(0) as u16 as usize,
+            rd(2) as i64,
+            rd(4) as u16,
+            rd(6) as u16 as usize,
+        );
         match sign {
             0xC000 => return Some(Decimal::NaN),
             0xD000 => return Some(Decimal::Infinity),
@@ -686,6 +694,10 @@ impl Decimal {
             return None;
         }
         let digits: Vec<i16> = (0..n).map(|k| rd(8 + 2 * k)).collect();
+        // Base 10000: anything else is not a number PostgreSQL wrote.
+        if digits.iter().any(|d| !(0..10_000).contains(d)) {
+            return None;
+        }
         let mut int = String::new();
         for k in 0..=weight.max(-1) {
             let d = digits.get(k as usize).copied().unwrap_or(0);
@@ -965,6 +977,27 @@ mod tests {
             &b[..],
             [0, 3, 0, 1, 0, 0, 0, 3, 0, 1, 0x09, 0x29, 0x1a, 0x7c]
         );
+    }
+
+    #[test]
+    fn hostile_numerics_are_refused() {
+        // A negative digit count, once read as a huge one.
+        assert_eq!(Decimal::decode(&[0xff, 0xff, 0, 0, 0, 0, 0, 0]), None);
+        // A digit outside base 10000.
+        assert_eq!(Decimal::decode(&[0, 1, 0, 0, 0, 0, 0, 0, 0x27, 0x10]), None);
+        assert_eq!(Decimal::decode(&[0, 1, 0, 0, 0, 0, 0, 0, 0xff, 0xff]), None);
+        // A scale with the top bit set is a (large) scale, not a negative one.
+        let d = Decimal::decode(&[0, 1, 0, 0, 0, 0, 0x80, 0, 0, 7]).unwrap();
+        assert_eq!(d.normalized(), "7");
+    }
+
+    #[test]
+    fn text_cut_inside_a_character_is_not_a_timestamp() {
+        // Byte 10 falls inside the two-byte character.
+        assert_eq!(parse_timestamp("2024-01-0\u{e9}"), None);
+        assert_eq!(parse_timestamp("2024-01-01 10:00+1\u{e9}1"), None);
+        assert!(!has_tz("2024-01-0\u{e9}+01".as_bytes()));
+        assert!(has_tz("2024-01-01 10:00+01".as_bytes()));
     }
 
     #[test]

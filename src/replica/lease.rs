@@ -157,7 +157,7 @@ impl LeaseRecord {
             db: db.to_string(),
             id: format!("{:016x}", rand::random::<u64>()),
             acquired_at: now,
-            expires_at: now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX),
+            expires_at: expiry(now, ttl),
             released: false,
         }
     }
@@ -175,6 +175,21 @@ impl LeaseRecord {
             && (self.pid == mine.pid || !process_alive(self.pid));
         self.released || (expired && takeover) || own_dead || (self.id == mine.id)
     }
+}
+
+/// When a lease taken at `now` for `ttl` expires: the last representable
+/// time for a TTL past it (adding would panic).
+fn expiry(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(ttl)
+        .ok()
+        .and_then(|ttl| now.checked_add_signed(ttl))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// The lease object's body.
+fn encode(record: &LeaseRecord) -> Result<Vec<u8>, LeaseError> {
+    serde_json::to_vec_pretty(record)
+        .map_err(|e| LeaseError::Internal(format!("cannot encode the lease record: {e}")))
 }
 
 impl Replica {
@@ -231,7 +246,7 @@ impl Replica {
     ) -> Result<UpdateVersion, LeaseError> {
         let key = self.lease_key();
         let path = ObjectPath::from(key.as_str());
-        let body = serde_json::to_vec_pretty(mine).expect("serializable");
+        let body = encode(mine)?;
         let mut create = true;
         for _ in 0..LEASE_ROUNDS {
             if create {
@@ -415,8 +430,7 @@ fn local_swap(
     match decide(old)? {
         Some(new) => {
             let tmp = path.with_extension("lease.tmp");
-            std::fs::write(&tmp, serde_json::to_vec_pretty(&new).expect("serializable"))
-                .map_err(io)?;
+            std::fs::write(&tmp, encode(&new)?).map_err(io)?;
             std::fs::rename(&tmp, &path).map_err(io)?;
         }
         None => {
@@ -442,8 +456,7 @@ impl Lease {
     /// [`LeaseError::Lost`] when another replicator replaced it.
     pub async fn renew(&mut self) -> Result<(), LeaseError> {
         let mut next = self.record.clone();
-        next.expires_at =
-            Utc::now() + chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::MAX);
+        next.expires_at = expiry(Utc::now(), self.ttl);
         let replica = self.replica.clone();
         let key = replica.lease_key();
         match (&self.version, replica.local_root.clone()) {
@@ -469,7 +482,7 @@ impl Lease {
             }
             (Some(version), _) => {
                 let path = ObjectPath::from(key.as_str());
-                let body = serde_json::to_vec_pretty(&next).expect("serializable");
+                let body = encode(&next)?;
                 let mut version = version.clone();
                 let mut renewed = None;
                 for _ in 0..LEASE_ROUNDS {
@@ -520,6 +533,9 @@ impl Lease {
                     }
                 }
             }
+            // Cannot happen: `acquire_lease` leaves the version unset only
+            // for a replica with a local root, and `self.replica` is that
+            // replica (its root never changes).
             (None, None) => unreachable!("a remote lease always has a version"),
         }
         self.record = next;
@@ -553,7 +569,7 @@ impl Lease {
         let mut gone = self.record.clone();
         gone.released = true;
         gone.expires_at = gone.expires_at.min(Utc::now());
-        let body = serde_json::to_vec_pretty(&gone).expect("serializable");
+        let body = encode(&gone)?;
         for _ in 0..LEASE_ROUNDS {
             match replica
                 .put_lease(&path, &key, body.clone(), PutMode::Update(version.clone()))
@@ -581,6 +597,20 @@ impl Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ttl_past_the_calendar_expires_at_its_end() {
+        let now = Utc::now();
+        assert_eq!(expiry(now, Duration::MAX), DateTime::<Utc>::MAX_UTC);
+        let far = Duration::from_secs(400_000 * 365 * 86_400);
+        assert_eq!(expiry(now, far), DateTime::<Utc>::MAX_UTC);
+        let ttl = Duration::from_secs(30);
+        assert_eq!(expiry(now, ttl), now + chrono::Duration::seconds(30));
+        assert_eq!(
+            LeaseRecord::new("db", Duration::MAX).expires_at,
+            DateTime::<Utc>::MAX_UTC
+        );
+    }
 
     #[test]
     fn a_released_record_is_free_and_old_records_parse() {

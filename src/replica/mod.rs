@@ -855,12 +855,12 @@ impl Replica {
         body: &LtxBody,
         timestamp: DateTime<Utc>,
     ) -> Result<LtxFileInfo, ReplicaError> {
-        let spilled = match (body, body.file_path()) {
-            (LtxBody::Memory(b), _) => {
+        let spilled = match body {
+            LtxBody::Memory(b) => {
                 return self.write_file(level, min, max, b.clone(), timestamp).await;
             }
-            (_, Some(path)) => path,
-            (_, None) => unreachable!("a body not in memory has a file"),
+            LtxBody::Spilled(f) => f.path(),
+            LtxBody::File { path, .. } => path.as_path(),
         };
         let key = self.file_key(level, min, max);
         let path = ObjectPath::from(key.as_str());

@@ -477,6 +477,8 @@ impl Follower {
             };
             let report = match restore(&replica, &staged, &ropts).await? {
                 RestoreOutcome::Restored(r) => r,
+                // Cannot happen: the skip outcomes need `if_db_not_exists`
+                // or `if_replica_exists`, which `ropts` leaves false.
                 _ => unreachable!("no skip option was set"),
             };
             let mut page1 = vec![0u8; 100];
@@ -837,7 +839,12 @@ impl Follower {
         &mut self,
         f: impl FnOnce(&Connection, &Path) -> T + Send + 'static,
     ) -> Result<T, FollowError> {
-        let conn = self.conn.take().expect("the connection is always returned");
+        let conn = match self.conn.take() {
+            Some(conn) => conn,
+            // A call cancelled while its task ran dropped the connection
+            // with the task.
+            None => self.reopen()?,
+        };
         let path = self.path.clone();
         match tokio::task::spawn_blocking(move || {
             let r = f(&conn, &path);
@@ -851,15 +858,24 @@ impl Follower {
             }
             Err(e) => {
                 // The connection went with the task: open a new one.
-                self.conn = Some(open_conn(&self.path)?);
-                self.data_version =
-                    data_version(self.conn.as_ref().expect("just set"), &self.path)?;
+                self.conn = Some(self.reopen()?);
                 Err(FollowError::Io {
                     path: self.path.clone(),
                     source: std::io::Error::other(format!("a blocking task failed: {e}")),
                 })
             }
         }
+    }
+
+    /// A new connection, for one lost with a task that failed or was
+    /// cancelled. That task may have committed before it ended, and a new
+    /// connection's `data_version` cannot tell: the next check compares
+    /// every page with the position's checksum instead.
+    fn reopen(&mut self) -> Result<Connection, FollowError> {
+        let conn = open_conn(&self.path)?;
+        // Never a value `PRAGMA data_version` returns, which starts at 1.
+        self.data_version = i64::MIN;
+        Ok(conn)
     }
 
     /// Detects a commit by another connection since our last one.
@@ -1507,9 +1523,9 @@ impl PositionFile {
                 stamp: hex::encode(st.0),
             }),
         };
-        let bytes = serde_json::to_vec_pretty(&j).expect("position serializes");
-        std::fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
         let tmp = self.dir.join(format!("{FOLLOW_FILE}.tmp"));
+        let bytes = serde_json::to_vec_pretty(&j).map_err(|e| io_err(&tmp)(e.into()))?;
+        std::fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
         let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
         f.write_all(&bytes).map_err(io_err(&tmp))?;
         if sync {

@@ -831,6 +831,8 @@ pub(crate) fn check_links(
         .zip(trailers)
         .map(|(h, t)| ltx::rolling_checksums(h, t))
         .collect();
+    // `headers` and `trailers` were read from the files of `chain`, one
+    // each: `i` indexes all of them.
     for i in 1..sums.len() {
         if let (Some((_, prev_post)), Some((pre, _))) = (sums[i - 1], sums[i])
             && pre != prev_post

@@ -591,6 +591,8 @@ async fn sync(
             Err(e) => return bad_request(format!("timeout={t:?}: {e}")),
         },
     };
+    // `find` returns an index into `dbs`, and `push` has one queue per
+    // database (built together in `ServerState::new`).
     let r = state.inner.dbs[idx].clone();
     let db = r.path().display().to_string();
     // Everything committed before this request, durable in the local store
