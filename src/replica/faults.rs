@@ -841,7 +841,11 @@ impl ObjectStore for FaultStore {
 }
 
 fn stale_cutoff(c: &FaultConfig) -> chrono::DateTime<Utc> {
-    Utc::now() - chrono::Duration::from_std(c.stale_for).unwrap_or(chrono::Duration::zero())
+    // A staleness longer than the calendar hides everything.
+    chrono::Duration::from_std(c.stale_for)
+        .ok()
+        .and_then(|d| Utc::now().checked_sub_signed(d))
+        .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC)
 }
 
 /// A GET answer from bytes in memory.
@@ -1089,6 +1093,17 @@ mod tests {
         let got = s.inner().get(&p).await.unwrap().bytes().await.unwrap();
         assert_eq!(&got[..], b"a");
         assert_eq!(s.counts().conflict, 2);
+    }
+
+    #[test]
+    fn a_staleness_past_the_calendar_hides_everything_without_a_panic() {
+        for ms in [300_000u64 * 365 * 86_400_000, u64::MAX] {
+            let c = FaultConfig {
+                stale_for: Duration::from_millis(ms),
+                ..Default::default()
+            };
+            assert_eq!(stale_cutoff(&c), chrono::DateTime::<Utc>::MIN_UTC, "{ms}");
+        }
     }
 
     #[tokio::test]
