@@ -60,6 +60,7 @@ pub mod cli;
 pub mod config;
 pub mod content;
 pub mod db;
+pub mod fsync_faults;
 pub mod ltx;
 pub mod pg;
 pub mod replica;

@@ -5,7 +5,9 @@
 //! once the disk is usable again.
 //!
 //! The full-volume tests mount a tmpfs, which needs root (CAP_SYS_ADMIN);
-//! without it they fail saying so.
+//! without it they fail saying so. A failing fsync goes through
+//! `litevault::fsync_faults` instead (a real device whose fsync fails needs
+//! root and kernel modules: see there).
 
 mod support;
 
@@ -429,5 +431,128 @@ fn staging_files_of_killed_uploads_are_swept_at_start() {
         let out = dir.path().join("out.db");
         restore_at(&replica, &out, RestoreTarget::Latest).await;
         assert_eq!(Workload::check_prefix(&out), 2);
+    });
+}
+
+/// The state of the database file alone, without its WAL: what the
+/// checkpoints have moved into it so far.
+fn checkpointed_prefix(db: &Path) -> i64 {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("main-only.db");
+    std::fs::copy(db, &copy).unwrap();
+    Workload::check_prefix(&copy)
+}
+
+/// fsync of the local store fails (a failing disk): every sync says so,
+/// naming the file or folder and what to check; no checkpoint moves the
+/// frames out of the WAL while their local files are not durable; nothing
+/// wrong is published. Once fsync works again the same replicator catches
+/// up, checkpoints, and the replica restores to the database.
+#[test]
+fn a_failing_fsync_blocks_the_checkpoint_and_shipping_resumes_when_it_works() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let rdir = tempfile::tempdir().unwrap();
+        let replica = litevault::Replica::open(&file_url(rdir.path())).unwrap();
+        let db = dir.path().join("app.db");
+        let mut c = create_db(&db, 4096);
+        // Only the replicator checkpoints here.
+        c.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        Workload::init(&c);
+        let mut o = opts();
+        o.checkpoint.min_pages = 8;
+        o.checkpoint.interval = Duration::ZERO;
+        let rep = Replicator::open(&db, replica.clone(), o).await.unwrap();
+        for i in 1..=50 {
+            Workload::apply(&mut c, i).unwrap();
+        }
+        rep.sync_all().await.unwrap();
+        rep.sync_all().await.unwrap();
+        let checkpoints = |r: &Replicator| {
+            let s = r.status().checkpoints;
+            s.passive + s.truncate
+        };
+        let before = checkpoints(&rep);
+        assert!(before > 0, "the thresholds call for checkpoints");
+        let main_before = checkpointed_prefix(&db);
+
+        // The disk fails every fsync under the database's folder; the app
+        // keeps committing.
+        litevault::fsync_faults::arm(dir.path(), u64::MAX);
+        let state = dir.path().join(".app.db-litevault");
+        let mut errors = 0;
+        let mut last = 50;
+        for round in 0..30 {
+            for _ in 0..5 {
+                last += 1;
+                Workload::apply(&mut c, last).unwrap();
+            }
+            match rep.sync_all().await {
+                Ok(_) => {}
+                Err(e) => {
+                    errors += 1;
+                    let msg = e.to_string();
+                    let ReplicateError::Local { path, .. } = &e else {
+                        panic!("round {round}: a failed fsync should be a local error, got {e:?}");
+                    };
+                    assert!(
+                        path.starts_with(&state),
+                        "the error names the local store's file or folder: {msg}"
+                    );
+                    assert!(
+                        msg.contains("Input/output error")
+                            && msg.contains("fsync failed")
+                            && msg.contains("check the disk"),
+                        "the error names the cause and what to check: {msg}"
+                    );
+                }
+            }
+            assert_eq!(
+                checkpoints(&rep),
+                before,
+                "round {round}: a checkpoint ran while the local store could not be made durable"
+            );
+        }
+        assert!(
+            errors > 0 && litevault::fsync_faults::injected(dir.path()) > 0,
+            "no fsync failed: the test proves nothing"
+        );
+        assert_eq!(
+            checkpointed_prefix(&db),
+            main_before,
+            "the database file moved on: frames left the WAL while their local files were not durable"
+        );
+        // Whatever was published restores to a committed state.
+        let out = rdir.path().join("out.db");
+        restore_at(&replica, &out, RestoreTarget::Latest).await;
+        let mid = Workload::check_prefix(&out);
+        assert!(mid >= 50 && mid <= last, "published prefix {mid}");
+
+        // fsync works again: the same replicator catches up by itself.
+        let injected = litevault::fsync_faults::disarm(dir.path());
+        for _ in 0..20 {
+            last += 1;
+            Workload::apply(&mut c, last).unwrap();
+        }
+        // The files whose fsync failed may first go through the background
+        // fsync's rounds: a few syncs, as the replicator's loop runs them.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while checkpoints(&rep) == before {
+            assert!(
+                Instant::now() < deadline,
+                "no checkpoint ran once fsync worked again"
+            );
+            rep.sync_all().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            checkpointed_prefix(&db) > main_before,
+            "the checkpoint moved the frames into the database file"
+        );
+        restore_at(&replica, &out, RestoreTarget::Latest).await;
+        assert_eq!(Workload::check_prefix(&out), last);
+        eprintln!(
+            "failing fsync: {errors} of 30 syncs failed ({injected} fsyncs failed); published prefix {mid} of {last} meanwhile"
+        );
     });
 }

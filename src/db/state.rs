@@ -267,7 +267,7 @@ impl StateDir {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         if sync {
-            f.sync_all()?;
+            crate::fsync_faults::sync_all(&f, &tmp)?;
         }
         drop(f);
         std::fs::rename(&tmp, self.dir.join(name))

@@ -1349,8 +1349,13 @@ impl Replicator {
                     }
                 }
                 let done = Done(job);
-                let synced: Vec<_> = pending.into_iter().filter(|f| f.fsync().is_ok()).collect();
-                lock_or_recover(&done.0.outbox).mark_durable(&synced);
+                let (synced, failed): (Vec<_>, Vec<_>) =
+                    pending.into_iter().partition(|f| f.fsync().is_ok());
+                let mut outbox = lock_or_recover(&done.0.outbox);
+                outbox.mark_durable(&synced);
+                // The checkpoint's own sync reports the error (and rewrites
+                // these files first).
+                outbox.mark_fsync_failed(&failed);
             });
         if spawned.is_err() {
             lock_or_recover(&inner.presync).running = false;
@@ -1367,7 +1372,7 @@ impl Replicator {
             let mut db = lock_db(&inner);
             let outcome = Self::ship_blocking(&inner, &mut db, ts)?;
             if db.checkpoint_due() && Replicator::presynced(&inner) {
-                Self::sync_outbox(&inner, &db)?;
+                Self::sync_outbox(&inner)?;
                 if let Some(mode) = db.maybe_checkpoint()? {
                     tracing::debug!(db = %inner.path.display(), mode, "checkpoint");
                 }
@@ -1432,15 +1437,12 @@ impl Replicator {
         })
     }
 
-    /// Fsyncs the local store's files not yet durable.
-    fn sync_outbox(inner: &Arc<Inner>, db: &WatchedDb) -> Result<(), ReplicateError> {
-        let state = db.state_dir().path().to_path_buf();
+    /// Fsyncs the local store's files not yet durable; the error names the
+    /// file or folder that failed.
+    fn sync_outbox(inner: &Arc<Inner>) -> Result<(), ReplicateError> {
         lock_or_recover(&inner.outbox)
             .sync()
-            .map_err(|source| ReplicateError::Local {
-                path: state,
-                source,
-            })
+            .map_err(|(path, source)| ReplicateError::Local { path, source })
     }
 
     /// Lets the WAL start over now, from an embedded writer's commit hook
@@ -1481,7 +1483,7 @@ impl Replicator {
                 break;
             }
         }
-        Self::sync_outbox(inner, &db)?;
+        Self::sync_outbox(inner)?;
         let restarted = db.checkpoint_for_restart()?;
         drop(db);
         if let (Some(seq), true) = (seq, covered) {
@@ -2243,7 +2245,7 @@ impl Replicator {
                 Err(e) => {
                     backoff =
                         (backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(10));
-                    tracing::warn!(db = %self.inner.path.display(), error = %e, "reading the database failed; retrying in {backoff:?}");
+                    tracing::warn!(db = %self.inner.path.display(), error = %e, "taking new commits into the local store failed; retrying in {backoff:?}");
                 }
             }
         }

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
+use crate::fsync_faults;
 use crate::ltx::{self, Checksum, Txid};
 use crate::replica::{LtxBody, SPILL_THRESHOLD};
 
@@ -40,6 +41,9 @@ pub struct OutboxFile {
     pub bytes: Option<Bytes>,
     /// `true` once fsynced.
     durable: bool,
+    /// An fsync of it failed: only a fresh copy, fsynced, makes it durable
+    /// (see [`Outbox::sync`]).
+    fsync_failed: bool,
     /// Which addition this is (tells a replaced file from the one it replaced).
     generation: u64,
 }
@@ -59,7 +63,7 @@ impl UnsyncedFile {
     /// Fsyncs it (and nothing else: its folder is synced by the final
     /// [`Outbox::sync`]).
     pub fn fsync(&self) -> std::io::Result<()> {
-        File::open(&self.path)?.sync_all()
+        fsync_faults::sync_path(&self.path)
     }
 }
 
@@ -133,6 +137,7 @@ impl Outbox {
                                     size,
                                     bytes: None,
                                     durable: true,
+                                    fsync_failed: false,
                                     generation: 0,
                                 },
                             );
@@ -218,6 +223,7 @@ impl Outbox {
             // are read back rarely and stay on disk.
             bytes: bytes.filter(|b| level == 0 && b.len() <= SPILL_THRESHOLD),
             durable: false,
+            fsync_failed: false,
             generation: self.added.wrapping_add(1),
         };
         self.added = file.generation;
@@ -356,8 +362,14 @@ impl Outbox {
         }
     }
 
-    /// Makes every file durable (fsync of the files and their folders).
-    pub fn sync(&mut self) -> std::io::Result<()> {
+    /// Makes every file durable (fsync of the files and their folders); on
+    /// failure, says which file or folder failed.
+    ///
+    /// A file whose fsync failed is written anew and the copy fsynced, never
+    /// fsynced again as it is: after a failed fsync, Linux may mark the
+    /// file's unwritten pages clean (or drop them) and report the error only
+    /// once, so a second fsync can succeed with the bytes not on disk.
+    pub fn sync(&mut self) -> Result<(), (PathBuf, std::io::Error)> {
         let mut dirs = std::collections::BTreeSet::new();
         for f in self.files.values_mut().filter(|f| !f.durable) {
             let path = self
@@ -365,7 +377,21 @@ impl Outbox {
                 .join("ltx")
                 .join(f.level.to_string())
                 .join(ltx::format_filename(f.min_txid, f.max_txid));
-            File::open(&path)?.sync_all()?;
+            let done = if f.fsync_failed {
+                rewrite(&path, f.bytes.as_ref())
+            } else {
+                fsync_faults::sync_path(&path)
+            };
+            if let Err(e) = done {
+                let what = if f.fsync_failed {
+                    "writing it anew after a failed fsync"
+                } else {
+                    "fsync"
+                };
+                f.fsync_failed = true;
+                return Err((path, fsync_error(what, e)));
+            }
+            f.fsync_failed = false;
             f.durable = true;
         }
         // The folders too, also of files fsynced ahead (`mark_durable`):
@@ -374,17 +400,20 @@ impl Outbox {
             dirs.insert(self.level_dir(f.level));
         }
         for d in dirs {
-            File::open(d)?.sync_all()?;
+            if let Err(e) = fsync_faults::sync_path(&d) {
+                return Err((d, fsync_error("fsync", e)));
+            }
         }
         Ok(())
     }
 
     /// The files not yet durable, to fsync outside the lock
-    /// ([`Outbox::mark_durable`] afterwards).
+    /// ([`Outbox::mark_durable`] afterwards); not those whose fsync failed,
+    /// which only [`Outbox::sync`] makes durable.
     pub fn unsynced(&self) -> Vec<UnsyncedFile> {
         self.files
             .values()
-            .filter(|f| !f.durable)
+            .filter(|f| !f.durable && !f.fsync_failed)
             .map(|f| UnsyncedFile {
                 level: f.level,
                 min_txid: f.min_txid,
@@ -396,22 +425,70 @@ impl Outbox {
     }
 
     /// Records files fsynced outside the lock as durable; a file replaced
-    /// meanwhile (another body under the same name) stays not durable.
+    /// meanwhile (another body under the same name) stays not durable, and
+    /// so does one whose fsync failed before (see [`Outbox::sync`]).
     pub fn mark_durable(&mut self, synced: &[UnsyncedFile]) {
-        for s in synced {
-            if let Some(f) = self.files.get_mut(&(s.level, s.max_txid.0))
-                && f.min_txid == s.min_txid
-                && f.generation == s.generation
-            {
+        for f in self.matching(synced) {
+            if !f.fsync_failed {
                 f.durable = true;
             }
         }
+    }
+
+    /// Records files whose fsync outside the lock failed.
+    pub fn mark_fsync_failed(&mut self, failed: &[UnsyncedFile]) {
+        for f in self.matching(failed) {
+            f.fsync_failed = true;
+        }
+    }
+
+    /// The files of the index that are still the ones listed.
+    fn matching<'a>(
+        &'a mut self,
+        listed: &'a [UnsyncedFile],
+    ) -> impl Iterator<Item = &'a mut OutboxFile> + 'a {
+        self.files.values_mut().filter(move |f| {
+            listed.iter().any(|s| {
+                (s.level, s.min_txid, s.max_txid, s.generation)
+                    == (f.level, f.min_txid, f.max_txid, f.generation)
+            })
+        })
     }
 
     /// `true` when some file is not yet durable.
     pub fn has_unsynced(&self) -> bool {
         self.files.values().any(|f| !f.durable)
     }
+}
+
+/// Writes a file whose fsync failed anew (from the bytes kept in memory,
+/// else as read back), fsyncs the copy and puts it in its place.
+fn rewrite(path: &Path, kept: Option<&Bytes>) -> std::io::Result<()> {
+    let read;
+    let bytes: &[u8] = match kept {
+        Some(b) => b,
+        None => {
+            read = std::fs::read(path)?;
+            &read
+        }
+    };
+    let tmp = path.with_extension("ltx.tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    fsync_faults::sync_all(&f, &tmp)?;
+    drop(f);
+    std::fs::rename(&tmp, path)
+}
+
+/// The error of making a file durable, saying what failed and what it
+/// holds back.
+fn fsync_error(what: &str, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(
+        e.kind(),
+        format!(
+            "{what} failed ({e}); the WAL keeps the frames not yet durable here and no checkpoint runs until this succeeds"
+        ),
+    )
 }
 
 /// Pre- and post-apply checksums, timestamp and size of an LTX file on disk.
@@ -481,5 +558,62 @@ mod tests {
         o.sync().unwrap();
         assert_eq!(o.unsynced().len(), 0);
         assert!(!o.has_unsynced());
+    }
+    #[test]
+    fn a_file_whose_fsync_failed_is_written_anew_before_it_counts_as_durable() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = Outbox::open(dir.path()).unwrap();
+        let body = |n: usize, b: u8| LtxBody::Memory(Bytes::from(vec![b; n]));
+        o.add(0, &header(1, 1), Checksum(1), body(10, 1)).unwrap();
+        let path = o.path(0, Txid(1), Txid(1));
+        fsync_faults::arm(dir.path(), 1);
+        let (failed, e) = o.sync().unwrap_err();
+        assert_eq!(failed, path, "the error names the file");
+        assert_eq!(e.raw_os_error(), None, "wrapped with what failed: {e}");
+        assert!(e.to_string().contains("fsync failed"), "{e}");
+        assert!(
+            o.has_unsynced(),
+            "a failed fsync leaves the file not durable"
+        );
+        let inode = std::fs::metadata(&path).unwrap().ino();
+        // The fsync run ahead, outside the lock, leaves that file to `sync`,
+        // and fails for the next one (it is recorded); then it succeeds: a
+        // success after a failure proves nothing.
+        o.add(0, &header(2, 2), Checksum(2), body(10, 2)).unwrap();
+        let pending = o.unsynced();
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        fsync_faults::arm(dir.path(), 1);
+        assert!(pending[0].fsync().is_err());
+        o.mark_fsync_failed(&pending);
+        pending[0].fsync().unwrap();
+        o.mark_durable(&pending);
+        assert!(o.has_unsynced(), "neither counts as durable yet");
+        assert_eq!(o.unsynced().len(), 0, "both wait for a fresh copy");
+        assert_eq!(fsync_faults::disarm(dir.path()), 2);
+        o.sync().unwrap();
+        assert!(!o.has_unsynced());
+        for (max, b) in [(1, 1u8), (2, 2)] {
+            let p = o.path(0, Txid(max), Txid(max));
+            assert_eq!(std::fs::read(&p).unwrap(), vec![b; 10], "same bytes");
+            if max == 1 {
+                assert_ne!(
+                    std::fs::metadata(&p).unwrap().ino(),
+                    inode,
+                    "a fresh copy replaced the file whose fsync failed"
+                );
+            }
+        }
+        // Files on disk only (not kept in memory) are read back for the copy.
+        o.add(0, &header(3, 3), Checksum(3), body(10, 3)).unwrap();
+        o.release_memory(Txid(3));
+        fsync_faults::arm(dir.path(), 1);
+        assert!(o.sync().is_err());
+        fsync_faults::disarm(dir.path());
+        o.sync().unwrap();
+        assert_eq!(
+            std::fs::read(o.path(0, Txid(3), Txid(3))).unwrap(),
+            vec![3u8; 10]
+        );
     }
 }
