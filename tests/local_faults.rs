@@ -556,3 +556,53 @@ fn a_failing_fsync_blocks_the_checkpoint_and_shipping_resumes_when_it_works() {
         );
     });
 }
+
+/// Saving the page table fails right after a file went into the local
+/// store (its fsync fails): the file is dropped, the step is an error, and
+/// the next step makes the same TXID again, so the replica's chain has no
+/// gap and needs no snapshot.
+#[test]
+fn a_failed_state_save_leaves_no_gap_in_the_numbering() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let mut c = create_db(&db, 4096);
+        Workload::init(&c);
+        for i in 1..=5 {
+            Workload::apply(&mut c, i).unwrap();
+        }
+        let replica = litevault::Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
+        let rep = Replicator::open(&db, replica.clone(), opts())
+            .await
+            .unwrap();
+        let state = dir.path().join(".app.db-litevault");
+        // The first file saves the page table, fsynced: that fsync fails.
+        litevault::fsync_faults::arm(&state, 1);
+        let first = rep.sync_all().await;
+        let injected = litevault::fsync_faults::disarm(&state);
+        assert_eq!(
+            injected, 1,
+            "the page table's fsync was the one that failed"
+        );
+        let err = first.expect_err("the failed save is an error").to_string();
+        assert!(
+            err.contains("saving the replicator's local state") && err.contains("check the disk"),
+            "{err}"
+        );
+        for i in 6..=10 {
+            Workload::apply(&mut c, i).unwrap();
+        }
+        rep.sync_all().await.unwrap();
+        rep.run(async {}).await.unwrap();
+        let mut files = replica.list_all().await.unwrap();
+        assert!(files.iter().all(|f| f.level == 0), "no snapshot: {files:?}");
+        files.sort_by_key(|f| f.min_txid);
+        assert_eq!(files[0].min_txid.0, 1, "numbering starts at 1: {files:?}");
+        for w in files.windows(2) {
+            assert_eq!(w[1].min_txid.0, w[0].max_txid.0 + 1, "no gap: {files:?}");
+        }
+        let out = dir.path().join("out.db");
+        restore_at(&replica, &out, RestoreTarget::Latest).await;
+        assert_eq!(Workload::check_prefix(&out), 10);
+    });
+}

@@ -68,6 +68,17 @@ pub enum DbError {
         #[source]
         source: rusqlite::Error,
     },
+    /// Saving the local state (the position or the page table) failed.
+    #[error(
+        "saving the replicator's local state in {path}: {source}; check the disk (space, permissions, I/O errors). Nothing is lost: the frames stay in the WAL and the next step takes them again"
+    )]
+    SaveState {
+        /// The local state folder.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// Reading the database or its WAL failed.
     #[error("reading {path}: {source}")]
     Io {
@@ -1081,6 +1092,22 @@ impl WatchedDb {
 
     /// Records that a prepared file is in the replica.
     pub fn commit(&mut self, p: Box<PendingLtx>) -> Result<(), DbError> {
+        let before = (self.txid, self.checksum);
+        let r = self.commit_in_memory_then_save(p);
+        if r.is_err() {
+            // The caller drops the file this state came from, so go back to
+            // the state before it; the page table and the WAL position were
+            // already changed, so forget both: the next step compares every
+            // page and makes the same TXID again (a resync).
+            (self.txid, self.checksum) = before;
+            self.table = None;
+            self.wal = None;
+            self.continuous = false;
+        }
+        r
+    }
+
+    fn commit_in_memory_then_save(&mut self, p: Box<PendingLtx>) -> Result<(), DbError> {
         let mut table = self.table.take().unwrap_or_default();
         table.set_len(p.commit);
         for (pgno, sum) in &p.changes {
@@ -1106,7 +1133,10 @@ impl WatchedDb {
         if let Some(t) = &self.table {
             self.state
                 .save_pages(self.txid, t)
-                .map_err(io_err(self.state.path()))?;
+                .map_err(|source| DbError::SaveState {
+                    path: self.state.path().to_path_buf(),
+                    source,
+                })?;
             self.ships_since_table_save = 0;
         }
         Ok(())
@@ -1121,7 +1151,10 @@ impl WatchedDb {
                     page_size: self.page_size,
                     wal,
                 })
-                .map_err(io_err(self.state.path()))?;
+                .map_err(|source| DbError::SaveState {
+                    path: self.state.path().to_path_buf(),
+                    source,
+                })?;
         }
         Ok(())
     }
