@@ -30,7 +30,9 @@
 //! stops, one last replicate ships everything, and the latest state must
 //! equal the app's database exactly.
 //!
-//! Prints one JSON line with the counts, and exits 1 on any failure.
+//! Prints one JSON line with the counts, and exits 1 on any failure; the
+//! counts so far are also in `counts.json` of the work folder after every
+//! cycle, for a run stopped early.
 
 mod check;
 mod rng;
@@ -191,6 +193,7 @@ impl Moto {
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .dies_with_parent()
             .spawn()
             .expect("python3 -m moto.server (pip install 'moto[server]')");
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -271,6 +274,7 @@ impl Soak {
             .arg(self.rng.next().to_string())
             .arg(&self.stop)
             .stderr(std::fs::File::create(self.dir.join("writer.log")).unwrap())
+            .dies_with_parent()
             .spawn()
             .expect("spawn the writer");
         self.writer = Some(child);
@@ -328,7 +332,7 @@ impl Soak {
                 "info,litevault::replicate=debug,litevault::replica::faults=debug",
             );
         }
-        c.spawn().expect("spawn the replicator")
+        c.dies_with_parent().spawn().expect("spawn the replicator")
     }
 
     /// Waits for the moment to stop the replicator: a random time, or
@@ -569,6 +573,10 @@ impl Soak {
         }
         self.prune_logs(run);
         self.counts.cycles += 1;
+        // The counts so far, for a run stopped before its end.
+        if let Ok(json) = serde_json::to_string(&self.counts) {
+            let _ = std::fs::write(self.dir.join("counts.json"), json);
+        }
     }
 
     /// Adds the faults this cycle's replicator injected (its debug log
@@ -720,6 +728,29 @@ impl Soak {
         }
         let log = self.log("replicate", self.a.cycles);
         self.terminate(&mut rep, "litestream", &log);
+    }
+}
+
+/// Children that die with the soak: a soak stopped (or killed) mid-run
+/// must not leave a replicator or a writer behind, working on a folder the
+/// next run may reuse.
+trait DiesWithParent {
+    fn dies_with_parent(&mut self) -> &mut Self;
+}
+
+impl DiesWithParent for Command {
+    fn dies_with_parent(&mut self) -> &mut Self {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe and touches no memory of the
+        // parent; it runs in the child between fork and exec.
+        unsafe {
+            self.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        }
     }
 }
 
