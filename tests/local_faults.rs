@@ -257,6 +257,9 @@ fn damaged_local_store_files_are_never_shipped() {
         // One file in the middle of the chain, the rest intact: the saved
         // position is still proven, and only the catch-up meets the damage.
         ("one file overwritten", 4),
+        // The only file the replica lacks, damaged: it would go up on its
+        // own, unmerged, so only the check before upload can stop it.
+        ("the one pending file overwritten", 5),
     ] {
         block_on(async {
             let dir = tempfile::tempdir().unwrap();
@@ -273,11 +276,12 @@ fn damaged_local_store_files_are_never_shipped() {
                 .unwrap();
             rep.sync_all().await.unwrap();
             store.fail_puts.store(u32::MAX, Ordering::SeqCst);
-            for i in 21..=60 {
+            let pending = if damage == 5 { 21..=21 } else { 21..=60 };
+            for i in pending {
                 Workload::apply(&mut c, i).unwrap();
                 let _ = rep.sync().await;
             }
-            if damage == 4 {
+            if damage >= 4 {
                 // A clean stop saves the page table at the position, so the
                 // next start proves it without reading the files.
                 let _ = rep.run(async {}).await;
@@ -289,10 +293,16 @@ fn damaged_local_store_files_are_never_shipped() {
                 .into_iter()
                 .filter(|f| f.extension().is_some_and(|e| e == "ltx"))
                 .collect();
-            let middle = ltx_files.get(ltx_files.len() / 2).cloned();
+            // Case 5: the newest file, the only one not yet on the replica
+            // (older ones stay in the store until compacted).
+            let middle = if damage == 5 {
+                ltx_files.last().cloned()
+            } else {
+                ltx_files.get(ltx_files.len() / 2).cloned()
+            };
             for f in local_files(&db) {
                 let is_position = f.extension().is_none_or(|e| e != "ltx");
-                if (damage == 3) != is_position || (damage == 4 && Some(&f) != middle.as_ref()) {
+                if (damage == 3) != is_position || (damage >= 4 && Some(&f) != middle.as_ref()) {
                     continue;
                 }
                 let len = std::fs::metadata(&f).unwrap().len();
@@ -309,20 +319,37 @@ fn damaged_local_store_files_are_never_shipped() {
             }
             assert!(damaged > 0, "{case}: no local file to damage");
             store.fail_puts.store(0, Ordering::SeqCst);
-            for i in 61..=80 {
-                Workload::apply(&mut c, i).unwrap();
+            // Workload transactions are numbered without gaps.
+            let last = if damage == 5 { 41 } else { 80 };
+            let commit_more = |c: &mut rusqlite::Connection| {
+                for i in (last - 19)..=last {
+                    Workload::apply(c, i).unwrap();
+                }
+            };
+            if damage != 5 {
+                commit_more(&mut c);
             }
             let rep = Replicator::open(&db, replica.clone(), opts()).await;
             let rep = match rep {
                 Ok(r) => r,
                 Err(e) => panic!("{case}: reopening over a damaged local store: {e}"),
             };
+            if damage == 5 {
+                // Nothing new: the push has exactly the damaged file to send.
+                rep.sync_all()
+                    .await
+                    .unwrap_or_else(|e| panic!("{case}: {e}"));
+                let out = dir.path().join("pending.db");
+                restore_at(&replica, &out, RestoreTarget::Latest).await;
+                assert_eq!(Workload::check_prefix(&out), 21, "{case}");
+                commit_more(&mut c);
+            }
             rep.sync_all()
                 .await
                 .unwrap_or_else(|e| panic!("{case}: {e}"));
             let out = dir.path().join("out.db");
             restore_at(&replica, &out, RestoreTarget::Latest).await;
-            assert_eq!(Workload::check_prefix(&out), 80, "{case}");
+            assert_eq!(Workload::check_prefix(&out), last, "{case}");
             // Every TXID published in between restores to a committed
             // prefix too.
             let mut ends: Vec<_> = replica
