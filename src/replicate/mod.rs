@@ -1527,16 +1527,31 @@ impl Replicator {
     /// then fails with [`ReplicateError::WalUnsettled`] rather than report
     /// a state that may lack the latest commits.
     pub async fn sync_all(&self) -> Result<Txid, ReplicateError> {
+        self.produce_all(false).await?;
+        self.push_all().await?;
+        Ok(self.txid())
+    }
+
+    /// Takes every commit into the local store. A pass that had to put the
+    /// WAL off is tried again for about a second, then fails with
+    /// [`ReplicateError::WalUnsettled`]. `step_held`: the caller holds the
+    /// producer's step already.
+    async fn produce_all(&self, step_held: bool) -> Result<(), ReplicateError> {
         let mut put_off = 0;
         loop {
-            if let SyncOutcome::Shipped { .. } = self.produce().await? {
+            let outcome = if step_held {
+                self.produce_locked().await?
+            } else {
+                self.produce().await?
+            };
+            if let SyncOutcome::Shipped { .. } = outcome {
                 put_off = 0;
                 continue;
             }
             let inner = self.inner.clone();
-            let (streak, reason) = blocking(move || lock_or_recover(&inner.db).later()).await?;
+            let (streak, reason) = blocking(move || lock_db(&inner).later()).await?;
             if streak == 0 {
-                break;
+                return Ok(());
             }
             put_off += 1;
             if put_off > 100 {
@@ -1544,8 +1559,6 @@ impl Replicator {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        self.push_all().await?;
-        Ok(self.txid())
     }
 
     async fn push_all(&self) -> Result<(), ReplicateError> {

@@ -24,11 +24,10 @@
 //! a commit numbered below the replica's head is acknowledged only once the
 //! full-page file that holds it is there.
 
-use super::{Head, Replicator, Slot, SlotState, SyncOutcome, blocking, lock_db, replica_head};
+use super::{Head, Replicator, Slot, SlotState, blocking, lock_db, replica_head};
 use crate::ltx::{Checksum, Txid};
 use crate::replica::ReplicaError;
 use crate::replicate::ReplicateError;
-use std::time::Duration;
 
 /// Rebases one push may do before it gives up (the replica keeps growing
 /// under it: another writer, which the lease should have kept out).
@@ -81,22 +80,6 @@ impl Replicator {
         st.needs_snapshot = needs_snapshot;
         // Make the full-page file now, so the push that called this ships
         // it (a `sync_all` then returns with every commit on the replica).
-        let mut put_off = 0;
-        loop {
-            if let SyncOutcome::Shipped { .. } = self.produce_locked().await? {
-                put_off = 0;
-                continue;
-            }
-            let inner = self.inner.clone();
-            let (streak, reason) = blocking(move || lock_db(&inner).later()).await?;
-            if streak == 0 {
-                return Ok(());
-            }
-            put_off += 1;
-            if put_off > 100 {
-                return Err(ReplicateError::WalUnsettled(reason));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.produce_all(true).await
     }
 }
