@@ -61,7 +61,6 @@ pub mod config;
 pub mod content;
 pub mod db;
 pub mod fsync_faults;
-pub mod ltx;
 pub mod pg;
 pub mod replica;
 pub mod replicate;
@@ -70,7 +69,9 @@ pub mod server;
 pub mod supervise;
 pub mod vault;
 pub mod verify;
-pub mod wal;
+
+pub use litevault_ltx as ltx;
+pub use litevault_ltx::wal;
 
 pub use replica::Replica;
 pub use replicate::{ReplicateError, ReplicateOptions, Replicator, SyncOutcome};

@@ -19,7 +19,7 @@ mod common;
 
 use common::check_promises;
 use libfuzzer_sys::fuzz_target;
-use litevault::ltx::{
+use litevault_ltx::{
     CHECKSUM_FLAG, Checksum, DbChecksum, Decoder, Encoder, Header, decode_all, lock_pgno,
 };
 

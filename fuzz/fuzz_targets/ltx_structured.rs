@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use common::check_promises;
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use litevault::ltx::{
+use litevault_ltx::{
     CHECKSUM_FLAG, Checksum, CompactOptions, DbChecksum, Decoder, Encoder, HEADER_FLAG_NO_CHECKSUM,
     Header, ReservedChecksums, Txid, compact, decode_all, lock_pgno,
 };

@@ -15,7 +15,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use litevault::wal::{
+use litevault_ltx::wal::{
     WAL_HEADER_SIZE, WalCursor, WalHeader, WalIndexHeader, WalScanner, frame_ends_at,
     scan_committed,
 };
@@ -82,7 +82,7 @@ fuzz_target!(|data: &[u8]| {
         Some(stop) => stop,
         None => scanner
             .feed(&frames[cut..])
-            .unwrap_or(litevault::wal::ScanStop::EndOfData),
+            .unwrap_or(litevault_ltx::wal::ScanStop::EndOfData),
     };
     let chunked = scanner.finish(stop);
     assert_eq!(chunked, scan, "chunked feeding changes the scan");

@@ -1,6 +1,6 @@
 //! Checks shared by the LTX fuzz targets.
 
-use litevault::ltx::{Checksum, Header, lock_pgno};
+use litevault_ltx::{Checksum, Header, lock_pgno};
 
 /// What a file the decoder accepts must satisfy: a valid header, pages of
 /// the page size, ascending, within `commit`, a snapshot complete, a flagged

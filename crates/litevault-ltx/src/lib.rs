@@ -1,7 +1,10 @@
-//! Pure codec for LTX files, the format Litestream v0.5 stores in a replica.
+//! Pure codecs for the two formats litevault moves between: LTX files, the format
+//! Litestream v0.5 stores in a replica, and SQLite's write-ahead log.
 //!
 //! Nothing here touches files, sockets or async runtimes: the encoder writes to any
-//! [`std::io::Write`], the decoder reads from any [`std::io::Read`].
+//! [`std::io::Write`], the decoder reads from any [`std::io::Read`], the WAL parser
+//! works on byte slices the caller has read. The fuzz targets (`fuzz/`) drive this
+//! crate directly.
 //!
 //! # Layout
 //!
@@ -12,6 +15,32 @@
 //! | [`encoder`] | [`Encoder`]: writes the current format (ltx v0.5.2) |
 //! | [`decoder`] | [`Decoder`]: reads the current format and the older encodings |
 //! | [`compactor`] | [`compact`]: merges contiguous files into one |
+//! | [`wal`] | SQLite `-wal` files: header, frames, the checksum chain, the last commit |
+//!
+//! # Example
+//!
+//! Write a one-page snapshot and read it back, checksums verified:
+//!
+//! ```
+//! use litevault_ltx::{DbChecksum, Encoder, Header, Txid, decode_all, page_checksum};
+//!
+//! let page = vec![7u8; 4096];
+//! let header = Header {
+//!     page_size: 4096,
+//!     commit: 1,
+//!     min_txid: Txid(1),
+//!     max_txid: Txid(1),
+//!     ..Header::default()
+//! };
+//! let mut enc = Encoder::new(Vec::new(), header).unwrap();
+//! enc.encode_page(1, &page).unwrap();
+//! let sum: DbChecksum = [(1, page_checksum(1, &page))].into_iter().collect();
+//! let (file, _trailer) = enc.finish(sum.value()).unwrap();
+//!
+//! let (h, pages, _trailer) = decode_all(&file).unwrap();
+//! assert_eq!(h.max_txid, Txid(1));
+//! assert_eq!(pages, vec![(1, page)]);
+//! ```
 //!
 //! # File format (as written by Go `github.com/superfly/ltx` v0.5.2)
 //!
@@ -46,6 +75,7 @@ pub mod header;
 mod input;
 mod lz4frame;
 mod varint;
+pub mod wal;
 
 #[cfg(test)]
 mod testutil;
@@ -105,7 +135,7 @@ pub const PENDING_BYTE: u32 = 0x4000_0000;
 /// file and is all zeros in a restored database larger than 1 GiB.
 ///
 /// ```
-/// assert_eq!(litevault::ltx::lock_pgno(4096), 262_145);
+/// assert_eq!(litevault_ltx::lock_pgno(4096), 262_145);
 /// ```
 pub fn lock_pgno(page_size: u32) -> u32 {
     PENDING_BYTE / page_size.max(1) + 1
@@ -119,7 +149,7 @@ pub fn is_valid_page_size(page_size: u32) -> bool {
 /// The object name of an LTX file covering `min..=max`: `"%016x-%016x.ltx"`.
 ///
 /// ```
-/// use litevault::ltx::{Txid, format_filename};
+/// use litevault_ltx::{Txid, format_filename};
 /// assert_eq!(format_filename(Txid(1), Txid(0x1e)), "0000000000000001-000000000000001e.ltx");
 /// ```
 pub fn format_filename(min: Txid, max: Txid) -> String {
@@ -132,7 +162,7 @@ pub fn format_filename(min: Txid, max: Txid) -> String {
 /// state before the empty database), and the range must not run backwards.
 ///
 /// ```
-/// use litevault::ltx::{Txid, parse_filename};
+/// use litevault_ltx::{Txid, parse_filename};
 /// assert_eq!(parse_filename("0000000000000001-0000000000000003.ltx"), Some((Txid(1), Txid(3))));
 /// assert_eq!(parse_filename("0000000000000000-0000000000000003.ltx"), None);
 /// assert_eq!(parse_filename("0000000000000004-0000000000000003.ltx"), None);

@@ -11,7 +11,7 @@ use super::{
 /// A transaction ID. Formats as 16 lowercase hex digits, the way LTX file names spell it.
 ///
 /// ```
-/// use litevault::ltx::Txid;
+/// use litevault_ltx::Txid;
 /// let t: Txid = "1e".parse().unwrap();
 /// assert_eq!(t.to_string(), "000000000000001e");
 /// ```
@@ -56,7 +56,7 @@ impl FromStr for Txid {
 /// The 100-byte header of an LTX file.
 ///
 /// ```
-/// use litevault::ltx::{Checksum, Header, Txid};
+/// use litevault_ltx::{Checksum, Header, Txid};
 /// let h = Header { page_size: 4096, commit: 2, min_txid: Txid(1), max_txid: Txid(1), ..Header::default() };
 /// h.validate().unwrap();
 /// assert_eq!(Header::decode(&h.encode()).unwrap(), h);

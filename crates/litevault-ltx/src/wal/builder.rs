@@ -9,7 +9,7 @@ use super::{FRAME_HEADER_SIZE, FrameHeader, WalChecksum, WalCursor, WalHeader, w
 /// the bytes. Corrupt cases are made by editing the returned bytes.
 ///
 /// ```
-/// use litevault::wal::{WalBuilder, WalCursor, WalHeader, scan_committed};
+/// use litevault_ltx::wal::{WalBuilder, WalCursor, WalHeader, scan_committed};
 ///
 /// let header = WalHeader::new(false, 512, 0, 1, 2).unwrap();
 /// let page = vec![7u8; 512];

@@ -21,7 +21,7 @@ use super::{
 /// The page index is kept in memory (a few bytes per page) until [`finish`](Self::finish).
 ///
 /// ```
-/// use litevault::ltx::*;
+/// use litevault_ltx::*;
 /// let header = Header { page_size: 512, commit: 2, min_txid: Txid(1), max_txid: Txid(1), ..Header::default() };
 /// let mut enc = Encoder::new(Vec::new(), header)?;
 /// let mut db = DbChecksum::new();
@@ -286,9 +286,9 @@ impl<W: Write> Encoder<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ltx::checksum::crc64;
-    use crate::ltx::testutil::{encode, header, page, snapshot_sum};
-    use crate::ltx::{HEADER_FLAG_NO_CHECKSUM, decode_all, lock_pgno};
+    use crate::checksum::crc64;
+    use crate::testutil::{encode, header, page, snapshot_sum};
+    use crate::{HEADER_FLAG_NO_CHECKSUM, decode_all, lock_pgno};
     use proptest::prelude::*;
 
     const PRE: Checksum = Checksum(CHECKSUM_FLAG | 0xabc);

@@ -36,7 +36,7 @@ pub(crate) fn hasher() -> Hasher {
 }
 
 /// CRC-64/GO-ISO of `data`, without the flag (Go `crc64.Checksum(data, crc64.MakeTable(crc64.ISO))`).
-pub(crate) fn crc64(data: &[u8]) -> u64 {
+pub fn crc64(data: &[u8]) -> u64 {
     crc_fast::checksum(Crc64GoIso, data)
 }
 
@@ -90,7 +90,7 @@ pub fn page_checksum(pgno: u32, data: &[u8]) -> Checksum {
 /// the checksum.
 ///
 /// ```
-/// use litevault::ltx::{DbChecksum, page_checksum, CHECKSUM_FLAG};
+/// use litevault_ltx::{DbChecksum, page_checksum, CHECKSUM_FLAG};
 /// let mut db = DbChecksum::new();
 /// assert_eq!(db.value().0, CHECKSUM_FLAG);
 /// db.set_page(1, page_checksum(1, &[0; 512]));

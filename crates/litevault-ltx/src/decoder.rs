@@ -84,7 +84,7 @@ fn max_block_size(page_size: usize) -> usize {
 /// Any error poisons the decoder: later calls return [`LtxError::Poisoned`].
 ///
 /// ```
-/// # use litevault::ltx::*;
+/// # use litevault_ltx::*;
 /// # let header = Header { page_size: 512, commit: 1, min_txid: Txid(1), max_txid: Txid(1), ..Header::default() };
 /// # let mut enc = Encoder::new(Vec::new(), header).unwrap();
 /// # enc.encode_page(1, &[7; 512]).unwrap();
@@ -502,8 +502,8 @@ pub fn decode_all(bytes: &[u8]) -> Result<(Header, Vec<(u32, Vec<u8>)>, Trailer)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ltx::testutil::{Trickle, encode, header, page, snapshot_sum, v03_file, v050_file};
-    use crate::ltx::{HEADER_FLAG_NO_CHECKSUM, lock_pgno};
+    use crate::testutil::{Trickle, encode, header, page, snapshot_sum, v03_file, v050_file};
+    use crate::{HEADER_FLAG_NO_CHECKSUM, lock_pgno};
     use lz4_flex::frame::{BlockMode, BlockSize, FrameInfo};
     use proptest::prelude::*;
 

@@ -254,8 +254,8 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::ltx::testutil::{Trickle, encode, header, page, v050_file};
-    use crate::ltx::{DbChecksum, HEADER_FLAG_NO_CHECKSUM, decode_all};
+    use crate::testutil::{Trickle, encode, header, page, v050_file};
+    use crate::{DbChecksum, HEADER_FLAG_NO_CHECKSUM, decode_all};
     use proptest::prelude::*;
 
     const PS: u32 = 512;
@@ -489,7 +489,7 @@ mod tests {
         assert_eq!(pages, vec![pg(1, 1), pg(2, 3)]);
         let want: DbChecksum = pages
             .iter()
-            .map(|(p, d)| (*p, crate::ltx::page_checksum(*p, d)))
+            .map(|(p, d)| (*p, crate::page_checksum(*p, d)))
             .collect();
         assert_eq!(t.post_apply_checksum, want.value());
 
