@@ -197,6 +197,34 @@ fn bad_input_gets_a_clear_error() {
     );
 }
 
+/// Every duration flag reads the config file's grammar (Go's: `500ms`,
+/// `1h30m`): a bare number is refused with the same hint everywhere, and a
+/// value with a unit is accepted everywhere.
+#[test]
+fn every_duration_flag_reads_one_grammar() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = file_url(&dir.path().join("replica"));
+    let db = dir.path().join("app.db");
+    let db = db.to_str().unwrap();
+    let out = dir.path().join("out.db");
+    let out = out.to_str().unwrap();
+    let cases: [&[&str]; 4] = [
+        &["replicate", "--once", "--sync-interval", "10", db, &url],
+        &["verify", "--timeout", "10", db, &url],
+        &["restore", "--follow", "--interval", "10", &url, "-o", out],
+        &["delay-proxy", "--rtt", "10", "--upstream", "127.0.0.1:1"],
+    ];
+    for args in cases {
+        let o = run(args);
+        assert!(!o.status.success(), "{args:?} accepted a bare number");
+        let e = stderr(&o);
+        assert!(e.contains("has no unit"), "{args:?}: {e}");
+        assert!(e.contains("500ms, 1s, 5m"), "{args:?}: {e}");
+    }
+    let o = run(&["verify", "--timeout", "1h30m", "--help"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
 /// `replicate --exec`: the app starts once the database is open, its writes
 /// are replicated, and litevault exits with the app's exit code after a
 /// final sync. SIGTERM sent to litevault reaches the app.

@@ -107,7 +107,7 @@ impl LabOptions {
             self.fuse = false;
         }
         if let Ok(v) = std::env::var(RTT_ENV) {
-            self.rtt = crate::cli::parse_duration(&v).map_err(|e| LabError::BadSetting {
+            self.rtt = crate::config::units::parse_duration(&v).map_err(|e| LabError::BadSetting {
                 name: RTT_ENV,
                 problem: e,
             })?;

@@ -67,7 +67,7 @@ pub struct Args {
     /// Put a TCP proxy on 127.0.0.1 in front of --postgres that adds this
     /// round trip (half each way) on top of the URL's own network, to model
     /// a database across a VPC or region, e.g. 10ms. The report states it.
-    #[arg(long, value_parser = super::parse_duration, value_name = "DURATION")]
+    #[arg(long, value_parser = crate::config::units::parse_duration, value_name = "DURATION")]
     rtt: Option<Duration>,
     /// Quick run: the tiny dataset, 20 warm-up and 200 measured operations
     /// per workload (a minute or less), instead of the small and large
@@ -80,7 +80,7 @@ pub struct Args {
     datasets: Vec<String>,
     /// Measure each workload for this long (default 3s; with --quick, 200
     /// operations).
-    #[arg(long, value_parser = super::parse_duration, value_name = "DURATION", conflicts_with = "ops")]
+    #[arg(long, value_parser = crate::config::units::parse_duration, value_name = "DURATION", conflicts_with = "ops")]
     duration: Option<Duration>,
     /// Measure each workload for this many operations per worker (warm-up:
     /// a tenth of it, at least 1).

@@ -18,7 +18,7 @@ pub struct Args {
     #[arg(long)]
     upstream: String,
     /// Round trip to add (half each way), e.g. 10ms.
-    #[arg(long, value_parser = super::parse_duration, default_value = "10ms")]
+    #[arg(long, value_parser = crate::config::units::parse_duration, default_value = "10ms")]
     rtt: std::time::Duration,
 }
 

@@ -137,28 +137,6 @@ pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
-/// Parses a duration such as `500ms`, `1s`, `1.5s`, `2m` or `1h` (a bare
-/// number is seconds).
-pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration; write e.g. 500ms, 1s, 2m"))?;
-    let secs = match unit.trim() {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        u => return Err(format!("unknown unit {u:?} in {s:?}; use ms, s, m or h")),
-    };
-    std::time::Duration::try_from_secs_f64(secs)
-        .map_err(|_| format!("{s:?} is not a valid duration (too long)"))
-}
-
 /// Prints what an export or import could not carry over, with its SQL.
 pub(crate) fn print_unported(problems: &[crate::pg::ddl::Problem]) {
     for p in problems {
@@ -174,23 +152,4 @@ pub(crate) fn print_unported(problems: &[crate::pg::ddl::Problem]) {
 /// Width of the table-name column of a verification table.
 pub(crate) fn name_width<'a>(names: impl Iterator<Item = &'a str>) -> usize {
     names.map(str::len).max().unwrap_or(5).max(5)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-    use std::time::Duration;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert!(parse_duration("1 fortnight").unwrap_err().contains("unit"));
-        assert!(parse_duration("fast").is_err());
-        let huge = parse_duration("99999999999999999999999h").unwrap_err();
-        assert!(huge.contains("too long"), "{huge}");
-    }
 }
