@@ -62,6 +62,7 @@ pub mod content;
 pub mod db;
 pub mod fsync_faults;
 pub mod pg;
+pub mod progress;
 pub mod replica;
 pub mod replicate;
 pub mod restore;

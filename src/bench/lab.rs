@@ -107,10 +107,11 @@ impl LabOptions {
             self.fuse = false;
         }
         if let Ok(v) = std::env::var(RTT_ENV) {
-            self.rtt = crate::config::units::parse_duration(&v).map_err(|e| LabError::BadSetting {
-                name: RTT_ENV,
-                problem: e,
-            })?;
+            self.rtt =
+                crate::config::units::parse_duration(&v).map_err(|e| LabError::BadSetting {
+                    name: RTT_ENV,
+                    problem: e,
+                })?;
         }
         Ok(self)
     }

@@ -92,7 +92,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         on_bad_row,
         types,
         schema: a.schema.clone(),
-        progress: true,
+        progress: super::progress::terminal(),
     };
     let (db, url, _tmp): (PathBuf, Option<String>, Option<tempfile::TempDir>) = match &a.from {
         Some(replica_url) => {
@@ -121,7 +121,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             let replica = Replica::open(replica_url)?;
             let ro = RestoreOptions {
                 target,
-                progress: true,
+                progress: super::progress::terminal(),
                 write_state: false,
                 ..RestoreOptions::default()
             };

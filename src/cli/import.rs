@@ -22,7 +22,7 @@ pub struct Args {
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let opts = ImportOptions {
         schema: a.schema.clone(),
-        progress: true,
+        progress: super::progress::terminal(),
     };
     let report = import(&a.url, &a.output, &opts).await?;
     if a.json {

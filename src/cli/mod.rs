@@ -9,6 +9,7 @@ mod demo;
 mod export;
 mod import;
 mod ltx_cmd;
+mod progress;
 mod replicate;
 mod restore;
 mod status;

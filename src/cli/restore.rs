@@ -90,7 +90,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         if_db_not_exists: a.if_db_not_exists,
         if_replica_exists: a.if_replica_exists,
         concurrency: a.concurrency,
-        progress: true,
+        progress: super::progress::terminal(),
         ..RestoreOptions::default()
     };
     let outcome = restore(&replica, &a.output, &opts).await?;

@@ -153,8 +153,8 @@ pub struct ExportOptions {
     pub types: BTreeMap<(String, String), PgType>,
     /// Target PostgreSQL schema.
     pub schema: String,
-    /// Progress bar on a terminal.
-    pub progress: bool,
+    /// Where to report the rows copied (nowhere by default).
+    pub progress: crate::progress::ProgressSink,
 }
 
 impl Default for ExportOptions {
@@ -166,7 +166,7 @@ impl Default for ExportOptions {
             on_bad_row: OnBadRow::Stop,
             types: BTreeMap::new(),
             schema: "public".into(),
-            progress: false,
+            progress: crate::progress::ProgressSink::none(),
         }
     }
 }
@@ -626,7 +626,7 @@ pub async fn export(
         OnBadRow::Stop => None,
         OnBadRow::Report(f) => Some(Arc::new(BadRowFile::create(f)?)),
     };
-    let total_rows = if opts.progress && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+    let total_rows = if opts.progress.is_on() {
         let conn = open_ro(path)?;
         let mut n = 0u64;
         for p in &plan.tables {
@@ -642,7 +642,9 @@ pub async fn export(
     } else {
         None
     };
-    let bar = total_rows.map(progress_bar);
+    let bar = opts.progress.clone();
+    bar.start(crate::progress::Unit::Rows, total_rows);
+    let _finish = bar.finish_on_drop();
     let order: VecDeque<usize> = {
         let sizes = table_sizes(path, &plan.tables);
         let mut v: Vec<usize> = (0..plan.tables.len()).collect();
@@ -713,9 +715,6 @@ pub async fn export(
             }
         }
     }
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
     if let Some(e) = first_err {
         return Err(e);
     }
@@ -776,17 +775,6 @@ pub fn redact(url: &str) -> String {
         }
         _ => url.to_string(),
     }
-}
-
-fn progress_bar(total: u64) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(total);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} {msg} [{bar:30}] {human_pos}/{human_len} rows ({per_sec}, {eta})",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar
 }
 
 fn table_sizes(path: &Path, plans: &[TablePlan]) -> Vec<u64> {
@@ -902,7 +890,7 @@ fn read_table(
     plan: &TablePlan,
     tx: tokio::sync::mpsc::Sender<Bytes>,
     bad_rows: Option<&BadRowFile>,
-    bar: Option<&indicatif::ProgressBar>,
+    bar: &crate::progress::ProgressSink,
 ) -> Result<Option<ReadOutcome>, ExportError> {
     let sq = |source| ExportError::Sqlite {
         path: path.into(),
@@ -992,19 +980,15 @@ fn read_table(
         out.sum.add_tuple(&types, &buf[start + 2..]);
         since_tick += 1;
         if buf.len() >= CHUNK {
-            if let Some(b) = bar {
-                b.inc(since_tick);
-                since_tick = 0;
-            }
+            bar.advance(since_tick);
+            since_tick = 0;
             if tx.blocking_send(buf.split().freeze()).is_err() {
                 return Ok(None); // the COPY failed; its error is reported
             }
         }
     }
     copy::put_trailer(&mut buf);
-    if let Some(b) = bar {
-        b.inc(since_tick);
-    }
+    bar.advance(since_tick);
     if tx.blocking_send(buf.freeze()).is_err() {
         return Ok(None);
     }
@@ -1021,14 +1005,14 @@ async fn copy_into(
     qt: &str,
     cols: &[String],
     bad_rows: Option<Arc<BadRowFile>>,
-    bar: Option<indicatif::ProgressBar>,
+    bar: crate::progress::ProgressSink,
 ) -> Result<ReadOutcome, ExportError> {
     let name = &plans[i].table.name;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     let reader = {
         let (path, plans) = (path.to_path_buf(), plans.clone());
         tokio::task::spawn_blocking(move || {
-            read_table(&path, &plans[i], tx, bad_rows.as_deref(), bar.as_ref())
+            read_table(&path, &plans[i], tx, bad_rows.as_deref(), &bar)
         })
     };
     let copy_sql = format!("COPY {qt} ({}) FROM STDIN (FORMAT binary)", cols.join(", "));
@@ -1073,16 +1057,14 @@ async fn load_and_verify(
     i: usize,
     created: bool,
     bad_rows: Option<Arc<BadRowFile>>,
-    bar: Option<indicatif::ProgressBar>,
+    bar: crate::progress::ProgressSink,
 ) -> Result<TableOutcome, ExportError> {
     let plan = &plans[i];
     let name = plan.table.name.clone();
     let t0 = Instant::now();
     let qt = qualified(schema, &name);
     let cols: Vec<String> = plan.table.columns.iter().map(|c| quote(&c.name)).collect();
-    if let Some(b) = &bar {
-        b.set_message(name.clone());
-    }
+    bar.message(&name);
     // An existing table's own triggers would fire on every copied row; the
     // SQLite rows already hold their effects.
     let (mut problems, mut notes, mut failed) = (vec![], vec![], 0usize);

@@ -74,15 +74,15 @@ fn pg(doing: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> ImportE
 pub struct ImportOptions {
     /// PostgreSQL schema to import.
     pub schema: String,
-    /// Progress bar on a terminal.
-    pub progress: bool,
+    /// Where to report the rows copied (nowhere by default).
+    pub progress: crate::progress::ProgressSink,
 }
 
 impl Default for ImportOptions {
     fn default() -> Self {
         ImportOptions {
             schema: "public".into(),
-            progress: false,
+            progress: crate::progress::ProgressSink::none(),
         }
     }
 }
@@ -674,7 +674,7 @@ pub async fn import(
     let _ = std::fs::remove_file(&tmp);
     let handle = tokio::runtime::Handle::current();
     let out_path = out.to_path_buf();
-    let progress = opts.progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let progress = opts.progress.clone();
     let mut report = tokio::task::spawn_blocking(move || {
         write_sqlite(&handle, &client, &schema, &tables, &tmp, progress).and_then(|mut r| {
             std::fs::rename(&tmp, &out_path).map_err(|source| ImportError::Io {
@@ -697,7 +697,7 @@ fn write_sqlite(
     schema: &str,
     tables: &[ImportTable],
     path: &Path,
-    progress: bool,
+    progress: crate::progress::ProgressSink,
 ) -> Result<ImportReport, ImportError> {
     let sq = |doing: &str| {
         let doing = doing.to_string();
@@ -744,18 +744,11 @@ fn write_sqlite(
         conn.execute_batch(&sqlite_create_table(t, &ok_checks))
             .map_err(sq(&format!("creating table {:?}", t.name)))?;
     }
-    let bar = progress.then(|| {
-        let b = indicatif::ProgressBar::new_spinner();
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {msg} {human_pos} rows ({per_sec})")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-        );
-        b
-    });
+    let bar = progress;
+    bar.start(crate::progress::Unit::Rows, None);
+    let finish = bar.finish_on_drop();
     for t in tables {
-        if let Some(b) = &bar {
-            b.set_message(t.name.clone());
-        }
+        bar.message(&t.name);
         let t0 = Instant::now();
         let types: Vec<PgType> = t.columns.iter().map(|c| c.read_as.clone()).collect();
         let select: Vec<&str> = t.columns.iter().map(|c| c.select.as_str()).collect();
@@ -855,9 +848,7 @@ fn write_sqlite(
             if let Some(e) = failure.take() {
                 return Err(e);
             }
-            if let Some(b) = &bar {
-                b.inc(n);
-            }
+            bar.advance(n);
         }
         reader.finish().map_err(|source| ImportError::CopyFormat {
             table: t.name.clone(),
@@ -877,9 +868,7 @@ fn write_sqlite(
             sqlite,
         });
     }
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
+    drop(finish);
     let t2 = Instant::now();
     for t in tables {
         for (name, def) in &t.indexes {

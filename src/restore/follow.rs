@@ -946,9 +946,15 @@ impl Follower {
         // Removed however this ends (an error, a panic, the future dropped).
         let _staging = StagingDir(staging.clone());
         std::fs::create_dir_all(&staging).map_err(io_err(&staging))?;
-        let prepared = prepare(&self.replica, chain, &staging, self.opts.concurrency, None)
-            .await
-            .map_err(FollowError::from)?;
+        let prepared = prepare(
+            &self.replica,
+            chain,
+            &staging,
+            self.opts.concurrency,
+            &crate::progress::ProgressSink::none(),
+        )
+        .await
+        .map_err(FollowError::from)?;
         let job = ApplyJob {
             chain: chain.to_vec(),
             prepared: Some(prepared),

@@ -70,8 +70,8 @@ pub struct RestoreOptions {
     pub if_replica_exists: bool,
     /// Files downloaded at once.
     pub concurrency: usize,
-    /// Show a progress bar (when stderr is a terminal).
-    pub progress: bool,
+    /// Where to report the bytes fetched (nowhere by default).
+    pub progress: crate::progress::ProgressSink,
     /// Write the page table next to the output so that `replicate` can
     /// continue from it without uploading the database again.
     pub write_state: bool,
@@ -84,7 +84,7 @@ impl Default for RestoreOptions {
             if_db_not_exists: false,
             if_replica_exists: false,
             concurrency: 8,
-            progress: false,
+            progress: crate::progress::ProgressSink::none(),
             write_state: true,
         }
     }
@@ -507,7 +507,7 @@ async fn fetch_all(
     files: &[LtxFileInfo],
     staging: &Path,
     concurrency: usize,
-    bar: Option<&indicatif::ProgressBar>,
+    bar: &crate::progress::ProgressSink,
 ) -> Result<Vec<Fetched>, RestoreError> {
     // The futures are built first: a closure returning a borrowing future
     // would make the caller's future not `Send`.
@@ -515,9 +515,7 @@ async fn fetch_all(
         .iter()
         .map(|f| async move {
             let r = fetch(replica, f, staging).await;
-            if let Some(b) = bar {
-                b.inc(f.size);
-            }
+            bar.advance(f.size);
             r
         })
         .collect();
@@ -565,7 +563,7 @@ pub(crate) async fn prepare(
     chain: &[LtxFileInfo],
     staging: &Path,
     concurrency: usize,
-    bar: Option<&indicatif::ProgressBar>,
+    bar: &crate::progress::ProgressSink,
 ) -> Result<Prepared, RestoreError> {
     if chain.is_empty() {
         return Err(RestoreError::NoRestorePoint {
@@ -591,7 +589,7 @@ async fn prepare_with(
     chain: &[LtxFileInfo],
     staging: &Path,
     concurrency: usize,
-    bar: Option<&indicatif::ProgressBar>,
+    bar: &crate::progress::ProgressSink,
     fan_in: usize,
 ) -> Result<Prepared, RestoreError> {
     let fan_in = fan_in.max(2);
@@ -710,12 +708,13 @@ async fn restore_chain(
     }
     std::fs::create_dir_all(staging).map_err(io_err(staging))?;
     let total: u64 = chain.iter().map(|f| f.size).sum();
-    let bar = progress_bar(opts.progress, total);
-    let prepared = prepare(replica, chain, staging, opts.concurrency, bar.as_ref()).await?;
+    let bar = &opts.progress;
+    bar.start(crate::progress::Unit::Bytes, Some(total));
+    let _finish = bar.finish_on_drop();
+    bar.message("fetching");
+    let prepared = prepare(replica, chain, staging, opts.concurrency, bar).await?;
     tracing::debug!(elapsed = ?started.elapsed(), "fetched");
-    if let Some(b) = &bar {
-        b.set_message("applying");
-    }
+    bar.message("applying");
     let chain_owned = chain.to_vec();
     let tmp_owned = tmp.to_path_buf();
     let merged = blocking(move || merge_into(&chain_owned, prepared, &tmp_owned)).await??;
@@ -765,9 +764,6 @@ async fn restore_chain(
             wal: WalPosition::NoWal,
         });
     }
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
     Ok(RestoreReport {
         txid: last.max_txid,
         files: chain.iter().map(|f| f.to_string()).collect(),
@@ -778,22 +774,6 @@ async fn restore_chain(
         checksum_verified: merged.verified,
         millis: started.elapsed().as_millis() as u64,
     })
-}
-
-fn progress_bar(enabled: bool, total: u64) -> Option<indicatif::ProgressBar> {
-    use std::io::IsTerminal;
-    if !enabled || !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new(total);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec})",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.set_message("fetching");
-    Some(bar)
 }
 
 pub(crate) struct Merged {
@@ -1070,9 +1050,16 @@ mod tests {
         for fan_in in [2, 3, 7, 40, 64] {
             let staging = dir.path().join(format!("staging-{fan_in}"));
             std::fs::create_dir_all(&staging).unwrap();
-            let mut prepared = prepare_with(&replica, &chain, &staging, 4, None, fan_in)
-                .await
-                .unwrap();
+            let mut prepared = prepare_with(
+                &replica,
+                &chain,
+                &staging,
+                4,
+                &crate::progress::ProgressSink::none(),
+                fan_in,
+            )
+            .await
+            .unwrap();
             let mut got = BTreeMap::new();
             prepared
                 .merge(&chain, |pgno, page| {
