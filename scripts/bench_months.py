@@ -327,7 +327,7 @@ def go_dur(seconds: float) -> str:
     return (f"{h}h" if h else "") + (f"{m}m" if m else "") + (f"{sec}s" if sec else "")
 
 
-# Defaults of both tools (litevault: src/config/defaults.rs; Litestream 0.5:
+# Defaults of both tools (litevault: crates/litevault/src/config/defaults.rs; Litestream 0.5:
 # cmd/litestream/main.go, db.go, replica.go, store.go).
 DEFAULTS = {
     "sync": 1.0, "levels": [30.0, 300.0, 3600.0], "snapshot": 86400.0, "snapshot_retention": 86400.0,

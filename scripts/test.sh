@@ -5,7 +5,8 @@
 # PostgreSQL server binaries (Debian package `postgresql`) and `openssl` for
 # tests/pg_*.rs, Chromium (Debian) for the status page test, and s3fs + fuse3
 # (Debian) for the benchmark lab (tests/bench_lab.rs, tests/bench_cli.rs and
-# benches/backends.rs, which `--all-targets` runs once in quick mode).
+# crates/litevault-bench/benches/backends.rs, which `--all-targets` runs once
+# in quick mode).
 # After the tests: a short seeded kill/restart soak (examples/soak). The fuzz
 # targets run separately (scripts/fuzz.sh): their first AddressSanitizer
 # build of every dependency takes longer than this whole suite.

@@ -1,3 +1,7 @@
+//! The `litevault` binary: every subcommand lives in `cli`, one file each.
+
+mod cli;
+
 fn main() -> std::process::ExitCode {
-    litevault::cli::main()
+    cli::main()
 }

@@ -11,8 +11,8 @@
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use litevault::bench::BenchReport;
-use litevault::bench::lab::{FuseStatus, Lab, LabOptions, NO_FUSE_ENV};
+use litevault_bench::BenchReport;
+use litevault_bench::lab::{FuseStatus, Lab, LabOptions, NO_FUSE_ENV};
 
 fn litevault(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_litevault"))
@@ -20,10 +20,10 @@ fn litevault(args: &[&str]) -> Output {
         .args(args)
         .env("LITEVAULT_LOG", "warn")
         // Explicit keys: nothing may look for credentials elsewhere.
-        .env("AWS_ACCESS_KEY_ID", litevault::bench::lab::ACCESS_KEY_ID)
+        .env("AWS_ACCESS_KEY_ID", litevault_bench::lab::ACCESS_KEY_ID)
         .env(
             "AWS_SECRET_ACCESS_KEY",
-            litevault::bench::lab::SECRET_ACCESS_KEY,
+            litevault_bench::lab::SECRET_ACCESS_KEY,
         )
         .env("AWS_REGION", "us-east-1")
         .output()
@@ -255,7 +255,7 @@ fn a_run_against_real_backends_reports_every_backend_and_workload() {
     // The HTML page: a chart per workload, the numbers.
     let page = std::fs::read_to_string(&html).unwrap();
     assert_eq!(page.matches("<svg ").count(), 6, "one chart per workload");
-    assert!(page.contains(&litevault::bench::report::format_us(pg_point.p50_us)));
+    assert!(page.contains(&litevault_bench::report::format_us(pg_point.p50_us)));
     // A browser parses it into the same charts: one bar per backend and
     // workload (offline: nothing but 127.0.0.1 resolves).
     let dom = render_in_chromium(&html);

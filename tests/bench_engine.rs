@@ -1,4 +1,4 @@
-//! The measurement engine (`litevault::bench`): every backend answers every
+//! The measurement engine (`litevault_bench`): every backend answers every
 //! workload query with exactly the generated rows, a quick run measures
 //! every backend × workload × dataset, a failing backend lands in `skipped`,
 //! and the litevault-embedded backend's replica restores to the same
@@ -9,14 +9,14 @@ mod support;
 
 use std::path::Path;
 
-use litevault::bench::postgres::PgBackend;
-use litevault::bench::results::{MIXED_READ, MIXED_WRITE};
-use litevault::bench::sqlite::{JournalMode, SqliteBackend, VaultBackend};
-use litevault::bench::workload::{ConversationSummary, NewMessage, Page, page_load};
-use litevault::bench::{
+use litevault::restore::{RestoreOptions, restore};
+use litevault_bench::postgres::PgBackend;
+use litevault_bench::results::{MIXED_READ, MIXED_WRITE};
+use litevault_bench::sqlite::{JournalMode, SqliteBackend, VaultBackend};
+use litevault_bench::workload::{ConversationSummary, NewMessage, Page, page_load};
+use litevault_bench::{
     Backend, BenchError, DatasetSpec, Op, OpGen, RunOptions, Setup, Workload, run,
 };
-use litevault::restore::{RestoreOptions, restore};
 
 fn setup(spec: DatasetSpec) -> Setup {
     Setup {
@@ -141,7 +141,7 @@ async fn local_sqlite_answers_every_workload_with_the_generated_rows() {
 async fn sqlite_in_a_directory_works_in_delete_and_wal_modes() {
     // The FUSE backend's code path (build on local scratch, copy into the
     // directory, open in the asked journal mode) on an ordinary directory;
-    // the real s3fs mount is set up by the lab (benches/backends.rs).
+    // the real s3fs mount is set up by the lab (crates/litevault-bench/benches/backends.rs).
     for (mode, want) in [(JournalMode::Delete, "delete"), (JournalMode::Wal, "wal")] {
         let mount = tempfile::tempdir().unwrap();
         let scratch = tempfile::tempdir().unwrap();
@@ -340,7 +340,7 @@ async fn quick_run_measures_every_backend_workload_and_dataset_and_skips_the_bro
     assert_eq!(report.config.workloads.len(), Workload::all().len());
     // The JSON the report page is made from reads back.
     let json = serde_json::to_string(&report).unwrap();
-    let back: litevault::bench::BenchReport = serde_json::from_str(&json).unwrap();
+    let back: litevault_bench::BenchReport = serde_json::from_str(&json).unwrap();
     assert_eq!(back.measurements.len(), report.measurements.len());
 }
 
@@ -575,9 +575,9 @@ async fn wal_without_shared_memory_falls_back_to_exclusive_locking() {
     assert_answers(&b, &spec).await;
     // Readers and the writer share the one connection, in turn.
     let mut opts = RunOptions::quick();
-    opts.warmup = litevault::bench::Span::Ops(2);
-    opts.measure = litevault::bench::Span::Ops(20);
-    let ms = litevault::bench::measure(&b, Workload::Mixed, &spec, &opts)
+    opts.warmup = litevault_bench::Span::Ops(2);
+    opts.measure = litevault_bench::Span::Ops(20);
+    let ms = litevault_bench::measure(&b, Workload::Mixed, &spec, &opts)
         .await
         .unwrap();
     assert_eq!(ms.len(), 2);

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use litevault::bench::lab::{FuseStatus, Lab, LabOptions, NO_FUSE_ENV};
+use litevault_bench::lab::{FuseStatus, Lab, LabOptions, NO_FUSE_ENV};
 use object_store::ObjectStoreExt;
 
 fn fuse_wanted() -> bool {

@@ -9,12 +9,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 
-use crate::bench::postgres::PgBackend;
-use crate::bench::proxy::DelayProxy;
-use crate::bench::report;
-use crate::bench::results::NetworkModel;
-use crate::bench::sqlite::{JournalMode, SqliteBackend, VaultBackend};
-use crate::bench::{Backend, DatasetSpec, RunOptions, Span};
+use litevault_bench::postgres::PgBackend;
+use litevault_bench::proxy::DelayProxy;
+use litevault_bench::report;
+use litevault_bench::results::NetworkModel;
+use litevault_bench::sqlite::{JournalMode, SqliteBackend, VaultBackend};
+use litevault_bench::{Backend, DatasetSpec, RunOptions, Span};
 
 /// The long help of `litevault bench`.
 pub(crate) const LONG_ABOUT: &str = "Measure where an app's SQLite or PostgreSQL data should live.
@@ -67,7 +67,7 @@ pub struct Args {
     /// Put a TCP proxy on 127.0.0.1 in front of --postgres that adds this
     /// round trip (half each way) on top of the URL's own network, to model
     /// a database across a VPC or region, e.g. 10ms. The report states it.
-    #[arg(long, value_parser = crate::config::units::parse_duration, value_name = "DURATION")]
+    #[arg(long, value_parser = litevault::config::units::parse_duration, value_name = "DURATION")]
     rtt: Option<Duration>,
     /// Quick run: the tiny dataset, 20 warm-up and 200 measured operations
     /// per workload (a minute or less), instead of the small and large
@@ -80,7 +80,7 @@ pub struct Args {
     datasets: Vec<String>,
     /// Measure each workload for this long (default 3s; with --quick, 200
     /// operations).
-    #[arg(long, value_parser = crate::config::units::parse_duration, value_name = "DURATION", conflicts_with = "ops")]
+    #[arg(long, value_parser = litevault::config::units::parse_duration, value_name = "DURATION", conflicts_with = "ops")]
     duration: Option<Duration>,
     /// Measure each workload for this many operations per worker (warm-up:
     /// a tenth of it, at least 1).
@@ -192,7 +192,7 @@ fn check_fuse_path(path: &Path) -> anyhow::Result<PathBuf> {
 
 async fn check_postgres(url: &str) -> anyhow::Result<()> {
     let shown = redact(url);
-    let connect = crate::pg::export::connect(url);
+    let connect = litevault::pg::export::connect(url);
     let client = match tokio::time::timeout(Duration::from_secs(20), connect).await {
         Err(_) => bail!(
             "--postgres {shown}: no answer within 20 s; check the host, the port and that the server accepts connections from here"
@@ -337,7 +337,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let mut backends: Vec<Box<dyn Backend>> = Vec::new();
     // Replica prefixes checked empty: what is under them after the run was
     // written by the benchmark, and is deleted.
-    let mut replica_targets: Vec<(String, crate::Replica)> = Vec::new();
+    let mut replica_targets: Vec<(String, litevault::Replica)> = Vec::new();
     if let Some(dir) = &sqlite_dir {
         backends.push(Box::new(SqliteBackend::local(dir)));
     }
@@ -349,7 +349,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         for d in &opts.datasets {
             let target = vb.replica_url(&d.name);
             let replica =
-                crate::Replica::open(&target).with_context(|| format!("--replica {url}"))?;
+                litevault::Replica::open(&target).with_context(|| format!("--replica {url}"))?;
             let existing = replica
                 .list_all()
                 .await
@@ -419,7 +419,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let bench = crate::bench::run(backends, &opts).await?;
+    let bench = litevault_bench::run(backends, &opts).await?;
     drop(_proxy);
     for (target, replica) in &replica_targets {
         let written = replica.list_all().await;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::config::{self, Config, ConfigError, LoadOptions, Problem};
+use litevault::config::{self, Config, ConfigError, LoadOptions, Problem};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 
-use crate::bench::proxy::DelayProxy;
+use litevault_bench::proxy::DelayProxy;
 
 /// Forward TCP connections to a server, adding a round trip to each exchange.
 #[derive(Parser, Debug)]
@@ -18,7 +18,7 @@ pub struct Args {
     #[arg(long)]
     upstream: String,
     /// Round trip to add (half each way), e.g. 10ms.
-    #[arg(long, value_parser = crate::config::units::parse_duration, default_value = "10ms")]
+    #[arg(long, value_parser = litevault::config::units::parse_duration, default_value = "10ms")]
     rtt: std::time::Duration,
 }
 

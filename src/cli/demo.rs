@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 
-use crate::content::content_digest;
-use crate::replica::Replica;
-use crate::restore::{RestoreOptions, RestoreOutcome, restore};
-use crate::{ReplicateOptions, Replicator};
+use litevault::content::content_digest;
+use litevault::replica::Replica;
+use litevault::restore::{RestoreOptions, RestoreOutcome, restore};
+use litevault::{ReplicateOptions, Replicator};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -7,13 +7,13 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 
-use crate::ltx::Txid;
-use crate::pg::export::{
+use litevault::ltx::Txid;
+use litevault::pg::export::{
     ExportMode, ExportOptions, ExportReport, IfExists, OnBadRow, parse_type_override, plan,
     read_types_file, schema_script,
 };
-use crate::replica::Replica;
-use crate::restore::{RestoreOptions, RestoreTarget, restore};
+use litevault::replica::Replica;
+use litevault::restore::{RestoreOptions, RestoreTarget, restore};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -150,7 +150,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             db.display()
         );
     };
-    let report = crate::pg::export(&db, &url, &opts).await?;
+    let report = litevault::pg::export(&db, &url, &opts).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::pg::import::{ImportOptions, ImportReport, import};
+use litevault::pg::import::{ImportOptions, ImportReport, import};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

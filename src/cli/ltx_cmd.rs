@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use crate::replica::Replica;
+use litevault::replica::Replica;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

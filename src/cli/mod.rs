@@ -139,7 +139,7 @@ pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 }
 
 /// Prints what an export or import could not carry over, with its SQL.
-pub(crate) fn print_unported(problems: &[crate::pg::ddl::Problem]) {
+pub(crate) fn print_unported(problems: &[litevault::pg::ddl::Problem]) {
     for p in problems {
         println!(
             "NOT CARRIED OVER: {}: {}\n    {}",

@@ -1,13 +1,13 @@
 //! The progress bar the command line draws on stderr while a restore, an
 //! export or an import runs: the library reports through
-//! [`crate::progress::Progress`], this draws it with indicatif.
+//! [`litevault::progress::Progress`], this draws it with indicatif.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::progress::{Progress, ProgressSink, Unit};
+use litevault::progress::{Progress, ProgressSink, Unit};
 
 /// A bar on stderr when it is a terminal; otherwise nothing (logs and
 /// pipes get no escape codes).

@@ -8,9 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::watch;
 
-use crate::config::{self, Config, LoadOptions, units::parse_duration};
-use crate::server::{self, Server, ServerOptions, ServerState};
-use crate::{ReplicateOptions, Replicator, replica::Replica};
+use litevault::config::{self, Config, LoadOptions, units::parse_duration};
+use litevault::server::{self, Server, ServerOptions, ServerState};
+use litevault::{ReplicateOptions, Replicator, replica::Replica};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -253,7 +253,7 @@ async fn stop_http(
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     // With LITEVAULT_FAULTS (a test facility): the fault counts, one JSON
     // line on stderr at exit.
-    let _faults = crate::replica::faults::ExitReport;
+    let _faults = litevault::replica::faults::ExitReport;
     let shutdown = super::shutdown_signal();
     tokio::pin!(shutdown);
     let (jobs, from) = match &a.db {
@@ -325,7 +325,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             }
             return Ok(ExitCode::SUCCESS);
         }
-        let outcome = crate::supervise::supervise(replicators, &cmd).await;
+        let outcome = litevault::supervise::supervise(replicators, &cmd).await;
         stop_http(http, &http_stop).await;
         let outcome = outcome?;
         for r in &outcome.replication {

@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::ltx::Txid;
-use crate::replica::Replica;
-use crate::restore::follow::{FollowOptions, FollowStart, Follower};
-use crate::restore::{RestoreOptions, RestoreOutcome, RestoreTarget, restore};
+use litevault::ltx::Txid;
+use litevault::replica::Replica;
+use litevault::restore::follow::{FollowOptions, FollowStart, Follower};
+use litevault::restore::{RestoreOptions, RestoreOutcome, RestoreTarget, restore};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -46,7 +46,7 @@ pub struct Args {
     #[arg(long, conflicts_with_all = ["txid", "timestamp", "if_db_not_exists", "if_replica_exists"])]
     follow: bool,
     /// Time between two polls in follow mode (e.g. 500ms, 1s, 2m).
-    #[arg(long, default_value = "1s", value_parser = crate::config::units::parse_duration, requires = "follow")]
+    #[arg(long, default_value = "1s", value_parser = litevault::config::units::parse_duration, requires = "follow")]
     interval: std::time::Duration,
     /// Follow mode: when the output was written to by something else (or is
     /// not a follower of this replica), re-restore it in place instead of
@@ -58,7 +58,7 @@ pub struct Args {
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     // With LITEVAULT_FAULTS (a test facility): the fault counts, one JSON
     // line on stderr at exit.
-    let _faults = crate::replica::faults::ExitReport;
+    let _faults = litevault::replica::faults::ExitReport;
     let target = match (&a.txid, &a.timestamp) {
         (Some(t), _) => RestoreTarget::Txid(t.parse::<Txid>().map_err(|_| {
             anyhow::anyhow!("--txid {t:?} is not a hex TXID (up to 16 hex digits, e.g. 1a)")
@@ -132,7 +132,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
 
 /// The first replica the config file lists for the output database.
 fn replica_from_config(a: &Args) -> anyhow::Result<(String, Replica)> {
-    use crate::config::{self, Config, DbSource, LoadOptions};
+    use litevault::config::{self, Config, DbSource, LoadOptions};
     let path = config::locate(a.config.as_deref())?;
     let cfg = Config::load(&path, &LoadOptions::default())?;
     let abs = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());

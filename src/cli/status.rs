@@ -7,9 +7,9 @@ use std::process::ExitCode;
 
 use chrono::Utc;
 
-use crate::config::{self, Config, LoadOptions};
-use crate::db::StateDir;
-use crate::replicate::{DbStatus, STATUS_FILE};
+use litevault::config::{self, Config, LoadOptions};
+use litevault::db::StateDir;
+use litevault::replicate::{DbStatus, STATUS_FILE};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::replica::Replica;
-use crate::verify::{VerifyOptions, verify};
+use litevault::replica::Replica;
+use litevault::verify::{VerifyOptions, verify};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -18,7 +18,7 @@ pub struct Args {
     #[arg(long)]
     config: Option<PathBuf>,
     /// How long to wait for the replica to reach the database's state.
-    #[arg(long, default_value = "30s", value_parser = crate::config::units::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = litevault::config::units::parse_duration)]
     timeout: Duration,
     /// Where to restore the replica for the comparison (default: the system's
     /// temporary folder).
@@ -50,7 +50,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
 
 /// The replicas the config file lists for the database.
 fn replicas_from_config(a: &Args) -> anyhow::Result<Vec<(String, Replica)>> {
-    use crate::config::{self, Config, DbSource, LoadOptions};
+    use litevault::config::{self, Config, DbSource, LoadOptions};
     let path = config::locate(a.config.as_deref())?;
     let cfg = Config::load(&path, &LoadOptions::default())?;
     let want = std::fs::canonicalize(&a.db).unwrap_or_else(|_| a.db.clone());

@@ -55,17 +55,17 @@
 //! # Ok(()) }
 //! ```
 
-pub mod bench;
-pub mod cli;
 pub mod config;
 pub mod content;
 pub mod db;
 pub mod fsync_faults;
+#[cfg(feature = "pg")]
 pub mod pg;
 pub mod progress;
 pub mod replica;
 pub mod replicate;
 pub mod restore;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod supervise;
 pub mod vault;
@@ -81,5 +81,5 @@ pub use vault::{Vault, VaultError, VaultOptions};
 
 /// The README's Rust example is compiled as a doctest.
 #[cfg(doctest)]
-#[doc = include_str!("../README.md")]
+#[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;

@@ -67,7 +67,7 @@ pub enum BenchError {
     },
     /// The embedded vault failed.
     #[error(transparent)]
-    Vault(#[from] crate::vault::VaultError),
+    Vault(#[from] litevault::vault::VaultError),
     /// A backend could not be set up.
     #[error("{backend}: {reason}")]
     Setup {

@@ -5,12 +5,12 @@
 //! The trait is async because PostgreSQL's client is; the SQLite sessions do
 //! their (short, blocking) work inside the async calls, and the runner gives
 //! each worker its own thread so that blocking never stalls another worker
-//! (see [`mod@crate::bench::run`]).
+//! (see [`mod@crate::run`]).
 //!
 //! Implementations: [`SqliteBackend`](super::sqlite::SqliteBackend) (local
 //! disk, or a directory such as a FUSE-mounted bucket, DELETE or WAL
 //! journal), [`VaultBackend`](super::sqlite::VaultBackend) (SQLite replicated
-//! by an embedded [`crate::Vault`]) and
+//! by an embedded [`litevault::Vault`]) and
 //! [`PgBackend`](super::postgres::PgBackend).
 
 use async_trait::async_trait;

@@ -46,9 +46,9 @@ use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use crate::Replica;
-use crate::bench::proxy::{DelayProxy, ProxyError};
-use crate::replica::{ReplicaError, S3Credentials};
+use crate::proxy::{DelayProxy, ProxyError};
+use litevault::Replica;
+use litevault::replica::{ReplicaError, S3Credentials};
 
 /// The bucket the lab creates.
 pub const BUCKET: &str = "litevault-bench";
@@ -108,7 +108,7 @@ impl LabOptions {
         }
         if let Ok(v) = std::env::var(RTT_ENV) {
             self.rtt =
-                crate::config::units::parse_duration(&v).map_err(|e| LabError::BadSetting {
+                litevault::config::units::parse_duration(&v).map_err(|e| LabError::BadSetting {
                     name: RTT_ENV,
                     problem: e,
                 })?;
@@ -119,7 +119,6 @@ impl LabOptions {
 
 /// Whether the bucket is mounted.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum FuseStatus {
     /// Mounted at this path (through the delaying proxy).
     Mounted(PathBuf),

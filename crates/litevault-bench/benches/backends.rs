@@ -1,8 +1,8 @@
 //! The backend matrix: SQLite on local disk, SQLite replicated by an
 //! embedded litevault, SQLite on an s3fs-mounted bucket (DELETE and WAL
 //! journal), PostgreSQL on loopback and PostgreSQL behind a delaying proxy,
-//! every workload of `litevault::bench`, on a lab this bench starts and
-//! cleans up by itself (`litevault::bench::lab`).
+//! every workload of `litevault_bench`, on a lab this bench starts and
+//! cleans up by itself (`litevault_bench::lab`).
 //!
 //! - `cargo bench --bench backends`: the full run (small and large
 //!   datasets). Criterion groups per workload and dataset, one benchmark per
@@ -24,12 +24,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use criterion::{BenchmarkFilter, Criterion, SamplingMode};
-use litevault::bench::lab::{FuseStatus, Lab, LabOptions};
-use litevault::bench::postgres::PgBackend;
-use litevault::bench::report;
-use litevault::bench::results::{BenchReport, NetworkModel, Skipped};
-use litevault::bench::sqlite::{JournalMode, SqliteBackend, VaultBackend};
-use litevault::bench::{Backend, Op, OpGen, RunOptions, Setup, Span, measure};
+use litevault_bench::lab::{FuseStatus, Lab, LabOptions};
+use litevault_bench::postgres::PgBackend;
+use litevault_bench::report;
+use litevault_bench::results::{BenchReport, NetworkModel, Skipped};
+use litevault_bench::sqlite::{JournalMode, SqliteBackend, VaultBackend};
+use litevault_bench::{Backend, Op, OpGen, RunOptions, Setup, Span, measure};
 
 /// The one entry nextest sees.
 const MATRIX: &str = "backends/matrix";
@@ -66,7 +66,8 @@ fn main() {
 fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(t) => PathBuf::from(t),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"),
+        // The workspace's target folder, two levels above this crate.
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
     }
 }
 
@@ -170,7 +171,7 @@ fn run_matrix(c: &mut Criterion, quick: bool) -> anyhow::Result<()> {
     let mut report = BenchReport {
         litevault_version: env!("CARGO_PKG_VERSION").to_string(),
         started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        host: litevault::bench::run::host_info(),
+        host: litevault_bench::run::host_info(),
         network: opts.network.clone(),
         config: opts.config(),
         backends: Vec::new(),

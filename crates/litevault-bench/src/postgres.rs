@@ -16,7 +16,7 @@ use super::run::BenchError;
 use super::workload::{
     Conversation, ConversationSummary, DatasetSpec, Message, NewMessage, Session, User,
 };
-use crate::pg::export::{connect, pg_message};
+use litevault::pg::export::{connect, pg_message};
 
 /// PostgreSQL reached by a connection URL (TLS per `sslmode`).
 pub struct PgBackend {

@@ -23,7 +23,7 @@
 //! - **page load** ([`Op::PageLoad`]): the 16 queries of one conversation
 //!   page, issued one after the other as an ORM would ([`page_load`]).
 //! - **mixed**: readers doing point reads while one writer inserts, all at
-//!   once; see [`mod@crate::bench::run`].
+//!   once; see [`mod@crate::run`].
 
 use std::time::{Duration, Instant};
 
@@ -378,8 +378,8 @@ impl DatasetSpec {
     }
 
     /// The shape as the report states it.
-    pub fn info(&self) -> crate::bench::results::DatasetInfo {
-        crate::bench::results::DatasetInfo {
+    pub fn info(&self) -> crate::results::DatasetInfo {
+        crate::results::DatasetInfo {
             name: self.name.clone(),
             users: self.users,
             conversations: self.conversations,
@@ -421,8 +421,8 @@ pub enum Workload {
     /// One worker repeating one operation.
     Single(Op),
     /// Readers doing point reads while one writer inserts, all at once
-    /// (reported as [`MIXED_READ`](crate::bench::results::MIXED_READ) and
-    /// [`MIXED_WRITE`](crate::bench::results::MIXED_WRITE)).
+    /// (reported as [`MIXED_READ`](crate::results::MIXED_READ) and
+    /// [`MIXED_WRITE`](crate::results::MIXED_WRITE)).
     Mixed,
 }
 

@@ -801,9 +801,7 @@ pub fn html(report: &BenchReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::results::{
-        BackendInfo, HostInfo, MeasureInfo, NetworkModel, RunConfig, Skipped,
-    };
+    use crate::results::{BackendInfo, HostInfo, MeasureInfo, NetworkModel, RunConfig, Skipped};
 
     fn m(backend: &str, workload: &str, dataset: &str, p50: f64) -> Measurement {
         Measurement {

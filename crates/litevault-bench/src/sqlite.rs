@@ -4,7 +4,7 @@
 //! Every SQLite connection is tuned the same way: `synchronous=NORMAL` in
 //! WAL mode (`FULL` in DELETE mode, SQLite's default there),
 //! `foreign_keys=ON`, `temp_store=MEMORY`, a 5 s busy timeout (as
-//! [`crate::vault`] does) and the run's `cache_size`.
+//! [`litevault::vault`] does) and the run's `cache_size`.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -19,9 +19,9 @@ use super::run::BenchError;
 use super::workload::{
     Conversation, ConversationSummary, DatasetSpec, Message, NewMessage, Session, User,
 };
-use crate::replica::{Replica, S3Credentials};
-use crate::replicate::ReplicateOptions;
-use crate::vault::{Vault, VaultOptions};
+use litevault::replica::{Replica, S3Credentials};
+use litevault::replicate::ReplicateOptions;
+use litevault::vault::{Vault, VaultOptions};
 
 /// SQLite's journal mode for a backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,7 +124,7 @@ fn remove_db(path: &Path) -> Result<(), BenchError> {
             Err(e) => return Err(io_err(&p)(e)),
         }
     }
-    let state = crate::db::state::StateDir::for_db(path);
+    let state = litevault::db::state::StateDir::for_db(path);
     match std::fs::remove_dir_all(state.path()) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -20,9 +20,9 @@
 //!   JSON output are made from.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), litevault::bench::BenchError> {
-//! use litevault::bench::{Backend, RunOptions, run};
-//! use litevault::bench::sqlite::{SqliteBackend, VaultBackend};
+//! # async fn demo() -> Result<(), litevault_bench::BenchError> {
+//! use litevault_bench::{Backend, RunOptions, run};
+//! use litevault_bench::sqlite::{SqliteBackend, VaultBackend};
 //! let backends: Vec<Box<dyn Backend>> = vec![
 //!     Box::new(SqliteBackend::local("/tmp/bench")),
 //!     Box::new(VaultBackend::new("/tmp/bench-vault", "file:///tmp/bench-replica")),

@@ -8,16 +8,13 @@
 //! `cargo bench --bench embedded` (needs `pip install 'moto[server]'`;
 //! `-- --test` runs each benchmark once).
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::cell::OnceCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use litevault::bench::proxy::DelayProxy;
 use litevault::{Replica, Vault, VaultOptions};
+use litevault_bench::lab::{Lab, LabOptions};
 use object_store::{ObjectStoreExt, PutPayload};
 
 /// One network setup: the vault and a replica handle for bare PUTs.
@@ -33,9 +30,8 @@ struct Fixture {
     rt: tokio::runtime::Runtime,
     setups: Vec<Setup>,
     plain: rusqlite::Connection,
-    _proxy: DelayProxy,
     _dir: tempfile::TempDir,
-    _s3: support::S3Server,
+    _lab: Lab,
 }
 
 const TABLE: &str = "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB NOT NULL)";
@@ -43,32 +39,24 @@ const INSERT: &str = "INSERT INTO t(v) VALUES (randomblob(200))";
 
 impl Fixture {
     fn start() -> Fixture {
-        let s3 = support::S3Server::start();
-        let bucket = s3.bucket("embedded-bench");
+        // The lab's S3 server (moto) and its delaying proxy; no mount, no
+        // PostgreSQL.
+        let lab = Lab::start(&LabOptions {
+            fuse: false,
+            postgres: false,
+            ..LabOptions::new(LabOptions::default_base_dir())
+        })
+        .expect("the lab starts (needs pip install 'moto[server]')");
         let dir = tempfile::tempdir().expect("a temporary folder");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("a tokio runtime");
-        let upstream = format!("127.0.0.1:{}", s3.port)
-            .parse()
-            .expect("an address");
-        let proxy = rt
-            .block_on(DelayProxy::start(
-                "127.0.0.1:0",
-                upstream,
-                Duration::from_millis(10),
-            ))
-            .expect("the delaying proxy starts");
-        let proxied = format!("http://{}", proxy.addr());
         let mut setups = Vec::new();
-        for (name, endpoint) in [("direct", s3.endpoint()), ("proxy10ms", proxied)] {
-            let url = format!(
-                "s3://{bucket}/{name}?endpoint={endpoint}&region=us-east-1&force-path-style=true"
-            );
+        for (name, proxied) in [("direct", false), ("proxy10ms", true)] {
             let open = || {
-                Replica::open_with_credentials(&url, Some(&support::creds()))
+                lab.replica(name, proxied)
                     .expect("the replica URL is valid")
             };
             let db = dir.path().join(format!("{name}.db"));
@@ -104,9 +92,8 @@ impl Fixture {
             rt,
             setups,
             plain,
-            _proxy: proxy,
             _dir: dir,
-            _s3: s3,
+            _lab: lab,
         }
     }
 }
