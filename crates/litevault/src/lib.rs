@@ -69,6 +69,7 @@ pub mod restore;
 pub mod server;
 pub mod supervise;
 pub mod vault;
+#[cfg(feature = "dbpage")]
 pub mod verify;
 
 pub use litevault_ltx as ltx;

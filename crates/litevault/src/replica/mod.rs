@@ -273,6 +273,7 @@ impl fmt::Display for Replica {
 }
 
 /// Looks an environment variable up under each name in turn.
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
 fn env_any(names: &[&str]) -> Option<String> {
     names
         .iter()
@@ -356,73 +357,16 @@ impl Replica {
                     true,
                 ),
                 Scheme::S3 => {
-                    let mut b = object_store::aws::AmazonS3Builder::new()
-                        .with_bucket_name(&loc.bucket)
-                        // Like Litestream, a custom endpoint implies path-style addressing.
-                        .with_virtual_hosted_style_request(
-                            !(loc.force_path_style || loc.endpoint.is_some()),
-                        );
-                    if let Some(k) = env_any(&[
-                        "LITEVAULT_ACCESS_KEY_ID",
-                        "LITESTREAM_ACCESS_KEY_ID",
-                        "AWS_ACCESS_KEY_ID",
-                    ]) {
-                        b = b.with_access_key_id(k);
-                    }
-                    if let Some(k) = env_any(&[
-                        "LITEVAULT_SECRET_ACCESS_KEY",
-                        "LITESTREAM_SECRET_ACCESS_KEY",
-                        "AWS_SECRET_ACCESS_KEY",
-                    ]) {
-                        b = b.with_secret_access_key(k);
-                    }
-                    if let Some(c) = creds {
-                        b = b
-                            .with_access_key_id(&c.access_key_id)
-                            .with_secret_access_key(&c.secret_access_key);
-                    } else if let Some(t) = env_any(&["AWS_SESSION_TOKEN"]) {
-                        b = b.with_token(t);
-                    }
-                    let region = loc
-                        .region
-                        .clone()
-                        .or_else(|| env_any(&["AWS_REGION", "AWS_DEFAULT_REGION"]))
-                        .unwrap_or_else(|| "us-east-1".into());
-                    b = b.with_region(region);
-                    if let Some(ep) = loc
-                        .endpoint
-                        .clone()
-                        .or_else(|| env_any(&["AWS_ENDPOINT_URL"]))
-                    {
-                        let ep = if ep.contains("://") {
-                            ep
-                        } else {
-                            format!("https://{ep}")
-                        };
-                        b = b
-                            .with_allow_http(ep.starts_with("http://"))
-                            .with_endpoint(ep);
-                    }
-                    if loc.skip_verify {
-                        b = b.with_client_options(
-                            object_store::ClientOptions::new()
-                                .with_allow_invalid_certificates(true),
-                        );
-                    }
-                    b = b.with_retry(object_store::RetryConfig {
-                        max_retries: 0,
-                        ..Default::default()
-                    });
-                    let s3 = b.build().map_err(|e| bad(format!("S3 client: {e}")))?;
-                    (Arc::new(s3), loc.path.clone(), None, true)
+                    let s3 = s3_store(&loc, creds).map_err(bad)?;
+                    (s3, loc.path.clone(), None, true)
                 }
                 Scheme::Gcs => {
                     let gcs = gcs_store(&loc, gcs_key).map_err(bad)?;
-                    (Arc::new(gcs), loc.path.clone(), None, true)
+                    (gcs, loc.path.clone(), None, true)
                 }
                 Scheme::Azure => {
                     let az = azure_store(&loc, azure_key).map_err(bad)?;
-                    (Arc::new(az), loc.path.clone(), None, true)
+                    (az, loc.path.clone(), None, true)
                 }
             };
         let display = match loc.scheme {
@@ -1141,6 +1085,7 @@ async fn upload_parts(
 
 /// Whether an endpoint is on this machine (an emulator): such an endpoint
 /// never gets credentials from a cloud metadata service.
+#[cfg(any(feature = "gcs", feature = "azure"))]
 fn is_loopback_endpoint(endpoint: &str) -> bool {
     ::url::Url::parse(endpoint)
         .ok()
@@ -1154,11 +1099,102 @@ fn is_loopback_endpoint(endpoint: &str) -> bool {
 }
 
 /// Our own retry loop retries every request; the client's would multiply it.
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
 fn no_client_retries() -> object_store::RetryConfig {
     object_store::RetryConfig {
         max_retries: 0,
         ..Default::default()
     }
+}
+
+/// The S3 client of an `s3://` location. Credentials, in order: the
+/// caller's, `LITEVAULT_*`, `LITESTREAM_*` or `AWS_*` access keys, and else
+/// what `object_store` finds (instance or container credentials).
+#[cfg(feature = "s3")]
+fn s3_store(
+    loc: &ReplicaLocation,
+    creds: Option<&S3Credentials>,
+) -> Result<Arc<dyn ObjectStore>, String> {
+    let mut b = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(&loc.bucket)
+        // Like Litestream, a custom endpoint implies path-style addressing.
+        .with_virtual_hosted_style_request(!(loc.force_path_style || loc.endpoint.is_some()));
+    if let Some(k) = env_any(&[
+        "LITEVAULT_ACCESS_KEY_ID",
+        "LITESTREAM_ACCESS_KEY_ID",
+        "AWS_ACCESS_KEY_ID",
+    ]) {
+        b = b.with_access_key_id(k);
+    }
+    if let Some(k) = env_any(&[
+        "LITEVAULT_SECRET_ACCESS_KEY",
+        "LITESTREAM_SECRET_ACCESS_KEY",
+        "AWS_SECRET_ACCESS_KEY",
+    ]) {
+        b = b.with_secret_access_key(k);
+    }
+    if let Some(c) = creds {
+        b = b
+            .with_access_key_id(&c.access_key_id)
+            .with_secret_access_key(&c.secret_access_key);
+    } else if let Some(t) = env_any(&["AWS_SESSION_TOKEN"]) {
+        b = b.with_token(t);
+    }
+    let region = loc
+        .region
+        .clone()
+        .or_else(|| env_any(&["AWS_REGION", "AWS_DEFAULT_REGION"]))
+        .unwrap_or_else(|| "us-east-1".into());
+    b = b.with_region(region);
+    if let Some(ep) = loc
+        .endpoint
+        .clone()
+        .or_else(|| env_any(&["AWS_ENDPOINT_URL"]))
+    {
+        let ep = if ep.contains("://") {
+            ep
+        } else {
+            format!("https://{ep}")
+        };
+        b = b
+            .with_allow_http(ep.starts_with("http://"))
+            .with_endpoint(ep);
+    }
+    if loc.skip_verify {
+        b = b.with_client_options(
+            object_store::ClientOptions::new().with_allow_invalid_certificates(true),
+        );
+    }
+    b = b.with_retry(no_client_retries());
+    let s3 = b.build().map_err(|e| format!("S3 client: {e}"))?;
+    Ok(Arc::new(s3))
+}
+
+#[cfg(not(feature = "s3"))]
+fn s3_store(
+    _loc: &ReplicaLocation,
+    _creds: Option<&S3Credentials>,
+) -> Result<Arc<dyn ObjectStore>, String> {
+    Err(missing_backend("s3", "s3"))
+}
+
+#[cfg(not(feature = "gcs"))]
+fn gcs_store(_loc: &ReplicaLocation, _key: Option<&str>) -> Result<Arc<dyn ObjectStore>, String> {
+    Err(missing_backend("gs", "gcs"))
+}
+
+#[cfg(not(feature = "azure"))]
+fn azure_store(_loc: &ReplicaLocation, _key: Option<&str>) -> Result<Arc<dyn ObjectStore>, String> {
+    Err(missing_backend("abs", "azure"))
+}
+
+/// The error for a scheme whose backend this build left out.
+#[cfg(not(all(feature = "s3", feature = "gcs", feature = "azure")))]
+fn missing_backend(scheme: &str, feature: &str) -> String {
+    format!(
+        "this build of litevault has no {scheme}:// support: enable the crate feature `{feature}` \
+         (litevault = {{ features = [\"{feature}\"] }})"
+    )
 }
 
 /// The GCS client of a `gs://` location. Credentials, in order: an explicit
@@ -1167,10 +1203,8 @@ fn no_client_retries() -> object_store::RetryConfig {
 /// metadata server (Cloud Run, GCE, GKE). An `endpoint` on 127.0.0.1 or
 /// localhost (an emulator) needs explicit credentials, so that a test or
 /// dev setup never waits on a metadata server that is not there.
-fn gcs_store(
-    loc: &ReplicaLocation,
-    key: Option<&str>,
-) -> Result<object_store::gcp::GoogleCloudStorage, String> {
+#[cfg(feature = "gcs")]
+fn gcs_store(loc: &ReplicaLocation, key: Option<&str>) -> Result<Arc<dyn ObjectStore>, String> {
     use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
     // An explicit key replaces the environment's service account (the
     // builder refuses a path and a key together).
@@ -1204,7 +1238,8 @@ fn gcs_store(
             object_store::ClientOptions::new().with_allow_http(ep.starts_with("http://")),
         );
     }
-    b.build().map_err(|e| format!("GCS client: {e}"))
+    let gcs = b.build().map_err(|e| format!("GCS client: {e}"))?;
+    Ok(Arc::new(gcs))
 }
 
 /// The Azure Blob Storage client of an `abs://` location. The account comes
@@ -1214,10 +1249,8 @@ fn gcs_store(
 /// `AZURE_STORAGE_ACCOUNT_KEY`; without a key, SAS or token, the managed
 /// identity of the host (Azure IMDS). An `endpoint` on this machine (Azurite)
 /// needs an explicit key, SAS or token.
-fn azure_store(
-    loc: &ReplicaLocation,
-    key: Option<&str>,
-) -> Result<object_store::azure::MicrosoftAzure, String> {
+#[cfg(feature = "azure")]
+fn azure_store(loc: &ReplicaLocation, key: Option<&str>) -> Result<Arc<dyn ObjectStore>, String> {
     use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
     let mut b = MicrosoftAzureBuilder::from_env()
         .with_container_name(&loc.bucket)
@@ -1258,7 +1291,8 @@ fn azure_store(
             .with_endpoint(ep.clone())
             .with_allow_http(ep.starts_with("http://"));
     }
-    b.build().map_err(|e| format!("Azure client: {e}"))
+    let az = b.build().map_err(|e| format!("Azure client: {e}"))?;
+    Ok(Arc::new(az))
 }
 
 /// What a non-regular directory entry is, in words.

@@ -238,6 +238,7 @@ impl Prepared {
     }
 
     /// The smallest database size any file of the chain committed.
+    #[cfg(feature = "dbpage")]
     pub(crate) fn min_commit(&self) -> u32 {
         self.headers.iter().map(|h| h.commit).min().unwrap_or(0)
     }

@@ -23,7 +23,9 @@
 //! output path is left as it was, the temporary files are removed, and the
 //! error names the file and TXID at fault.
 
+#[cfg(feature = "dbpage")]
 pub mod dbpage;
+#[cfg(feature = "dbpage")]
 pub mod follow;
 pub mod merge;
 pub mod plan;
