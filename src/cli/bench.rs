@@ -2,6 +2,7 @@
 //! URLs, with p50/p95/p99 per workload and backend, a recommendation derived
 //! from the numbers, an HTML report and JSON.
 
+use litevault::redact::redact_url as redact;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -67,7 +68,7 @@ pub struct Args {
     /// Put a TCP proxy on 127.0.0.1 in front of --postgres that adds this
     /// round trip (half each way) on top of the URL's own network, to model
     /// a database across a VPC or region, e.g. 10ms. The report states it.
-    #[arg(long, value_parser = litevault::config::units::parse_duration, value_name = "DURATION")]
+    #[arg(long, value_parser = litevault::units::parse_duration, value_name = "DURATION")]
     rtt: Option<Duration>,
     /// Quick run: the tiny dataset, 20 warm-up and 200 measured operations
     /// per workload (a minute or less), instead of the small and large
@@ -80,7 +81,7 @@ pub struct Args {
     datasets: Vec<String>,
     /// Measure each workload for this long (default 3s; with --quick, 200
     /// operations).
-    #[arg(long, value_parser = litevault::config::units::parse_duration, value_name = "DURATION", conflicts_with = "ops")]
+    #[arg(long, value_parser = litevault::units::parse_duration, value_name = "DURATION", conflicts_with = "ops")]
     duration: Option<Duration>,
     /// Measure each workload for this many operations per worker (warm-up:
     /// a tenth of it, at least 1).
@@ -207,16 +208,6 @@ async fn check_postgres(url: &str) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("--postgres {shown}: connected, but SELECT 1 failed"))?;
     Ok(())
-}
-
-fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
-    }
 }
 
 /// Starts a delaying proxy in front of the URL's server; returns the proxy

@@ -28,7 +28,7 @@ pub struct Args {
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
     /// Round trip each proxy adds (half each way), e.g. 10ms.
-    #[arg(long, value_parser = litevault::config::units::parse_duration, default_value = "10ms")]
+    #[arg(long, value_parser = litevault::units::parse_duration, default_value = "10ms")]
     rtt: std::time::Duration,
     /// Do not mount the bucket with s3fs.
     #[arg(long)]

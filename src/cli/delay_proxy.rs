@@ -18,7 +18,7 @@ pub struct Args {
     #[arg(long)]
     upstream: String,
     /// Round trip to add (half each way), e.g. 10ms.
-    #[arg(long, value_parser = litevault::config::units::parse_duration, default_value = "10ms")]
+    #[arg(long, value_parser = litevault::units::parse_duration, default_value = "10ms")]
     rtt: std::time::Duration,
 }
 

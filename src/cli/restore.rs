@@ -46,7 +46,7 @@ pub struct Args {
     #[arg(long, conflicts_with_all = ["txid", "timestamp", "if_db_not_exists", "if_replica_exists"])]
     follow: bool,
     /// Time between two polls in follow mode (e.g. 500ms, 1s, 2m).
-    #[arg(long, default_value = "1s", value_parser = litevault::config::units::parse_duration, requires = "follow")]
+    #[arg(long, default_value = "1s", value_parser = litevault::units::parse_duration, requires = "follow")]
     interval: std::time::Duration,
     /// Follow mode: when the output was written to by something else (or is
     /// not a follower of this replica), re-restore it in place instead of

@@ -18,7 +18,7 @@ pub struct Args {
     #[arg(long)]
     config: Option<PathBuf>,
     /// How long to wait for the replica to reach the database's state.
-    #[arg(long, default_value = "30s", value_parser = litevault::config::units::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = litevault::units::parse_duration)]
     timeout: Duration,
     /// Where to restore the replica for the comparison (default: the system's
     /// temporary folder).

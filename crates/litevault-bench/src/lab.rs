@@ -107,11 +107,10 @@ impl LabOptions {
             self.fuse = false;
         }
         if let Ok(v) = std::env::var(RTT_ENV) {
-            self.rtt =
-                litevault::config::units::parse_duration(&v).map_err(|e| LabError::BadSetting {
-                    name: RTT_ENV,
-                    problem: e,
-                })?;
+            self.rtt = litevault::units::parse_duration(&v).map_err(|e| LabError::BadSetting {
+                name: RTT_ENV,
+                problem: e,
+            })?;
         }
         Ok(self)
     }

@@ -3,6 +3,7 @@
 //! indexes built after the rows, then `VACUUM ANALYZE`. Each session is its
 //! own connection with every statement prepared once.
 
+use litevault::redact::redact_url as redact;
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -78,17 +79,6 @@ impl PgBackend {
                 self.info.location
             ),
         })
-    }
-}
-
-/// The URL without its password.
-fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
     }
 }
 

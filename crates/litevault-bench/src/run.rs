@@ -95,6 +95,12 @@ pub enum BenchError {
     Internal(String),
 }
 
+impl From<litevault::task::TaskFailed> for BenchError {
+    fn from(e: litevault::task::TaskFailed) -> Self {
+        BenchError::Internal(e.to_string())
+    }
+}
+
 /// How long a warm-up or a measurement lasts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Span {

@@ -512,13 +512,7 @@ fn copy_synced(from: &Path, to: &Path) -> Result<(), BenchError> {
         .map_err(io_err(to))
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, BenchError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| BenchError::Internal(format!("a blocking task failed: {e}")))
-}
+use litevault::task::blocking;
 
 /// How long the embedded backend waits for the first upload of a dataset.
 const INITIAL_UPLOAD_TIMEOUT: Duration = Duration::from_secs(300);

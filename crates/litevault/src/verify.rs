@@ -533,7 +533,7 @@ pub async fn verify(
         }
         tokio::time::sleep(opts.poll_interval).await;
         // New TXIDs arrive in level 0: one LIST per round.
-        let (l0, _) = crate::restore::plan::split_valid(replica.list_level(0).await?);
+        let (l0, _) = crate::chain::split_valid(replica.list_level(0).await?);
         files.retain(|f| f.level != 0);
         files.extend(l0);
     };

@@ -51,13 +51,13 @@
 //! `--config FILE`, else `$LITEVAULT_CONFIG`, else `./litevault.yml`, else
 //! `/etc/litevault.yml` ([`locate`]).
 
-pub mod defaults;
+pub use crate::defaults;
 pub mod env;
 pub mod glob;
 mod model;
 pub mod raw;
 mod resolve;
-pub mod units;
+pub use crate::units;
 
 use std::path::{Path, PathBuf};
 

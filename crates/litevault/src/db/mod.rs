@@ -33,8 +33,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
+use crate::body::{LtxBody, SPILL_THRESHOLD, SpillWriter};
 use crate::ltx::{self, Checksum, DbChecksum, Txid};
-use crate::replica::{LtxBody, SPILL_THRESHOLD, SpillWriter};
 use crate::wal::{self, WalCursor, WalHeader, WalIndexHeader};
 use committed::Committed;
 pub use state::{SavedPosition, StateDir, WalPosition};
@@ -127,9 +127,9 @@ pub struct CheckpointOptions {
 impl Default for CheckpointOptions {
     fn default() -> Self {
         CheckpointOptions {
-            min_pages: crate::config::defaults::MIN_CHECKPOINT_PAGES,
-            truncate_bytes: crate::config::defaults::TRUNCATE_WAL_BYTES,
-            interval: crate::config::defaults::CHECKPOINT_INTERVAL,
+            min_pages: crate::defaults::MIN_CHECKPOINT_PAGES,
+            truncate_bytes: crate::defaults::TRUNCATE_WAL_BYTES,
+            interval: crate::defaults::CHECKPOINT_INTERVAL,
         }
     }
 }

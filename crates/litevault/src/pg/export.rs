@@ -4,6 +4,7 @@
 //! sequences, read every table back to compare row counts and checksums,
 //! then add foreign keys and views.
 
+use crate::redact::redact_url as redact;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,7 +23,7 @@ use super::ident::{literal, qualified, quote};
 use super::source;
 use super::types::{ColumnMapping, ColumnStats, EpochUnit, PgType, map_column};
 use super::value::{self, Conversion};
-use crate::replicate::lock_or_recover;
+use crate::task::lock_or_recover;
 
 /// Errors of an export. Each names what was at fault and what to do.
 #[non_exhaustive]
@@ -764,17 +765,6 @@ pub async fn export(
     );
     report.millis = started.elapsed().as_millis() as u64;
     Ok(report)
-}
-
-/// Hides the password of a URL in messages.
-pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
-    }
 }
 
 fn table_sizes(path: &Path, plans: &[TablePlan]) -> Vec<u64> {

@@ -15,10 +15,11 @@ use tokio_postgres::Client;
 use super::checksum::{TableChecksum, TupleFields};
 use super::copy::TupleReader;
 use super::ddl::Problem;
-use super::export::{connect, redact};
+use super::export::connect;
 use super::ident::{qualified, quote};
 use super::types::{EpochUnit, PgType};
 use super::value::{self, Conversion, decode_to_sqlite};
+use crate::redact::redact_url as redact;
 
 /// Errors of an import.
 #[non_exhaustive]

@@ -5,7 +5,6 @@
 //! that talks to storage goes through it, so retries, request accounting and
 //! the key layout live in one place.
 
-mod body;
 pub mod faults;
 pub mod lease;
 mod url;
@@ -24,8 +23,8 @@ use object_store::{
     Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
 };
 
+pub use crate::body::{LtxBody, SpilledFile};
 use crate::ltx::{self, Txid};
-pub use body::{LtxBody, SPILL_THRESHOLD, SpillWriter, SpilledFile};
 pub use url::{ReplicaLocation, Scheme};
 
 /// The highest level Litestream uses: level 9 holds snapshots.

@@ -40,20 +40,19 @@ pub mod retention;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
+use crate::body::{LtxBody, SPILL_THRESHOLD, SpillWriter};
+use crate::chain::plan_chain;
 use crate::db::{self, CheckpointOptions, Prepared, ShipKind, WatchedDb};
 use crate::ltx::{self, Checksum, DbChecksum, Txid};
 use crate::replica::lease::Lease;
-use crate::replica::{
-    LtxBody, LtxFileInfo, Replica, ReplicaError, SNAPSHOT_LEVEL, SPILL_THRESHOLD, SpillWriter,
-};
-use crate::restore::plan::plan_chain;
+use crate::replica::{LtxFileInfo, Replica, ReplicaError, SNAPSHOT_LEVEL};
 use outbox::{Outbox, OutboxFile};
 pub use retention::RetentionOptions;
 
@@ -189,7 +188,7 @@ pub struct LeaseOptions {
 impl Default for LeaseOptions {
     fn default() -> Self {
         LeaseOptions {
-            ttl: crate::config::defaults::LEASE_TTL,
+            ttl: crate::defaults::LEASE_TTL,
             takeover: false,
         }
     }
@@ -197,7 +196,7 @@ impl Default for LeaseOptions {
 
 impl Default for ReplicateOptions {
     fn default() -> Self {
-        use crate::config::defaults;
+        use crate::defaults;
         ReplicateOptions {
             poll_interval: defaults::POLL_INTERVAL,
             checkpoint: CheckpointOptions::default(),
@@ -461,13 +460,7 @@ pub struct Replicator {
     inner: Arc<Inner>,
 }
 
-/// Locks a mutex whose state stays valid when a critical section is cut
-/// short by a panic (each use says why, where the mutex is declared): the
-/// panic is reported once, where it happened, and does not turn every later
-/// lock into another one.
-pub(crate) fn lock_or_recover<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
+pub(crate) use crate::task::{blocking, lock_or_recover};
 
 /// Locks the watched database. After a panic in a step that held it, its
 /// WAL position and page table may disagree with the state announced to the
@@ -522,12 +515,10 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ReplicateError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ReplicateError::Internal(e.to_string()))
+impl From<crate::task::TaskFailed> for ReplicateError {
+    fn from(e: crate::task::TaskFailed) -> Self {
+        ReplicateError::Internal(e.to_string())
+    }
 }
 
 /// The latest state of a replica: TXID, checksum, and the file that ends it.
@@ -1446,7 +1437,7 @@ impl Replicator {
     }
 
     /// Lets the WAL start over now, from an embedded writer's commit hook
-    /// (see [`crate::vault`]), which calls it between two of its
+    /// (see the `vault` module), which calls it between two of its
     /// transactions once the WAL has grown past
     /// `VaultOptions::wal_restart_pages`.
     ///

@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
+use crate::body::{LtxBody, SPILL_THRESHOLD};
 use crate::fsync_faults;
 use crate::ltx::{self, Checksum, Txid};
-use crate::replica::{LtxBody, SPILL_THRESHOLD};
 
 /// One file in the local store.
 #[derive(Clone, Debug)]

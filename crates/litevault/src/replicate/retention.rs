@@ -17,11 +17,11 @@
 //!   oldest retained snapshot on, and of every level-0 file that is kept. So compaction that lags, a missing level
 //!   or a gap never turns into a lost restore point.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+pub use crate::chain::reachable;
 use crate::ltx::Txid;
 use crate::replica::{LtxFileInfo, SNAPSHOT_LEVEL};
 
@@ -46,7 +46,7 @@ pub struct RetentionOptions {
 
 impl Default for RetentionOptions {
     fn default() -> Self {
-        use crate::config::defaults;
+        use crate::defaults;
         RetentionOptions {
             enabled: defaults::RETENTION_ENABLED,
             levels: defaults::COMPACTION_LEVELS.to_vec(),
@@ -94,26 +94,6 @@ pub fn plan_compaction(files: &[LtxFileInfo], dst: u8) -> Option<Vec<LtxFileInfo
     }
     let run = run.split_off(start);
     (!run.is_empty()).then_some(run)
-}
-
-/// Every TXID a chain of files reaches from the empty database.
-pub fn reachable(files: &[&LtxFileInfo]) -> HashSet<u64> {
-    let mut sorted: Vec<&&LtxFileInfo> = files.iter().collect();
-    sorted.sort_by_key(|f| (f.max_txid, f.min_txid));
-    let mut reach = HashSet::with_capacity(sorted.len() + 1);
-    reach.insert(0u64);
-    for f in sorted {
-        // A file starting at 0 (no valid name does) continues nothing.
-        if f.min_txid <= f.max_txid
-            && f.min_txid
-                .0
-                .checked_sub(1)
-                .is_some_and(|before| reach.contains(&before))
-        {
-            reach.insert(f.max_txid.0);
-        }
-    }
-    reach
 }
 
 /// Orders files for deletion newest first: a deletion cut short (a crash,
@@ -210,6 +190,7 @@ pub fn plan_retention(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     fn f(level: u8, min: u64, max: u64, age_s: i64, now: DateTime<Utc>) -> LtxFileInfo {
         LtxFileInfo {

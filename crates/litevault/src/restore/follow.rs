@@ -60,11 +60,11 @@ use tokio::sync::watch;
 
 use super::dbpage::{self, Page1Stamp, PageScan, PageWriter};
 use super::merge::{Coverage, Prepared};
-use super::plan::{first_gap, plan_chain};
 use super::{
     RestoreError, RestoreOptions, RestoreOutcome, RestoreTarget, check_links, missing_page,
     prepare, restore,
 };
+use crate::chain::{first_gap, plan_chain};
 use crate::db::StateDir;
 use crate::ltx::{self, Checksum, DbChecksum, Header, Txid};
 use crate::replica::{LtxFileInfo, Replica, ReplicaError};
@@ -387,15 +387,15 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> FollowError + '_ {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, FollowError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| FollowError::Io {
+use crate::task::blocking;
+
+impl From<crate::task::TaskFailed> for FollowError {
+    fn from(e: crate::task::TaskFailed) -> Self {
+        FollowError::Io {
             path: PathBuf::new(),
-            source: std::io::Error::other(format!("a blocking task failed: {e}")),
-        })
+            source: std::io::Error::other(e),
+        }
+    }
 }
 
 /// Opens the follower's connection and checks it can be followed.
@@ -763,7 +763,7 @@ impl Follower {
     /// Drops the files whose names cannot be LTX files (TXID 0), warning
     /// once per name.
     fn usable(&mut self, files: Vec<LtxFileInfo>) -> Vec<LtxFileInfo> {
-        let (valid, invalid) = super::plan::split_valid(files);
+        let (valid, invalid) = crate::chain::split_valid(files);
         for (f, why) in invalid {
             let key = self.replica.file_key(f.level, f.min_txid, f.max_txid);
             if self.warned.insert(key.clone()) {

@@ -28,7 +28,8 @@ pub mod dbpage;
 #[cfg(feature = "dbpage")]
 pub mod follow;
 pub mod merge;
-pub mod plan;
+/// Chain planning lives in [`crate::chain`], which retention uses too.
+pub use crate::chain as plan;
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -544,15 +545,15 @@ async fn fetch_all(
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, RestoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| RestoreError::Io {
+use crate::task::blocking;
+
+impl From<crate::task::TaskFailed> for RestoreError {
+    fn from(e: crate::task::TaskFailed) -> Self {
+        RestoreError::Io {
             path: PathBuf::new(),
-            source: std::io::Error::other(format!("a blocking task failed: {e}")),
-        })
+            source: std::io::Error::other(e),
+        }
+    }
 }
 
 /// Fetches a chain and gets it ready to merge, with at most

@@ -122,7 +122,7 @@ pub struct ServerOptions {
 impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
-            readyz_max_lag: crate::config::defaults::READYZ_MAX_LAG,
+            readyz_max_lag: crate::defaults::READYZ_MAX_LAG,
             token: None,
             sample_interval: Duration::from_secs(1),
             history: 600,
@@ -586,7 +586,7 @@ async fn sync(
     };
     let timeout = match q.get("timeout") {
         None => state.inner.opts.sync_timeout,
-        Some(t) => match crate::config::units::parse_duration(t) {
+        Some(t) => match crate::units::parse_duration(t) {
             Ok(d) => d,
             Err(e) => return bad_request(format!("timeout={t:?}: {e}")),
         },

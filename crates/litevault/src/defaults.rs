@@ -1,5 +1,5 @@
 //! Every default of litevault, in one place. The library builders
-//! ([`crate::ReplicateOptions::default`], [`crate::db::CheckpointOptions::default`])
+//! (`ReplicateOptions::default`, `CheckpointOptions::default`)
 //! and the configuration file take their values from here.
 //!
 //! Where a setting exists in Litestream v0.5 the default is Litestream's

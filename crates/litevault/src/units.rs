@@ -12,7 +12,7 @@ use serde::de::{self, Deserialize, Deserializer, Visitor};
 ///
 /// ```
 /// use std::time::Duration;
-/// use litevault::config::units::parse_duration;
+/// use litevault::units::parse_duration;
 /// assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
 /// assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
 /// assert!(parse_duration("10").is_err());
@@ -92,7 +92,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 ///
 /// ```
 /// use std::time::Duration;
-/// use litevault::config::units::format_duration;
+/// use litevault::units::format_duration;
 /// assert_eq!(format_duration(Duration::from_secs(86400)), "24h");
 /// assert_eq!(format_duration(Duration::from_millis(10)), "10ms");
 /// ```
@@ -124,7 +124,7 @@ pub fn format_duration(d: Duration) -> String {
 /// = powers of 1024), case-insensitive, like Litestream's sizes.
 ///
 /// ```
-/// use litevault::config::units::parse_size;
+/// use litevault::units::parse_size;
 /// assert_eq!(parse_size("256MiB").unwrap(), 256 << 20);
 /// assert_eq!(parse_size("1GB").unwrap(), 1_000_000_000);
 /// assert_eq!(parse_size("4096").unwrap(), 4096);

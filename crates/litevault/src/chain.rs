@@ -1,4 +1,6 @@
-//! Restore planning: which files rebuild a state.
+//! Chains of LTX files: which files rebuild a state (restore, follow, the
+//! replicator's catch-up) and which states a set of files reaches
+//! (retention's safety net). One place, so the two can never disagree.
 //!
 //! Pure functions over a listing. A chain is a sequence of files where each
 //! one starts right after the previous one ends; the first starts at TXID 1
@@ -172,6 +174,26 @@ pub fn point_at_time(points: &[(Txid, i64)], ts: i64) -> Option<Txid> {
         .take_while(|(_, t)| *t <= ts)
         .last()
         .map(|(txid, _)| *txid)
+}
+
+/// Every TXID a chain of files reaches from the empty database.
+pub fn reachable(files: &[&LtxFileInfo]) -> HashSet<u64> {
+    let mut sorted: Vec<&&LtxFileInfo> = files.iter().collect();
+    sorted.sort_by_key(|f| (f.max_txid, f.min_txid));
+    let mut reach = HashSet::with_capacity(sorted.len() + 1);
+    reach.insert(0u64);
+    for f in sorted {
+        // A file starting at 0 (no valid name does) continues nothing.
+        if f.min_txid <= f.max_txid
+            && f.min_txid
+                .0
+                .checked_sub(1)
+                .is_some_and(|before| reach.contains(&before))
+        {
+            reach.insert(f.max_txid.0);
+        }
+    }
+    reach
 }
 
 #[cfg(test)]
