@@ -20,10 +20,11 @@ fn main() {
     });
     if !enabled {
         println!(
-            "cargo::error=litevault's `dbpage` feature (follow and verify) needs SQLite's sqlite_dbpage table, \
-             which the bundled SQLite has only when built with LIBSQLITE3_FLAGS=-D{FLAG}. Add to your \
-             project's .cargo/config.toml:\n\n[env]\nLIBSQLITE3_FLAGS = \"-D{FLAG}\"\n\nthen run `cargo clean -p \
-             libsqlite3-sys` and build again; or turn the `dbpage` feature off."
+            "cargo::error=litevault's `dbpage` feature (follow and verify) needs SQLite's sqlite_dbpage \
+             table, which the bundled SQLite has only when built with LIBSQLITE3_FLAGS=-D{FLAG}: add \
+             `LIBSQLITE3_FLAGS = \"-D{FLAG}\"` to the [env] section of your project's \
+             .cargo/config.toml, run `cargo clean -p libsqlite3-sys` and build again; or turn the \
+             `dbpage` feature off"
         );
     }
 }

@@ -286,94 +286,6 @@ fn endpoint_with_scheme(e: &str) -> String {
     format!("{}://{e}", if local { "http" } else { "https" })
 }
 
-/// What Litestream reads from the host of an `s3://` URL: the bucket and,
-/// for provider hostnames, the region, the endpoint and path-style
-/// addressing (Litestream's `s3.ParseHost`).
-#[derive(Debug, PartialEq, Eq)]
-pub(super) struct S3Host {
-    pub bucket: String,
-    pub region: Option<String>,
-    pub endpoint: Option<String>,
-    pub force_path_style: bool,
-}
-
-pub(super) fn parse_s3_host(host: &str) -> Result<S3Host, String> {
-    let plain = |bucket: &str, region: Option<&str>, endpoint: Option<String>, fps: bool| S3Host {
-        bucket: bucket.to_string(),
-        region: region.map(str::to_string),
-        endpoint,
-        force_path_style: fps,
-    };
-    let need_bucket = |b: &str| -> Result<(), String> {
-        if b.is_empty() {
-            Err(format!(
-                "s3://{host} names no bucket: write s3://BUCKET.{host}/path, or s3://bucket/path?endpoint=..."
-            ))
-        } else {
-            Ok(())
-        }
-    };
-    // MinIO style: bucket.host:port.
-    if host.contains(':') && !host.contains(".com") {
-        let Some((bucket, rest)) = host.split_once('.') else {
-            return Err(format!(
-                "s3://{host} names a server but no bucket: write s3://bucket/path?endpoint=http://{host}"
-            ));
-        };
-        return Ok(plain(
-            bucket,
-            Some("us-east-1"),
-            Some(format!("http://{rest}")),
-            true,
-        ));
-    }
-    // AWS: bucket.s3.amazonaws.com, bucket.s3.REGION.amazonaws.com.
-    if let Some(rest) = host.strip_suffix(".amazonaws.com") {
-        if let Some(bucket) = rest.strip_suffix(".s3") {
-            return Ok(plain(bucket, None, None, false));
-        }
-        if let Some((before, region)) = rest.rsplit_once('.')
-            && let Some(bucket) = before.strip_suffix(".s3")
-            && !bucket.is_empty()
-        {
-            return Ok(plain(bucket, Some(region), None, false));
-        }
-    }
-    // DigitalOcean Spaces: bucket.REGION.digitaloceanspaces.com.
-    if let Some(rest) = host.strip_suffix(".digitaloceanspaces.com") {
-        let (bucket, region) = rest.rsplit_once('.').unwrap_or(("", rest));
-        need_bucket(bucket)?;
-        let ep = format!("https://{region}.digitaloceanspaces.com");
-        return Ok(plain(bucket, Some(region), Some(ep), false));
-    }
-    // Backblaze B2: bucket.s3.REGION.backblazeb2.com.
-    if let Some(rest) = host.strip_suffix(".backblazeb2.com") {
-        let (before, region) = rest.rsplit_once('.').unwrap_or(("", rest));
-        let bucket = before.strip_suffix(".s3").unwrap_or("");
-        need_bucket(bucket)?;
-        let ep = format!("https://s3.{region}.backblazeb2.com");
-        return Ok(plain(bucket, Some(region), Some(ep), true));
-    }
-    // Filebase: bucket.s3.filebase.com.
-    if let Some(bucket) = host.strip_suffix(".s3.filebase.com") {
-        return Ok(plain(
-            bucket,
-            None,
-            Some("https://s3.filebase.com".into()),
-            false,
-        ));
-    }
-    // Scaleway: bucket.s3.REGION.scw.cloud.
-    if let Some(rest) = host.strip_suffix(".scw.cloud")
-        && let Some((before, region)) = rest.rsplit_once('.')
-        && let Some(bucket) = before.strip_suffix(".s3")
-    {
-        let ep = format!("https://s3.{region}.scw.cloud");
-        return Ok(plain(bucket, Some(region), Some(ep), false));
-    }
-    Ok(plain(host, None, None, false))
-}
-
 fn normalize(p: PathBuf) -> PathBuf {
     let mut out = PathBuf::new();
     for c in p.components() {
@@ -1206,41 +1118,10 @@ impl R<'_, '_> {
             _ => {
                 let base = if let Some((u, loc)) = &url {
                     let u = self.strip_litestream_query(u, *loc, &url_key);
-                    // Provider hostnames carry the bucket, region and endpoint.
-                    let host = u
-                        .split_once("://")
-                        .map(|(_, r)| r.split(['/', '?']).next().unwrap_or(""))
-                        .unwrap_or("")
-                        .to_string();
-                    let s3_host = if kind == ReplicaKind::S3 {
-                        match parse_s3_host(&host) {
-                            Ok(h) => Some(h),
-                            Err(e) => {
-                                self.error(Some(*loc), &url_key, &e);
-                                None
-                            }
-                        }
-                    } else {
-                        None
-                    };
-                    let u = match &s3_host {
-                        Some(h) if h.bucket != host => u.replacen(&host, &h.bucket, 1),
-                        _ => u,
-                    };
+                    // Provider hostnames (bucket.s3.REGION.amazonaws.com...)
+                    // are read by the one URL grammar, as on the command line.
                     match ReplicaLocation::parse(&u) {
-                        Ok(mut l) => {
-                            if let Some(h) = s3_host {
-                                // Query parameters win over the hostname.
-                                if l.region.is_none() {
-                                    l.region = h.region;
-                                }
-                                if l.endpoint.is_none() {
-                                    l.endpoint = h.endpoint;
-                                }
-                                l.force_path_style |= h.force_path_style;
-                            }
-                            Some(l)
-                        }
+                        Ok(l) => Some(l),
                         Err(e) => {
                             self.error(Some(*loc), &url_key, &e.to_string());
                             None

@@ -782,9 +782,37 @@ fn replica_config_opens_a_file_replica() {
     assert!(tmp.path().join("rep").is_dir());
 }
 
+/// The config file and the command line read a replica URL with one
+/// grammar: a provider hostname gives the bucket and region in both, and a
+/// query parameter wins over the hostname in both.
+#[test]
+fn the_config_file_and_the_command_line_read_a_url_alike() {
+    for url in [
+        "s3://bkt.s3.eu-central-1.amazonaws.com/db",
+        "s3://bkt.s3.eu-central-1.amazonaws.com/db?region=us-east-2",
+        "s3://bkt.localhost:9000/db",
+        "s3://bkt/db?endpoint=http://127.0.0.1:9000",
+    ] {
+        let c = parse(&format!(
+            "dbs:\n  - path: /data/app.db\n    replica:\n      url: {url}\n"
+        ));
+        let from_file = &c.dbs[0].replicas[0].location;
+        let from_flag = ReplicaLocation::parse(url).unwrap();
+        assert_eq!(from_file, &from_flag, "{url}");
+    }
+    let l = ReplicaLocation::parse("s3://bkt.s3.eu-central-1.amazonaws.com/db").unwrap();
+    assert_eq!(
+        (l.bucket.as_str(), l.region.as_deref()),
+        ("bkt", Some("eu-central-1"))
+    );
+    let l = ReplicaLocation::parse("s3://bkt.s3.eu-central-1.amazonaws.com/db?region=us-east-2")
+        .unwrap();
+    assert_eq!(l.region.as_deref(), Some("us-east-2"));
+}
+
 #[test]
 fn s3_provider_hostnames_like_litestream() {
-    use resolve::parse_s3_host as h;
+    use crate::replica::parse_s3_host as h;
     let b = |host: &str| h(host).unwrap();
     assert_eq!(b("mybkt.litestream.io").bucket, "mybkt.litestream.io");
     let x = b("bkt.s3.amazonaws.com");

@@ -25,7 +25,7 @@ use object_store::{
 
 pub use crate::body::{LtxBody, SpilledFile};
 use crate::ltx::{self, Txid};
-pub use url::{ReplicaLocation, Scheme};
+pub use url::{ReplicaLocation, S3Host, Scheme, parse_s3_host};
 
 /// The highest level Litestream uses: level 9 holds snapshots.
 pub const SNAPSHOT_LEVEL: u8 = 9;

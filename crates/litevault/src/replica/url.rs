@@ -130,7 +130,22 @@ impl ReplicaLocation {
         }
         let host = url.host_str().unwrap_or_default().to_string();
         let path = url.path().trim_matches('/').to_string();
+        // Provider hostnames carry the bucket, region and endpoint; the
+        // query parameters below win over them.
+        let mut from_host: Option<S3Host> = None;
         match loc.scheme {
+            Scheme::S3 => {
+                let full = match url.port() {
+                    Some(p) => format!("{host}:{p}"),
+                    None => host,
+                };
+                let h = parse_s3_host(&full).map_err(|reason| ReplicaError::BadUrl {
+                    url: raw.into(),
+                    reason,
+                })?;
+                loc.bucket = h.bucket.clone();
+                from_host = Some(h);
+            }
             Scheme::Azure => {
                 // az://container/path, or az://account@container? Litestream uses
                 // az://container/path with the account in the environment; we also
@@ -218,6 +233,15 @@ impl ReplicaLocation {
                 }
             }
         }
+        if let Some(h) = from_host {
+            if loc.region.is_none() {
+                loc.region = h.region;
+            }
+            if loc.endpoint.is_none() {
+                loc.endpoint = h.endpoint;
+            }
+            loc.force_path_style |= h.force_path_style;
+        }
         if loc.scheme == Scheme::S3 && loc.endpoint.is_some() {
             loc.force_path_style = true;
         }
@@ -255,6 +279,100 @@ impl ReplicaLocation {
             account: None,
         }
     }
+}
+
+/// What Litestream reads from the host of an `s3://` URL: the bucket and,
+/// for provider hostnames, the region, the endpoint and path-style
+/// addressing (Litestream's `s3.ParseHost`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct S3Host {
+    /// The bucket.
+    pub bucket: String,
+    /// The region the hostname names.
+    pub region: Option<String>,
+    /// The provider's endpoint.
+    pub endpoint: Option<String>,
+    /// Whether the provider needs path-style addressing.
+    pub force_path_style: bool,
+}
+
+/// Reads the host (with its port) of an `s3://` URL; an error names what
+/// is missing.
+pub fn parse_s3_host(host: &str) -> Result<S3Host, String> {
+    let plain = |bucket: &str, region: Option<&str>, endpoint: Option<String>, fps: bool| S3Host {
+        bucket: bucket.to_string(),
+        region: region.map(str::to_string),
+        endpoint,
+        force_path_style: fps,
+    };
+    let need_bucket = |b: &str| -> Result<(), String> {
+        if b.is_empty() {
+            Err(format!(
+                "s3://{host} names no bucket: write s3://BUCKET.{host}/path, or s3://bucket/path?endpoint=..."
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    // MinIO style: bucket.host:port.
+    if host.contains(':') && !host.contains(".com") {
+        let Some((bucket, rest)) = host.split_once('.') else {
+            return Err(format!(
+                "s3://{host} names a server but no bucket: write s3://bucket/path?endpoint=http://{host}"
+            ));
+        };
+        return Ok(plain(
+            bucket,
+            Some("us-east-1"),
+            Some(format!("http://{rest}")),
+            true,
+        ));
+    }
+    // AWS: bucket.s3.amazonaws.com, bucket.s3.REGION.amazonaws.com.
+    if let Some(rest) = host.strip_suffix(".amazonaws.com") {
+        if let Some(bucket) = rest.strip_suffix(".s3") {
+            return Ok(plain(bucket, None, None, false));
+        }
+        if let Some((before, region)) = rest.rsplit_once('.')
+            && let Some(bucket) = before.strip_suffix(".s3")
+            && !bucket.is_empty()
+        {
+            return Ok(plain(bucket, Some(region), None, false));
+        }
+    }
+    // DigitalOcean Spaces: bucket.REGION.digitaloceanspaces.com.
+    if let Some(rest) = host.strip_suffix(".digitaloceanspaces.com") {
+        let (bucket, region) = rest.rsplit_once('.').unwrap_or(("", rest));
+        need_bucket(bucket)?;
+        let ep = format!("https://{region}.digitaloceanspaces.com");
+        return Ok(plain(bucket, Some(region), Some(ep), false));
+    }
+    // Backblaze B2: bucket.s3.REGION.backblazeb2.com.
+    if let Some(rest) = host.strip_suffix(".backblazeb2.com") {
+        let (before, region) = rest.rsplit_once('.').unwrap_or(("", rest));
+        let bucket = before.strip_suffix(".s3").unwrap_or("");
+        need_bucket(bucket)?;
+        let ep = format!("https://s3.{region}.backblazeb2.com");
+        return Ok(plain(bucket, Some(region), Some(ep), true));
+    }
+    // Filebase: bucket.s3.filebase.com.
+    if let Some(bucket) = host.strip_suffix(".s3.filebase.com") {
+        return Ok(plain(
+            bucket,
+            None,
+            Some("https://s3.filebase.com".into()),
+            false,
+        ));
+    }
+    // Scaleway: bucket.s3.REGION.scw.cloud.
+    if let Some(rest) = host.strip_suffix(".scw.cloud")
+        && let Some((before, region)) = rest.rsplit_once('.')
+        && let Some(bucket) = before.strip_suffix(".s3")
+    {
+        let ep = format!("https://s3.{region}.scw.cloud");
+        return Ok(plain(bucket, Some(region), Some(ep), false));
+    }
+    Ok(plain(host, None, None, false))
 }
 
 /// The query parameters a scheme takes, for error messages.
