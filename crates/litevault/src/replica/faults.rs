@@ -76,7 +76,8 @@ pub enum FaultKind {
     Timeout,
     /// Added latency, then the real answer.
     Slow,
-    /// A broken connection during an upload, before or after the store got it.
+    /// A broken connection: during an upload, before or after the store got
+    /// it; or in the middle of a download's body.
     Cut,
     /// A spurious 412/409 to a conditional write.
     Conflict,
@@ -369,7 +370,7 @@ impl Op {
             (_, Error | Slow) => true,
             (Op::Part, Timeout) => false,
             (_, Timeout) => true,
-            (Op::Put { .. } | Op::Part | Op::Complete | Op::Delete, Cut) => true,
+            (Op::Put { .. } | Op::Part | Op::Complete | Op::Delete | Op::Get, Cut) => true,
             (Op::Put { conditional: true }, Conflict) => true,
             (Op::Get | Op::List, Stale) => true,
             _ => false,
@@ -428,7 +429,9 @@ impl Shared {
 
     /// Whether request `op` gets a fault, and which.
     fn pick(&self, op: Op) -> Option<Fault> {
+        // Lost answers are those of writes.
         if op.allows(FaultKind::Cut)
+            && op != Op::Get
             && self
                 .lose_answers
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
@@ -692,6 +695,32 @@ impl ObjectStore for FaultStore {
                 )));
             }
             Some(Fault::Slow(d)) => tokio::time::sleep(d).await,
+            Some(Fault::Cut { .. }) if !plain => {
+                return Err(injected(format!(
+                    "injected fault: connection cut before the answer to GET {location}"
+                )));
+            }
+            Some(Fault::Cut { .. }) => {
+                // The answer starts, then the connection breaks half way
+                // through the body.
+                let res = self.inner.get_opts(location, options).await?;
+                let (meta, attributes) = (res.meta.clone(), res.attributes.clone());
+                let bytes = res.bytes().await?;
+                let len = bytes.len() as u64;
+                let half = bytes.slice(..bytes.len() / 2);
+                let cut = injected(format!(
+                    "injected fault: connection cut in the body of GET {location}"
+                ));
+                return Ok(GetResult {
+                    payload: GetResultPayload::Stream(
+                        futures::stream::iter([Ok(half), Err(cut)]).boxed(),
+                    ),
+                    meta,
+                    range: 0..len,
+                    attributes,
+                    extensions: Default::default(),
+                });
+            }
             Some(Fault::Stale) if plain => {
                 let old = self
                     .shared

@@ -430,6 +430,11 @@ impl Replica {
         self
     }
 
+    /// The retry policy every request follows.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.retry
+    }
+
     /// The underlying store (shared).
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store

@@ -489,19 +489,46 @@ async fn fetch(
         f.level,
         ltx::format_filename(f.min_txid, f.max_txid)
     ));
-    let mut out = tokio::fs::File::create(&path)
-        .await
-        .map_err(io_err(&path))?;
-    let mut stream = replica.open_stream(f).await?;
-    while let Some(chunk) = stream.try_next().await? {
-        tokio::io::AsyncWriteExt::write_all(&mut out, &chunk)
+    // The GET itself is retried by the replica; a transfer cut in the
+    // middle of the body is started again here, under the same policy.
+    let policy = replica.retry_policy();
+    let mut delay = policy.initial_backoff;
+    let mut attempt = 1;
+    loop {
+        let mut out = tokio::fs::File::create(&path)
             .await
             .map_err(io_err(&path))?;
+        let mut stream = replica.open_stream(f).await?;
+        let cut = loop {
+            match stream.try_next().await {
+                Ok(Some(chunk)) => tokio::io::AsyncWriteExt::write_all(&mut out, &chunk)
+                    .await
+                    .map_err(io_err(&path))?,
+                Ok(None) => break None,
+                Err(e) => break Some(e),
+            }
+        };
+        match cut {
+            None => {
+                tokio::io::AsyncWriteExt::flush(&mut out)
+                    .await
+                    .map_err(io_err(&path))?;
+                return Ok(Fetched::Staged(path));
+            }
+            Some(mut e) if attempt >= policy.max_attempts => {
+                if let ReplicaError::Storage { attempts, .. } = &mut e {
+                    *attempts = attempt;
+                }
+                return Err(e.into());
+            }
+            Some(e) => {
+                tracing::warn!(file = %f, attempt, error = %e, "download cut short; starting it again in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(policy.max_backoff);
+                attempt += 1;
+            }
+        }
     }
-    tokio::io::AsyncWriteExt::flush(&mut out)
-        .await
-        .map_err(io_err(&path))?;
-    Ok(Fetched::Staged(path))
 }
 
 /// Fetches files concurrently, in order.
