@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Embedded mode (issue 4): litevault in-process vs the sidecar vs Litestream.
+"""Embedded mode: litevault in-process vs the sidecar vs Litestream.
 
 Subcommands (each prints markdown tables and writes its section of a JSON file):
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Running for months (issue 3): litevault against Litestream 0.5 on this machine.
+"""Running for months: litevault against Litestream 0.5 on this machine.
 
 Subcommands (each prints markdown tables and writes its section of a JSON file):
 
