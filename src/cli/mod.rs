@@ -71,6 +71,21 @@ pub fn main() -> ExitCode {
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // A short command whose output goes to a pipe that closes early
+    // (`litevault ltx URL | head`) ends quietly, as Unix tools do, instead
+    // of panicking in println!. The long-running ones keep SIGPIPE ignored:
+    // a closed log pipe must not stop replication.
+    let long_running = match &cli.command {
+        Command::Replicate(_) | Command::DelayProxy(_) | Command::BenchLab(_) => true,
+        Command::Restore(a) => a.follows(),
+        _ => false,
+    };
+    if !long_running {
+        // SAFETY: restores the default disposition before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     // Memory: one malloc arena per thread would grow with the blocking
     // threads that many databases use; two are plenty for this workload.
     // SAFETY: mallopt only tunes the allocator; called before any thread starts.

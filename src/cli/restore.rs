@@ -55,6 +55,14 @@ pub struct Args {
     force: bool,
 }
 
+impl Args {
+    /// Whether this restore keeps following the replica (a long-running
+    /// command).
+    pub(super) fn follows(&self) -> bool {
+        self.follow
+    }
+}
+
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     // With LITEVAULT_FAULTS (a test facility): the fault counts, one JSON
     // line on stderr at exit.
