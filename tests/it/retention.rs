@@ -3,19 +3,18 @@
 //! jumps and maintenance, then restores points by TXID and by time and
 //! compares each with the model of the workload.
 
-mod support;
-
+use crate::support;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use crate::support::*;
 use chrono::{DateTime, Utc};
 use litevault::ltx::Txid;
 use litevault::replicate::{Clock, RetentionOptions};
 use litevault::restore::{RestoreOptions, RestoreTarget, plan::plan_chain, restore};
 use litevault::{Replica, ReplicateOptions, Replicator};
 use proptest::prelude::*;
-use support::*;
 
 #[derive(Clone, Debug)]
 enum Op {

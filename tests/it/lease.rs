@@ -1,13 +1,12 @@
 //! One writer per replica: the lease, on a local folder, on the S3 server
 //! and on Azurite (conditional PUTs).
 
-mod support;
-
+use crate::support;
 use std::time::Duration;
 
+use crate::support::*;
 use litevault::replicate::{LeaseOptions, ReplicateError};
 use litevault::{Replica, ReplicateOptions, Replicator};
-use support::*;
 
 fn opts(ttl: Duration, takeover: bool) -> ReplicateOptions {
     ReplicateOptions {

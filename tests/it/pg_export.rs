@@ -2,13 +2,11 @@
 //! harness (tests/support/postgres.rs): one test per mapping rule, bad rows,
 //! modes, verification, identifiers, `--from` a replica.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use support::postgres::PgCluster;
-use support::*;
+use crate::support::postgres::PgCluster;
+use crate::support::*;
 
 struct Env {
     pg: PgCluster,

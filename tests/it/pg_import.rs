@@ -1,14 +1,12 @@
 //! `litevault import` (PostgreSQL -> SQLite) and the round trip SQLite ->
 //! PostgreSQL -> SQLite, against a real cluster started by the harness.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use crate::support::postgres::PgCluster;
+use crate::support::*;
 use rusqlite::types::Value;
-use support::postgres::PgCluster;
-use support::*;
 
 const DB: &str = "app";
 

@@ -2,12 +2,10 @@
 //! configurations, errors with file:line:column, secrets redacted, and the
 //! same reading of a file as the real `litestream` binary.
 
-mod support;
-
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use support::*;
+use crate::support::*;
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = litevault(&[]);

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod cloud;
+pub mod hostile;
 pub mod postgres;
 pub mod store;
 

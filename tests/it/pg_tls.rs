@@ -1,12 +1,10 @@
 //! TLS to PostgreSQL: a cluster that rejects plain TCP, a certificate for
 //! 127.0.0.1 signed by a test CA, and libpq's `sslmode` meanings.
 
-mod support;
-
 use std::process::Output;
 
-use support::postgres::PgCluster;
-use support::*;
+use crate::support::postgres::PgCluster;
+use crate::support::*;
 
 fn run(args: &[&str]) -> Output {
     litevault(&[]).args(args).output().unwrap()

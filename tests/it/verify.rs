@@ -2,18 +2,16 @@
 //! written, too); a damaged replica file, a replica behind the database and a
 //! database that diverged are each told apart. On file:// and S3.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::support::*;
 use litevault::ltx::Txid;
 use litevault::verify::{VerifyError, VerifyOptions, verify};
 use litevault::{Replica, ReplicateOptions, Replicator};
 use object_store::ObjectStoreExt;
-use support::*;
 
 fn quick() -> VerifyOptions {
     VerifyOptions {

@@ -2,13 +2,12 @@
 //! writes, read concurrently, across schema changes, VACUUM, restarts,
 //! foreign writes and replica resets; on file:// and on the S3 protocol.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use futures::FutureExt;
 use litevault::content::content_digest;
 use litevault::ltx::Txid;
@@ -16,7 +15,6 @@ use litevault::restore::dbpage;
 use litevault::restore::follow::{FollowError, FollowOptions, FollowStart, Follower, PollOutcome};
 use litevault::{Replica, ReplicateOptions, Replicator};
 use rusqlite::{Connection, OpenFlags};
-use support::*;
 
 const ACCOUNTS: i64 = 200;
 const BALANCE: i64 = 1000;

@@ -14,16 +14,15 @@
 //! litevault, put into the emulator through its JSON API, lists, restores at
 //! every TXID and is pruned through the gs:// replica.
 
-mod support;
-
+use crate::support;
 use std::path::Path;
 
+use crate::support::cloud::{FakeGcs, GCS_EMULATOR_KEY};
+use crate::support::*;
 use litevault::content::content_digest;
 use litevault::ltx::Txid;
 use litevault::restore::{RestoreOutcome, RestoreTarget};
 use litevault::{Replica, ReplicateOptions, Replicator};
-use support::cloud::{FakeGcs, GCS_EMULATOR_KEY};
-use support::*;
 
 fn files_under(root: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();

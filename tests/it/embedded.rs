@@ -1,17 +1,15 @@
 //! Embedded use: `Vault` hands out connections, its commit hook wakes the
 //! shipper, and durable commits return once every replica holds them.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::support::store::{flaky, flaky_memory_replica};
+use crate::support::*;
 use litevault::replica::{KeyLayout, Replica};
 use litevault::restore::{RestoreOptions, restore};
 use litevault::{Vault, VaultError, VaultOptions};
-use support::store::{flaky, flaky_memory_replica};
-use support::*;
 
 fn count_rows(path: &std::path::Path) -> i64 {
     rusqlite::Connection::open(path)

@@ -9,18 +9,16 @@
 //! `litevault::fsync_faults` instead (a real device whose fsync fails needs
 //! root and kernel modules: see there).
 
-mod support;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::support::store::flaky_memory_replica;
+use crate::support::*;
 use litevault::restore::RestoreTarget;
 use litevault::{ReplicateError, ReplicateOptions, Replicator};
-use support::store::flaky_memory_replica;
-use support::*;
 
 /// A tmpfs of a fixed size, unmounted on drop.
 struct SmallVolume {

@@ -2,15 +2,14 @@
 //! folder, the in-memory store, a real S3 server (moto) and Azurite (Azure
 //! Blob Storage) on 127.0.0.1.
 
-mod support;
-
+use crate::support;
 use std::path::{Path, PathBuf};
 
+use crate::support::*;
 use litevault::content::content_digest;
 use litevault::ltx::Txid;
 use litevault::restore::{RestoreOptions, RestoreOutcome, RestoreTarget, restore};
 use litevault::{Replica, ReplicateOptions, Replicator, SyncOutcome};
-use support::*;
 
 /// The conformance scenario: a history with inserts, updates, deletes, schema
 /// changes, growth, VACUUM and app checkpoints; every TXID restores to the

@@ -1,11 +1,9 @@
 //! The command line as a user meets it: restore-on-boot flags, point-in-time
 //! by timestamp, `ltx` listing, and clear errors for bad input.
 
-mod support;
-
 use std::process::Stdio;
 
-use support::*;
+use crate::support::*;
 
 fn run(args: &[&str]) -> std::process::Output {
     litevault(&[])

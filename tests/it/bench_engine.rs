@@ -5,8 +5,7 @@
 //! content. Real SQLite, a real PostgreSQL cluster, a real file:// replica.
 //! No timing assertions.
 
-mod support;
-
+use crate::support;
 use std::path::Path;
 
 use litevault::restore::{RestoreOptions, restore};

@@ -2,16 +2,15 @@
 //! file://, S3 (moto), GCS (fake-gcs-server) and Azure (Azurite), all on
 //! 127.0.0.1.
 
-mod support;
-
+use crate::support;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::support::*;
 use litevault::content::content_digest;
 use litevault::restore::{RestoreOptions, restore};
 use litevault::{Replica, ReplicateOptions, Replicator};
-use support::*;
 
 /// `litestream` with S3 credentials; `AWS_CA_BUNDLE` (set on these machines)
 /// makes it refuse plain-HTTP S3, so it is removed.

@@ -3,20 +3,18 @@
 //! token rule, the status page rendered by headless Chromium, and
 //! `litevault replicate --addr`.
 
-mod support;
-
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use litevault::replica::Replica;
 use litevault::replicate::ReplicateError;
 use litevault::restore::{RestoreOptions, restore};
 use litevault::server::{Server, ServerError, ServerOptions, ServerState, TOKEN_ENV};
 use litevault::{ReplicateOptions, Replicator};
-use support::*;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
