@@ -303,6 +303,7 @@ fn exec_supervises_the_app() {
 /// `replicate --config`: two databases, each to a local folder and to the
 /// S3 server, from one litestream.yml-style file with ${VAR} expansion.
 #[test]
+#[ignore = "needs the moto S3 server: run scripts/test.sh"]
 fn replicate_from_a_config_file() {
     let s3 = S3Server::start();
     let bucket = s3.bucket("cfg");

@@ -102,6 +102,7 @@ fn the_commit_hook_wakes_the_shipper() {
 /// Durable commits on two replicas (a folder and the S3 server): when the
 /// call returns, both replicas restore the row.
 #[test]
+#[ignore = "needs the moto S3 server: run scripts/test.sh"]
 fn a_durable_commit_is_in_every_replica_when_it_returns() {
     let s3 = S3Server::start();
     let bucket = s3.bucket("embedded");

@@ -334,6 +334,7 @@ async fn follows_under_load_file() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the moto S3 server: run scripts/test.sh"]
 async fn follows_under_load_s3() {
     let s3 = S3Server::start();
     let bucket = s3.bucket("follow");
@@ -449,6 +450,7 @@ async fn restart_resumes_without_restore_file() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the moto S3 server: run scripts/test.sh"]
 async fn restart_resumes_without_restore_s3() {
     let s3 = S3Server::start();
     let bucket = s3.bucket("resume");
@@ -748,6 +750,7 @@ fn cli_follow_file() {
 }
 
 #[test]
+#[ignore = "needs the moto S3 server: run scripts/test.sh"]
 fn cli_follow_s3() {
     let s3 = S3Server::start();
     let bucket = s3.bucket("clifollow");
@@ -902,6 +905,7 @@ async fn follows_a_litestream_compat_replica() {
 /// carry no checksums: the follower keeps up with it on the files' own CRCs,
 /// and says its batches are not proven by checksums.
 #[test]
+#[ignore = "needs litestream 0.5.17: run scripts/test.sh"]
 fn follows_a_replica_litestream_writes() {
     let dir = tempfile::tempdir().unwrap();
     let url = file_url(&dir.path().join("replica"));

@@ -81,6 +81,7 @@ fn lease_on_a_local_folder() {
 }
 
 #[test]
+#[ignore = "needs the moto S3 server: run scripts/test.sh"]
 fn lease_on_s3() {
     let s3 = S3Server::start();
     let bucket = s3.bucket("lease");
@@ -93,6 +94,7 @@ fn lease_on_s3() {
 /// Azure Blob Storage (Azurite): `PutMode::Create` is `If-None-Match: *`,
 /// `PutMode::Update` is `If-Match: <etag>`.
 #[test]
+#[ignore = "needs Azurite: run scripts/test.sh"]
 fn lease_on_azure() {
     let az = support::cloud::Azurite::start();
     let container = az.container("lease");

@@ -53,6 +53,7 @@ fn t(s: &str) -> Value {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn import_maps_types_keys_indexes_and_writes_wal() {
     let pg = PgCluster::start();
     let url = pg.fresh_db(DB);
@@ -202,6 +203,7 @@ fn import_maps_types_keys_indexes_and_writes_wal() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn children_may_load_before_their_parents() {
     let pg = PgCluster::start();
     let url = pg.fresh_db(DB);
@@ -228,6 +230,7 @@ fn children_may_load_before_their_parents() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn import_refuses_an_existing_output() {
     let pg = PgCluster::start();
     let url = pg.fresh_db(DB);
@@ -331,6 +334,7 @@ fn varied_db(path: &PathBuf) {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn round_trip_sqlite_postgres_sqlite_preserves_every_value() {
     let pg = PgCluster::start();
     let url = pg.fresh_db(DB);

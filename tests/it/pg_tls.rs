@@ -26,6 +26,7 @@ fn sqlite(dir: &std::path::Path) -> String {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL and openssl: run scripts/test.sh"]
 fn sslmode_require_encrypts_and_plain_tcp_is_refused_by_the_server() {
     let pg = PgCluster::start_tls();
     let url = pg.fresh_db("app");
@@ -45,6 +46,7 @@ fn sslmode_require_encrypts_and_plain_tcp_is_refused_by_the_server() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL and openssl: run scripts/test.sh"]
 fn sslmode_verify_full_checks_the_certificate() {
     let pg = PgCluster::start_tls();
     let url = pg.fresh_db("app");

@@ -252,6 +252,7 @@ async fn retention_deletes_in_bulk(replica: Replica) {
 /// The same rules on the S3 server: retention deletes in bulk (one
 /// `DeleteObjects` request for many files) and the latest state restores.
 #[test]
+#[ignore = "needs the moto S3 server: run scripts/test.sh"]
 fn retention_on_s3_deletes_in_bulk() {
     let s3 = S3Server::start();
     let bucket = s3.bucket("retention");
@@ -261,6 +262,7 @@ fn retention_on_s3_deletes_in_bulk() {
 /// On Azure Blob Storage (Azurite): one Blob Batch request deletes the
 /// expired files (up to 256 per request).
 #[test]
+#[ignore = "needs Azurite: run scripts/test.sh"]
 fn retention_on_azure_deletes_in_bulk() {
     let az = support::cloud::Azurite::start();
     let container = az.container("retention");

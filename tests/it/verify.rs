@@ -58,6 +58,7 @@ async fn verify_succeeds_file() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the moto S3 server: run scripts/test.sh"]
 async fn verify_succeeds_s3() {
     let s3 = S3Server::start();
     let bucket = s3.bucket("verify");
@@ -113,6 +114,7 @@ async fn verify_while_writing_file() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the moto S3 server: run scripts/test.sh"]
 async fn verify_while_writing_s3() {
     let s3 = S3Server::start();
     let bucket = s3.bucket("verifyw");
@@ -164,6 +166,7 @@ async fn verify_damaged_file_replica() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the moto S3 server: run scripts/test.sh"]
 async fn verify_damaged_s3_replica() {
     let s3 = S3Server::start();
     let bucket = s3.bucket("verifyd");
@@ -265,6 +268,7 @@ fn cli_verify_file() {
 }
 
 #[test]
+#[ignore = "needs the moto S3 server: run scripts/test.sh"]
 fn cli_verify_s3() {
     let s3 = S3Server::start();
     let bucket = s3.bucket("cliverify");
