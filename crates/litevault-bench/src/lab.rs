@@ -30,6 +30,13 @@
 //! environment apart from `PATH` and a `HOME` inside the lab folder, so no
 //! proxy variable, AWS variable or credentials file from the user applies.
 //!
+//! # Tests that need no service
+//!
+//! With [`NO_SERVICES_ENV`] set to `1`, [`Lab::start`] refuses with
+//! [`LabError::NotMarkedIgnore`] before it starts anything: scripts/test.sh
+//! runs the tests not marked `#[ignore]` that way, so a test (or a
+//! `litevault bench-lab` it runs) that starts the lab must be marked.
+//!
 //! The API is blocking (it starts processes and waits for them); it can be
 //! called from inside a Tokio runtime too, the proxies run on the lab's own
 //! runtime.
@@ -61,6 +68,11 @@ pub const PG_DATABASE: &str = "bench";
 /// Set to `1` to run a lab without the FUSE mount
 /// ([`LabOptions::from_env`]).
 pub const NO_FUSE_ENV: &str = "LITEVAULT_NO_FUSE";
+
+/// `1`: the tests run now must need no external program or server, so
+/// [`Lab::start`] refuses (the same variable the integration tests' service
+/// starters check).
+pub const NO_SERVICES_ENV: &str = "LITEVAULT_TEST_NO_SERVICES";
 /// A round trip for the proxies, e.g. `25ms` ([`LabOptions::from_env`]).
 pub const RTT_ENV: &str = "LITEVAULT_LAB_RTT";
 
@@ -131,6 +143,13 @@ pub enum FuseStatus {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LabError {
+    /// [`NO_SERVICES_ENV`] is `1`: what started the lab is a test that is
+    /// not marked `#[ignore]`.
+    #[error(
+        "this test needs the bench lab (moto, PostgreSQL, s3fs) but is not marked #[ignore]: \
+         add #[ignore = \"needs the bench lab (moto, PostgreSQL, s3fs): run scripts/test.sh\"]"
+    )]
+    NotMarkedIgnore,
     /// The moto S3 server is not installed.
     #[error("the lab needs the moto S3 server: install it with `pip install 'moto[server]'`")]
     MotoMissing,
@@ -303,6 +322,9 @@ impl Lab {
     /// lab. FUSE problems do not fail the start ([`Lab::fuse`] says why);
     /// a missing S3 server or PostgreSQL does, with what to install.
     pub fn start(opts: &LabOptions) -> Result<Lab, LabError> {
+        if std::env::var(NO_SERVICES_ENV).is_ok_and(|v| v == "1") {
+            return Err(LabError::NotMarkedIgnore);
+        }
         std::fs::create_dir_all(&opts.base_dir)
             .map_err(io_err(format!("creating {}", opts.base_dir.display())))?;
         let base = opts

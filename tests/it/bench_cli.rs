@@ -53,6 +53,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// The DOM headless Chromium builds from a local HTML file.
 fn render_in_chromium(file: &std::path::Path) -> String {
+    crate::support::needs("headless Chromium");
     let chromium = ["chromium", "chromium-browser"]
         .into_iter()
         .find(|c| {
@@ -141,11 +142,13 @@ fn bad_input_is_refused_with_the_fix() {
 }
 
 #[test]
+#[ignore = "needs the bench lab (moto, PostgreSQL, s3fs) and headless Chromium: run scripts/test.sh"]
 fn a_run_against_real_backends_reports_every_backend_and_workload() {
     let base = tempfile::tempdir().unwrap();
     let mut opts = LabOptions::new(base.path());
     opts.fuse = std::env::var(NO_FUSE_ENV).map(|v| v != "1").unwrap_or(true);
     opts.rtt = Duration::from_millis(1); // the lab's own proxies are not used here
+    crate::support::needs(crate::support::LAB_SERVICES);
     let lab = Lab::start(&opts).expect("start the lab");
     let mnt = match lab.fuse() {
         FuseStatus::Mounted(p) => Some(p.clone()),

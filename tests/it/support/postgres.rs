@@ -85,6 +85,11 @@ impl PgCluster {
     }
 
     fn start_with(tls: bool) -> PgCluster {
+        super::needs(if tls {
+            "PostgreSQL and openssl"
+        } else {
+            "PostgreSQL"
+        });
         let bin = pg_bin_dir();
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();

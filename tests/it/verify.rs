@@ -2,18 +2,16 @@
 //! written, too); a damaged replica file, a replica behind the database and a
 //! database that diverged are each told apart. On file:// and S3.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::support::*;
 use litevault::ltx::Txid;
 use litevault::verify::{VerifyError, VerifyOptions, verify};
 use litevault::{Replica, ReplicateOptions, Replicator};
 use object_store::ObjectStoreExt;
-use support::*;
 
 fn quick() -> VerifyOptions {
     VerifyOptions {
@@ -60,6 +58,7 @@ async fn verify_succeeds_file() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the moto S3 server: run scripts/test.sh"]
 async fn verify_succeeds_s3() {
     let s3 = S3Server::start();
     let bucket = s3.bucket("verify");
@@ -115,6 +114,7 @@ async fn verify_while_writing_file() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the moto S3 server: run scripts/test.sh"]
 async fn verify_while_writing_s3() {
     let s3 = S3Server::start();
     let bucket = s3.bucket("verifyw");
@@ -166,6 +166,7 @@ async fn verify_damaged_file_replica() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the moto S3 server: run scripts/test.sh"]
 async fn verify_damaged_s3_replica() {
     let s3 = S3Server::start();
     let bucket = s3.bucket("verifyd");
@@ -267,6 +268,7 @@ fn cli_verify_file() {
 }
 
 #[test]
+#[ignore = "needs the moto S3 server: run scripts/test.sh"]
 fn cli_verify_s3() {
     let s3 = S3Server::start();
     let bucket = s3.bucket("cliverify");

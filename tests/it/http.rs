@@ -3,20 +3,18 @@
 //! token rule, the status page rendered by headless Chromium, and
 //! `litevault replicate --addr`.
 
-mod support;
-
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use litevault::replica::Replica;
 use litevault::replicate::ReplicateError;
 use litevault::restore::{RestoreOptions, restore};
 use litevault::server::{Server, ServerError, ServerOptions, ServerState, TOKEN_ENV};
 use litevault::{ReplicateOptions, Replicator};
-use support::*;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -500,6 +498,7 @@ fn every_route_answers_against_a_running_replicator() {
 }
 
 #[test]
+#[ignore = "needs the moto S3 server: run scripts/test.sh"]
 fn sync_with_wait_returns_once_every_replica_holds_the_write() {
     let s3 = S3Server::start();
     let bucket = s3.bucket("sync");
@@ -533,6 +532,7 @@ fn sync_with_wait_returns_once_every_replica_holds_the_write() {
 }
 
 #[test]
+#[ignore = "needs the moto S3 server: run scripts/test.sh"]
 fn readyz_turns_503_when_a_replica_fails_and_sync_times_out_with_504() {
     let s3 = S3Server::start();
     let bucket = s3.bucket("ready");
@@ -679,19 +679,6 @@ fn a_token_guards_every_route_but_healthz_and_is_required_off_loopback() {
     });
 }
 
-fn chromium() -> PathBuf {
-    for name in ["chromium", "chromium-browser"] {
-        if let Ok(o) = Command::new("sh")
-            .args(["-c", &format!("command -v {name}")])
-            .output()
-            && o.status.success()
-        {
-            return PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
-        }
-    }
-    panic!("this test needs headless Chromium: install it with `apt-get install chromium`");
-}
-
 /// The part of `html` from the element with this id to its closing tag.
 fn element<'a>(html: &'a str, tag: &str, id: &str) -> &'a str {
     let start = html
@@ -704,8 +691,9 @@ fn element<'a>(html: &'a str, tag: &str, id: &str) -> &'a str {
 }
 
 #[test]
+#[ignore = "needs headless Chromium: run scripts/test.sh"]
 fn the_status_page_renders_chart_files_and_restore_points_in_headless_chromium() {
-    let chromium = chromium();
+    let chromium = chromium_bin();
     block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();

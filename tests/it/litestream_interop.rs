@@ -2,16 +2,15 @@
 //! file://, S3 (moto), GCS (fake-gcs-server) and Azure (Azurite), all on
 //! 127.0.0.1.
 
-mod support;
-
+use crate::support;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::support::*;
 use litevault::content::content_digest;
 use litevault::restore::{RestoreOptions, restore};
 use litevault::{Replica, ReplicateOptions, Replicator};
-use support::*;
 
 /// `litestream` with S3 credentials; `AWS_CA_BUNDLE` (set on these machines)
 /// makes it refuse plain-HTTP S3, so it is removed.
@@ -108,6 +107,7 @@ fn check_litestream_restores(
 }
 
 #[test]
+#[ignore = "needs litestream 0.5.17: run scripts/test.sh"]
 fn litestream_restores_litevault_file_replica() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("app.db");
@@ -129,6 +129,7 @@ fn litestream_restores_litevault_file_replica() {
 }
 
 #[test]
+#[ignore = "needs litestream 0.5.17 and the moto S3 server: run scripts/test.sh"]
 fn litestream_restores_litevault_s3_replica() {
     let s3 = S3Server::start();
     let bucket = s3.bucket("interop");
@@ -148,6 +149,7 @@ fn litestream_restores_litevault_s3_replica() {
 /// and copies the last file's post-apply checksum into it). If a later
 /// Litestream accepts them, this test says so.
 #[test]
+#[ignore = "needs litestream 0.5.17: run scripts/test.sh"]
 fn litestream_rejects_files_with_checksums() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("app.db");
@@ -237,6 +239,7 @@ fn litevault_restores_litestream_replica_with(
 }
 
 #[test]
+#[ignore = "needs litestream 0.5.17: run scripts/test.sh"]
 fn litevault_restores_litestream_file_replica() {
     let dir = tempfile::tempdir().unwrap();
     let url = file_url(&dir.path().join("replica"));
@@ -244,6 +247,7 @@ fn litevault_restores_litestream_file_replica() {
 }
 
 #[test]
+#[ignore = "needs litestream 0.5.17 and the moto S3 server: run scripts/test.sh"]
 fn litevault_restores_litestream_s3_replica() {
     let s3 = S3Server::start();
     let bucket = s3.bucket("fromlitestream");
@@ -255,6 +259,7 @@ fn litevault_restores_litestream_s3_replica() {
 /// the chain once to learn the state's checksum, then ships only what changed;
 /// both tools restore the result.
 #[test]
+#[ignore = "needs litestream 0.5.17: run scripts/test.sh"]
 fn litevault_continues_a_litestream_replica() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("app.db");
@@ -321,6 +326,7 @@ fn litevault_continues_a_litestream_replica() {
 /// `litestream restore` still restores a Litestream-compatible replica, at
 /// the latest state and at every TXID that remains a restore point.
 #[test]
+#[ignore = "needs litestream 0.5.17: run scripts/test.sh"]
 fn litestream_restores_a_compacted_replica() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicI64, Ordering};
@@ -401,6 +407,7 @@ fn litestream_restores_a_compacted_replica() {
 /// objects through `gs://` (object_store's XML API) and restores exactly
 /// what Litestream restores.
 #[test]
+#[ignore = "needs litestream 0.5.17 and fake-gcs-server: run scripts/test.sh"]
 fn litevault_restores_litestream_gcs_replica() {
     let gcs = support::cloud::FakeGcs::start();
     let bucket = gcs.bucket("fromlitestream");
@@ -426,6 +433,7 @@ fn litestream_azurite_config(az: &support::cloud::Azurite, container: &str, db: 
 /// Azure: `litestream replicate` writes to Azurite while the database is
 /// written; litevault restores exactly what Litestream restores.
 #[test]
+#[ignore = "needs litestream 0.5.17 and Azurite: run scripts/test.sh"]
 fn litevault_restores_litestream_azure_replica() {
     let az = support::cloud::Azurite::start();
     let container = az.container("fromlitestream");
@@ -462,6 +470,7 @@ fn litevault_restores_litestream_azure_replica() {
 /// carries the endpoint, which Litestream's abs:// URL cannot) restores every
 /// TXID to the same content.
 #[test]
+#[ignore = "needs litestream 0.5.17 and Azurite: run scripts/test.sh"]
 fn litestream_restores_litevault_azure_replica() {
     let az = support::cloud::Azurite::start();
     let container = az.container("interop");

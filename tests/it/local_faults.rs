@@ -9,18 +9,16 @@
 //! `litevault::fsync_faults` instead (a real device whose fsync fails needs
 //! root and kernel modules: see there).
 
-mod support;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::support::store::flaky_memory_replica;
+use crate::support::*;
 use litevault::restore::RestoreTarget;
 use litevault::{ReplicateError, ReplicateOptions, Replicator};
-use support::store::flaky_memory_replica;
-use support::*;
 
 /// A tmpfs of a fixed size, unmounted on drop.
 struct SmallVolume {
@@ -30,6 +28,7 @@ struct SmallVolume {
 
 impl SmallVolume {
     fn mount(mib: u64) -> SmallVolume {
+        needs("root to mount a tmpfs");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vol");
         std::fs::create_dir(&path).unwrap();
@@ -100,6 +99,7 @@ fn write_until_full(c: &mut rusqlite::Connection, from: i64) -> i64 {
 }
 
 #[test]
+#[ignore = "needs root to mount a tmpfs: run scripts/test.sh"]
 fn a_full_volume_is_a_clear_error_and_shipping_resumes_when_space_returns() {
     let vol = SmallVolume::mount(16);
     block_on(async {
@@ -167,6 +167,7 @@ fn a_full_volume_is_a_clear_error_and_shipping_resumes_when_space_returns() {
 /// The sidecar keeps running through a full disk and catches up once space
 /// returns, without a restart.
 #[test]
+#[ignore = "needs root to mount a tmpfs: run scripts/test.sh"]
 fn the_sidecar_survives_a_full_disk_and_catches_up() {
     let vol = SmallVolume::mount(16);
     let rdir = tempfile::tempdir().unwrap();

@@ -2,17 +2,16 @@
 //! are retried with backoff; an upload that keeps failing leaves no object
 //! behind and loses nothing (the frames stay in the WAL and ship later).
 
-mod support;
-
+use crate::support;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::support::store::{fast_retry, flaky, flaky_memory_replica};
+use crate::support::*;
 use litevault::replica::{KeyLayout, Replica};
 use litevault::restore::{RestoreOptions, restore};
 use litevault::{ReplicateOptions, Replicator};
-use support::store::{fast_retry, flaky, flaky_memory_replica};
-use support::*;
 
 #[test]
 fn transient_put_failures_are_retried() {

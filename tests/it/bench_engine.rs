@@ -5,8 +5,7 @@
 //! content. Real SQLite, a real PostgreSQL cluster, a real file:// replica.
 //! No timing assertions.
 
-mod support;
-
+use crate::support;
 use std::path::Path;
 
 use litevault::restore::{RestoreOptions, restore};
@@ -210,6 +209,7 @@ async fn embedded_vault_answers_and_its_replica_restores_to_the_same_content() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 async fn postgres_answers_every_workload_and_drops_its_schema() {
     let pg = support::postgres::PgCluster::start();
     let url = pg.fresh_db("bench");
@@ -244,6 +244,7 @@ async fn postgres_answers_every_workload_and_drops_its_schema() {
 /// The default current-thread test runtime: workers on their own threads
 /// still let PostgreSQL's connection tasks and the vault's replicator run.
 #[tokio::test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 async fn quick_run_measures_every_backend_workload_and_dataset_and_skips_the_broken() {
     let pg = support::postgres::PgCluster::start();
     let url = pg.fresh_db("bench");
@@ -422,6 +423,7 @@ async fn durable_vault_inserts_return_only_once_the_replica_holds_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the moto S3 server: run scripts/test.sh"]
 async fn embedded_vault_replicates_each_dataset_to_its_own_s3_prefix() {
     let s3 = support::S3Server::start();
     let bucket = s3.bucket("bench");
@@ -480,6 +482,7 @@ struct DirectIoMount {
 
 impl DirectIoMount {
     fn start() -> DirectIoMount {
+        support::needs("s3fs and FUSE");
         let s3fs_ok = std::process::Command::new("s3fs")
             .arg("--version")
             .output()
@@ -560,6 +563,7 @@ impl Drop for DirectIoMount {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs s3fs and FUSE, and the moto S3 server: run scripts/test.sh"]
 async fn wal_without_shared_memory_falls_back_to_exclusive_locking() {
     let mount = DirectIoMount::start();
     let scratch = tempfile::tempdir().unwrap();

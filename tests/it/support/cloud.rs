@@ -73,6 +73,7 @@ pub struct Azurite {
 impl Azurite {
     /// Starts `azurite-blob`; panics with install instructions if missing.
     pub fn start() -> Azurite {
+        super::needs("Azurite");
         let found = Command::new("azurite-blob")
             .arg("--version")
             .stdout(Stdio::null())
@@ -192,6 +193,7 @@ fn fake_gcs_binary() -> PathBuf {
 impl FakeGcs {
     /// Starts the emulator; panics with install instructions if missing.
     pub fn start() -> FakeGcs {
+        super::needs("fake-gcs-server");
         let bin = fake_gcs_binary();
         let port = free_port();
         let mut child = Command::new(bin)

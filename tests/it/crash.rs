@@ -4,19 +4,18 @@
 //! some committed prefix of the writes and pass integrity_check; after a clean
 //! stop nothing committed before the signal may be missing.
 
-mod support;
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use rand::{RngExt, SeedableRng};
-use support::*;
 
 const WRITER_ENV: &str = "LITEVAULT_TEST_WRITER_DB";
 
 /// Not a test on its own: the body of the writer child process that the crash
-/// test starts (it re-runs this test binary with the environment variable set).
+/// test starts (it re-runs this test binary, filtered to `crash::writer_child`,
+/// with the environment variable set).
 #[test]
 fn writer_child() {
     let Ok(db) = std::env::var(WRITER_ENV) else {
@@ -45,7 +44,7 @@ fn writer_child() {
 
 fn spawn_writer(db: &Path) -> Child {
     Command::new(std::env::current_exe().unwrap())
-        .args(["writer_child", "--exact", "--nocapture"])
+        .args(["crash::writer_child", "--exact", "--nocapture"])
         .env(WRITER_ENV, db)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

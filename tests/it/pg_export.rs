@@ -2,13 +2,11 @@
 //! harness (tests/support/postgres.rs): one test per mapping rule, bad rows,
 //! modes, verification, identifiers, `--from` a replica.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use support::postgres::PgCluster;
-use support::*;
+use crate::support::postgres::PgCluster;
+use crate::support::*;
 
 struct Env {
     pg: PgCluster,
@@ -78,6 +76,7 @@ fn stderr(o: &Output) -> String {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn integers_reals_text_blobs() {
     let e = Env::new();
     let db = e.sqlite(
@@ -103,6 +102,7 @@ fn integers_reals_text_blobs() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn generated_columns_are_exported_as_values_with_a_note() {
     let e = Env::new();
     let db = e.sqlite(
@@ -117,6 +117,7 @@ fn generated_columns_are_exported_as_values_with_a_note() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn booleans_holding_zero_one_become_boolean() {
     let e = Env::new();
     let db = e.sqlite(
@@ -137,6 +138,7 @@ fn booleans_holding_zero_one_become_boolean() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn numeric_and_decimal_keep_precision_and_scale() {
     let e = Env::new();
     let db = e.sqlite(
@@ -156,6 +158,7 @@ fn numeric_and_decimal_keep_precision_and_scale() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn iso_text_dates_and_timestamps() {
     let e = Env::new();
     let db = e.sqlite(
@@ -176,6 +179,7 @@ fn iso_text_dates_and_timestamps() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn epoch_seconds_become_timestamps_not_years() {
     let e = Env::new();
     let db = e.sqlite(
@@ -191,6 +195,7 @@ fn epoch_seconds_become_timestamps_not_years() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn epoch_milliseconds_become_timestamps() {
     let e = Env::new();
     // Prisma's SQLite connector stores DateTime as epoch milliseconds.
@@ -207,6 +212,7 @@ fn epoch_milliseconds_become_timestamps() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn json_text_becomes_jsonb() {
     let e = Env::new();
     let db = e.sqlite(
@@ -224,6 +230,7 @@ fn json_text_becomes_jsonb() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn uuid_text_becomes_uuid() {
     let e = Env::new();
     let db = e.sqlite(
@@ -242,6 +249,7 @@ fn uuid_text_becomes_uuid() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn varchar_length_is_kept() {
     let e = Env::new();
     let db = e.sqlite(
@@ -266,6 +274,7 @@ INSERT INTO shop_order VALUES (7, '1e2b7fbe5b8a4f7c9d3c1a2b3c4d5e6f', 0, '2024-0
 "#;
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn django_schema_gets_djangos_postgres_types() {
     let e = Env::new();
     let db = e.sqlite("a.db", DJANGO);
@@ -304,6 +313,7 @@ fn django_schema_gets_djangos_postgres_types() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn rails_alembic_prisma_schemas_get_their_postgres_types() {
     let e = Env::new();
     // Rails 7 (sqlite3 adapter), as db/schema.rb's tables are created.
@@ -371,6 +381,7 @@ fn rails_alembic_prisma_schemas_get_their_postgres_types() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn sequences_continue_after_max_for_autoincrement_and_plain_integer_keys() {
     let e = Env::new();
     let db = e.sqlite(
@@ -388,6 +399,7 @@ fn sequences_continue_after_max_for_autoincrement_and_plain_integer_keys() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn constraints_defaults_indexes_and_foreign_keys() {
     let e = Env::new();
     let db = e.sqlite(
@@ -426,6 +438,7 @@ fn constraints_defaults_indexes_and_foreign_keys() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn views_and_simple_triggers_are_translated_others_reported() {
     let e = Env::new();
     let db = e.sqlite(
@@ -464,6 +477,7 @@ fn views_and_simple_triggers_are_translated_others_reported() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn awkward_identifiers_are_quoted() {
     let e = Env::new();
     let db = e.sqlite(
@@ -492,6 +506,7 @@ fn awkward_identifiers_are_quoted() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn bad_values_stop_the_export_naming_table_row_column_and_value() {
     let e = Env::new();
     let db = e.sqlite(
@@ -511,6 +526,7 @@ fn bad_values_stop_the_export_naming_table_row_column_and_value() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn without_rowid_tables_are_exported_and_bad_rows_named_by_primary_key() {
     let e = Env::new();
     let db = e.sqlite(
@@ -542,6 +558,7 @@ fn without_rowid_tables_are_exported_and_bad_rows_named_by_primary_key() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn a_missing_database_is_named() {
     let e = Env::new();
     let out = e.export(&e.dir.path().join("nope.db"), &[]);
@@ -554,6 +571,7 @@ fn a_missing_database_is_named() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn invalid_utf8_and_nul_bytes_are_refused() {
     let e = Env::new();
     let db = e.sqlite("a.db", "CREATE TABLE t(id INTEGER PRIMARY KEY, s TEXT);");
@@ -601,6 +619,7 @@ fn invalid_utf8_and_nul_bytes_are_refused() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn rejects_are_reported_and_counted() {
     let e = Env::new();
     let db = e.sqlite(
@@ -630,6 +649,7 @@ fn rejects_are_reported_and_counted() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn data_only_loads_into_a_schema_created_by_plain_ddl() {
     let e = Env::new();
     e.q("CREATE TABLE accounts (id serial PRIMARY KEY, email varchar(50) NOT NULL, active boolean NOT NULL DEFAULT true, created timestamptz, seen timestamp, extra text DEFAULT 'x', balance numeric(12,2));");
@@ -659,6 +679,7 @@ fn data_only_loads_into_a_schema_created_by_plain_ddl() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn data_only_checks_columns_and_types_before_the_first_row() {
     let e = Env::new();
     e.q("CREATE TABLE t (id bigint PRIMARY KEY, tags text[]);");
@@ -705,6 +726,7 @@ fn data_only_checks_columns_and_types_before_the_first_row() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn existing_tables_need_drop_or_truncate() {
     let e = Env::new();
     let db = e.sqlite(
@@ -735,6 +757,7 @@ fn existing_tables_need_drop_or_truncate() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn parallel_jobs_load_many_tables() {
     let e = Env::new();
     let mut sql = String::new();
@@ -756,6 +779,7 @@ fn parallel_jobs_load_many_tables() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn type_overrides_by_flag_and_file() {
     let e = Env::new();
     let db = e.sqlite(
@@ -792,6 +816,7 @@ fn type_overrides_by_flag_and_file() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn verification_fails_when_postgres_holds_something_else() {
     let e = Env::new();
     // The table belongs to another role, so its trigger cannot be disabled:
@@ -826,6 +851,7 @@ fn verification_fails_when_postgres_holds_something_else() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn timestamp_precision_is_checked_not_rounded() {
     let e = Env::new();
     e.q("CREATE TABLE t (id bigint PRIMARY KEY, at timestamp(0));");
@@ -844,6 +870,7 @@ fn timestamp_precision_is_checked_not_rounded() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn triggers_of_an_existing_table_do_not_fire_during_the_load() {
     let e = Env::new();
     e.q("CREATE TABLE t (id bigint PRIMARY KEY, v text);
@@ -889,6 +916,7 @@ fn schema_only_prints_the_ddl() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn export_from_a_file_replica_at_a_txid() {
     let e = Env::new();
     let db = e.dir.path().join("live.db");
@@ -930,6 +958,7 @@ fn export_from_a_file_replica_at_a_txid() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL and the moto S3 server: run scripts/test.sh"]
 fn export_from_an_s3_replica_at_a_timestamp() {
     let e = Env::new();
     let s3 = S3Server::start();

@@ -1,13 +1,12 @@
 //! One writer per replica: the lease, on a local folder, on the S3 server
 //! and on Azurite (conditional PUTs).
 
-mod support;
-
+use crate::support;
 use std::time::Duration;
 
+use crate::support::*;
 use litevault::replicate::{LeaseOptions, ReplicateError};
 use litevault::{Replica, ReplicateOptions, Replicator};
-use support::*;
 
 fn opts(ttl: Duration, takeover: bool) -> ReplicateOptions {
     ReplicateOptions {
@@ -82,6 +81,7 @@ fn lease_on_a_local_folder() {
 }
 
 #[test]
+#[ignore = "needs the moto S3 server: run scripts/test.sh"]
 fn lease_on_s3() {
     let s3 = S3Server::start();
     let bucket = s3.bucket("lease");
@@ -94,6 +94,7 @@ fn lease_on_s3() {
 /// Azure Blob Storage (Azurite): `PutMode::Create` is `If-None-Match: *`,
 /// `PutMode::Update` is `If-Match: <etag>`.
 #[test]
+#[ignore = "needs Azurite: run scripts/test.sh"]
 fn lease_on_azure() {
     let az = support::cloud::Azurite::start();
     let container = az.container("lease");

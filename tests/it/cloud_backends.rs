@@ -14,16 +14,15 @@
 //! litevault, put into the emulator through its JSON API, lists, restores at
 //! every TXID and is pruned through the gs:// replica.
 
-mod support;
-
+use crate::support;
 use std::path::Path;
 
+use crate::support::cloud::{FakeGcs, GCS_EMULATOR_KEY};
+use crate::support::*;
 use litevault::content::content_digest;
 use litevault::ltx::Txid;
 use litevault::restore::{RestoreOutcome, RestoreTarget};
 use litevault::{Replica, ReplicateOptions, Replicator};
-use support::cloud::{FakeGcs, GCS_EMULATOR_KEY};
-use support::*;
 
 fn files_under(root: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
@@ -56,6 +55,7 @@ async fn restore_to(replica: &Replica, out: &Path, target: RestoreTarget) -> Txi
 /// by litevault, restores from the emulator through `gs://` at every TXID,
 /// and retention's deletes go through the GCS client.
 #[test]
+#[ignore = "needs fake-gcs-server: run scripts/test.sh"]
 fn gcs_replica_lists_restores_and_deletes_on_the_emulator() {
     let gcs = FakeGcs::start();
     let bucket = gcs.bucket("history");
@@ -151,6 +151,7 @@ fn gcs_replica_lists_restores_and_deletes_on_the_emulator() {
 /// The command line against Azurite, with the URL and environment README
 /// documents: what the library replicated, `litevault restore` restores.
 #[test]
+#[ignore = "needs Azurite: run scripts/test.sh"]
 fn azure_cli_restore_with_the_documented_url() {
     let az = support::cloud::Azurite::start();
     let container = az.container("cli");
@@ -196,6 +197,7 @@ fn cli_restore_from_azurite(az: &support::cloud::Azurite, container: &str, out: 
 /// `replicate --once` ships, and `litevault restore` with the documented
 /// URL restores the same content.
 #[test]
+#[ignore = "needs Azurite: run scripts/test.sh"]
 fn azure_replica_from_a_config_file() {
     let az = support::cloud::Azurite::start();
     let container = az.container("cfg");

@@ -83,11 +83,13 @@ fn assert_mounted_or_explain(lab: &Lab) -> Option<PathBuf> {
 }
 
 #[test]
+#[ignore = "needs the bench lab (moto, PostgreSQL, s3fs): run scripts/test.sh"]
 fn lab_serves_fuse_s3_and_postgres_then_leaves_nothing_behind() {
     let base = base_dir();
     let mut opts = LabOptions::new(base.path());
     opts.fuse = fuse_wanted();
     opts.rtt = Duration::from_millis(4);
+    crate::support::needs(crate::support::LAB_SERVICES);
     let lab = Lab::start(&opts).expect("start the lab");
     let run_dir = lab.run_dir().to_path_buf();
     let rt = runtime();
@@ -154,6 +156,7 @@ fn lab_serves_fuse_s3_and_postgres_then_leaves_nothing_behind() {
 
 /// `litevault bench-lab` in the background; its JSON line.
 fn spawn_cli_lab(base: &Path) -> (Child, serde_json::Value) {
+    crate::support::needs(crate::support::LAB_SERVICES);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_litevault"));
     cmd.args(["bench-lab", "--rtt", "2ms", "--dir"])
         .arg(base)
@@ -213,6 +216,7 @@ fn wait_gone(pid: u32) -> bool {
 }
 
 #[test]
+#[ignore = "needs the bench lab (moto, PostgreSQL, s3fs): run scripts/test.sh"]
 fn ctrl_c_stops_everything_and_the_signal_still_ends_the_process() {
     let base = base_dir();
     let (mut child, info) = spawn_cli_lab(base.path());
@@ -243,6 +247,7 @@ fn ctrl_c_stops_everything_and_the_signal_still_ends_the_process() {
 }
 
 #[test]
+#[ignore = "needs the bench lab (moto, PostgreSQL, s3fs): run scripts/test.sh"]
 fn a_crashed_lab_is_cleaned_up_by_the_next_start() {
     let base = base_dir();
     let (mut child, info) = spawn_cli_lab(base.path());
@@ -265,6 +270,7 @@ fn a_crashed_lab_is_cleaned_up_by_the_next_start() {
     let mut opts = LabOptions::new(base.path());
     opts.fuse = false;
     opts.postgres = false;
+    crate::support::needs(crate::support::LAB_SERVICES);
     let lab = Lab::start(&opts).expect("start a new lab");
     let cleaned = lab.leftovers_cleaned().to_vec();
     assert!(!cleaned.is_empty(), "the leftovers were not noticed");

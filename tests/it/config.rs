@@ -2,12 +2,10 @@
 //! configurations, errors with file:line:column, secrets redacted, and the
 //! same reading of a file as the real `litestream` binary.
 
-mod support;
-
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use support::*;
+use crate::support::*;
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = litevault(&[]);
@@ -359,6 +357,7 @@ fn litevault_paths(cfg: &str, env: &[(&str, &str)], cwd: &Path) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs litestream 0.5.17: run scripts/test.sh"]
 fn reads_a_file_the_way_litestream_does() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
@@ -398,6 +397,7 @@ fn reads_a_file_the_way_litestream_does() {
 }
 
 #[test]
+#[ignore = "needs litestream 0.5.17: run scripts/test.sh"]
 fn litestreams_directory_example_is_rejected_by_both_tools() {
     // etc/litestream-directory-example.yml uses `directory:`, a key litestream
     // 0.5.17 does not know; it then finds neither `path` nor `dir`.
@@ -421,6 +421,7 @@ fn litestreams_directory_example_is_rejected_by_both_tools() {
 }
 
 #[test]
+#[ignore = "needs litestream 0.5.17: run scripts/test.sh"]
 fn litestream_ignores_a_typo_litevault_does_not() {
     // The reason litevault refuses unknown keys: litestream 0.5.17 accepts a
     // misspelt key silently (and so replicates with the default).
@@ -499,6 +500,7 @@ fn litestream_replicating_to(cfg: &str, n: usize) -> Vec<(String, String)> {
 }
 
 #[test]
+#[ignore = "needs litestream 0.5.17: run scripts/test.sh"]
 fn dir_sources_and_sync_intervals_match_litestream_replicate() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();

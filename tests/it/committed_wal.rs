@@ -2,16 +2,14 @@
 //! left unpublished, and frames skipped across a WAL restart, are the two
 //! ways a published state could differ from every state the app committed.
 
-mod support;
-
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use crate::support::*;
 use litevault::content::content_digest;
 use litevault::ltx::Txid;
 use litevault::restore::RestoreTarget;
 use litevault::{Replica, ReplicateOptions, Replicator};
-use support::*;
 
 /// Leaves in `db`'s WAL, past its last committed frame, the frames of `sql`
 /// as a writer killed between writing them and publishing them in the

@@ -2,15 +2,13 @@
 //! (`tests/fixtures/litestream-replica/`, written by Litestream 0.5.17): restoring it at every TXID in
 //! its `expected.json` gives the very same database file, byte for byte.
 
-mod support;
-
 use std::path::PathBuf;
 
+use crate::support::block_on;
 use litevault::Replica;
 use litevault::ltx::Txid;
 use litevault::restore::{RestoreOptions, RestoreOutcome, RestoreTarget, restore};
 use sha2::{Digest, Sha256};
-use support::block_on;
 
 fn fixture() -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/litestream-replica");

@@ -2,13 +2,12 @@
 //! writes, read concurrently, across schema changes, VACUUM, restarts,
 //! foreign writes and replica resets; on file:// and on the S3 protocol.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use futures::FutureExt;
 use litevault::content::content_digest;
 use litevault::ltx::Txid;
@@ -16,7 +15,6 @@ use litevault::restore::dbpage;
 use litevault::restore::follow::{FollowError, FollowOptions, FollowStart, Follower, PollOutcome};
 use litevault::{Replica, ReplicateOptions, Replicator};
 use rusqlite::{Connection, OpenFlags};
-use support::*;
 
 const ACCOUNTS: i64 = 200;
 const BALANCE: i64 = 1000;
@@ -336,6 +334,7 @@ async fn follows_under_load_file() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the moto S3 server: run scripts/test.sh"]
 async fn follows_under_load_s3() {
     let s3 = S3Server::start();
     let bucket = s3.bucket("follow");
@@ -451,6 +450,7 @@ async fn restart_resumes_without_restore_file() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the moto S3 server: run scripts/test.sh"]
 async fn restart_resumes_without_restore_s3() {
     let s3 = S3Server::start();
     let bucket = s3.bucket("resume");
@@ -750,6 +750,7 @@ fn cli_follow_file() {
 }
 
 #[test]
+#[ignore = "needs the moto S3 server: run scripts/test.sh"]
 fn cli_follow_s3() {
     let s3 = S3Server::start();
     let bucket = s3.bucket("clifollow");
@@ -904,6 +905,7 @@ async fn follows_a_litestream_compat_replica() {
 /// carry no checksums: the follower keeps up with it on the files' own CRCs,
 /// and says its batches are not proven by checksums.
 #[test]
+#[ignore = "needs litestream 0.5.17: run scripts/test.sh"]
 fn follows_a_replica_litestream_writes() {
     let dir = tempfile::tempdir().unwrap();
     let url = file_url(&dir.path().join("replica"));

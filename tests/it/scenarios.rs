@@ -2,15 +2,14 @@
 //! folder, the in-memory store, a real S3 server (moto) and Azurite (Azure
 //! Blob Storage) on 127.0.0.1.
 
-mod support;
-
+use crate::support;
 use std::path::{Path, PathBuf};
 
+use crate::support::*;
 use litevault::content::content_digest;
 use litevault::ltx::Txid;
 use litevault::restore::{RestoreOptions, RestoreOutcome, RestoreTarget, restore};
 use litevault::{Replica, ReplicateOptions, Replicator, SyncOutcome};
-use support::*;
 
 /// The conformance scenario: a history with inserts, updates, deletes, schema
 /// changes, growth, VACUUM and app checkpoints; every TXID restores to the
@@ -111,6 +110,7 @@ fn history_memory_replica() {
 }
 
 #[test]
+#[ignore = "needs the moto S3 server: run scripts/test.sh"]
 fn history_s3_replica() {
     let s3 = S3Server::start();
     let bucket = s3.bucket("history");
@@ -119,6 +119,7 @@ fn history_s3_replica() {
 
 /// The same history on Azure Blob Storage (Azurite on 127.0.0.1).
 #[test]
+#[ignore = "needs Azurite: run scripts/test.sh"]
 fn history_azure_replica() {
     let az = support::cloud::Azurite::start();
     let container = az.container("history");
@@ -252,6 +253,7 @@ fn one_transaction_larger_than_64_mib_file() {
 }
 
 #[test]
+#[ignore = "needs the moto S3 server: run scripts/test.sh"]
 fn one_transaction_larger_than_64_mib_s3() {
     let s3 = S3Server::start();
     let bucket = s3.bucket("large");
@@ -261,6 +263,7 @@ fn one_transaction_larger_than_64_mib_s3() {
 /// On Azure: the parts go up as blocks (Put Block, then Put Block List with
 /// the timestamp metadata).
 #[test]
+#[ignore = "needs Azurite: run scripts/test.sh"]
 fn one_transaction_larger_than_64_mib_azure() {
     let az = support::cloud::Azurite::start();
     let container = az.container("large");
@@ -570,6 +573,7 @@ fn large_transaction_in_progress_while_running() {
 /// prevents it, as long as nothing in the replicator's process closes a
 /// descriptor of the database file (POSIX locks are per process).
 #[test]
+#[ignore = "needs the sqlite3 shell: run scripts/test.sh"]
 fn an_app_closing_its_last_connection_never_checkpoints_past_the_replicator() {
     block_on(async {
         let dir = tempfile::tempdir().unwrap();
@@ -583,6 +587,7 @@ fn an_app_closing_its_last_connection_never_checkpoints_past_the_replicator() {
             .unwrap();
         // The first sync is a resync: it reads the database file itself.
         rep.sync_all().await.unwrap();
+        needs("the sqlite3 shell");
         for i in 1..=30 {
             let st = std::process::Command::new("sqlite3")
                 .arg(&db)

@@ -1,14 +1,12 @@
 //! `litevault import` (PostgreSQL -> SQLite) and the round trip SQLite ->
 //! PostgreSQL -> SQLite, against a real cluster started by the harness.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use crate::support::postgres::PgCluster;
+use crate::support::*;
 use rusqlite::types::Value;
-use support::postgres::PgCluster;
-use support::*;
 
 const DB: &str = "app";
 
@@ -55,6 +53,7 @@ fn t(s: &str) -> Value {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn import_maps_types_keys_indexes_and_writes_wal() {
     let pg = PgCluster::start();
     let url = pg.fresh_db(DB);
@@ -204,6 +203,7 @@ fn import_maps_types_keys_indexes_and_writes_wal() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn children_may_load_before_their_parents() {
     let pg = PgCluster::start();
     let url = pg.fresh_db(DB);
@@ -230,6 +230,7 @@ fn children_may_load_before_their_parents() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn import_refuses_an_existing_output() {
     let pg = PgCluster::start();
     let url = pg.fresh_db(DB);
@@ -333,6 +334,7 @@ fn varied_db(path: &PathBuf) {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
 fn round_trip_sqlite_postgres_sqlite_preserves_every_value() {
     let pg = PgCluster::start();
     let url = pg.fresh_db(DB);

@@ -4,22 +4,18 @@
 //! restored correctly), with bounded memory, disk and open files, and a
 //! failed restore leaves the target untouched and no temporary file behind.
 
-#[path = "support/hostile.rs"]
-mod hostile;
-mod support;
-
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use hostile::*;
+use crate::support::hostile::*;
+use crate::support::*;
 use litevault::Replica;
 use litevault::ltx::{Checksum, Txid};
 use litevault::replica::ReplicaError;
 use litevault::restore::dbpage;
 use litevault::restore::follow::{FollowError, FollowOptions, FollowStart, Follower, PollOutcome};
 use litevault::restore::{RestoreError, RestoreOptions, RestoreOutcome, RestoreTarget, restore};
-use support::*;
 
 /// A restore that cannot hang the test run (a FIFO opened for reading
 /// blocks until a writer comes).
