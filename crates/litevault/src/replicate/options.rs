@@ -1,0 +1,114 @@
+//! Settings of the replicator and the clock it runs by; the defaults are
+//! in [`crate::defaults`].
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Utc};
+
+use super::RetentionOptions;
+use crate::db::CheckpointOptions;
+
+/// Settings of the shipping loop.
+#[derive(Clone, Debug)]
+pub struct ReplicateOptions {
+    /// How often the WAL is looked at for new commits.
+    pub poll_interval: Duration,
+    /// Checkpoint thresholds.
+    pub checkpoint: CheckpointOptions,
+    /// Time allowed for the final sync at shutdown.
+    pub shutdown_timeout: Duration,
+    /// Write files that Litestream 0.5 can restore (NoChecksum flag, with
+    /// litevault's checksums in the reserved header bytes).
+    pub litestream_compat: bool,
+    /// Compaction, snapshots and retention.
+    pub retention: RetentionOptions,
+    /// The clock files are stamped with and maintenance runs by.
+    pub clock: Clock,
+    /// One writer per replica: the lease each replicator takes (`None`:
+    /// no lease, for replicas another mechanism protects).
+    pub lease: Option<LeaseOptions>,
+    /// Least time between two uploads of new transactions to one replica.
+    /// The first commit after a quiet spell ships at once; under a steady
+    /// load, commits are batched into one upload per interval (as
+    /// Litestream's `sync-interval`), which bounds the PUT requests.
+    pub sync_interval: Duration,
+    /// Group commit for an embedded writer: after its commit hook wakes the
+    /// shipper, wait this long for more commits before taking them in, so
+    /// that they share one file and one upload (0: take them at once).
+    pub commit_window: Duration,
+}
+
+/// Settings of the replica lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseOptions {
+    /// How long the lease lasts unless renewed (renewed every third of it).
+    pub ttl: Duration,
+    /// Replace a lease whose holder stopped renewing it (after expiry).
+    pub takeover: bool,
+}
+
+impl Default for LeaseOptions {
+    fn default() -> Self {
+        LeaseOptions {
+            ttl: crate::defaults::LEASE_TTL,
+            takeover: false,
+        }
+    }
+}
+
+impl Default for ReplicateOptions {
+    fn default() -> Self {
+        use crate::defaults;
+        ReplicateOptions {
+            poll_interval: defaults::POLL_INTERVAL,
+            checkpoint: CheckpointOptions::default(),
+            shutdown_timeout: defaults::SHUTDOWN_TIMEOUT,
+            litestream_compat: defaults::LITESTREAM_COMPAT,
+            retention: RetentionOptions::default(),
+            clock: Clock::system(),
+            lease: Some(LeaseOptions::default()),
+            sync_interval: defaults::SYNC_INTERVAL,
+            commit_window: Duration::ZERO,
+        }
+    }
+}
+
+/// The clock the replicator stamps files with and runs compaction by
+/// (milliseconds since the epoch). Tests and simulations replace it.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> i64 + Send + Sync>);
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Clock {
+        Clock(Arc::new(now_ms))
+    }
+
+    /// A clock reading `f`.
+    pub fn from_fn(f: impl Fn() -> i64 + Send + Sync + 'static) -> Clock {
+        Clock(Arc::new(f))
+    }
+
+    /// Now, in milliseconds since the epoch.
+    pub fn now_ms(&self) -> i64 {
+        (self.0)()
+    }
+
+    pub(super) fn now(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(self.now_ms()).unwrap_or_else(Utc::now)
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

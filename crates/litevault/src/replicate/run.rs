@@ -1,0 +1,246 @@
+//! The run loop: a push task and a maintenance task per replica, the
+//! producer polling the WAL (or woken by an embedded writer), the status
+//! file, and the shutdown's final sync.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::watch;
+
+use super::{ReplicateError, Replicator, SyncOutcome, blocking, lock_db};
+
+/// Runs a future, turning a panic in it into an error, so that one bad step
+/// of a replica's task does not end the task (and the replica's uploads)
+/// for good.
+pub(super) async fn no_panic<T>(
+    what: &str,
+    f: impl Future<Output = Result<T, ReplicateError>>,
+) -> Result<T, ReplicateError> {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(f).catch_unwind().await {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(ReplicateError::Internal(format!("{what} panicked: {msg}")))
+        }
+    }
+}
+
+impl Replicator {
+    /// Replicates until `shutdown` resolves, then ships what is left (bounded
+    /// by [`ReplicateOptions::shutdown_timeout`](super::ReplicateOptions::shutdown_timeout))
+    /// and saves the local state.
+    ///
+    /// Each replica is served by its own task: a replica that is slow or
+    /// failing retries with backoff while the others keep up.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ReplicateError> {
+        self.inner
+            .running
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        for i in 0..self.inner.slots.len() {
+            let me = self.clone();
+            let mut stop = stop_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut head = me.inner.head.subscribe();
+                let mut backoff = Duration::ZERO;
+                let tick = Duration::from_secs(1);
+                let mut last_push: Option<Instant> = None;
+                loop {
+                    let wait = if backoff.is_zero() { tick } else { backoff };
+                    tokio::select! {
+                        _ = stop.changed() => break,
+                        _ = head.changed(), if backoff.is_zero() => {}
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    // Batch under a steady load: at most one upload per
+                    // sync interval (the first after a quiet spell at once).
+                    let spacing = me.inner.opts.sync_interval;
+                    if let Some(at) = last_push {
+                        let since: Duration = Instant::now() - at;
+                        if since < spacing {
+                            tokio::select! {
+                                _ = stop.changed() => break,
+                                _ = tokio::time::sleep(spacing - since) => {}
+                            }
+                        }
+                    }
+                    let before = *me.inner.slots[i].shipped.borrow();
+                    me.inner.uploading.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let pushed = no_panic("an upload", me.push(i)).await;
+                    me.inner.uploading.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    me.inner.upload_done.notify_waiters();
+                    match pushed {
+                        Ok(()) => {
+                            backoff = Duration::ZERO;
+                            if *me.inner.slots[i].shipped.borrow() != before {
+                                last_push = Some(Instant::now());
+                            }
+                        }
+                        Err(e) => {
+                            backoff = (backoff * 2)
+                                .clamp(Duration::from_millis(100), Duration::from_secs(10));
+                            tracing::warn!(replica = %me.inner.slots[i].replica, error = %e, "upload failed; retrying in {backoff:?} (the files wait in the local store)");
+                            continue;
+                        }
+                    }
+                    me.collect_outbox();
+                }
+            }));
+            // Compaction, snapshots and retention in a task of their own:
+            // their uploads never delay the push of a new commit.
+            let me = self.clone();
+            let mut stop = stop_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let tick = Duration::from_secs(1);
+                let mut wait = tick;
+                loop {
+                    tokio::select! {
+                        _ = stop.changed() => break,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    match no_panic("compaction or retention", me.maintain_one(i)).await {
+                        Ok(()) => wait = tick,
+                        Err(e) => {
+                            wait = (wait * 2).min(Duration::from_secs(30));
+                            tracing::warn!(replica = %me.inner.slots[i].replica, error = %e, "compaction or retention failed; retrying in {wait:?}");
+                        }
+                    }
+                    me.collect_outbox();
+                }
+            }));
+        }
+        tokio::pin!(shutdown);
+        let mut last_seen = None;
+        // "Long ago", where the platform's clock can say so.
+        let long_ago = |d: Duration| Instant::now().checked_sub(d).unwrap_or_else(Instant::now);
+        let mut last_full = long_ago(Duration::from_secs(3600));
+        let mut backoff = Duration::ZERO;
+        let poll = self.inner.opts.poll_interval;
+        let mut status_at = long_ago(Duration::from_secs(60));
+        loop {
+            let wait = poll.max(backoff);
+            let mut woken = false;
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.inner.wake.notified(), if backoff.is_zero() => woken = true,
+            }
+            if woken && !self.inner.opts.commit_window.is_zero() {
+                // Group commit: let the commits that follow this one join
+                // the same file (and the same upload).
+                tokio::time::sleep(self.inner.opts.commit_window).await;
+            }
+            if status_at.elapsed() >= Duration::from_secs(1) {
+                status_at = Instant::now();
+                let me = self.clone();
+                let _ = blocking(move || me.write_status(true)).await;
+            }
+            let seen = file_stamp(&self.inner.path);
+            if !woken && seen == last_seen && last_full.elapsed() < Duration::from_secs(1) {
+                continue;
+            }
+            // While every replica is busy uploading, what was committed
+            // meanwhile can only wait; taking it when an upload ends makes
+            // one local file of it instead of one per commit, which under a
+            // fast writer is most of the replicator's work.
+            let slots = self.inner.slots.len();
+            let busy = || {
+                self.inner
+                    .uploading
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                    >= slots
+            };
+            let mut stop = false;
+            while slots > 0 && busy() {
+                let done = self.inner.upload_done.notified();
+                tokio::pin!(done);
+                done.as_mut().enable();
+                if !busy() {
+                    break;
+                }
+                tokio::select! {
+                    _ = &mut shutdown => {
+                        stop = true;
+                        break;
+                    }
+                    _ = done => {}
+                    // Never longer than a poll: a stuck upload must not
+                    // hold back the local store.
+                    _ = tokio::time::sleep(poll.max(Duration::from_millis(10))) => break,
+                }
+            }
+            if stop {
+                break;
+            }
+            match self.produce().await {
+                Ok(SyncOutcome::Shipped { .. }) => {
+                    backoff = Duration::ZERO;
+                    // More may be waiting: look again at once.
+                    last_seen = None;
+                }
+                Ok(SyncOutcome::UpToDate) => {
+                    backoff = Duration::ZERO;
+                    last_seen = seen;
+                    last_full = Instant::now();
+                }
+                Err(e) => {
+                    backoff =
+                        (backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(10));
+                    tracing::warn!(db = %self.inner.path.display(), error = %e, "taking new commits into the local store failed; retrying in {backoff:?}");
+                }
+            }
+        }
+        let _ = stop_tx.send(true);
+        self.inner
+            .running
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let timeout = self.inner.opts.shutdown_timeout;
+        let _ = tokio::time::timeout(timeout, futures::future::join_all(tasks)).await;
+        let done = tokio::time::timeout(timeout, self.sync_all()).await;
+        for s in &self.inner.slots {
+            let lease = s.state.lock().await.lease.take();
+            if let Some((l, _)) = lease
+                && let Err(e) = l.release().await
+            {
+                tracing::warn!(replica = %s.replica, error = %e, "releasing the lease failed; it expires by itself");
+            }
+        }
+        let me = self.clone();
+        let _ = blocking(move || me.write_status(false)).await;
+        let inner = self.inner.clone();
+        let close = blocking(move || lock_db(&inner).close());
+        match done {
+            Ok(r) => {
+                close.await??;
+                r.map(|_| ())
+            }
+            Err(_) => {
+                close.await??;
+                Err(ReplicateError::ShutdownTimeout(timeout))
+            }
+        }
+    }
+}
+
+/// Size and modification time of the database and its WAL, to notice writes
+/// without opening anything.
+fn file_stamp(db: &Path) -> Option<(u64, SystemTime, u64, SystemTime)> {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    let d = std::fs::metadata(db).ok()?;
+    let w = std::fs::metadata(PathBuf::from(wal)).ok();
+    Some((
+        d.len(),
+        d.modified().ok()?,
+        w.as_ref().map(|m| m.len()).unwrap_or(0),
+        w.and_then(|m| m.modified().ok())
+            .unwrap_or(SystemTime::UNIX_EPOCH),
+    ))
+}
