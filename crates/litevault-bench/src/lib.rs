@@ -4,9 +4,11 @@
 //! - [`proxy`]: a TCP proxy adding a fixed round trip, the network model used
 //!   for object stores, FUSE-mounted buckets and managed PostgreSQL.
 //! - [`lab`]: the throwaway environment of `cargo bench --bench backends`
-//!   (S3 server, proxies, s3fs mount, PostgreSQL), cleaned up by itself.
+//!   (S3 server, proxies, s3fs mount, PostgreSQL, one file each), cleaned up
+//!   by itself.
 //! - [`report`]: a [`BenchReport`] as a text table, a recommendation
-//!   derived from the numbers, and a self-contained HTML page with SVG charts.
+//!   derived from the numbers, and a self-contained HTML page with SVG charts
+//!   (one file each).
 //! - [`backend`]: the [`Backend`] trait every storage backend implements;
 //!   [`sqlite`] (local disk, a mounted bucket, litevault-embedded) and
 //!   [`postgres`] implement it.

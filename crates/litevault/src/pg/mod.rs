@@ -4,15 +4,18 @@
 //!
 //! Pure (no I/O), unit-tested next to the code:
 //! - [`types`]: the type mapping (declared type + stored values + ORM + overrides),
-//! - [`value`]: SQLite values to binary COPY fields and back, refusing bad values,
+//! - [`value`]: SQLite values to binary COPY fields and back, refusing bad values
+//!   (encoder, decoder, date and time text, numeric in their own files),
 //! - [`checksum`]: the per-table content checksum both sides compute,
 //! - [`copy`]: binary COPY framing,
 //! - [`ddl`], [`expr`], [`ident`]: the schema model, DDL, SQL rewriting, quoting.
 //!
 //! I/O:
 //! - [`source`]: reads a SQLite schema and value statistics,
-//! - [`export`]: SQLite -> PostgreSQL, verified,
-//! - [`import`]: PostgreSQL -> SQLite, verified,
+//! - [`export`]: SQLite -> PostgreSQL, verified (planning, loading and
+//!   reading back in their own files),
+//! - [`import`]: PostgreSQL -> SQLite, verified (the catalog read, the SQLite
+//!   DDL and the load in their own files),
 //! - [`tls`]: rustls for the connections, libpq's `sslmode` meanings.
 
 pub mod checksum;

@@ -1,0 +1,92 @@
+//! The lab's S3 server: moto on 127.0.0.1, its bucket, and the delaying
+//! proxy in front of it.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::process::{free_port, tail, write_pid};
+use super::{BUCKET, Lab, LabError, io_err};
+
+impl Lab {
+    pub(super) fn start_s3(&mut self) -> Result<(), LabError> {
+        let ok = Command::new("python3")
+            .args(["-c", "import moto.server, flask"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            return Err(LabError::MotoMissing);
+        }
+        let port = free_port()?;
+        let log_path = self.run_dir.join("moto.log");
+        let log = File::create(&log_path).map_err(io_err("creating moto.log"))?;
+        let child = Command::new("python3")
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p"])
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(io_err("moto.log"))?)
+            .stderr(log)
+            // Its own process group: a terminal's Ctrl-C reaches us, and we
+            // stop it after the mount that depends on it.
+            .process_group(0)
+            .spawn()
+            .map_err(io_err("starting python3 -m moto.server"))?;
+        write_pid(&self.run_dir.join("moto.pid"), child.id())?;
+        self.services().moto = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http(port, "GET", "/").is_err() {
+            let exited = self
+                .services()
+                .moto
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() > deadline {
+                return Err(LabError::MotoStart {
+                    port,
+                    log: tail(&log_path),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        match http(port, "PUT", &format!("/{BUCKET}")) {
+            Ok(200) => {}
+            Ok(code) => {
+                return Err(LabError::Bucket {
+                    bucket: BUCKET.into(),
+                    detail: format!("HTTP {code}"),
+                });
+            }
+            Err(e) => {
+                return Err(LabError::Bucket {
+                    bucket: BUCKET.into(),
+                    detail: e.to_string(),
+                });
+            }
+        }
+        self.s3_port = port;
+        self.s3_proxy = Some(self.start_proxy(SocketAddr::from(([127, 0, 0, 1], port)))?);
+        Ok(())
+    }
+}
+
+/// One HTTP/1.1 request without a body to 127.0.0.1; the status code.
+fn http(port: u16, method: &str, path: &str) -> std::io::Result<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    buf.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no HTTP status line"))
+}

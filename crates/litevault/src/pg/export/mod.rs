@@ -1,0 +1,603 @@
+//! `export`: SQLite -> PostgreSQL. Plan (schema + value statistics + type
+//! mapping), create tables, load each over binary COPY (`jobs` tables at
+//! once, one connection each), add keys, checks and indexes, reset
+//! sequences, read every table back to compare row counts and checksums,
+//! then add foreign keys and views.
+//!
+//! This file holds the settings, the errors, the report and [`export`]
+//! itself; `plan` decides what to create, `load` streams one table over
+//! COPY (bad rows, triggers, keys and indexes after the load) and `verify`
+//! reads a table back into its checksum.
+
+mod load;
+mod plan;
+mod verify;
+
+pub use plan::{ExportPlan, plan, schema_script};
+pub use verify::read_back;
+
+use crate::redact::redact_url as redact;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio_postgres::Client;
+
+use super::checksum::TableChecksum;
+use super::copy::CopyFormatError;
+use super::ddl::{self, Problem, Stmt};
+use super::ident::{qualified, quote};
+use super::types::PgType;
+use crate::task::lock_or_recover;
+use load::{BadRowFile, TableOutcome, load_and_verify, table_sizes};
+use plan::retarget;
+
+/// Errors of an export. Each names what was at fault and what to do.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("no SQLite database at {path}: check the path")]
+    NoDatabase { path: PathBuf },
+    #[error("cannot read the SQLite database {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("PostgreSQL error while {doing}: {source}")]
+    Postgres {
+        doing: String,
+        source: tokio_postgres::Error,
+    },
+    #[error(
+        "bad value in table {table:?}, {rowid}, column {column:?}: {reason}: {value}. \
+         Fix the row, set the column's type with --type {table}.{column}=TYPE, \
+         or skip such rows with --on-bad-row report=FILE (tables created so far stay: \
+         rerun with --drop)"
+    )]
+    BadValue {
+        table: String,
+        /// `rowid 12`, or the primary key of a WITHOUT ROWID table.
+        rowid: String,
+        column: String,
+        value: String,
+        reason: String,
+    },
+    #[error(
+        "table {table:?} already exists in PostgreSQL and holds rows; \
+         use --drop to replace it or --truncate to empty it first"
+    )]
+    TableNotEmpty { table: String },
+    #[error(
+        "table {table:?} does not exist in PostgreSQL; --data-only loads into an existing \
+         schema: create it first (run your migrations) or export without --data-only"
+    )]
+    MissingTable { table: String },
+    #[error(
+        "column {column:?} of table {table:?} does not exist in PostgreSQL{hint}; add it, or drop it \
+         from the SQLite table before a --data-only export"
+    )]
+    MissingColumn {
+        table: String,
+        column: String,
+        /// e.g. ` (it has "createdat": names differ in case)`.
+        hint: String,
+    },
+    #[error(
+        "PostgreSQL column {table}.{column} is NOT NULL without a default and the SQLite table \
+         has no such column"
+    )]
+    RequiredColumn { table: String, column: String },
+    #[error(
+        "PostgreSQL column {table}.{column} has type {pg_type}, which litevault cannot write; \
+         supported: boolean, smallint, integer, bigint, real, double precision, numeric, text, \
+         varchar, bytea, date, time, timestamp, timestamptz, json, jsonb, uuid"
+    )]
+    UnsupportedType {
+        table: String,
+        column: String,
+        pg_type: String,
+    },
+    #[error("cannot connect to {url}: {source}")]
+    Connect { url: String, source: ConnectError },
+    #[error("--type {key}: {reason}")]
+    BadOverride { key: String, reason: String },
+    #[error("cannot write the bad-row report {path}: {source}")]
+    Report {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("reading back table {table:?}: {source}")]
+    CopyFormat {
+        table: String,
+        source: CopyFormatError,
+    },
+    #[error("export worker failed: {0}")]
+    Worker(String),
+}
+
+fn pg(doing: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> ExportError {
+    let doing = doing.into();
+    move |source| ExportError::Postgres { doing, source }
+}
+
+/// Whether the export creates the schema or loads into an existing one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportMode {
+    /// Create tables, constraints, indexes, sequences, views.
+    Full,
+    /// Load into existing tables (matched by column name); no DDL.
+    DataOnly,
+}
+
+/// What to do with a table that already exists in PostgreSQL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IfExists {
+    /// Load into it only if it is empty.
+    Refuse,
+    /// `DROP TABLE ... CASCADE` and create it again.
+    Drop,
+    /// `TRUNCATE ... CASCADE` and load into it.
+    Truncate,
+}
+
+/// What to do with a value PostgreSQL cannot hold as it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OnBadRow {
+    /// Stop, naming table, row, column and value.
+    Stop,
+    /// Skip the row, write it as a JSON line to the file, count it.
+    Report(PathBuf),
+}
+
+/// Export settings.
+#[derive(Clone, Debug)]
+pub struct ExportOptions {
+    pub mode: ExportMode,
+    pub if_exists: IfExists,
+    /// Tables loaded at once, one connection each.
+    pub jobs: usize,
+    pub on_bad_row: OnBadRow,
+    /// Column types set by the user: (table, column) -> type.
+    pub types: BTreeMap<(String, String), PgType>,
+    /// Target PostgreSQL schema.
+    pub schema: String,
+    /// Where to report the rows copied (nowhere by default).
+    pub progress: crate::progress::ProgressSink,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        ExportOptions {
+            mode: ExportMode::Full,
+            if_exists: IfExists::Refuse,
+            jobs: 2,
+            on_bad_row: OnBadRow::Stop,
+            types: BTreeMap::new(),
+            schema: "public".into(),
+            progress: crate::progress::ProgressSink::none(),
+        }
+    }
+}
+
+/// Parses `table.column=TYPE` (the column is after the last dot).
+pub fn parse_type_override(s: &str) -> Result<((String, String), PgType), ExportError> {
+    let bad = |reason: &str| ExportError::BadOverride {
+        key: s.to_string(),
+        reason: reason.to_string(),
+    };
+    let (key, ty) = s
+        .split_once('=')
+        .ok_or_else(|| bad("write table.column=TYPE, e.g. users.created=timestamptz"))?;
+    let (t, c) = key
+        .trim()
+        .rsplit_once('.')
+        .ok_or_else(|| bad("write table.column=TYPE, e.g. users.created=timestamptz"))?;
+    let ty = PgType::parse(ty).ok_or_else(|| {
+        bad("unknown type; use one of boolean, smallint, integer, bigint, real, double precision, numeric(p,s), text, varchar(n), bytea, date, time, timestamp, timestamptz, json, jsonb, uuid")
+    })?;
+    Ok(((t.trim().to_string(), c.trim().to_string()), ty))
+}
+
+/// Reads a types file: one `table.column = TYPE` per line, `#` comments.
+pub fn read_types_file(path: &Path) -> Result<BTreeMap<(String, String), PgType>, ExportError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ExportError::BadOverride {
+        key: path.display().to_string(),
+        reason: format!("cannot read the file: {e}"),
+    })?;
+    let mut out = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let (k, t) = parse_type_override(line).map_err(|e| ExportError::BadOverride {
+            key: format!("{}:{}", path.display(), n + 1),
+            reason: e.to_string(),
+        })?;
+        out.insert(k, t);
+    }
+    Ok(out)
+}
+
+fn open_ro(path: &Path) -> Result<rusqlite::Connection, ExportError> {
+    let c = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|source| ExportError::Sqlite {
+        path: path.into(),
+        source,
+    })?;
+    let _ = c.busy_timeout(std::time::Duration::from_secs(30));
+    Ok(c)
+}
+
+/// One table's result.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TableReport {
+    pub table: String,
+    /// Rows read from SQLite.
+    pub source_rows: u64,
+    /// Rows skipped with `--on-bad-row report=...`.
+    pub rejected: u64,
+    /// Count and checksum of the rows sent (source side).
+    pub sqlite: TableChecksum,
+    /// Count and checksum read back from PostgreSQL.
+    pub postgres: TableChecksum,
+    /// Both sides agree.
+    pub verified: bool,
+    /// Created by this export (vs loaded into an existing table).
+    pub created: bool,
+}
+
+/// What an export did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ExportReport {
+    pub orm: String,
+    pub tables: Vec<TableReport>,
+    /// Type decisions and other notes.
+    pub notes: Vec<String>,
+    /// Schema objects not carried over (untranslatable, or rejected by PostgreSQL).
+    pub problems: Vec<Problem>,
+    /// Constraints and indexes PostgreSQL refused (a subset of `problems`):
+    /// the export exits non-zero when there are any.
+    pub failed_constraints: usize,
+    pub rejected_rows: u64,
+    pub millis: u64,
+}
+
+impl ExportReport {
+    /// Every table verified and no constraint refused.
+    pub fn ok(&self) -> bool {
+        self.tables.iter().all(|t| t.verified) && self.failed_constraints == 0
+    }
+}
+
+/// Why a connection could not be made.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Tls(#[from] super::tls::TlsSetupError),
+    #[error("{}", pg_message(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+}
+
+/// Connects (TLS per `sslmode`, see [`super::tls`]), spawning the
+/// connection's driver.
+pub async fn connect(url: &str) -> Result<Client, ConnectError> {
+    let (conn_str, tls) = super::tls::prepare(url)?;
+    let (client, conn) = tokio_postgres::connect(&conn_str, tls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("PostgreSQL connection ended: {e}");
+        }
+    });
+    Ok(client)
+}
+
+/// Exports a SQLite database to PostgreSQL.
+pub async fn export(
+    path: &Path,
+    url: &str,
+    opts: &ExportOptions,
+) -> Result<ExportReport, ExportError> {
+    let started = Instant::now();
+    let path_owned = path.to_path_buf();
+    let opts_c = opts.clone();
+    let mut plan = tokio::task::spawn_blocking(move || plan(&path_owned, &opts_c))
+        .await
+        .map_err(|e| ExportError::Worker(e.to_string()))??;
+    tracing::debug!("planned in {} ms", started.elapsed().as_millis());
+    let client = connect(url).await.map_err(|source| ExportError::Connect {
+        url: redact(url),
+        source,
+    })?;
+    let schema = &opts.schema;
+    let mut report = ExportReport {
+        orm: plan.source.orm.to_string(),
+        ..Default::default()
+    };
+    for p in &plan.tables {
+        for (c, m) in p.table.columns.iter().zip(&p.columns) {
+            for n in &m.notes {
+                report
+                    .notes
+                    .push(format!("{}.{}: {n}", quote(&p.table.name), quote(&c.name)));
+            }
+        }
+    }
+    if opts.mode == ExportMode::Full {
+        let has_schema = client
+            .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[schema])
+            .await
+            .map_err(pg("looking up the schema"))?
+            .is_some();
+        if !has_schema {
+            client
+                .batch_execute(&format!("CREATE SCHEMA {}", quote(schema)))
+                .await
+                .map_err(pg(format!("creating schema {schema:?}")))?;
+        }
+        // Views name tables without a schema.
+        client
+            .batch_execute(&format!("SET search_path TO {}", quote(schema)))
+            .await
+            .map_err(pg("setting search_path"))?;
+    }
+    let existing: BTreeSet<String> = client
+        .query(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')",
+            &[schema],
+        )
+        .await
+        .map_err(pg("listing existing tables"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+
+    // Decide, per table, create or load into the existing one; check
+    // everything before the first row is written.
+    let mut created = vec![false; plan.tables.len()];
+    for (i, p) in plan.tables.iter_mut().enumerate() {
+        let name = p.table.name.clone();
+        let qt = qualified(schema, &name);
+        let exists = existing.contains(&name);
+        if opts.mode == ExportMode::DataOnly && !exists {
+            return Err(ExportError::MissingTable { table: name });
+        }
+        if exists && opts.mode == ExportMode::Full && opts.if_exists == IfExists::Drop {
+            continue;
+        }
+        if exists {
+            if opts.if_exists != IfExists::Truncate {
+                let n: i64 = client
+                    .query_one(
+                        &format!("SELECT count(*) FROM (SELECT 1 FROM {qt} LIMIT 1) x"),
+                        &[],
+                    )
+                    .await
+                    .map_err(pg(format!("counting rows of {name:?}")))?
+                    .get(0);
+                if n > 0 {
+                    return Err(ExportError::TableNotEmpty { table: name });
+                }
+            }
+            retarget(&client, path, schema, p).await?;
+        } else {
+            created[i] = true;
+        }
+    }
+    // DDL: drop, truncate, create (one transaction).
+    let mut ddl_sql = String::from("BEGIN;\n");
+    for (i, p) in plan.tables.iter().enumerate() {
+        let qt = qualified(schema, &p.table.name);
+        let exists = existing.contains(&p.table.name);
+        if exists && opts.mode == ExportMode::Full && opts.if_exists == IfExists::Drop {
+            ddl_sql.push_str(&format!("DROP TABLE {qt} CASCADE;\n"));
+            created[i] = true;
+        } else if exists && opts.if_exists == IfExists::Truncate {
+            ddl_sql.push_str(&format!("TRUNCATE {qt} CASCADE;\n"));
+        }
+        if created[i] {
+            ddl_sql.push_str(&ddl::create_table(schema, p));
+            ddl_sql.push_str(";\n");
+        }
+    }
+    ddl_sql.push_str("COMMIT;");
+    client
+        .batch_execute(&ddl_sql)
+        .await
+        .map_err(pg("creating the tables"))?;
+    let all = plan.tables.clone();
+    for (i, p) in plan.tables.iter().enumerate() {
+        if created[i] {
+            for d in ddl::defaults(schema, p, &all) {
+                run_or_report(&client, d, &mut report, false).await;
+            }
+        }
+    }
+
+    // Load, `jobs` tables at once, largest first.
+    let bad_rows = match &opts.on_bad_row {
+        OnBadRow::Stop => None,
+        OnBadRow::Report(f) => Some(Arc::new(BadRowFile::create(f)?)),
+    };
+    let total_rows = if opts.progress.is_on() {
+        let conn = open_ro(path)?;
+        let mut n = 0u64;
+        for p in &plan.tables {
+            n += conn
+                .query_row(
+                    &format!("SELECT count(*) FROM {}", quote(&p.table.name)),
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap_or(0) as u64;
+        }
+        Some(n)
+    } else {
+        None
+    };
+    let bar = opts.progress.clone();
+    bar.start(crate::progress::Unit::Rows, total_rows);
+    let _finish = bar.finish_on_drop();
+    let order: VecDeque<usize> = {
+        let sizes = table_sizes(path, &plan.tables);
+        let mut v: Vec<usize> = (0..plan.tables.len()).collect();
+        v.sort_by_key(|&i| std::cmp::Reverse(sizes.get(i).copied().unwrap_or(0)));
+        v.into()
+    };
+    // Tables still to load; a pop cannot be cut short, so the queue stays
+    // valid after a worker's panic.
+    let queue = Arc::new(Mutex::new(order));
+    let plans = Arc::new(plan.tables.clone());
+    let created = Arc::new(created);
+    let cancel = Arc::new(AtomicBool::new(false));
+    let mut workers = vec![];
+    for _ in 0..opts.jobs.max(1).min(plan.tables.len().max(1)) {
+        let (queue, plans, created, cancel) = (
+            queue.clone(),
+            plans.clone(),
+            created.clone(),
+            cancel.clone(),
+        );
+        let (url, schema, path) = (url.to_string(), schema.clone(), path.to_path_buf());
+        let (bad_rows, bar) = (bad_rows.clone(), bar.clone());
+        workers.push(tokio::spawn(async move {
+            let client = connect(&url).await.map_err(|source| ExportError::Connect {
+                url: redact(&url),
+                source,
+            })?;
+            let mut done = vec![];
+            loop {
+                if cancel.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Some(i) = lock_or_recover(&queue).pop_front() else {
+                    break;
+                };
+                let r = load_and_verify(
+                    &client,
+                    &path,
+                    &schema,
+                    &plans,
+                    i,
+                    created[i],
+                    bad_rows.clone(),
+                    bar.clone(),
+                )
+                .await;
+                match r {
+                    Ok(r) => done.push((i, r)),
+                    Err(e) => {
+                        cancel.store(true, Ordering::Relaxed);
+                        return Err(e);
+                    }
+                }
+            }
+            Ok::<_, ExportError>(done)
+        }));
+    }
+    let mut results: Vec<(usize, TableOutcome)> = vec![];
+    let mut first_err = None;
+    for w in workers {
+        match w.await {
+            Ok(Ok(done)) => results.extend(done),
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(e) => {
+                first_err.get_or_insert(ExportError::Worker(e.to_string()));
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    results.sort_by_key(|(i, _)| *i);
+    for (_, (t, problems, notes, failed)) in results {
+        report.rejected_rows += t.rejected;
+        report.tables.push(t);
+        report.problems.extend(problems);
+        report.notes.extend(notes);
+        report.failed_constraints += failed;
+    }
+    if let Some(b) = &bad_rows {
+        b.flush()?;
+    }
+
+    // Foreign keys once every table is loaded; then views and triggers.
+    let t3 = Instant::now();
+    if opts.mode == ExportMode::Full {
+        for (i, p) in plan.tables.iter().enumerate() {
+            if !created[i] {
+                continue;
+            }
+            for fk in ddl::foreign_keys(schema, p, &all) {
+                run_or_report(&client, fk, &mut report, true).await;
+            }
+        }
+        for v in &plan.source.views {
+            let st = ddl::view(schema, v, &all);
+            run_or_report(&client, st, &mut report, false).await;
+        }
+        // After the load: COPY would have fired them.
+        for t in &plan.source.triggers {
+            let st = ddl::trigger(schema, t, &all);
+            run_or_report(&client, st, &mut report, false).await;
+        }
+        for t in &plan.source.virtual_tables {
+            report.problems.push(Problem {
+                object: format!("virtual table {}", quote(&t.name)),
+                sqlite_sql: t.sql.clone(),
+                reason: "virtual tables (FTS, R*Tree...) have no PostgreSQL equivalent".into(),
+            });
+        }
+    }
+    tracing::debug!(
+        "foreign keys, views, triggers in {} ms",
+        t3.elapsed().as_millis()
+    );
+    report.millis = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// Runs a statement in its own transaction; a failure becomes a problem in
+/// the report (with the PostgreSQL error), never a silent drop.
+async fn run_or_report(
+    client: &Client,
+    st: Result<Stmt, Problem>,
+    report: &mut ExportReport,
+    constraint: bool,
+) {
+    match st {
+        Ok(st) => {
+            if let Err(e) = client.batch_execute(&st.sql).await {
+                if constraint {
+                    report.failed_constraints += 1;
+                }
+                report.problems.push(Problem {
+                    object: st.what,
+                    sqlite_sql: st.sql,
+                    reason: format!("PostgreSQL refused it: {}", pg_message(&e)),
+                });
+            }
+        }
+        Err(p) => report.problems.push(p),
+    }
+}
+
+/// The server's message of an error, or the error itself.
+pub fn pg_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => match d.detail() {
+            Some(detail) => format!("{} ({detail})", d.message()),
+            None => d.message().to_string(),
+        },
+        None => e.to_string(),
+    }
+}
