@@ -195,6 +195,39 @@ fn bad_input_gets_a_clear_error() {
     );
 }
 
+/// A short command whose output pipe closes early (`litevault ltx URL |
+/// head`) ends quietly by SIGPIPE, as Unix tools do: no panic message.
+#[test]
+fn a_closed_output_pipe_ends_a_short_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = file_url(&dir.path().join("replica"));
+    let c = create_db(&db, 4096);
+    c.execute_batch("CREATE TABLE t(v); INSERT INTO t VALUES (1);")
+        .unwrap();
+    let o = run(&["replicate", "--once", db.to_str().unwrap(), &url]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The read end closes before the child writes anything.
+    let mut child = litevault(&[])
+        .args(["ltx", &url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let e = stderr(&o);
+    assert!(!e.contains("panicked"), "{e}");
+    assert_eq!(
+        o.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}: {e}",
+        o.status
+    );
+}
+
 /// Every duration flag reads the config file's grammar (Go's: `500ms`,
 /// `1h30m`): a bare number is refused with the same hint everywhere, and a
 /// value with a unit is accepted everywhere.
