@@ -203,6 +203,16 @@ mod tests {
         clean_leftovers(d.path());
         assert!(run.exists());
         drop(held);
+        // A process another test thread forks at this moment holds a copy
+        // of the descriptor until it execs: wait until the lock is free.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while lock_run_dir(&run).unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the lock was never freed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         // Once free, the folder is a leftover and goes.
         clean_leftovers(d.path());
         assert!(!run.exists());
