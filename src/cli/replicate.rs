@@ -8,8 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::watch;
 
-use litevault::config::{self, Config, LoadOptions, units::parse_duration};
+use litevault::config::{self, Config, LoadOptions};
 use litevault::server::{self, Server, ServerOptions, ServerState};
+use litevault::units::parse_duration;
 use litevault::{ReplicateOptions, Replicator, replica::Replica};
 
 #[derive(clap::Args, Debug)]

@@ -535,7 +535,7 @@ fn dir_sources_and_sync_intervals_match_litestream_replicate() {
             let r = &d.replicas[0];
             (
                 r.location.path.clone(),
-                litevault::config::units::format_duration(r.sync_interval),
+                litevault::units::format_duration(r.sync_interval),
             )
         })
         .collect();

@@ -375,7 +375,7 @@ async fn replicate_under_faults(
     );
     let files = clean.list_all().await.unwrap();
     let refs: Vec<_> = files.iter().collect();
-    let mut points: Vec<u64> = litevault::replicate::retention::reachable(&refs)
+    let mut points: Vec<u64> = litevault::chain::reachable(&refs)
         .into_iter()
         .filter(|t| *t > 0)
         .collect();

@@ -331,9 +331,9 @@ fn litestream_restores_a_compacted_replica() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicI64, Ordering};
 
+    use litevault::chain::plan_chain;
     use litevault::ltx::Txid;
     use litevault::replicate::{Clock, RetentionOptions};
-    use litevault::restore::plan::plan_chain;
 
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("app.db");

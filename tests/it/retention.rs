@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use crate::support::*;
 use chrono::{DateTime, Utc};
+use litevault::chain::plan_chain;
 use litevault::ltx::Txid;
 use litevault::replicate::{Clock, RetentionOptions};
-use litevault::restore::{RestoreOptions, RestoreTarget, plan::plan_chain, restore};
+use litevault::restore::{RestoreOptions, RestoreTarget, restore};
 use litevault::{Replica, ReplicateOptions, Replicator};
 use proptest::prelude::*;
 
@@ -373,7 +374,7 @@ fn a_fast_sync_interval_keeps_an_unbroken_chain() {
         );
         let max = files.iter().map(|f| f.max_txid).max().unwrap();
         assert_eq!(
-            litevault::restore::plan::first_gap(&files, Txid(0), max),
+            litevault::chain::first_gap(&files, Txid(0), max),
             None,
             "every TXID is on the chain"
         );

@@ -21,7 +21,7 @@ use crate::replica::LtxFileInfo;
 /// ```
 /// use litevault::ltx::Txid;
 /// use litevault::replica::LtxFileInfo;
-/// use litevault::restore::plan::plan_chain;
+/// use litevault::chain::plan_chain;
 /// let f = |level, min, max, size| LtxFileInfo {
 ///     level, min_txid: Txid(min), max_txid: Txid(max), size, created: Default::default(),
 /// };
@@ -160,7 +160,7 @@ pub fn restore_points(files: &[LtxFileInfo]) -> Vec<&LtxFileInfo> {
 ///
 /// ```
 /// use litevault::ltx::Txid;
-/// use litevault::restore::plan::point_at_time;
+/// use litevault::chain::point_at_time;
 /// // The clock stepped back between TXIDs 2 and 3.
 /// let points = [(Txid(1), 1000), (Txid(2), 3000), (Txid(3), 2000), (Txid(4), 4000)];
 /// assert_eq!(point_at_time(&points, 999), None);

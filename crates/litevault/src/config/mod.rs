@@ -51,13 +51,13 @@
 //! `--config FILE`, else `$LITEVAULT_CONFIG`, else `./litevault.yml`, else
 //! `/etc/litevault.yml` ([`locate`]).
 
-pub use crate::defaults;
+use crate::defaults;
 pub mod env;
 pub mod glob;
 mod model;
 pub mod raw;
 mod resolve;
-pub use crate::units;
+use crate::units;
 
 use std::path::{Path, PathBuf};
 

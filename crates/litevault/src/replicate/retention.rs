@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-pub use crate::chain::reachable;
+use crate::chain::reachable;
 use crate::ltx::Txid;
 use crate::replica::{LtxFileInfo, SNAPSHOT_LEVEL};
 

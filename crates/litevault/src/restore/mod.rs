@@ -28,8 +28,7 @@ pub mod dbpage;
 #[cfg(feature = "dbpage")]
 pub mod follow;
 pub mod merge;
-/// Chain planning lives in [`crate::chain`], which retention uses too.
-pub use crate::chain as plan;
+use crate::chain;
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -57,7 +56,7 @@ pub enum RestoreTarget {
     /// The latest state committed at or before this time, by the LTX
     /// header timestamps: the newest restore point such that it and every
     /// earlier one were committed at or before the time (see
-    /// [`plan::point_at_time`]; monotonic even when a clock step made the
+    /// [`chain::point_at_time`]; monotonic even when a clock step made the
     /// timestamps go backwards).
     Timestamp(DateTime<Utc>),
 }
@@ -273,7 +272,7 @@ pub(crate) fn usable_files(
     replica: &Replica,
     files: Vec<LtxFileInfo>,
 ) -> (Vec<LtxFileInfo>, Vec<String>) {
-    let (valid, invalid) = plan::split_valid(files);
+    let (valid, invalid) = chain::split_valid(files);
     let ignored: Vec<String> = invalid
         .iter()
         .map(|(f, why)| format!("{f} ({why})"))
@@ -341,10 +340,10 @@ pub async fn plan_restore(
                     )
                 })?,
         };
-    match plan::plan_chain(files, Txid(0), to) {
+    match chain::plan_chain(files, Txid(0), to) {
         Some(chain) if !chain.is_empty() => Ok(chain),
         _ => {
-            let reason = match plan::first_gap(files, Txid(0), to) {
+            let reason = match chain::first_gap(files, Txid(0), to) {
                 Some(gap) => format!(
                     "no file covers TXID {gap}: the file holding it is missing, so no chain of files reaches {to}"
                 ),
@@ -364,7 +363,7 @@ fn describe(target: RestoreTarget) -> String {
     }
 }
 
-/// The state at a time, by the rule of [`plan::point_at_time`]: restore
+/// The state at a time, by the rule of [`chain::point_at_time`]: restore
 /// points are read in TXID order (their headers' timestamps, a few at once)
 /// until the first one committed after `ts`.
 async fn resolve_timestamp(
@@ -374,7 +373,7 @@ async fn resolve_timestamp(
 ) -> Result<Option<Txid>, RestoreError> {
     const AT_ONCE: usize = 8;
     let target = ts.timestamp_millis();
-    let points = plan::restore_points(files);
+    let points = chain::restore_points(files);
     let mut seen: Vec<(Txid, i64)> = Vec::new();
     for batch in points.chunks(AT_ONCE) {
         let read = futures::future::try_join_all(batch.iter().map(|f| async move {
@@ -389,7 +388,7 @@ async fn resolve_timestamp(
             break;
         }
     }
-    Ok(plan::point_at_time(&seen, target))
+    Ok(chain::point_at_time(&seen, target))
 }
 
 /// A replica file, fetched for the merge.
