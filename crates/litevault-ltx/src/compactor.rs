@@ -2,12 +2,13 @@
 //! or builds a snapshot.
 //!
 //! The inputs are streamed: pages inside a file are sorted by page number (Go's encoder
-//! enforces it and the [`Decoder`] checks it), so a k-way merge needs one page buffer per
-//! input and nothing else.
+//! enforces it and the [`Decoder`] checks it), so the k-way merge ([`merge_pages`], the one
+//! restore and follow use too) needs one page buffer per input and nothing else.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::io::{Read, Write};
+use std::ops::ControlFlow;
+
+use crate::merge::{Coverage, merge_pages};
 
 use super::{
     CHECKSUM_FLAG, Checksum, Decoder, Encoder, Header, LtxError, Trailer, Txid, VERSION,
@@ -34,16 +35,15 @@ pub struct CompactOptions {
     pub litestream_compat: bool,
 }
 
-struct Slot<R: Read> {
-    dec: Decoder<R>,
-    buf: Vec<u8>,
-}
-
 /// Merges `inputs` (oldest first, each starting right after the previous one ends) into
 /// one file written to `out`, and returns the writer and the trailer.
 ///
-/// The newest version of each page wins; pages above the newest input's `commit` are
-/// dropped. The output header takes the page size and min TXID and pre-apply checksum of
+/// Pages merge by the rule of [`crate::merge`]: the newest version of each page wins, and a
+/// page written before a later input truncated the database below it is dropped. The
+/// output must then hold every page above the smallest size an input committed (every
+/// page, for a snapshot), up to the newest input's size, or the inputs are refused with
+/// [`LtxError::PageNeverWritten`]: a compacted file cannot say that the database was
+/// truncated in between, so restoring it would differ from restoring the inputs. The output header takes the page size and min TXID and pre-apply checksum of
 /// the oldest input, the max TXID and commit of the newest, and the timestamp from
 /// `opts` or the newest input; WAL fields and node ID are zero. Every input is fully
 /// verified (file checksums) before the output is finished.
@@ -135,56 +135,48 @@ pub fn compact<R: Read, W: Write>(
     let mut enc = Encoder::new(out, header)?;
     let lock = header.lock_pgno();
 
-    let mut slots: Vec<Slot<R>> = inputs
-        .into_iter()
-        .map(|dec| Slot {
-            dec,
-            buf: Vec::new(),
-        })
-        .collect();
-
-    // Min-heap of (pgno, input index) for the page each input holds now.
-    let mut heap = BinaryHeap::with_capacity(slots.len());
-    for (i, slot) in slots.iter_mut().enumerate() {
-        if let Some(pgno) = slot.dec.next_page(&mut slot.buf)? {
-            heap.push(Reverse((pgno, i)));
-        }
-    }
+    let files = format!("TXIDs {}-{}", first.min_txid, last.max_txid);
+    let min_commits: Vec<u32> = inputs.iter().map(|d| d.header().commit).collect();
+    // Pages at or below the smallest size may come from the state the output applies
+    // to; a snapshot applies to nothing.
+    let floor = min_commits.iter().copied().min().unwrap_or(0);
+    let mut cover = Coverage::new(
+        if snapshot { 0 } else { floor },
+        header.commit,
+        header.page_size,
+    );
+    let mut inputs = inputs;
     let mut db_sum = 0u64;
-    let mut same = Vec::with_capacity(slots.len());
-    while let Some(Reverse((pgno, i))) = heap.pop() {
-        same.clear();
-        same.push(i);
-        while let Some(&Reverse((p, j))) = heap.peek() {
-            if p != pgno {
-                break;
-            }
-            heap.pop();
-            same.push(j);
+    let mut missing = None;
+    merge_pages(&mut inputs, &min_commits, |pgno, _, data| {
+        if pgno > header.commit || pgno == lock {
+            return Ok::<_, LtxError>(ControlFlow::Continue(()));
         }
-        // The newest input (highest index) holding this page wins.
-        let newest = same.iter().copied().max().unwrap_or(i);
-        if pgno <= header.commit && pgno != lock {
-            let data = &slots[newest].buf;
-            enc.encode_page(pgno, data)?;
-            if snapshot {
-                db_sum ^= page_checksum(pgno, data).0;
-            }
+        if let Err(p) = cover.accept(pgno) {
+            missing = Some(p);
+            return Ok(ControlFlow::Break(()));
         }
-        for &j in &same {
-            let slot = &mut slots[j];
-            if let Some(next) = slot.dec.next_page(&mut slot.buf)? {
-                heap.push(Reverse((next, j)));
-            }
+        enc.encode_page(pgno, data)?;
+        if snapshot {
+            db_sum ^= page_checksum(pgno, data).0;
         }
-    }
+        Ok(ControlFlow::Continue(()))
+    })?;
 
     // Verify every input to its end; keep the trailers to chain the checksums.
-    let mut trailers = Vec::with_capacity(slots.len());
-    let mut headers = Vec::with_capacity(slots.len());
-    for slot in slots {
-        headers.push(*slot.dec.header());
-        trailers.push(slot.dec.finish()?);
+    let mut trailers = Vec::with_capacity(inputs.len());
+    let mut headers = Vec::with_capacity(inputs.len());
+    for dec in inputs {
+        headers.push(*dec.header());
+        trailers.push(dec.finish()?);
+    }
+    if let Some(pgno) = missing.or_else(|| cover.finish().err()) {
+        return Err(LtxError::PageNeverWritten {
+            files,
+            pgno,
+            floor,
+            commit: header.commit,
+        });
     }
     for k in 1..headers.len() {
         let (a, b) = (&headers[k - 1], &headers[k]);
@@ -517,6 +509,50 @@ mod tests {
     }
 
     #[test]
+    fn shrink_then_grow_needs_the_grown_pages_written_again() {
+        // 5 pages, truncated to 3, grown to 5 again writing page 5 only: page 4 would
+        // be the stale copy from before the truncation. Refused, naming the page.
+        let c = chain(&[
+            (5, vec![pg(1, 1), pg(2, 2), pg(3, 3), pg(4, 4), pg(5, 5)]),
+            (3, vec![pg(2, 20)]),
+            (5, vec![pg(5, 50)]),
+        ]);
+        let err = compact(decoders(&c.files), Vec::new(), CompactOptions::default()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LtxError::PageNeverWritten {
+                    pgno: 4,
+                    floor: 3,
+                    commit: 5,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = compact(
+            decoders(&c.files[1..]),
+            Vec::new(),
+            CompactOptions::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, LtxError::PageNeverWritten { pgno: 4, .. }));
+        // As SQLite writes it (every page of the growth), the stale page is replaced
+        // and the truncated-away page 4 of the first file never comes back.
+        let c = chain(&[
+            (5, vec![pg(1, 1), pg(2, 2), pg(3, 3), pg(4, 4), pg(5, 5)]),
+            (3, vec![pg(2, 20)]),
+            (5, vec![pg(4, 40), pg(5, 50)]),
+        ]);
+        let (out, _) = compact(decoders(&c.files), Vec::new(), CompactOptions::default()).unwrap();
+        let (_, pages, _) = decode_all(&out).unwrap();
+        assert_eq!(
+            pages,
+            vec![pg(1, 1), pg(2, 20), pg(3, 3), pg(4, 40), pg(5, 50)]
+        );
+    }
+
+    #[test]
     fn inputs_are_streamed() {
         // Readers that return a few bytes per call: nothing needs the whole file at once.
         let c = simple_chain();
@@ -573,14 +609,14 @@ mod tests {
             let (out, t) = compact(decoders(&c.files[a..=b]), Vec::new(), CompactOptions::default()).unwrap();
             let (h, pages, _) = decode_all(&out).unwrap();
 
-            // Model: newest version of each page in the range, within the final commit.
+            // Model: applying the range's transactions one after the other, from
+            // nothing: each truncation drops the pages above it.
             let commit = txns[b].0;
             let mut want = BTreeMap::new();
-            for (_, ps) in &txns[a..=b] {
+            for (size, ps) in &txns[a..=b] {
+                want.retain(|p, _| p <= size);
                 for (p, d) in ps {
-                    if *p <= commit {
-                        want.insert(*p, d.clone());
-                    }
+                    want.insert(*p, d.clone());
                 }
             }
             prop_assert_eq!(pages.clone(), want.into_iter().collect::<Vec<_>>());

@@ -162,6 +162,24 @@ pub enum LtxError {
         commit: u32,
     },
 
+    /// Compaction inputs leave a page of the merged database unwritten: a
+    /// later input committed a smaller database and no input after it
+    /// writes the page again, though the newest input's size includes it
+    /// (or a snapshot's inputs never write it at all).
+    #[error(
+        "compacting {files}: page {pgno} of the {commit}-page database is written by no input that could set it (the smallest size an input committed is {floor} pages, and a compacted file cannot say the database was truncated in between); the inputs do not form a history SQLite wrote (a damaged or forged file), so they cannot be compacted"
+    )]
+    PageNeverWritten {
+        /// The TXID range of the inputs.
+        files: String,
+        /// The first page never written.
+        pgno: u32,
+        /// The smallest size an input committed.
+        floor: u32,
+        /// The newest input's size.
+        commit: u32,
+    },
+
     /// [`compact`](super::compact) was given no inputs.
     #[error("compaction needs at least one input file")]
     NoInputs,

@@ -14,7 +14,8 @@
 //! | [`checksum`] | CRC-64 page checksums and the rolling database checksum [`DbChecksum`] |
 //! | [`encoder`] | [`Encoder`]: writes the current format (ltx v0.5.2) |
 //! | [`decoder`] | [`Decoder`]: reads the current format and the older encodings |
-//! | [`compactor`] | [`compact`]: merges contiguous files into one |
+//! | [`merge`] | the one page merge (newest page wins, truncation drops older pages) and [`merge::Coverage`] |
+//! | [`compactor`] | [`compact`]: merges contiguous files into one, through [`merge`] |
 //! | [`wal`] | SQLite `-wal` files: header, frames, the checksum chain, the last commit |
 //!
 //! # Example
@@ -74,6 +75,7 @@ mod error;
 pub mod header;
 mod input;
 mod lz4frame;
+pub mod merge;
 mod varint;
 pub mod wal;
 

@@ -1,8 +1,9 @@
 //! The merge of a chain's pages, with bounded open files, memory and disk.
 //!
 //! A chain is merged in one k-way pass over its files' page streams (pages
-//! inside an LTX file are sorted): the newest version of each page wins, and
-//! a page above the size a later file committed is dropped. At most
+//! inside an LTX file are sorted), by the one page merge the compactor uses
+//! too ([`ltx::merge`]): the newest version of each page wins, and a page
+//! above the size a later file committed is dropped. At most
 //! [`MERGE_FAN_IN`] replica files are open at once: a longer chain is merged
 //! group by group, each group into a *run* (its surviving pages, in order,
 //! LZ4-compressed, in the staging folder), and the runs are merged last
@@ -13,8 +14,6 @@
 //! writes every page up to the size its last file claims, so nothing is
 //! allocated or written for pages that a header claims and no file holds.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::ops::ControlFlow;
@@ -23,8 +22,11 @@ use std::path::{Path, PathBuf};
 use lz4_flex::block::{compress_into, decompress_into, get_maximum_output_size};
 
 use super::{Fetched, RestoreError, bad_file, io_err};
+use crate::ltx::merge::{PageStream, merge_pages};
 use crate::ltx::{self, Header, Trailer};
 use crate::replica::LtxFileInfo;
+
+pub(crate) use crate::ltx::merge::Coverage;
 
 /// Replica files (or runs) open at once in one merge.
 pub(crate) const MERGE_FAN_IN: usize = 64;
@@ -65,21 +67,6 @@ impl Source {
         }
     }
 
-    /// The next page at or below `limit`, skipping the rest.
-    fn next_valid(
-        &mut self,
-        chain: &[LtxFileInfo],
-        buf: &mut Vec<u8>,
-        limit: u32,
-    ) -> Result<Option<u32>, RestoreError> {
-        while let Some(pgno) = self.next_page(chain, buf)? {
-            if pgno <= limit {
-                return Ok(Some(pgno));
-            }
-        }
-        Ok(None)
-    }
-
     /// The replica file behind this input, for error messages.
     fn file<'c>(&self, chain: &'c [LtxFileInfo]) -> Option<&'c LtxFileInfo> {
         match &self.pages {
@@ -89,10 +76,25 @@ impl Source {
     }
 }
 
-/// Merges `sources` (oldest first) in page order and hands each surviving
-/// page to `sink` once. A page of source `i` survives when no later source
-/// committed a smaller database (`min_commit`); among the sources holding a
-/// page, the newest wins. `sink` may stop the merge early.
+/// An input of a merge, with the chain its errors name.
+struct Bound<'a> {
+    source: &'a mut Source,
+    chain: &'a [LtxFileInfo],
+}
+
+impl PageStream for Bound<'_> {
+    type Error = RestoreError;
+
+    fn next_page(&mut self, buf: &mut Vec<u8>) -> Result<Option<u32>, RestoreError> {
+        self.source.next_page(self.chain, buf)
+    }
+}
+
+/// Merges `sources` (oldest first) in page order with [`merge_pages`] and
+/// hands each surviving page to `sink` once. A file's own commit bounds its
+/// pages already (the decoder refuses a page above it); a run's pages were
+/// filtered inside the run, and it carries the smallest size its files
+/// committed. `sink` may stop the merge early.
 fn merge_sources<E: From<RestoreError>>(
     chain: &[LtxFileInfo],
     sources: &mut [Source],
@@ -100,39 +102,16 @@ fn merge_sources<E: From<RestoreError>>(
     mut sink: impl FnMut(u32, &[u8]) -> Result<ControlFlow<()>, E>,
 ) -> Result<(), E> {
     let page_size = page_size as usize;
-    // limit[i]: the smallest size committed after source i. A file's own
-    // commit bounds its pages already (the decoder refuses a page above it);
-    // a run's pages were filtered inside the run.
-    let mut limit = vec![u32::MAX; sources.len()];
-    let mut m = u32::MAX;
-    for i in (0..sources.len()).rev() {
-        limit[i] = m;
-        m = m.min(sources[i].min_commit);
-    }
-    let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); sources.len()];
-    // A min-heap of (page number, input index) over the inputs' next pages.
-    let mut heap: BinaryHeap<Reverse<(u32, usize)>> = BinaryHeap::with_capacity(sources.len());
-    for (i, s) in sources.iter_mut().enumerate() {
-        if let Some(p) = s.next_valid(chain, &mut bufs[i], limit[i])? {
-            heap.push(Reverse((p, i)));
-        }
-    }
-    let mut holders: Vec<usize> = Vec::new();
-    while let Some(Reverse((pgno, first))) = heap.pop() {
-        holders.clear();
-        holders.push(first);
-        while let Some(Reverse((p, i))) = heap.peek().copied() {
-            if p != pgno {
-                break;
-            }
-            heap.pop();
-            holders.push(i);
-        }
-        // The newest input holding this page wins (`holders` is not empty).
-        let winner = holders.iter().copied().max().unwrap_or(first);
-        if bufs[winner].len() != page_size {
-            let reason = format!("page {pgno} has {} bytes", bufs[winner].len());
-            return Err(match sources[winner].file(chain) {
+    let min_commits: Vec<u32> = sources.iter().map(|s| s.min_commit).collect();
+    let files: Vec<Option<&LtxFileInfo>> = sources.iter().map(|s| s.file(chain)).collect();
+    let mut inputs: Vec<Bound<'_>> = sources
+        .iter_mut()
+        .map(|source| Bound { source, chain })
+        .collect();
+    merge_pages(&mut inputs, &min_commits, |pgno, winner, page| {
+        if page.len() != page_size {
+            let reason = format!("page {pgno} has {} bytes", page.len());
+            return Err(match files.get(winner).copied().flatten() {
                 Some(f) => bad_file(f)(ltx::LtxError::InvalidHeader { reason }),
                 None => RestoreError::Io {
                     path: PathBuf::new(),
@@ -141,76 +120,8 @@ fn merge_sources<E: From<RestoreError>>(
             }
             .into());
         }
-        if sink(pgno, &bufs[winner])?.is_break() {
-            return Ok(());
-        }
-        for &i in &holders {
-            if let Some(p) = sources[i].next_valid(chain, &mut bufs[i], limit[i])? {
-                heap.push(Reverse((p, i)));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Checks, as the merge emits pages in ascending order, that every page
-/// above `floor` up to `commit` (the lock page aside) is written: the pages
-/// at or below `floor` exist already (the state a batch applies to), the
-/// others must come from the chain.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Coverage {
-    floor: u32,
-    commit: u32,
-    lock: u32,
-    /// The next page that must come (u64: past `u32::MAX`).
-    next: u64,
-}
-
-impl Coverage {
-    pub(crate) fn new(floor: u32, commit: u32, page_size: u32) -> Coverage {
-        let lock = ltx::lock_pgno(page_size);
-        let mut c = Coverage {
-            floor,
-            commit,
-            lock,
-            next: u64::from(floor) + 1,
-        };
-        c.skip_lock();
-        c
-    }
-
-    fn skip_lock(&mut self) {
-        if self.next == u64::from(self.lock) {
-            self.next += 1;
-        }
-    }
-
-    /// Accepts the next page emitted; `Err` with the first page skipped.
-    pub(crate) fn accept(&mut self, pgno: u32) -> Result<(), u32> {
-        if pgno <= self.floor {
-            return Ok(());
-        }
-        if u64::from(pgno) != self.next {
-            return Err(self.first_missing());
-        }
-        self.next += 1;
-        self.skip_lock();
-        Ok(())
-    }
-
-    /// After the last page: `Err` with the first page never written.
-    pub(crate) fn finish(&self) -> Result<(), u32> {
-        if self.next <= u64::from(self.commit) {
-            return Err(self.first_missing());
-        }
-        Ok(())
-    }
-
-    fn first_missing(&self) -> u32 {
-        // `next` only passes u32::MAX after page u32::MAX was accepted, and
-        // then no page can be missing below it.
-        u32::try_from(self.next).unwrap_or(u32::MAX)
-    }
+        sink(pgno, page)
+    })
 }
 
 /// The chain's pages, ready to merge: every file's header, the trailers of
@@ -530,48 +441,5 @@ impl RunReader {
             return Err(bad(format!("page {pgno} has {got} bytes")));
         }
         Ok(Some(pgno))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn coverage_from_zero() {
-        let mut c = Coverage::new(0, 3, 4096);
-        assert_eq!(c.accept(1), Ok(()));
-        assert_eq!(c.accept(3), Err(2));
-        let mut c = Coverage::new(0, 3, 4096);
-        for p in 1..=3 {
-            c.accept(p).unwrap();
-        }
-        assert_eq!(c.finish(), Ok(()));
-        let c = Coverage::new(0, 0x7fff_ffff, 4096);
-        assert_eq!(c.finish(), Err(1));
-    }
-
-    #[test]
-    fn coverage_above_a_floor_and_the_lock_page() {
-        // Pages at or below the floor may come in any subset.
-        let mut c = Coverage::new(10, 12, 4096);
-        c.accept(2).unwrap();
-        c.accept(11).unwrap();
-        assert_eq!(c.finish(), Err(12));
-        c.accept(12).unwrap();
-        assert_eq!(c.finish(), Ok(()));
-        // The lock page is never written.
-        let lock = ltx::lock_pgno(65536);
-        let mut c = Coverage::new(lock - 2, lock + 1, 65536);
-        c.accept(lock - 1).unwrap();
-        c.accept(lock + 1).unwrap();
-        assert_eq!(c.finish(), Ok(()));
-        let mut c = Coverage::new(lock - 1, lock, 65536);
-        assert_eq!(c.finish(), Ok(()));
-        assert_eq!(c.accept(lock + 1), Ok(()));
-        // The last page number there is.
-        let mut c = Coverage::new(u32::MAX - 1, u32::MAX, 4096);
-        c.accept(u32::MAX).unwrap();
-        assert_eq!(c.finish(), Ok(()));
     }
 }

@@ -247,3 +247,169 @@ async fn a_download_cut_every_time_fails_after_every_attempt() {
     );
     assert!(!out.exists());
 }
+
+/// Compaction and restore merge pages by one rule: a window of a chain
+/// compacted into one file restores to what the parts restore to.
+mod compaction_then_restore {
+    use super::*;
+    use proptest::prelude::*;
+
+    const PS: u32 = 512;
+
+    /// One transaction: the size it commits and the pages it writes.
+    type Txn = (u32, Vec<u32>);
+
+    /// A page's content, unique to the transaction that wrote it.
+    fn data(txid: u64, pgno: u32) -> Vec<u8> {
+        let mut d = vec![(txid as u8) ^ (pgno as u8).rotate_left(3); PS as usize];
+        d[..8].copy_from_slice(&txid.to_be_bytes());
+        d[8..12].copy_from_slice(&pgno.to_be_bytes());
+        d
+    }
+
+    /// The chain's files (TXID `i + 1` for transaction `i`, checksums real)
+    /// and the database after the last one.
+    fn encode(txns: &[Txn]) -> (Vec<(Txid, Vec<u8>)>, Vec<u8>) {
+        let mut db: Vec<Vec<u8>> = Vec::new();
+        let mut sum = DbChecksum::new();
+        let mut files = Vec::new();
+        for (i, (commit, pages)) in txns.iter().enumerate() {
+            let txid = i as u64 + 1;
+            let header = ltx::Header {
+                page_size: PS,
+                commit: *commit,
+                min_txid: Txid(txid),
+                max_txid: Txid(txid),
+                timestamp_ms: 1_700_000_000_000 + txid as i64,
+                pre_apply_checksum: if txid == 1 { Checksum(0) } else { sum.value() },
+                ..ltx::Header::default()
+            };
+            db.resize(*commit as usize, vec![0; PS as usize]);
+            sum.truncate(*commit);
+            let mut enc = ltx::Encoder::new(Vec::new(), header).unwrap();
+            for &p in pages {
+                let d = data(txid, p);
+                enc.encode_page(p, &d).unwrap();
+                sum.apply_page(p, &d);
+                db[p as usize - 1] = d;
+            }
+            files.push((Txid(txid), enc.finish(sum.value()).unwrap().0));
+        }
+        (files, db.concat())
+    }
+
+    /// Restores the latest state of a replica holding `files` at level 0
+    /// (each `(min, max, bytes)`), merging `fan_in` files at a time: the
+    /// restore up to, not including, `integrity_check` (the pages here are
+    /// not a SQLite database). `Err` when the restore refuses the chain.
+    async fn restore_latest(
+        files: &[(Txid, Txid, Vec<u8>)],
+        fan_in: usize,
+    ) -> Result<Vec<u8>, String> {
+        let replica = Replica::open("memory:///p").unwrap();
+        for (min, max, bytes) in files {
+            replica
+                .write_file(0, *min, *max, bytes.clone().into(), Utc::now())
+                .await
+                .unwrap();
+        }
+        let listed = replica.list_all().await.unwrap();
+        let chain = plan_restore(&replica, &listed, RestoreTarget::Latest)
+            .await
+            .map_err(|e| e.to_string())?;
+        let dir = tempfile::tempdir().unwrap();
+        let prepared = prepare_with(
+            &replica,
+            &chain,
+            dir.path(),
+            4,
+            &crate::progress::ProgressSink::none(),
+            fan_in,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let out = dir.path().join("out.db");
+        merge_into(&chain, prepared, &out).map_err(|e| e.to_string())?;
+        Ok(std::fs::read(&out).unwrap())
+    }
+
+    /// Histories that shrink and grow. A faithful one writes every page a
+    /// growth adds, as SQLite does; an unfaithful one may skip some (only a
+    /// damaged or forged replica looks like that).
+    fn histories() -> impl Strategy<Value = (Vec<Txn>, bool)> {
+        (
+            1u32..20,
+            proptest::collection::vec(
+                (
+                    1u32..20,
+                    proptest::collection::btree_set(1u32..20, 0..5),
+                    proptest::collection::btree_set(1u32..20, 0..3),
+                ),
+                1..9,
+            ),
+            proptest::bool::weighted(0.2),
+        )
+            .prop_map(|(first, steps, unfaithful)| {
+                let mut txns = vec![(first, (1..=first).collect::<Vec<u32>>())];
+                let mut size = first;
+                for (commit, touched, skipped) in steps {
+                    let mut pages: std::collections::BTreeSet<u32> =
+                        touched.into_iter().filter(|&p| p <= commit).collect();
+                    pages.extend(size + 1..=commit);
+                    if unfaithful {
+                        pages.retain(|p| !skipped.contains(p));
+                    }
+                    txns.push((commit, pages.into_iter().collect()));
+                    size = commit;
+                }
+                (txns, unfaithful)
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        #[test]
+        fn compaction_then_restore_equals_restore_of_the_parts(
+            (txns, unfaithful) in histories(),
+            a in 0usize..9,
+            len in 1usize..9,
+            fan_in in prop::sample::select(vec![2usize, 3, 64]),
+        ) {
+            let (files, model) = encode(&txns);
+            let a = a % files.len();
+            let b = (a + len - 1).min(files.len() - 1);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let parts: Vec<(Txid, Txid, Vec<u8>)> =
+                files.iter().map(|(t, f)| (*t, *t, f.clone())).collect();
+            let from_parts = rt.block_on(restore_latest(&parts, fan_in));
+            if !unfaithful {
+                prop_assert_eq!(from_parts.as_deref().map_err(|e| e.as_str()), Ok(&model[..]));
+            }
+            let inputs: Vec<ltx::Decoder<&[u8]>> = files[a..=b]
+                .iter()
+                .map(|(_, f)| ltx::Decoder::new(&f[..]).unwrap())
+                .collect();
+            match ltx::compact(inputs, Vec::new(), ltx::CompactOptions::default()) {
+                Ok((compacted, _)) => {
+                    let mut with = parts[..a].to_vec();
+                    with.push((files[a].0, files[b].0, compacted));
+                    with.extend_from_slice(&parts[b + 1..]);
+                    let from_compacted = rt.block_on(restore_latest(&with, fan_in));
+                    prop_assert_eq!(from_compacted.is_ok(), from_parts.is_ok(),
+                        "parts: {:?}, compacted: {:?}", from_parts.as_ref().err(), from_compacted.as_ref().err());
+                    if let (Ok(x), Ok(y)) = (&from_parts, &from_compacted) {
+                        prop_assert!(x == y, "the compacted chain restores to other pages");
+                    }
+                }
+                Err(ltx::LtxError::PageNeverWritten { .. }) => {
+                    prop_assert!(unfaithful, "a faithful history was refused");
+                }
+                Err(e) => prop_assert!(false, "compaction failed: {e}"),
+            }
+        }
+    }
+}
