@@ -32,19 +32,26 @@
 //!
 //! Prints one JSON line with the counts, and exits 1 on any failure; the
 //! counts so far are also in `counts.json` of the work folder after every
-//! cycle, for a run stopped early.
+//! cycle, for a run stopped early. `touch WORK/pause` stops a run between
+//! two cycles; `--resume --work WORK` continues it, adding to its counts
+//! (see `resume.rs`).
 
+mod after_cycle;
 mod check;
+mod moto;
+mod resume;
 mod rng;
 mod vault_app;
 mod writer;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use check::{Engine, Restorer, Target};
+use check::{Engine, Restorer};
+use moto::Moto;
+use resume::{Saved, Sitting};
 use rng::Rng;
 
 const MODES: [&str; 5] = ["file", "s3", "multi", "vault", "litestream"];
@@ -67,11 +74,15 @@ struct Args {
     /// (`LITEVAULT_FAULTS`) while the replicator runs; restores and the
     /// final sync run without.
     faults: Option<f64>,
+    /// Continue the run in `work` (its mode and seed) up to `cycles`.
+    resume: bool,
+    /// What the sitting's record says the binary is (a commit, say).
+    label: Option<String>,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: soak [--cycles N] [--seed N] [--mode {}] [--work DIR] [--bin PATH-TO-litevault] [--faults RATE]",
+        "usage: soak [--cycles N] [--seed N] [--mode {}] [--work DIR] [--bin PATH-TO-litevault] [--faults RATE] [--resume] [--label TEXT]",
         MODES.join("|")
     );
     std::process::exit(2)
@@ -88,6 +99,8 @@ fn parse_args() -> Args {
             .and_then(|p| Some(p.parent()?.parent()?.join("litevault")))
             .unwrap_or_else(|| PathBuf::from("litevault")),
         faults: None,
+        resume: false,
+        label: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -98,6 +111,8 @@ fn parse_args() -> Args {
             "--mode" => a.mode = v(),
             "--work" => a.work = Some(v().into()),
             "--bin" => a.bin = v().into(),
+            "--resume" => a.resume = true,
+            "--label" => a.label = Some(v()),
             "--faults" => {
                 let r: f64 = v().parse().unwrap_or_else(|_| usage());
                 if !(0.0..=1.0).contains(&r) {
@@ -136,8 +151,9 @@ fn parse_args() -> Args {
     a
 }
 
-/// What the soak counted.
-#[derive(Default, serde::Serialize)]
+/// What the soak counted (over every sitting of a resumed run).
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 struct Counts {
     mode: String,
     seed: u64,
@@ -171,61 +187,8 @@ struct Counts {
     app_transactions: i64,
     final_state_exact: bool,
     seconds: f64,
-}
-
-/// A moto S3 server on 127.0.0.1, stopped on drop.
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .dies_with_parent()
-            .spawn()
-            .expect("python3 -m moto.server (pip install 'moto[server]')");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while http(port, "PUT", "/soak").is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "moto did not start: pip install 'moto[server]'"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Moto { child, port }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn http(port: u16, method: &str, path: &str) -> Option<u16> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.split(' ').nth(1)?.parse().ok()
+    /// The run stopped at a pause, to be resumed.
+    paused: bool,
 }
 
 struct Soak {
@@ -245,6 +208,11 @@ struct Soak {
     failures: Vec<String>,
     /// Cycles with a failure: their logs are kept.
     failed_runs: Vec<u64>,
+    /// Every sitting of the run, this one last.
+    sittings: Vec<Sitting>,
+    /// Seconds spent by the earlier sittings.
+    earlier_seconds: f64,
+    started: Instant,
 }
 
 impl Soak {
@@ -451,89 +419,6 @@ impl Soak {
         }
     }
 
-    /// Restores and checks the latest state, a past TXID and a past time of
-    /// every replica. `at_least`: a seq the latest must hold.
-    fn check_all(&mut self, at_least: Option<i64>) {
-        let durable = Self::ledger_max(&self.durable);
-        for i in 0..self.urls.len() {
-            let url = self.urls[i].clone();
-            let files = self.restorer("check.db").listing(&url);
-            self.counts.max_replica_files = self.counts.max_replica_files.max(files.len() as u64);
-            if files.len() > 2_000 {
-                self.fail(format!(
-                    "replica {i} holds {} files: compaction or retention has stalled",
-                    files.len()
-                ));
-            }
-            if files.is_empty() {
-                self.counts.restores_skipped_empty += 3;
-                if durable > 0 {
-                    self.fail(format!(
-                        "replica {i} is empty, the app saw seq {durable} acknowledged durable"
-                    ));
-                }
-                continue;
-            }
-            let (txid, created) = files[self.rng.below(files.len() as u64) as usize].clone();
-            // A listing may round down to the second; the file's own time
-            // may be up to a second later.
-            let at = chrono::DateTime::parse_from_rfc3339(&created)
-                .map(|t| (t + chrono::Duration::seconds(1)).to_rfc3339())
-                .unwrap_or(created);
-            let chosen = txid.clone();
-            for target in [Target::Latest, Target::Txid(txid), Target::Time(at)] {
-                let r = self.restorer("check.db").check(&url, &target, &self.ledger);
-                let label = target.label();
-                let seq = match r {
-                    Ok(g) => g.seq,
-                    Err(e)
-                        if !matches!(target, Target::Latest) && e.contains("no restore point") =>
-                    {
-                        // Retention may have deleted the file after the
-                        // listing: a request the killed replicator had
-                        // sent can still be carried out by the store. The
-                        // file is then gone from a new listing; any other
-                        // case is a failure.
-                        let now = self.restorer("check.db").listing(&url);
-                        if now.iter().any(|(t, _)| *t == chosen) {
-                            self.fail(format!("replica {i} {label}: {e}"));
-                        } else {
-                            self.counts.restores_expired += 1;
-                        }
-                        continue;
-                    }
-                    Err(e) => {
-                        self.fail(format!("replica {i} {label}: {e}"));
-                        continue;
-                    }
-                };
-                self.counts.restores_checked += 1;
-                if !matches!(target, Target::Latest) {
-                    continue;
-                }
-                if seq < self.latest_seq[i] {
-                    self.fail(format!(
-                        "replica {i}: latest went back from seq {} to {seq}",
-                        self.latest_seq[i]
-                    ));
-                }
-                self.latest_seq[i] = seq;
-                if seq < durable {
-                    self.fail(format!(
-                        "replica {i}: latest is seq {seq}, behind the acknowledged durable commit {durable}"
-                    ));
-                }
-                if let Some(min) = at_least
-                    && seq < min
-                {
-                    self.fail(format!(
-                        "replica {i}: after a clean stop the latest is seq {seq}, the app had committed {min} before the signal"
-                    ));
-                }
-            }
-        }
-    }
-
     fn cycle(&mut self, run: u64) {
         if !self.embedded() {
             self.start_writer();
@@ -594,93 +479,55 @@ impl Soak {
         }
         self.prune_logs(run);
         self.counts.cycles += 1;
-        // The counts so far, for a run stopped before its end.
+        self.save(false);
+    }
+
+    /// The counts so far (for a run stopped before its end) and what a
+    /// resume needs.
+    fn save(&mut self, mirrored: bool) {
+        self.counts.seconds = self.earlier_seconds + self.started.elapsed().as_secs_f64();
         if let Ok(json) = serde_json::to_string(&self.counts) {
             let _ = std::fs::write(self.dir.join("counts.json"), json);
         }
+        if let Some(s) = self.sittings.last_mut() {
+            s.to_cycle = self.counts.cycles;
+        }
+        Saved {
+            rng: Some(self.rng.state()),
+            latest_seq: self.latest_seq.clone(),
+            failed_runs: self.failed_runs.clone(),
+            sittings: self.sittings.clone(),
+            mirrored,
+        }
+        .save(&self.dir);
     }
 
-    /// Adds the faults this cycle's replicator injected (its debug log
-    /// says each one) to the counts.
-    fn count_faults(&mut self, run: u64) {
-        if self.a.faults.is_none() {
-            return;
-        }
-        let name = if self.embedded() { "app" } else { "replicate" };
-        let log = std::fs::read_to_string(self.log(name, run)).unwrap_or_default();
-        for line in log.lines().filter(|l| l.contains("fault: injected")) {
-            if let Some(kind) = line
-                .split("kind=")
-                .nth(1)
-                .and_then(|k| k.split_whitespace().next())
-            {
-                let kind = kind.trim_matches('"').to_string();
-                *self.counts.faults.entry(kind).or_default() += 1;
+    /// Stops between two cycles: the writer stops, the bucket of an `s3`
+    /// run is copied to the work folder, and everything a resume needs is
+    /// saved.
+    fn pause(&mut self, moto: Option<&Moto>) {
+        let _ = std::fs::remove_file(self.dir.join("pause"));
+        if let Some(mut w) = self.writer.take() {
+            let _ = w.kill();
+            let _ = w.wait();
+            if let Err(e) = writer::record_current(&self.db, &self.ledger) {
+                self.fail(format!("reading the app's database at the pause: {e}"));
             }
         }
-    }
-
-    /// Keeps the replicator logs of the last cycles and of every cycle
-    /// that failed; a 1,000-cycle run would otherwise fill the disk.
-    fn prune_logs(&self, run: u64) {
-        const KEEP: u64 = 20;
-        let Some(old) = run.checked_sub(KEEP) else {
-            return;
-        };
-        if self.failed_runs.contains(&old) {
-            return;
-        }
-        for name in ["app", "replicate"] {
-            let _ = std::fs::remove_file(self.log(name, old));
-        }
-    }
-
-    /// Truncates or overwrites one file of the local store (beside the
-    /// database) at a random offset, as a torn write or a bad disk would:
-    /// the next replicator must resync or fail loudly, never publish it.
-    fn damage_local_store(&mut self) {
-        let root = self.dir.join(".app.db-litevault");
-        let mut files = Vec::new();
-        let mut dirs = vec![root];
-        while let Some(d) = dirs.pop() {
-            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    dirs.push(p);
-                } else {
-                    files.push(p);
+        let mut mirrored = false;
+        if let Some(m) = moto {
+            match resume::mirror_bucket(m.port, &self.dir.join("s3-mirror")) {
+                Ok(n) => {
+                    self.event(&format!("paused: copied {n} objects of the bucket"));
+                    mirrored = true;
                 }
+                Err(e) => self.fail(format!("copying the bucket at the pause: {e}")),
             }
-        }
-        files.sort();
-        if files.is_empty() {
-            return;
-        }
-        let f = files[self.rng.below(files.len() as u64) as usize].clone();
-        let len = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
-        let at = self.rng.below(len.max(1));
-        let r = if self.rng.chance(50) {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(&f)
-                .and_then(|h| h.set_len(at))
         } else {
-            use std::io::{Seek, SeekFrom, Write};
-            let junk: Vec<u8> = (0..1 + self.rng.below(64))
-                .map(|_| self.rng.next() as u8)
-                .collect();
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(&f)
-                .and_then(|mut h| {
-                    h.seek(SeekFrom::Start(at))?;
-                    h.write_all(&junk)
-                })
-        };
-        if r.is_ok() {
-            self.event(&format!("damaged {} at {at} of {len}", f.display()));
-            self.counts.local_damage += 1;
+            self.event("paused");
         }
+        self.counts.paused = true;
+        self.save(mirrored);
     }
 
     /// Stops the app, ships everything once more, and compares.
@@ -797,6 +644,43 @@ fn litestream_config(db: &Path, replica: &Path) -> String {
     )
 }
 
+/// The counts and resume state of the run in `--work`; its mode and seed
+/// replace the command line's.
+fn load_for_resume(a: &mut Args) -> (Counts, Saved) {
+    let Some(dir) = &a.work else {
+        eprintln!("soak: --resume needs --work DIR, the folder of the run to continue");
+        std::process::exit(2);
+    };
+    let counts: Counts = match std::fs::read_to_string(dir.join("counts.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+    {
+        Some(c) => c,
+        None => {
+            eprintln!(
+                "soak: nothing to resume in {}: no readable counts.json (start a new run without --resume)",
+                dir.display()
+            );
+            std::process::exit(2);
+        }
+    };
+    if counts.cycles >= a.cycles {
+        eprintln!(
+            "soak: the run in {} has done {} cycles already; pass a larger --cycles",
+            dir.display(),
+            counts.cycles
+        );
+        std::process::exit(2);
+    }
+    if !MODES.contains(&counts.mode.as_str()) {
+        eprintln!("soak: counts.json names an unknown mode {:?}", counts.mode);
+        std::process::exit(2);
+    }
+    a.mode = counts.mode.clone();
+    a.seed = counts.seed;
+    (counts, Saved::load(dir).unwrap_or_default())
+}
+
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
     match argv.get(1).map(String::as_str) {
@@ -853,8 +737,9 @@ fn main() {
         }
         _ => {}
     }
-    let a = parse_args();
+    let mut a = parse_args();
     let started = Instant::now();
+    let resumed = a.resume.then(|| load_for_resume(&mut a));
     let (dir, tmp) = match &a.work {
         Some(d) => {
             std::fs::create_dir_all(d).unwrap();
@@ -869,6 +754,20 @@ fn main() {
     let db = dir.join("app.db");
     writer::init(&db).expect("create the app database");
     let moto = (a.mode == "s3").then(Moto::start);
+    if let (Some(m), Some((_, saved))) = (&moto, &resumed) {
+        match resume::restore_bucket(m.port, &dir.join("s3-mirror")) {
+            Ok(n) if saved.mirrored => {
+                eprintln!("soak: uploaded the {n} objects copied at the pause")
+            }
+            r => {
+                eprintln!(
+                    "soak: an s3 run continues only after a pause (moto keeps its objects in memory; `touch {}/pause` stops the run between cycles and copies the bucket): {r:?}",
+                    dir.display()
+                );
+                std::process::exit(2);
+            }
+        }
+    }
     let file_url = |name: &str| format!("file://{}", dir.join(name).display());
     let (urls, env) = match a.mode.as_str() {
         "multi" => (vec![file_url("replica"), file_url("replica-2")], vec![]),
@@ -896,13 +795,50 @@ fn main() {
         .unwrap();
     }
     let n = urls.len();
-    let mut s = Soak {
-        counts: Counts {
+    let version = match &a.label {
+        Some(l) => format!("{} ({l})", resume::version_of(&a.bin)),
+        None => resume::version_of(&a.bin),
+    };
+    let (counts, saved) = resumed.unwrap_or_else(|| {
+        let counts = Counts {
             mode: a.mode.clone(),
             seed: a.seed,
             ..Default::default()
+        };
+        (counts, Saved::default())
+    });
+    let began = if !a.resume {
+        "new"
+    } else if saved.rng.is_some() && counts.paused {
+        "resumed"
+    } else {
+        "resumed after a kill"
+    };
+    let mut sittings = saved.sittings;
+    sittings.push(Sitting {
+        from_cycle: counts.cycles,
+        to_cycle: counts.cycles,
+        started: chrono::Utc::now().to_rfc3339(),
+        litevault: version,
+        began: began.into(),
+    });
+    // A run killed between saves continues with a generator of its own:
+    // its cycles differ from the lost sitting's, not from each other.
+    let rng = match saved.rng {
+        Some(state) => Rng::from_state(state),
+        None => Rng::new(a.seed ^ counts.cycles.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+    };
+    let mut latest_seq = saved.latest_seq;
+    latest_seq.resize(n, 0);
+    let mut s = Soak {
+        earlier_seconds: counts.seconds,
+        started,
+        sittings,
+        counts: Counts {
+            paused: false,
+            ..counts
         },
-        rng: Rng::new(a.seed),
+        rng,
         ledger: dir.join("ledger.txt"),
         durable: dir.join("durable.txt"),
         stop: dir.join("stop"),
@@ -911,16 +847,36 @@ fn main() {
         urls,
         env,
         writer: None,
-        latest_seq: vec![0; n],
+        latest_seq,
         failures: Vec::new(),
-        failed_runs: Vec::new(),
+        failed_runs: saved.failed_runs,
         a,
     };
-    for run in 0..s.a.cycles {
+    if s.a.resume {
+        let _ = std::fs::remove_file(&s.stop);
+        // The app may have died with the last sitting, after a commit its
+        // ledger line did not reach.
+        if let Err(e) = writer::record_current(&s.db, &s.ledger) {
+            s.fail(format!("reading the app's database at the resume: {e}"));
+        }
+        s.event(&format!("{began} at cycle {}", s.counts.cycles));
+    }
+    for run in s.counts.cycles..s.a.cycles {
+        if resume::pause_requested(&s.dir) {
+            s.pause(moto.as_ref());
+            println!("{}", serde_json::to_string(&s.counts).unwrap());
+            eprintln!(
+                "soak: paused after {} cycles; continue with: soak --resume --work {} --cycles {} --bin PATH",
+                s.counts.cycles,
+                s.dir.display(),
+                s.a.cycles
+            );
+            std::process::exit(i32::from(s.counts.failures > 0));
+        }
         s.cycle(run);
     }
     s.finish();
-    s.counts.seconds = started.elapsed().as_secs_f64();
+    s.counts.seconds = s.earlier_seconds + started.elapsed().as_secs_f64();
     println!("{}", serde_json::to_string(&s.counts).unwrap());
     drop(moto);
     if !s.failures.is_empty() {

@@ -8,6 +8,15 @@ impl Rng {
         Rng(seed)
     }
 
+    /// The generator's state, to continue it later with [`Rng::from_state`].
+    pub fn state(&self) -> u64 {
+        self.0
+    }
+
+    pub fn from_state(state: u64) -> Rng {
+        Rng(state)
+    }
+
     pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
