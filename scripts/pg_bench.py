@@ -3,10 +3,10 @@
 
     python3 scripts/pg_bench.py [--db app.db] [--scale 1.0] [--jobs 2] [--repeat 3]
 
-Generates the benchmark database with scripts/pg_bench_gen.py (deterministic)
-unless --db exists, starts a throwaway PostgreSQL cluster on 127.0.0.1 (same
-settings for every tool), then loads the database three ways into fresh
-databases, timing each end to end (tables, data, indexes, foreign keys):
+Generates the benchmark database with `litevault-bench pg-gen` (deterministic;
+crates/litevault-bench) unless --db exists, starts a throwaway PostgreSQL
+cluster on 127.0.0.1 (same settings for every tool), then loads the database
+three ways into fresh databases, timing each end to end (tables, data, indexes, foreign keys):
 
   litevault  `litevault export DB URL --jobs N` (release build), verification included
   pgloader   `pgloader sqlite:///DB URL` with its defaults
@@ -298,8 +298,8 @@ def main():
     JOBS = a.jobs
     if not os.path.exists(a.db):
         os.makedirs(os.path.dirname(a.db), exist_ok=True)
-        subprocess.run([sys.executable, os.path.join(ROOT, "scripts/pg_bench_gen.py"), a.db, "--scale", str(a.scale)],
-                       check=True)
+        subprocess.run(["cargo", "run", "--release", "--quiet", "-p", "litevault-bench", "--bin", "litevault-bench",
+                        "--", "pg-gen", a.db, "--scale", str(a.scale)], cwd=ROOT, check=True)
     os.chmod(os.path.dirname(os.path.abspath(a.db)), 0o755)
     os.chmod(a.db, 0o644)
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
@@ -347,7 +347,7 @@ def main():
             shutil.rmtree(CSV_CACHE["dir"], ignore_errors=True)
     cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     print("## PostgreSQL export: litevault vs pgloader vs COPY\n")
-    print("Database: `scripts/pg_bench_gen.py` (%d rows, %.1f MB, 4 tables, 4 indexes, 3 foreign keys); "
+    print("Database: `litevault-bench pg-gen` (%d rows, %.1f MB, 4 tables, 4 indexes, 3 foreign keys); "
           "PostgreSQL %s on 127.0.0.1 (fsync off, same settings for all), %s cores shared.\n" % (rows, size / 1e6, pgver, cpu))
     fmt = lambda v: ", ".join("%.1f" % x for x in v)
     print("Median of %d interleaved rounds (all rounds in the last column).\n" % a.repeat)

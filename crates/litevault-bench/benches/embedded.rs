@@ -3,7 +3,7 @@
 //! plain commit through the vault's writer vs plain SQLite, each against the
 //! moto S3 server on 127.0.0.1 directly and through a proxy adding 10 ms
 //! round trips. The whole matrix with the sidecar and Litestream is
-//! `scripts/bench_embedded.py`.
+//! `litevault-bench embedded matrix` (src/bin/litevault-bench/).
 //!
 //! `cargo bench --bench embedded` (needs `pip install 'moto[server]'`;
 //! `-- --test` runs each benchmark once).

@@ -1,11 +1,14 @@
 //! Measurement tools shared by `litevault bench`, the criterion benches and
-//! the benchmark scripts.
+//! the `litevault-bench` binary (the embedded-mode runs, the sidecar's HTTP
+//! sync bench, the export benchmark's database generator:
+//! `src/bin/litevault-bench/`).
 //!
 //! - [`proxy`]: a TCP proxy adding a fixed round trip, the network model used
 //!   for object stores, FUSE-mounted buckets and managed PostgreSQL.
 //! - [`lab`]: the throwaway environment of `cargo bench --bench backends`
-//!   (S3 server, proxies, s3fs mount, PostgreSQL, one file each), cleaned up
-//!   by itself.
+//!   and of the `litevault-bench` binary (S3 server, proxies, s3fs mount,
+//!   PostgreSQL, one file each, and the programs a benchmark starts beside
+//!   them), cleaned up by itself.
 //! - [`report`]: a [`BenchReport`] as a text table, a recommendation
 //!   derived from the numbers, and a self-contained HTML page with SVG charts
 //!   (one file each).

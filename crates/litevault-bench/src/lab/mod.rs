@@ -12,7 +12,9 @@
 //!   [`Lab::shutdown`] is called;
 //! - on SIGINT, SIGTERM or SIGHUP while a lab is alive: a handler stops every
 //!   live lab, then restores the previous handler and raises the signal again,
-//!   so the process still ends the way the signal asked;
+//!   so the process still ends the way the signal asked; the same handler
+//!   kills the process group of every live [`Spawned`] program (what a
+//!   benchmark runs beside a lab), which is also killed when dropped;
 //! - after a crash (SIGKILL, abort): every lab lives in its own folder
 //!   `<base>/run-<pid>-<n>` holding an exclusive `flock` on `<run>/lock` and
 //!   the PID files of what it started (the folder is created and locked as
@@ -46,9 +48,13 @@
 //! This file holds [`Lab`], [`LabOptions`] and the accessors; `s3` starts
 //! the moto server, `fuse` the s3fs mount, `postgres` the cluster,
 //! `process` stops processes and cleans leftover run folders, `signals`
-//! stops every live lab on a signal.
+//! stops every live lab (and every [`Spawned`] process) on a signal,
+//! `child` runs the programs a benchmark starts beside a lab ([`Spawned`]),
+//! [`http`] sends one-shot HTTP requests to 127.0.0.1.
 
+mod child;
 mod fuse;
+pub mod http;
 mod postgres;
 mod process;
 mod s3;
@@ -67,9 +73,11 @@ use crate::proxy::{DelayProxy, ProxyError};
 use litevault::Replica;
 use litevault::replica::{ReplicaError, S3Credentials};
 
+pub use child::{Ended, Spawned};
 pub(crate) use fuse::is_mounted;
 use fuse::unmount;
 use postgres::as_pg_user;
+pub use process::free_port;
 use process::{clean_leftovers, lock_run_dir, stop_child, stop_pid};
 
 /// The bucket the lab creates.
@@ -330,6 +338,12 @@ impl Services {
     }
 }
 
+impl signals::Stop for Mutex<Services> {
+    fn stop_now(&self) -> Vec<String> {
+        self.lock().unwrap_or_else(|e| e.into_inner()).stop()
+    }
+}
+
 static NEXT_RUN: AtomicU64 = AtomicU64::new(0);
 
 impl Lab {
@@ -379,7 +393,9 @@ impl Lab {
             run_dir: Some(run_dir.clone()),
             ..Services::default()
         }));
-        let registry_id = signals::register(Arc::downgrade(&services));
+        let weak: std::sync::Weak<dyn signals::Stop> =
+            Arc::downgrade(&services) as std::sync::Weak<Mutex<Services>>;
+        let registry_id = signals::register(weak);
         let mut lab = Lab {
             services,
             registry_id,

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use super::fuse::{is_mounted, unmount};
 use super::{LabError, io_err};
 
-pub(super) fn free_port() -> Result<u16, LabError> {
+/// A TCP port of 127.0.0.1 free at the moment of the call.
+pub fn free_port() -> Result<u16, LabError> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -1,10 +1,16 @@
-//! SIGINT/SIGTERM/SIGHUP: stop every live lab, then let the signal do what
-//! it did before.
+//! SIGINT/SIGTERM/SIGHUP: stop every live lab and every [`Spawned`]
+//! process, then let the signal do what it did before.
+//!
+//! [`Spawned`]: super::Spawned
 
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, OnceLock, Weak};
 
-use super::Services;
+/// What the handler stops: a lab's services, a spawned process group.
+pub(super) trait Stop: Send + Sync {
+    /// Stops it now; returns what could not be stopped.
+    fn stop_now(&self) -> Vec<String>;
+}
 
 static PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
 static STATE: OnceLock<Mutex<Registry>> = OnceLock::new();
@@ -13,7 +19,7 @@ const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 #[derive(Default)]
 struct Registry {
     next: u64,
-    labs: Vec<(u64, Weak<Mutex<Services>>)>,
+    labs: Vec<(u64, Weak<dyn Stop>)>,
     /// The handlers in place before ours, while ours are installed.
     previous: Option<Vec<(libc::c_int, libc::sigaction)>>,
     watcher: bool,
@@ -38,7 +44,7 @@ extern "C" fn on_signal(sig: libc::c_int) {
     }
 }
 
-pub(super) fn register(services: Weak<Mutex<Services>>) -> u64 {
+pub(super) fn register(services: Weak<dyn Stop>) -> u64 {
     let mut st = state();
     st.next += 1;
     let id = st.next;
@@ -113,8 +119,7 @@ fn watch(fd: libc::c_int) {
             .filter_map(|(_, w)| w.upgrade())
             .collect();
         for l in labs {
-            let problems = l.lock().unwrap_or_else(|e| e.into_inner()).stop();
-            for p in problems {
+            for p in l.stop_now() {
                 eprintln!("bench lab: {p}");
             }
         }
