@@ -118,6 +118,15 @@ impl Replicator {
         }
         tokio::pin!(shutdown);
         let mut last_seen = None;
+        // When the stamp last changed, and when to look at it again: a
+        // commit's frames reach the WAL file (and are fsynced) before
+        // SQLite's index shows the commit, so a look right after the change
+        // can find nothing new. A changed stamp is looked at again after
+        // half its age (at least a poll), until it has stood still for a
+        // second: a commit the index shows late ships within half as long
+        // again, at a dozen looks per change.
+        let mut observed = (None, Instant::now());
+        let mut look_again: Option<Instant> = None;
         // "Long ago", where the platform's clock can say so.
         let long_ago = |d: Duration| Instant::now().checked_sub(d).unwrap_or_else(Instant::now);
         let mut last_full = long_ago(Duration::from_secs(3600));
@@ -143,7 +152,11 @@ impl Replicator {
                 let _ = blocking(move || me.write_status(true)).await;
             }
             let seen = file_stamp(&self.inner.path);
-            if !woken && seen == last_seen && last_full.elapsed() < Duration::from_secs(1) {
+            if seen != observed.0 {
+                observed = (seen, Instant::now());
+            }
+            let due = look_again.is_some_and(|at| Instant::now() >= at);
+            if !woken && !due && seen == last_seen && last_full.elapsed() < Duration::from_secs(1) {
                 continue;
             }
             // While every replica is busy uploading, what was committed
@@ -189,6 +202,9 @@ impl Replicator {
                     backoff = Duration::ZERO;
                     last_seen = seen;
                     last_full = Instant::now();
+                    let age = observed.1.elapsed();
+                    look_again = (age < Duration::from_secs(1))
+                        .then(|| Instant::now() + (age / 2).max(poll));
                 }
                 Err(e) => {
                     backoff =
