@@ -247,6 +247,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/conversations/{id}/messages", post(new_message))
         .with_state(db.clone());
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    // The bound address: with port 0 (CHAT_ADDR=127.0.0.1:0) the one the
+    // system picked, for whoever started the app to read.
+    let addr = listener.local_addr()?;
     eprintln!("chat ({mode}) on http://{addr}, database {path}");
     axum::serve(listener, app)
         .with_graceful_shutdown(async {

@@ -63,9 +63,10 @@ pub struct Args {
     shutdown_timeout: Option<Duration>,
     /// Serve /healthz, /readyz, /metrics, /v1/status, /v1/sync and a status
     /// page on this address (`127.0.0.1:9090`; `:9090` is 127.0.0.1 too).
-    /// Any other address needs $LITEVAULT_HTTP_TOKEN. Overrides the
-    /// config's `addr` / `http.addr`.
-    #[arg(long, value_name = "HOST:PORT")]
+    /// Any other address needs $LITEVAULT_HTTP_TOKEN. `systemd`: on the
+    /// listening socket passed by systemd socket activation (LISTEN_PID,
+    /// LISTEN_FDS, descriptor 3). Overrides the config's `addr` / `http.addr`.
+    #[arg(long, value_name = "HOST:PORT|systemd")]
     addr: Option<String>,
     /// Compaction intervals of levels 1, 2, ... (`30s,5m,1h`; `none`: no
     /// compaction).
@@ -201,36 +202,54 @@ fn jobs_from_config(a: &Args) -> anyhow::Result<(Vec<Job>, FromConfig)> {
     Ok((jobs, from))
 }
 
-/// The HTTP server to start next to the replicators, checked before any
-/// database is opened.
-fn http_plan(
-    a: &Args,
-    from: &FromConfig,
-) -> anyhow::Result<Option<(std::net::SocketAddr, ServerOptions)>> {
+/// Where the HTTP server listens.
+enum Listen {
+    /// An address to bind.
+    Addr(std::net::SocketAddr),
+    /// The socket systemd passed (`systemd`), already listening.
+    Passed(std::net::TcpListener),
+}
+
+/// The HTTP server to start next to the replicators, checked (and a passed
+/// socket taken) before any database is opened.
+fn http_plan(a: &Args, from: &FromConfig) -> anyhow::Result<Option<(Listen, ServerOptions)>> {
     let Some(addr) = a.addr.as_deref().or(from.addr.as_deref()) else {
         return Ok(None);
     };
-    let addr = server::parse_addr(addr)?;
     let mut opts = ServerOptions::default().token_from_env();
     if let Some(l) = from.readyz_max_lag {
         opts.readyz_max_lag = l;
     }
-    server::check_bind(addr, &opts)?;
-    Ok(Some((addr, opts)))
+    let listen = if server::systemd::is_activation_addr(addr) {
+        let l = server::systemd::take_listener()?;
+        server::check_bind(l.local_addr()?, &opts)?;
+        Listen::Passed(l)
+    } else {
+        let addr = server::parse_addr(addr)?;
+        server::check_bind(addr, &opts)?;
+        Listen::Addr(addr)
+    };
+    Ok(Some((listen, opts)))
 }
 
 /// Starts the HTTP server; it stops when `stop` turns true.
 async fn start_http(
-    plan: Option<(std::net::SocketAddr, ServerOptions)>,
+    plan: Option<(Listen, ServerOptions)>,
     replicators: &[Replicator],
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<Result<(), server::ServerError>>>> {
-    let Some((addr, opts)) = plan else {
+    let Some((listen, opts)) = plan else {
         return Ok(None);
     };
     let state = ServerState::new(replicators.to_vec(), opts);
-    let srv = Server::bind(addr, state).await?;
-    tracing::info!("HTTP server listening on http://{}", srv.local_addr()?);
+    let (srv, how) = match listen {
+        Listen::Addr(addr) => (Server::bind(addr, state).await?, ""),
+        Listen::Passed(l) => (
+            Server::from_listener(l, state)?,
+            " on the socket systemd passed,",
+        ),
+    };
+    tracing::info!("HTTP server{how} listening on http://{}", srv.local_addr()?);
     Ok(Some(tokio::spawn(srv.run(async move {
         let _ = stop.wait_for(|s| *s).await;
     }))))

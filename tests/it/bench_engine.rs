@@ -522,15 +522,11 @@ impl DirectIoMount {
             String::from_utf8_lossy(&out.stderr)
         );
         let m = DirectIoMount { dir, _s3: s3 };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while !m.mounted() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "s3fs did not mount {}",
-                m.path().display()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        support::wait_until(
+            support::WAIT,
+            format_args!("s3fs to mount {}", m.path().display()),
+            || m.mounted(),
+        );
         m
     }
 

@@ -11,8 +11,9 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::support::{WAIT, wait_until};
 use litevault_bench::lab::{FuseStatus, Lab, LabOptions, NO_FUSE_ENV};
 use object_store::ObjectStoreExt;
 
@@ -204,17 +205,6 @@ fn mount_of(info: &serde_json::Value) -> Option<PathBuf> {
     }
 }
 
-fn wait_gone(pid: u32) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while alive(pid) {
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    true
-}
-
 #[test]
 #[ignore = "needs the bench lab (moto, PostgreSQL, s3fs): run scripts/test.sh"]
 fn ctrl_c_stops_everything_and_the_signal_still_ends_the_process() {
@@ -237,7 +227,11 @@ fn ctrl_c_stops_everything_and_the_signal_still_ends_the_process() {
         "the process should end by the signal it got: {status}"
     );
     for (n, p) in &pids {
-        assert!(wait_gone(*p), "{n} (pid {p}) survived Ctrl-C");
+        wait_until(
+            WAIT,
+            format_args!("{n} (pid {p}) to end after Ctrl-C"),
+            || !alive(*p),
+        );
     }
     if let Some(m) = &mnt {
         assert!(!mounted(m), "{} still mounted after Ctrl-C", m.display());

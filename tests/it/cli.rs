@@ -94,9 +94,7 @@ fn point_in_time_by_txid_and_timestamp() {
         }
         let o = run(&["replicate", "--once", db.to_str().unwrap(), &url]);
         assert!(o.status.success(), "{}", stderr(&o));
-        std::thread::sleep(std::time::Duration::from_millis(1100));
-        stamps.push(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-        std::thread::sleep(std::time::Duration::from_millis(1100));
+        stamps.push(timestamp_between_writes());
     }
     let out = dir.path().join("pit.db");
     for (i, ts) in stamps.iter().enumerate() {
@@ -288,10 +286,12 @@ fn exec_supervises_the_app() {
 
     // Signals are forwarded: the app traps TERM, writes, and exits with 3.
     let marker = dir.path().join("got-term");
+    let started = dir.path().join("trap-set");
     let app = format!(
-        "trap 'sqlite3 {db} \"INSERT INTO items(id, val, pad) VALUES (1000, 1, 1)\"; touch {m}; exit 3' TERM; while true; do sleep 0.05; done",
+        "trap 'sqlite3 {db} \"INSERT INTO items(id, val, pad) VALUES (1000, 1, 1)\"; touch {m}; exit 3' TERM; touch {s}; while true; do sleep 0.05; done",
         db = db.display(),
-        m = marker.display()
+        m = marker.display(),
+        s = started.display()
     );
     let mut child = litevault(&[])
         .args(["replicate", db.to_str().unwrap(), &url, "--exec", &app])
@@ -299,7 +299,8 @@ fn exec_supervises_the_app() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // The app is up, its trap set (it says so with a file).
+    wait_until(WAIT, "the app to set its TERM trap", || started.exists());
     signal(&child, "TERM");
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(3));
@@ -427,12 +428,46 @@ fn status_reports_each_replica_and_an_unreachable_one_never_blocks() {
     .unwrap();
     for i in 1..=20 {
         Workload::apply(&mut c, i).unwrap();
+        // Pacing, not waiting: commits keep coming while the unreachable
+        // replica is retried, and each must still reach the good one.
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    std::thread::sleep(std::time::Duration::from_millis(2500));
-    let o = run(&["status", db.to_str().unwrap(), "--json"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // Settled: the good replica holds every write and the status says it
+    // caught up, and the unreachable one has failed at least once.
+    let probe = dir.path().join("probe.db");
+    let v = wait_until(
+        WAIT,
+        "the good replica to hold all 20 writes and the status to show both replicas",
+        || {
+            let o = run(&["status", db.to_str().unwrap(), "--json"]);
+            if !o.status.success() {
+                // No status file yet: it is still starting.
+                return Err(stderr(&o));
+            }
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            let st = &v[0];
+            let _ = std::fs::remove_file(&probe);
+            let restored = run(&["restore", &good, "-o", probe.to_str().unwrap()])
+                .status
+                .success()
+                && Workload::check_prefix(&probe) == 20;
+            // The status was written after the good replica got its newest
+            // file (the status file is rewritten every so often).
+            let head = block_on(litevault::Replica::open(&good).unwrap().list_all())
+                .unwrap()
+                .iter()
+                .map(|f| f.max_txid.0)
+                .max();
+            let hex =
+                |x: &serde_json::Value| x.as_str().and_then(|t| u64::from_str_radix(t, 16).ok());
+            let settled = restored
+                && st["running"] == true
+                && hex(&st["txid"]) == head
+                && hex(&st["replicas"][0]["txid"]) == head
+                && st["replicas"][1]["last_error"].is_string();
+            if settled { Ok(v) } else { Err(st.to_string()) }
+        },
+    );
     let st = &v[0];
     assert_eq!(st["running"], true, "{st}");
     let txid = st["txid"].as_str().unwrap().to_string();

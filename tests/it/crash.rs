@@ -31,11 +31,13 @@ fn writer_child() {
         i += 1;
         let tx = c.transaction().unwrap();
         Workload::apply_in(&tx, i).unwrap();
-        // Linger inside the transaction now and then, so kills land mid-way.
+        // Linger inside the transaction now and then, so kills land mid-way
+        // (pacing, the behaviour under test, not a wait).
         if i % 7 == 0 {
             std::thread::sleep(Duration::from_millis(3));
         }
         tx.commit().unwrap();
+        // Pacing: pauses between bursts of commits, as an app has.
         if i % 50 == 0 {
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -101,6 +103,7 @@ fn kill_and_restart_under_write_load() {
         } else {
             rng.random_range(300..2000)
         };
+        // The stop lands at a random moment: that is the test, not a wait.
         std::thread::sleep(Duration::from_millis(ms));
         if rng.random_bool(0.3) {
             writer.kill().unwrap();
@@ -110,6 +113,15 @@ fn kill_and_restart_under_write_load() {
         let clean = rng.random_bool(0.5);
         let before = committed(&db);
         if clean {
+            // A clean stop needs the handler: SIGTERM before the process
+            // installed it would kill it like SIGKILL does (a moment a
+            // loaded machine can stretch past any delay).
+            wait_until(WAIT, "replicate to catch SIGTERM", || {
+                if let Some(st) = rep.try_wait().unwrap() {
+                    panic!("round {round}: replicate exited by itself: {st}");
+                }
+                catches_signal(rep.id(), libc::SIGTERM)
+            });
             signal(&rep, "TERM");
             let st = rep.wait().unwrap();
             assert!(st.success(), "round {round}: SIGTERM exits 0, got {st}");

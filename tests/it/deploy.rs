@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use crate::support::*;
 
@@ -27,7 +26,10 @@ fn chat_bin_dir() -> PathBuf {
     dir
 }
 
-fn boot(volume: &Path, replica: &str, port: u16) -> Child {
+/// Boots the entrypoint on `volume`; returns it and the app's port. The
+/// app binds port 0 (a port the system picks, nothing else can take it)
+/// and prints the address it got, which the test reads from the output.
+fn boot(volume: &Path, replica: &str) -> (Child, u16, Output) {
     let path = format!(
         "{}:{}:{}",
         litevault_bin().parent().unwrap().display(),
@@ -35,7 +37,7 @@ fn boot(volume: &Path, replica: &str, port: u16) -> Child {
         std::env::var("PATH").unwrap_or_default()
     );
     let db = volume.join("app.db");
-    Command::new("sh")
+    let mut child = Command::new("sh")
         .arg(repo().join("deploy/entrypoint.sh"))
         .arg("chat")
         .env("PATH", path)
@@ -44,38 +46,44 @@ fn boot(volume: &Path, replica: &str, port: u16) -> Child {
         .env("LITEVAULT_REPLICA_URL", replica)
         .env("CHAT_MODE", "plain")
         .env("CHAT_DB", &db)
-        .env("CHAT_ADDR", format!("127.0.0.1:{port}"))
+        .env("CHAT_ADDR", "127.0.0.1:0")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
-        .unwrap()
+        .unwrap();
+    let out = Output::capture(child.stderr.take().unwrap());
+    // "chat (plain) on http://127.0.0.1:PORT, database ..."
+    let marker = "chat (plain) on http://127.0.0.1:";
+    let line = out.wait_for_line(WAIT, marker);
+    let port = line[line.find(marker).unwrap() + marker.len()..]
+        .split(',')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in the app's line {line:?}"));
+    wait_healthy(port, &mut child, &out);
+    (child, port, out)
 }
 
-fn wait_healthy(port: u16, child: &mut Child) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(30) {
-        if let Ok((200, _)) = http_request(port, "GET", "/healthz", None) {
-            return;
-        }
+fn wait_healthy(port: u16, child: &mut Child, out: &Output) {
+    wait_until(WAIT, "the app to answer /healthz with 200", || {
         if let Some(st) = child.try_wait().unwrap() {
-            panic!("the entrypoint exited early: {st}");
+            panic!("the entrypoint exited early: {st}\n{}", out.text());
         }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("the app did not become healthy");
+        http_request(port, "GET", "/healthz", None)
+            .map(|(code, _)| code == 200)
+            .unwrap_or(false)
+    });
 }
 
 #[test]
 fn entrypoint_restores_on_boot_and_replicates() {
     let dir = tempfile::tempdir().unwrap();
     let replica = file_url(&dir.path().join("replica"));
-    let port = free_port();
 
     // First deploy: empty volume, empty replica.
     let volume = dir.path().join("volume-1");
-    let mut app = boot(&volume, &replica, port);
-    wait_healthy(port, &mut app);
+    let (mut app, port, _out) = boot(&volume, &replica);
     let (code, body) =
         http_request(port, "POST", "/conversations", Some(r#"{"title":"ops"}"#)).unwrap();
     assert_eq!(code, 200, "{body}");
@@ -99,8 +107,7 @@ fn entrypoint_restores_on_boot_and_replicates() {
     // Next deploy: a new, empty volume. The data comes back from the replica.
     let volume = dir.path().join("volume-2");
     assert!(!volume.exists());
-    let mut app = boot(&volume, &replica, port);
-    wait_healthy(port, &mut app);
+    let (mut app, port, _out) = boot(&volume, &replica);
     let (code, body) = http_request(port, "GET", "/conversations/1", None).unwrap();
     assert_eq!(code, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -118,8 +125,7 @@ fn entrypoint_restores_on_boot_and_replicates() {
     signal(&app, "TERM");
     assert!(app.wait().unwrap().success());
     let volume = dir.path().join("volume-3");
-    let mut app = boot(&volume, &replica, port);
-    wait_healthy(port, &mut app);
+    let (mut app, port, _out) = boot(&volume, &replica);
     let (_, body) = http_request(port, "GET", "/conversations/1", None).unwrap();
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["message_count"], 31, "{v}");

@@ -304,18 +304,39 @@ struct FaultRun {
     failed_attempts: u64,
 }
 
-/// A replicator runs under `config`'s faults while a writer commits `commits`
-/// transactions (one of them a 9 MiB blob, shipped as a multipart upload);
-/// then injection stops. Checks: the replica catches up with everything
-/// committed; the latest state restores to exactly the source (content
-/// digest, and the workload model); random past restore points restore to
-/// committed prefixes that pass integrity_check, in TXID order.
+/// Restore points the replica must have held before the writes under
+/// faults stop, so that checking past ones means something.
+const MIN_POINTS: usize = 4;
+
+/// The restore points (reachable TXIDs but 0) of the files in `store`.
+async fn restore_points(store: &Arc<dyn object_store::ObjectStore>) -> Vec<u64> {
+    let clean = Replica::from_store(store.clone(), "app", KeyLayout::Ltx, "clean");
+    let files = clean.list_all().await.unwrap();
+    let refs: Vec<_> = files.iter().collect();
+    let mut points: Vec<u64> = litevault::chain::reachable(&refs)
+        .into_iter()
+        .filter(|t| *t > 0)
+        .collect();
+    points.sort_unstable();
+    points
+}
+
+/// A replicator runs under `config`'s faults while a writer commits at
+/// least `commits` transactions (one of them a 9 MiB blob, shipped as a
+/// multipart upload), and goes on until the replica holds [`MIN_POINTS`]
+/// restore points and the fault counts meet `goal` (the faults the test is
+/// about happened), however slowly the machine ships; then injection stops. Checks: the replica catches up with everything committed; the
+/// latest state restores to exactly the source (content digest, and the
+/// workload model); random past restore points restore to committed
+/// prefixes that pass integrity_check, in TXID order.
 async fn replicate_under_faults(
     config: litevault::replica::faults::FaultConfig,
     commits: i64,
+    goal: (&str, fn(&litevault::replica::faults::FaultCounts) -> bool),
 ) -> FaultRun {
     use litevault::ltx::Txid;
     use litevault::restore::RestoreTarget;
+    use std::sync::atomic::{AtomicBool, AtomicI64};
 
     let seed = config.seed;
     let dir = tempfile::tempdir().unwrap();
@@ -330,21 +351,56 @@ async fn replicate_under_faults(
     let runner = tokio::spawn(rep.clone().run(async move {
         let _ = stop_rx.await;
     }));
-    let writer = tokio::task::spawn_blocking(move || {
-        let mut pause = seed | 1;
-        for i in 1..=commits {
-            Workload::apply(&mut c, i).unwrap();
-            if i == commits / 2 {
-                c.execute_batch(
-                    "CREATE TABLE side(b BLOB); INSERT INTO side VALUES (randomblob(9 << 20));",
-                )
-                .unwrap();
+    let written = Arc::new(AtomicI64::new(0));
+    let enough = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (written, enough) = (written.clone(), enough.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut pause = seed | 1;
+            let mut i = 0;
+            while i < commits || !enough.load(Ordering::SeqCst) {
+                i += 1;
+                Workload::apply(&mut c, i).unwrap();
+                written.store(i, Ordering::SeqCst);
+                if i == commits / 2 {
+                    c.execute_batch(
+                        "CREATE TABLE side(b BLOB); INSERT INTO side VALUES (randomblob(9 << 20));",
+                    )
+                    .unwrap();
+                }
+                // Pacing, not waiting: commits come at random moments, so
+                // faults hit uploads of every size and timing.
+                pause = pause.wrapping_mul(6364136223846793005).wrapping_add(1);
+                std::thread::sleep(Duration::from_millis((pause >> 33) % 15));
             }
-            pause = pause.wrapping_mul(6364136223846793005).wrapping_add(1);
-            std::thread::sleep(Duration::from_millis((pause >> 33) % 15));
-        }
-    });
-    writer.await.unwrap();
+            i
+        })
+    };
+    // The writer stops once it has made `commits` and the replica (read
+    // through a clean view of the same objects) holds enough restore points.
+    let (inner_ref, written_ref, faulty_ref) = (&inner, &written, &faulty);
+    wait_until_async(
+        Duration::from_secs(300),
+        format_args!(
+            "seed {seed}: {commits} commits, {MIN_POINTS} restore points in the replica and {}",
+            goal.0
+        ),
+        || async move {
+            let points = restore_points(inner_ref).await;
+            let n = written_ref.load(Ordering::SeqCst);
+            let counts = faulty_ref.counts();
+            if n >= commits && points.len() >= MIN_POINTS && (goal.1)(&counts) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{n} commits, restore points {points:?}, faults {counts:?}"
+                ))
+            }
+        },
+    )
+    .await;
+    enough.store(true, Ordering::SeqCst);
+    let commits = writer.await.unwrap();
     // Injection stops: how long until the replica holds every commit?
     faulty.set_enabled(false);
     let stopped = std::time::Instant::now();
@@ -364,7 +420,7 @@ async fn replicate_under_faults(
     runner.await.unwrap().unwrap();
 
     // Read back through a clean replica over the same objects.
-    let clean = Replica::from_store(inner, "app", KeyLayout::Ltx, "clean");
+    let clean = Replica::from_store(inner.clone(), "app", KeyLayout::Ltx, "clean");
     let out = dir.path().join("latest.db");
     restore_at(&clean, &out, RestoreTarget::Latest).await;
     assert_eq!(Workload::check_prefix(&out), commits, "seed {seed}");
@@ -373,14 +429,10 @@ async fn replicate_under_faults(
         litevault::content::content_digest(&db).unwrap(),
         "seed {seed}: the restore equals the source"
     );
-    let files = clean.list_all().await.unwrap();
-    let refs: Vec<_> = files.iter().collect();
-    let mut points: Vec<u64> = litevault::chain::reachable(&refs)
-        .into_iter()
-        .filter(|t| *t > 0)
-        .collect();
-    points.sort_unstable();
-    assert!(points.len() > 3, "seed {seed}: restore points {points:?}");
+    // Retention may have merged some of them since: whatever points are
+    // left are checked (the latest at least, restored above).
+    let points = restore_points(&inner).await;
+    assert!(!points.is_empty(), "seed {seed}: no restore point");
     let mut pick = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut chosen: Vec<u64> = (0..5)
         .map(|_| {
@@ -436,6 +488,7 @@ fn ten_percent_faults_lose_nothing_and_catch_up() {
                     stale_for: Duration::from_millis(1000),
                 },
                 1000,
+                ("more than 10 faults injected", |c| c.total() > 10),
             )
             .await;
             println!(
@@ -469,6 +522,9 @@ fn writes_reported_failed_after_they_landed() {
                 ..Default::default()
             },
             150,
+            ("a write that landed but was reported failed", |c| {
+                c.landed_but_failed > 0
+            }),
         )
         .await;
         println!(
@@ -512,6 +568,19 @@ fn a_restart_without_local_state_under_stale_listings() {
     stale_restart(true, false);
 }
 
+/// When the newest LTX file in `store` was last written.
+async fn newest_ltx_change(
+    store: &Arc<dyn object_store::ObjectStore>,
+) -> chrono::DateTime<chrono::Utc> {
+    use futures::TryStreamExt;
+    let all: Vec<object_store::ObjectMeta> = store.list(None).try_collect().await.unwrap();
+    all.iter()
+        .filter(|m| m.location.as_ref().contains("ltx/"))
+        .map(|m| m.last_modified)
+        .max()
+        .expect("LTX files in the store")
+}
+
 fn stale_restart(lose_local_state: bool, long_stale: bool) {
     use litevault::ltx::Txid;
     use litevault::replica::faults::{FaultConfig, FaultKind};
@@ -525,11 +594,10 @@ fn stale_restart(lose_local_state: bool, long_stale: bool) {
             rate: 1.0,
             seed: 3,
             kinds: vec![FaultKind::Stale],
-            stale_for: Duration::from_millis(1500),
             ..Default::default()
         });
         faulty.set_enabled(false);
-        let clean = Replica::from_store(inner, "app", KeyLayout::Ltx, "clean");
+        let clean = Replica::from_store(inner.clone(), "app", KeyLayout::Ltx, "clean");
         let mut opts = ReplicateOptions::default();
         opts.retention.levels.clear();
         let rep = Replicator::open(&db, replica.clone(), opts.clone())
@@ -539,8 +607,9 @@ fn stale_restart(lose_local_state: bool, long_stale: bool) {
             Workload::apply(&mut c, i).unwrap();
             rep.sync_all().await.unwrap();
             if i == 20 {
-                // Old enough to be listed.
-                tokio::time::sleep(Duration::from_millis(1600)).await;
+                // Stale listings show the store as it is now: the files so
+                // far, none of the next ones (however long the test takes).
+                faulty.set_stale_since(Some(newest_ltx_change(&inner).await));
             }
         }
         rep.run(async {}).await.unwrap();
@@ -550,9 +619,22 @@ fn stale_restart(lose_local_state: bool, long_stale: bool) {
         let before = clean.list_all().await.unwrap();
         // Restart: the listing misses the files of commits 21..=40.
         faulty.set_enabled(true);
-        let rep = Replicator::open(&db, replica.clone(), opts.clone())
-            .await
-            .unwrap();
+        let opening = {
+            let (db, replica, opts) = (db.clone(), replica.clone(), opts.clone());
+            tokio::spawn(async move { Replicator::open(&db, replica, opts).await })
+        };
+        if !lose_local_state {
+            // The start noted what it uploaded, so it lists again until the
+            // listing shows it: the store catches up once it has served a
+            // stale listing.
+            let f = &faulty;
+            wait_until_async(WAIT, "a stale listing at the start", || async move {
+                f.counts().stale > 0
+            })
+            .await;
+            faulty.set_enabled(false);
+        }
+        let rep = opening.await.unwrap().unwrap();
         if long_stale {
             // 30 commits, each its own file: every upload finds its name
             // taken, and every new listing misses the same files.
@@ -638,9 +720,20 @@ fn the_binary_injects_faults_from_the_environment() {
         .unwrap();
     for i in 1..=200 {
         Workload::apply(&mut c, i).unwrap();
+        // Pacing, not waiting: commits over time, so the faults hit many
+        // requests rather than one upload.
         std::thread::sleep(Duration::from_millis(10));
     }
-    std::thread::sleep(Duration::from_millis(500));
+    // Stopped once it runs (its status file says so): the final sync ships
+    // whatever is left.
+    wait_until(WAIT, "replicate to report itself running", || {
+        let o = litevault(&[])
+            .args(["status", db.to_str().unwrap(), "--json"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        v[0]["running"] == true
+    });
     signal(&child, "TERM");
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -267,14 +267,13 @@ async fn follows_under_load(replica: Replica, dir: &Path) {
         .expect("this test needs python3 (with its sqlite3 module)");
     // Writes start once it reads.
     let ready = dir.join("stop-reader.ready");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ready.exists() {
-        assert!(Instant::now() < deadline, "the reader process never read");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(WAIT, "the reader process to read once", || ready.exists());
     let max_pages = tokio::task::spawn_blocking(move || {
         for i in 1..=150 {
             transfer(&mut c, i);
+            // Pacing, not waiting: commits arrive over time, as an app's
+            // do, so the follower applies many batches while both readers
+            // read; nothing below depends on how many.
             if i % 10 == 0 {
                 std::thread::sleep(Duration::from_millis(15));
             }
@@ -663,27 +662,27 @@ fn cli_follow(url: &str, env: &[(&'static str, String)], replica: Replica, dir: 
             .unwrap();
         rt.block_on(p.write(4));
         let target = p.next - 1;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let last = out
-                .exists()
-                .then(|| {
-                    read_only(&out)
-                        .query_row("SELECT last FROM meta WHERE k='last'", [], |r| {
-                            r.get::<_, i64>(0)
-                        })
-                        .ok()
-                })
-                .flatten();
-            if last == Some(target) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "round {round}: the follower is at {last:?}, want {target}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until(
+            WAIT,
+            format_args!("round {round}: the follower to reach write {target}"),
+            || {
+                let last = out
+                    .exists()
+                    .then(|| {
+                        read_only(&out)
+                            .query_row("SELECT last FROM meta WHERE k='last'", [], |r| {
+                                r.get::<_, i64>(0)
+                            })
+                            .ok()
+                    })
+                    .flatten();
+                if last == Some(target) {
+                    Ok(())
+                } else {
+                    Err(format!("at {last:?}"))
+                }
+            },
+        );
         signal(&child, "TERM");
         let status = child.wait().unwrap();
         let mut stderr = String::new();
@@ -724,19 +723,13 @@ fn cli_follow(url: &str, env: &[(&'static str, String)], replica: Replica, dir: 
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !out.exists()
-        || read_only(&out)
-            .query_row("SELECT count(*) FROM items", [], |r| r.get::<_, i64>(0))
-            .unwrap_or(0)
-            == 0
-    {
-        assert!(
-            Instant::now() < deadline,
-            "--force did not re-restore the copy"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(WAIT, "--force to re-restore the copy", || {
+        out.exists()
+            && read_only(&out)
+                .query_row("SELECT count(*) FROM items", [], |r| r.get::<_, i64>(0))
+                .unwrap_or(0)
+                > 0
+    });
     signal(&child, "TERM");
     assert!(child.wait().unwrap().success());
     assert_eq!(Workload::check_prefix(&out), p.next - 1);
@@ -923,26 +916,34 @@ fn follows_a_replica_litestream_writes() {
         .unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let replica = Replica::open(&url).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
     for i in 1..=100 {
         Workload::apply(&mut c, i).unwrap();
     }
-    while rt.block_on(latest_txid(&replica)) == Txid(0) {
-        assert!(Instant::now() < deadline, "litestream shipped nothing");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut shipped = wait_until(WAIT, "litestream to ship a first file", || {
+        let t = rt.block_on(latest_txid(&replica));
+        (t > Txid(0)).then_some(t)
+    });
     let out = dir.path().join("follower.db");
     let mut f = rt
         .block_on(Follower::open(replica.clone(), &out, opts()))
         .unwrap();
     for i in 101..=300 {
         Workload::apply(&mut c, i).unwrap();
+        // Several files for the follower to apply: after every 50 writes,
+        // until litestream has shipped a newer one.
         if i % 50 == 0 {
-            std::thread::sleep(Duration::from_millis(200));
+            shipped = wait_until(
+                WAIT,
+                format_args!("litestream to ship a file past TXID {shipped}"),
+                || {
+                    let t = rt.block_on(latest_txid(&replica));
+                    (t > shipped).then_some(t)
+                },
+            );
         }
     }
     let mut unverified = 0;
-    loop {
+    wait_until(WAIT, "the follower to reach the last write", || {
         match rt.block_on(f.poll()).unwrap() {
             PollOutcome::Applied { verified, .. } => {
                 assert!(!verified, "litestream's files carry no checksums");
@@ -951,15 +952,13 @@ fn follows_a_replica_litestream_writes() {
             PollOutcome::UpToDate => {}
             other => panic!("unexpected {other:?}"),
         }
-        if Workload::check_prefix(&out) == 300 {
-            break;
+        let k = Workload::check_prefix(&out);
+        if k == 300 {
+            Ok(())
+        } else {
+            Err(format!("at write {k}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "the follower did not reach the last write"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    });
     signal(&ls, "INT");
     assert!(ls.wait().unwrap().success());
     assert!(unverified >= 1);

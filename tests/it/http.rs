@@ -4,10 +4,9 @@
 //! `litevault replicate --addr`.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::*;
 use litevault::replica::Replica;
@@ -236,20 +235,17 @@ fn every_route_answers_against_a_running_replicator() {
         assert!(!page.contains("https://") && !page.contains("<link") && !page.contains("src="));
 
         // The lag history the chart draws: one series per replica.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let lag = run.json("/v1/lag").await;
+        let r = &run;
+        let lag = wait_until_async(WAIT, "two lag samples", || async move {
+            let lag = r.json("/v1/lag").await;
             let samples = lag["dbs"][0]["replicas"][0]["samples"]
                 .as_array()
                 .unwrap()
                 .len();
-            if samples >= 2 {
-                assert_eq!(lag["dbs"][0]["replicas"][0]["url"], url.as_str());
-                break;
-            }
-            assert!(Instant::now() < deadline, "no lag samples: {lag}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            if samples >= 2 { Ok(lag) } else { Err(lag) }
+        })
+        .await;
+        assert_eq!(lag["dbs"][0]["replicas"][0]["url"], url.as_str());
 
         // Files and restore points come from one cached listing: more page
         // loads do not LIST the replica again.
@@ -352,18 +348,16 @@ fn readyz_turns_503_when_a_replica_fails_and_sync_times_out_with_504() {
         // The S3 server goes away: its replica falls behind.
         drop(s3);
         run.insert(2);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let reasons = loop {
-            let (code, body) = run.get("/readyz").await;
-            if code == 503 {
-                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-                assert_eq!(v["ready"], false);
-                break v["reasons"].as_array().unwrap().clone();
-            }
-            assert_eq!(code, 200, "{body}");
-            assert!(Instant::now() < deadline, "readyz never failed: {body}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let r = &run;
+        let body = wait_until_async(WAIT, "/readyz to answer 503", || async move {
+            let (code, body) = r.get("/readyz").await;
+            assert!(code == 200 || code == 503, "{code}: {body}");
+            if code == 503 { Ok(body) } else { Err(body) }
+        })
+        .await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["ready"], false);
+        let reasons = v["reasons"].as_array().unwrap().clone();
         assert_eq!(reasons.len(), 1, "{reasons:?}");
         let reason = reasons[0].as_str().unwrap();
         assert!(
@@ -502,16 +496,16 @@ fn the_status_page_renders_chart_files_and_restore_points_in_headless_chromium()
             assert_eq!(code, 200, "{body}");
             txid = body["txid"].as_str().unwrap().to_string();
         }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while run.json("/v1/lag").await["dbs"][0]["replicas"][0]["samples"]
-            .as_array()
-            .unwrap()
-            .len()
-            < 3
-        {
-            assert!(Instant::now() < deadline, "no lag samples");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let r = &run;
+        wait_until_async(WAIT, "three lag samples", || async move {
+            let lag = r.json("/v1/lag").await;
+            lag["dbs"][0]["replicas"][0]["samples"]
+                .as_array()
+                .unwrap()
+                .len()
+                >= 3
+        })
+        .await;
         let profile = tempfile::tempdir().unwrap();
         let url = format!("{}/", run.base);
         let out = tokio::process::Command::new(&chromium)
@@ -591,12 +585,43 @@ fn replicate_with_addr_serves_http_and_refuses_a_public_address_without_a_token(
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains(TOKEN_ENV), "{err}");
 
+    // No socket passed: `systemd` says what is missing, before opening.
+    let o = litevault(&[])
+        .env_remove("LISTEN_PID")
+        .env_remove("LISTEN_FDS")
+        .args(["replicate", db.to_str().unwrap(), &url, "--addr", "systemd"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("LISTEN_FDS") && err.contains(".socket"),
+        "{err}"
+    );
+    // A socket passed to another process (LISTEN_PID) is not taken.
+    let (listener, _) = bound_listener();
+    let mut cmd = litevault(&[]);
+    crate::support::child::as_descriptor_3(&mut cmd, &listener);
+    let o = cmd
+        .env("LISTEN_PID", "1")
+        .env("LISTEN_FDS", "1")
+        .args(["replicate", db.to_str().unwrap(), &url, "--addr", "systemd"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    drop(listener);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("LISTEN_PID=1 is not this process"),
+        "{err}"
+    );
+
     let (mut child, base) = spawn_serving(&[
         "replicate",
         db.to_str().unwrap(),
         &url,
         "--addr",
-        "127.0.0.1:0",
+        "systemd",
         "--sync-interval",
         "0s",
     ]);
@@ -623,10 +648,13 @@ fn replicate_with_addr_serves_http_and_refuses_a_public_address_without_a_token(
     assert!(child.wait().unwrap().success());
 }
 
-/// Starts `litevault ARGS` and waits for its "listening on" line; returns
-/// the child and the server's base URL.
+/// Starts `litevault ARGS` (which name `--addr systemd` or a config saying
+/// `addr: systemd`) with a listening socket the test bound on 127.0.0.1,
+/// passed the way systemd socket activation does; waits for the line
+/// saying it serves that socket. Returns the child and the base URL.
 fn spawn_serving(args: &[&str]) -> (std::process::Child, String) {
-    let mut child = litevault(&[])
+    let (listener, port) = bound_listener();
+    let mut child = litevault_with_socket(&[], &listener)
         .env("LITEVAULT_LOG", "info")
         .env_remove(TOKEN_ENV)
         .args(args)
@@ -634,20 +662,15 @@ fn spawn_serving(args: &[&str]) -> (std::process::Child, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    let base = loop {
-        let line = match lines.next() {
-            Some(l) => l.unwrap(),
-            None => panic!("litevault exited before serving HTTP:\n{}", seen.join("\n")),
-        };
-        if let Some(at) = line.find("listening on http://") {
-            break line[at + "listening on ".len()..].trim().to_string();
-        }
-        seen.push(line);
-    };
-    // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    // The child holds its own copy: if it dies, the port refuses.
+    drop(listener);
+    let out = Output::capture(child.stderr.take().unwrap());
+    let line = out.wait_for_line(WAIT, "listening on http://");
+    let base = format!("http://127.0.0.1:{port}");
+    assert!(
+        line.contains("on the socket systemd passed") && line.ends_with(&base),
+        "{line}"
+    );
     (child, base)
 }
 
@@ -662,7 +685,7 @@ fn replicate_config_http_addr_starts_the_server() {
     std::fs::write(
         &cfg,
         format!(
-            "http:\n  addr: 127.0.0.1:0\n  readyz-max-lag: 2s\ndbs:\n  - path: {}\n    replicas:\n      - url: {}\n",
+            "http:\n  addr: systemd\n  readyz-max-lag: 2s\ndbs:\n  - path: {}\n    replicas:\n      - url: {}\n",
             db.display(),
             file_url(&dir.path().join("replica"))
         ),

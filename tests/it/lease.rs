@@ -5,6 +5,7 @@ use crate::support;
 use std::time::Duration;
 
 use crate::support::*;
+use litevault::replica::lease::LeaseError;
 use litevault::replicate::{LeaseOptions, ReplicateError};
 use litevault::{Replica, ReplicateOptions, Replicator};
 
@@ -41,6 +42,9 @@ async fn scenario(replica: Replica, dir: &std::path::Path) {
         "names the holder: {msg}"
     );
     assert!(msg.contains("a.db"), "names the holder's database: {msg}");
+    let ReplicateError::Lease(LeaseError::Held { expires_at, .. }) = err else {
+        panic!("not a held lease: {msg}");
+    };
     // Even with --takeover, not before the lease expires.
     assert!(
         Replicator::open(&b, replica.clone(), opts(Duration::from_secs(2), true))
@@ -48,7 +52,12 @@ async fn scenario(replica: Replica, dir: &std::path::Path) {
             .is_err()
     );
     // The holder stops renewing (it hangs); after expiry, takeover works.
-    tokio::time::sleep(Duration::from_millis(2300)).await;
+    wait_until_async(
+        WAIT,
+        format_args!("the clock to pass the lease's expiry ({expires_at})"),
+        || async move { chrono::Utc::now() > expires_at },
+    )
+    .await;
     assert!(
         Replicator::open(&b, replica.clone(), opts(Duration::from_secs(2), false))
             .await
@@ -160,7 +169,6 @@ impl Beliefs {
 fn never_two_holders_under_faults() {
     use litevault::replica::KeyLayout;
     use litevault::replica::faults::{FaultConfig, FaultKind, FaultStore};
-    use litevault::replica::lease::LeaseError;
     use std::sync::{Arc, Mutex};
 
     let ttl = Duration::from_millis(300);
@@ -199,6 +207,8 @@ fn never_two_holders_under_faults() {
                         Ok(l) => l,
                         Err(LeaseError::Held { .. }) => {
                             held += 1;
+                            // Random pacing between contenders: the
+                            // interleaving is the behaviour under test.
                             tokio::time::sleep(Duration::from_millis(dice.below(120))).await;
                             continue;
                         }
@@ -220,6 +230,7 @@ fn never_two_holders_under_faults() {
                         } else {
                             dice.below(ttl.as_millis() as u64 / 2)
                         };
+                        // The nap is the test: in time, or past the TTL.
                         tokio::time::sleep(Duration::from_millis(nap)).await;
                         match lease.renew().await {
                             Ok(()) => {
@@ -250,6 +261,7 @@ fn never_two_holders_under_faults() {
                     }
                     // Else: abandoned (a crash); the belief lasts until
                     // its expiry, and the next acquisition replaces it.
+                    // Random pacing before the next round (as above).
                     tokio::time::sleep(Duration::from_millis(dice.below(50))).await;
                 }
                 (taken, renewed, lost, held, errors)
@@ -322,7 +334,14 @@ fn lease_writes_whose_answers_were_lost() {
         ));
         for _ in 0..3 {
             let before = lease.record().expires_at;
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            // A renewal computes a later expiry once the clock has moved.
+            let ttl_c = chrono::Duration::from_std(ttl).unwrap();
+            wait_until_async(
+                WAIT,
+                "the clock to move past the last renewal",
+                || async move { chrono::Utc::now() + ttl_c > before },
+            )
+            .await;
             faulty.lose_next_answers(1);
             lease.renew().await.unwrap();
             assert!(lease.record().expires_at > before);

@@ -164,6 +164,17 @@ fn litestream_rejects_files_with_checksums() {
     );
 }
 
+/// The newest TXID a replica holds, if any.
+async fn replica_head(replica: &Replica) -> Option<litevault::ltx::Txid> {
+    replica
+        .list_all()
+        .await
+        .ok()?
+        .iter()
+        .map(|f| f.max_txid)
+        .max()
+}
+
 /// `litestream replicate` runs while the database is written; litevault
 /// restores its replica to exactly what Litestream itself restores, a
 /// committed prefix of the writes.
@@ -201,23 +212,49 @@ fn litevault_restores_litestream_replica_with(
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // Litestream is running once it has shipped the database as it is.
+    let mut head = wait_until(WAIT, "litestream to ship the database", || {
+        rt.block_on(replica_head(&replica))
+    });
     for i in 1..=400 {
         Workload::apply(&mut c, i).unwrap();
+        // Many files, not one: after every 40 writes, until litestream has
+        // shipped a newer one.
         if i % 40 == 0 {
-            std::thread::sleep(Duration::from_millis(300));
+            head = wait_until(
+                WAIT,
+                format_args!("litestream to ship a file past TXID {head}"),
+                || rt.block_on(replica_head(&replica)).filter(|t| *t > head),
+            );
         }
     }
-    std::thread::sleep(Duration::from_millis(2500));
+    // Everything is shipped when the latest state restores to the last write.
+    let ours = dir.join("ours.db");
+    wait_until(WAIT, "litestream to ship write 400", || {
+        let out = dir.join("probe.db");
+        let _ = std::fs::remove_file(&out);
+        let opts = RestoreOptions {
+            write_state: false,
+            ..Default::default()
+        };
+        rt.block_on(restore(&replica, &out, &opts))
+            .map_err(|e| e.to_string())?;
+        match Workload::check_prefix(&out) {
+            400 => Ok(()),
+            k => Err(format!("the replica restores to write {k}")),
+        }
+    });
     signal(&ls, "INT");
     assert!(ls.wait().unwrap().success());
-    let ours = dir.join("ours.db");
-    let r = block_on(restore(&replica, &ours, &RestoreOptions::default())).unwrap();
+    let r = rt
+        .block_on(restore(&replica, &ours, &RestoreOptions::default()))
+        .unwrap();
     assert!(matches!(r, litevault::restore::RestoreOutcome::Restored(_)));
-    let k = Workload::check_prefix(&ours);
-    assert!(
-        k > 300,
-        "most of the writes were replicated by litestream ({k})"
+    assert_eq!(
+        Workload::check_prefix(&ours),
+        400,
+        "every write was replicated by litestream"
     );
     let theirs = dir.join("theirs.db");
     let o = litestream_restore(&db, &theirs);

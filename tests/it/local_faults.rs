@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::store::flaky_memory_replica;
 use crate::support::*;
@@ -183,6 +183,7 @@ fn the_sidecar_survives_a_full_disk_and_catches_up() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let log = Output::capture(child.stderr.take().unwrap());
     let filler = {
         for i in 1..=300 {
             Workload::apply(&mut c, i).unwrap();
@@ -190,40 +191,45 @@ fn the_sidecar_survives_a_full_disk_and_catches_up() {
         vol.fill()
     };
     let last = write_until_full(&mut c, 301);
-    std::thread::sleep(Duration::from_secs(2));
+    // The sidecar ran into the full disk (it says so), and is still there.
+    log.wait_for_line(WAIT, "No space left on device");
     assert!(
         child.try_wait().unwrap().is_none(),
-        "replicate exited on a full disk"
+        "replicate exited on a full disk:\n{}",
+        log.text()
     );
     std::fs::remove_file(&filler).unwrap();
     for i in last + 1..=last + 20 {
         Workload::apply(&mut c, i).unwrap();
     }
     let out = rdir.path().join("out.db");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut got = 0;
-    while got < last + 20 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(500));
-        let _ = std::fs::remove_file(&out);
-        let ok = litevault(&[])
-            .args(["restore", &url, "-o"])
-            .arg(&out)
-            .env("LITEVAULT_LOG", "error")
-            .status()
-            .unwrap()
-            .success();
-        if ok {
-            got = Workload::check_prefix(&out);
-        }
-    }
+    wait_until(
+        WAIT,
+        format_args!("the replica to catch up with write {}", last + 20),
+        || {
+            let _ = std::fs::remove_file(&out);
+            let ok = litevault(&[])
+                .args(["restore", &url, "-o"])
+                .arg(&out)
+                .env("LITEVAULT_LOG", "error")
+                .status()
+                .unwrap()
+                .success();
+            let got = if ok { Workload::check_prefix(&out) } else { 0 };
+            if got == last + 20 {
+                Ok(())
+            } else {
+                Err(format!("it restores to write {got}"))
+            }
+        },
+    );
     signal(&child, "TERM");
     let status = child.wait().unwrap();
-    assert_eq!(
-        got,
-        last + 20,
-        "the replica caught up with every commit once space returned"
+    assert!(
+        status.success(),
+        "replicate stopped cleanly: {status}\n{}",
+        log.text()
     );
-    assert!(status.success(), "replicate stopped cleanly: {status}");
 }
 
 /// Every file of the local store, sorted.
@@ -564,15 +570,12 @@ fn a_failing_fsync_blocks_the_checkpoint_and_shipping_resumes_when_it_works() {
         }
         // The files whose fsync failed may first go through the background
         // fsync's rounds: a few syncs, as the replicator's loop runs them.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while checkpoints(&rep) == before {
-            assert!(
-                Instant::now() < deadline,
-                "no checkpoint ran once fsync worked again"
-            );
-            rep.sync_all().await.unwrap();
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let r = &rep;
+        wait_until_async(WAIT, "a checkpoint once fsync works again", || async move {
+            r.sync_all().await.unwrap();
+            checkpoints(r) != before
+        })
+        .await;
         assert!(
             checkpointed_prefix(&db) > main_before,
             "the checkpoint moved the frames into the database file"

@@ -922,9 +922,7 @@ fn export_from_an_s3_replica_at_a_timestamp() {
         .await
         .unwrap();
         rep.sync_all().await.unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(1100));
-        let stamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let stamp = timestamp_between_writes();
         c.execute("INSERT INTO t VALUES (2, 'two')", []).unwrap();
         rep.sync_all().await.unwrap();
         stamp

@@ -357,6 +357,8 @@ fn a_fast_sync_interval_keeps_an_unbroken_chain() {
             let mut c = create_db(&db2, 4096);
             for i in 1..=1500 {
                 Workload::apply(&mut c, i).unwrap();
+                // Pacing, not waiting: a steady load, the condition under
+                // test, rather than one burst.
                 if i % 3 == 0 {
                     std::thread::sleep(Duration::from_millis(2));
                 }
@@ -462,42 +464,47 @@ fn a_hanging_compaction_upload_does_not_delay_new_commits() {
         for i in 1..=5 {
             Workload::apply(&mut c, i).unwrap();
             rep.wake();
+            // Pacing, not waiting: commits spread over several steps, as an
+            // app makes them; nothing below counts the steps.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         // The producer may take two commits in one step (one TXID): wait
         // for the replica to hold all five, not for a TXID count.
         let first = dir.path().join("first.db");
-        let shipped = tokio::time::timeout(Duration::from_secs(60), async {
-            loop {
-                if rep.txid().0 > 0 && rep.txid() >= rep.local_txid() {
-                    let _ = std::fs::remove_file(&first);
-                    restore(&replica, &first, &RestoreOptions::default())
-                        .await
-                        .unwrap();
-                    if Workload::check_prefix(&first) == 5 {
-                        break;
-                    }
+        let (rep_ref, replica_ref, first_ref) = (&rep, &replica, &first);
+        wait_until_async(
+            WAIT,
+            "the first five commits to reach the replica",
+            || async move {
+                let (rep, first) = (rep_ref, first_ref);
+                if rep.txid().0 == 0 || rep.txid() < rep.local_txid() {
+                    return Err(format!(
+                        "{} of {}; {:?}",
+                        rep.txid(),
+                        rep.local_txid(),
+                        rep.status()
+                    ));
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
+                let _ = std::fs::remove_file(first);
+                restore(replica_ref, first, &RestoreOptions::default())
+                    .await
+                    .unwrap();
+                match Workload::check_prefix(first) {
+                    5 => Ok(()),
+                    k => Err(format!("the replica restores to commit {k}")),
+                }
+            },
+        )
         .await;
-        assert!(
-            shipped.is_ok(),
-            "the first commits were never shipped: {} of {}; {:?}",
-            rep.txid(),
-            rep.local_txid(),
-            rep.status()
-        );
         // Compaction to level 1 becomes due; its upload hangs.
         now.fetch_add(60_000, Ordering::SeqCst);
-        let started = tokio::time::timeout(Duration::from_secs(60), async {
-            while store.held.load(Ordering::SeqCst) == 0 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
+        let held = &store.held;
+        wait_until_async(
+            WAIT,
+            "a level-1 compaction upload to start",
+            || async move { held.load(Ordering::SeqCst) > 0 },
+        )
         .await;
-        assert!(started.is_ok(), "no level-1 compaction upload started");
         // New commits still reach the replica while it hangs.
         for i in 6..=10 {
             Workload::apply(&mut c, i).unwrap();

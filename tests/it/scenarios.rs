@@ -158,20 +158,34 @@ fn thousands_of_small_transactions_while_running() {
         let task = tokio::spawn(rep.run(async {
             let _ = rx.await;
         }));
-        let db2 = db.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut c = create_db(&db2, 4096);
-            for i in 1..=3000 {
-                Workload::apply(&mut c, i).unwrap();
-                // However fast this machine writes, the replicator gets
-                // several chances to ship while the writing goes on.
-                if i % 500 == 0 {
-                    std::thread::sleep(std::time::Duration::from_millis(30));
-                }
-            }
-        })
-        .await
-        .unwrap();
+        let mut c = Some(create_db(&db, 4096));
+        let mut shipped = 0;
+        for chunk in 0..6i64 {
+            let mut conn = c.take().unwrap();
+            c = Some(
+                tokio::task::spawn_blocking(move || {
+                    for i in chunk * 500 + 1..=(chunk + 1) * 500 {
+                        Workload::apply(&mut conn, i).unwrap();
+                    }
+                    conn
+                })
+                .await
+                .unwrap(),
+            );
+            // However fast this machine writes, the replicator ships while
+            // the writing goes on: a new level-0 file after every 500.
+            let r = &replica;
+            shipped = wait_until_async(
+                WAIT,
+                format_args!("a level-0 file past the {shipped} shipped before"),
+                || async move {
+                    let n = r.list_level(0).await.unwrap().len();
+                    if n > shipped { Ok(n) } else { Err(n) }
+                },
+            )
+            .await;
+        }
+        drop(c);
         tx.send(()).unwrap();
         task.await.unwrap().unwrap();
         let out = dir.path().join("out.db");
@@ -517,6 +531,8 @@ fn large_transaction_in_progress_while_running() {
                     "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 500) INSERT INTO bulk SELECT randomblob(1000) FROM n;",
                 )
                 .unwrap();
+                // Pacing, not waiting: the transaction stays open a while,
+                // so the replicator polls while its pages reach the WAL.
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
             Workload::apply_in(&t, 51).unwrap();
@@ -666,13 +682,18 @@ async fn checkpointing(
 /// the checkpoint tests would measure the disk.
 async fn sync_and_settle(rep: &Replicator) {
     rep.sync().await.unwrap();
-    let mut waited = 0;
-    while rep.status().checkpoint_waiting_for_fsync {
-        waited += 1;
-        assert!(waited < 2_000, "the background fsync has not ended in 10 s");
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        rep.sync().await.unwrap();
-    }
+    wait_until_async(
+        WAIT,
+        "the checkpoint's background fsync to end",
+        || async move {
+            if !rep.status().checkpoint_waiting_for_fsync {
+                return true;
+            }
+            rep.sync().await.unwrap();
+            false
+        },
+    )
+    .await;
 }
 
 /// Hundreds of commits between two checkpoints: the local store's files are

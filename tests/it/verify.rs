@@ -83,12 +83,31 @@ async fn succeeds_while_writing(replica: Replica, dir: &Path) {
             while !stop.load(Ordering::Relaxed) {
                 Workload::apply(&mut conn, i).unwrap();
                 i += 1;
+                // Pacing, not waiting: a steady stream of commits that
+                // verify's reads and the replicator's uploads interleave with.
                 std::thread::sleep(Duration::from_millis(5));
             }
             i - 1
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Verify starts once the replica is moving: it holds a commit made
+    // while writing.
+    let r = &replica;
+    wait_until_async(
+        WAIT,
+        format_args!("the replica to hold a TXID past {start}"),
+        || async move {
+            let head = r
+                .list_all()
+                .await
+                .map(|fs| fs.iter().map(|f| f.max_txid).max());
+            match head {
+                Ok(Some(t)) if t > start => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
     let t0 = std::time::Instant::now();
     let r = verify(&db, &replica, &VerifyOptions::default()).await;
     eprintln!("verify returned after {:?}", t0.elapsed());

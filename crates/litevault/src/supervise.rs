@@ -76,12 +76,17 @@ pub async fn supervise(
             .await
         }));
     }
-    let mut child = match tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .stdin(Stdio::inherit())
-        .spawn()
-    {
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.arg("-c").arg(command).stdin(Stdio::inherit());
+    // The socket systemd passed is litevault's HTTP listener (it is
+    // close-on-exec): the application must not take the variables for its own.
+    #[cfg(feature = "server")]
+    if crate::server::systemd::taken() {
+        for v in crate::server::systemd::ENV_VARS {
+            cmd.env_remove(v);
+        }
+    }
+    let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(source) => {
             let _ = stop_tx.send(true);

@@ -8,14 +8,15 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{KeyInit, Mac};
 use litevault::Replica;
 
-use super::free_port;
+use super::child::listens_on;
+use super::{Output, WAIT, free_port, wait_until};
 
 /// Azurite's well-known development account.
 pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
@@ -23,18 +24,20 @@ pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
 pub const AZURITE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
-fn wait_for_port(port: u16, what: &str, child: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited before listening on port {port}: {status}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not start on port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Waits until `child` itself listens on `port` (not merely something
+/// there answering). `Err` with its output when it exited first, e.g. on a
+/// port another process took.
+fn wait_for_own_port(port: u16, what: &str, child: &mut Child, out: &Output) -> Result<(), String> {
+    wait_until(
+        WAIT,
+        format_args!("{what} to listen on port {port}"),
+        || {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(Err(format!("{what} exited ({status}): {}", out.text())));
+            }
+            listens_on(child.id(), port).then_some(Ok(()))
+        },
+    )
 }
 
 /// One HTTP/1.1 request to 127.0.0.1 with extra headers; returns the status
@@ -86,22 +89,31 @@ impl Azurite {
             "this test needs Azurite, the Azure Storage emulator: install it with `npm install -g azurite` (scripts/test.sh does)"
         );
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        // Port 0: Azurite binds a port the system picks and prints it, so no
+        // other process can take it between choosing and binding.
         let mut child = Command::new("azurite-blob")
-            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+            .args(["--blobHost", "127.0.0.1", "--blobPort", "0"])
             .arg("--location")
             .arg(dir.path())
             .args(["--skipApiVersionCheck", "--loose", "--silent"])
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn azurite-blob");
-        wait_for_port(port, "Azurite", &mut child);
-        Azurite {
+        let out = Output::capture(child.stdout.take().unwrap());
+        let mut az = Azurite {
             child,
-            port,
+            port: 0,
             _dir: dir,
-        }
+        };
+        // "Azurite Blob service successfully listens on http://127.0.0.1:PORT"
+        let marker = "listens on http://127.0.0.1:";
+        let line = out.wait_for_line(WAIT, marker);
+        az.port = line[line.find(marker).unwrap() + marker.len()..]
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("no port in Azurite's line {line:?}"));
+        az
     }
 
     /// The blob service URL of the development account (path style).
@@ -195,25 +207,39 @@ impl FakeGcs {
     pub fn start() -> FakeGcs {
         super::needs("fake-gcs-server");
         let bin = fake_gcs_binary();
-        let port = free_port();
-        let mut child = Command::new(bin)
-            .args([
-                "-scheme",
-                "http",
-                "-host",
-                "127.0.0.1",
-                "-backend",
-                "memory",
-            ])
-            .args(["-port", &port.to_string()])
-            .args(["-public-host", &format!("127.0.0.1:{port}")])
-            .args(["-log-level", "error"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn fake-gcs-server");
-        wait_for_port(port, "fake-gcs-server", &mut child);
-        FakeGcs { child, port }
+        // fake-gcs-server must know its own address up front (-public-host:
+        // it routes object requests by the Host header), takes no bound
+        // socket, and with -port 0 reports ":0", not the port it got. So:
+        // a port that was free, and a new one if another process took it
+        // first (the server exits on the failed bind; the port counts as
+        // its own only once /proc shows this process listening there).
+        let mut tries = Vec::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = Command::new(&bin)
+                .args([
+                    "-scheme",
+                    "http",
+                    "-host",
+                    "127.0.0.1",
+                    "-backend",
+                    "memory",
+                ])
+                .args(["-port", &port.to_string()])
+                .args(["-public-host", &format!("127.0.0.1:{port}")])
+                .args(["-log-level", "error"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn fake-gcs-server");
+            let out = Output::capture(child.stderr.take().unwrap());
+            match wait_for_own_port(port, "fake-gcs-server", &mut child, &out) {
+                Ok(()) => return FakeGcs { child, port },
+                Err(e) if e.contains("address already in use") => tries.push(e),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("fake-gcs-server found its port taken 5 times: {tries:?}");
     }
 
     pub fn endpoint(&self) -> String {

@@ -11,16 +11,21 @@
 
 #![allow(dead_code)]
 
+pub mod child;
 pub mod cloud;
 pub mod hostile;
 pub mod postgres;
 pub mod store;
+pub mod wait;
+
+pub use child::{Output, bound_listener, catches_signal, with_passed_socket};
+pub use wait::{WAIT, timestamp_between_writes, wait_until, wait_until_async};
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use litevault::Replica;
 use litevault::replica::S3Credentials;
@@ -54,6 +59,11 @@ pub struct S3Server {
     pub port: u16,
 }
 
+/// A port that was free a moment ago. Racy: another process may take it
+/// before the server it is meant for binds it. Only for a server that must
+/// be told its own address before it starts and can neither take a bound
+/// socket nor report a port it picked (fake-gcs-server); its starter checks
+/// that the server itself listens there and retries on a collision.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -130,29 +140,28 @@ impl S3Server {
             ok,
             "this test needs the moto S3 server: install it with `pip install 'moto[server]'`"
         );
-        let port = free_port();
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
+        // Port 0: the server binds a port the system picks and prints it
+        // (werkzeug's " * Running on http://127.0.0.1:PORT"), so no other
+        // process can take it between choosing and binding.
+        let mut child = Command::new("python3")
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", "0"])
+            .env("PYTHONUNBUFFERED", "1")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn moto server");
-        let server = S3Server { child, port };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while http(port, "GET", "/").is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto did not start on port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let out = Output::capture(child.stderr.take().unwrap());
+        let mut server = S3Server { child, port: 0 };
+        let marker = "Running on http://127.0.0.1:";
+        let line = out.wait_for_line(WAIT, marker);
+        server.port = line[line.find(marker).unwrap() + marker.len()..]
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("no port in moto's line {line:?}"));
+        // It prints the line just before serving; requests queue meanwhile.
+        wait_until(WAIT, "moto to answer on its port", || {
+            http(server.port, "GET", "/")
+        });
         server
     }
 
@@ -248,6 +257,17 @@ pub fn litevault_bin() -> PathBuf {
 /// A litevault command with S3 credentials from `env`.
 pub fn litevault(env: &[(&'static str, String)]) -> Command {
     let mut c = Command::new(litevault_bin());
+    c.env("LITEVAULT_LOG", "warn");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
+}
+
+/// A litevault command, as [`litevault`], that receives `listener` the way
+/// systemd socket activation passes a socket: give it `--addr systemd`.
+pub fn litevault_with_socket(env: &[(&'static str, String)], listener: &TcpListener) -> Command {
+    let mut c = with_passed_socket(&litevault_bin(), listener);
     c.env("LITEVAULT_LOG", "warn");
     for (k, v) in env {
         c.env(k, v);

@@ -1,7 +1,12 @@
 //! A throwaway PostgreSQL cluster for the export/import tests: `initdb` into a
 //! temporary directory as the `postgres` user (initdb refuses root), started
-//! with `pg_ctl` on 127.0.0.1 and a free port, its socket in the same
-//! directory, stopped (immediate mode) when dropped, also on panic.
+//! with `pg_ctl`, stopped (immediate mode) when dropped, also on panic.
+//!
+//! It listens on a Unix socket in that directory only, so there is no TCP
+//! port to race other processes for. The TLS cluster needs TCP (PostgreSQL
+//! has no TLS on Unix sockets) and PostgreSQL can neither bind port 0 nor
+//! take a bound socket: it gets a port that was free, and another one when
+//! its bind fails because something took it first.
 //!
 //! nextest runs every test in its own process, so each test gets its own
 //! cluster (initdb takes about half a second); [`PgCluster::fresh_db`] gives a
@@ -9,7 +14,6 @@
 
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -18,7 +22,10 @@ use std::process::{Command, Stdio};
 pub struct PgCluster {
     dir: tempfile::TempDir,
     bin: PathBuf,
+    /// The TCP port on 127.0.0.1 ([`PgCluster::start_tls`]); else the
+    /// number in the Unix socket's name.
     pub port: u16,
+    tcp: bool,
     /// With [`PgCluster::start_tls`]: the CA certificate (PEM) that signed
     /// the server's certificate (for 127.0.0.1).
     pub ca_cert: Option<PathBuf>,
@@ -61,14 +68,6 @@ fn unsafe_is_root() -> bool {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl PgCluster {
@@ -215,11 +214,17 @@ impl PgCluster {
             );
             ca_cert = Some(d.join("ca.crt"));
         }
-        // A few tries in case another process takes the port in between.
+        // With TCP, a few tries in case another process takes the port in
+        // between; the Unix socket is in our own folder: nothing can take it.
+        let mut collisions = Vec::new();
         for _ in 0..5 {
-            let port = free_port();
+            let (port, listen) = if tls {
+                (super::free_port(), "127.0.0.1")
+            } else {
+                (5432, "''")
+            };
             let opts = format!(
-                "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={} \
+                "-c listen_addresses={listen} -c port={port} -c unix_socket_directories={} \
                  -c fsync=off -c synchronous_commit=off -c full_page_writes=off{tls_opts}",
                 dir.path().display()
             );
@@ -247,20 +252,29 @@ impl PgCluster {
                     dir,
                     bin,
                     port,
+                    tcp: tls,
                     ca_cert,
                 };
             }
             let log = std::fs::read_to_string(&log).unwrap_or_default();
-            if !log.contains("could not bind") && !log.contains("in use") {
+            if !tls || (!log.contains("could not bind") && !log.contains("in use")) {
                 panic!("pg_ctl start failed:\n{log}");
             }
+            collisions.push(port);
         }
-        panic!("could not start PostgreSQL on a free port");
+        panic!("PostgreSQL found its port taken by another process 5 times: {collisions:?}");
     }
 
-    /// The URL of database `db` (user postgres, trust auth, 127.0.0.1 only).
+    /// The URL of database `db` (user postgres, trust auth): the Unix
+    /// socket's folder as the host (percent-encoded, as libpq and
+    /// tokio-postgres read it), or 127.0.0.1 for the TLS cluster.
     pub fn url(&self, db: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+        if self.tcp {
+            format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+        } else {
+            let host = self.dir.path().to_str().unwrap().replace('/', "%2F");
+            format!("postgres://postgres@{host}:{}/{db}", self.port)
+        }
     }
 
     /// Creates database `name` and returns its URL.

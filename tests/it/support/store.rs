@@ -60,6 +60,7 @@ impl ObjectStore for FlakyStore {
         }
         let delay = self.put_delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
+            // A slow store, injected: the latency is the condition under test.
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
         let left = self.fail_puts.load(Ordering::SeqCst);

@@ -176,11 +176,9 @@ pub enum LabError {
     /// The moto S3 server is not installed.
     #[error("the lab needs the moto S3 server: install it with `pip install 'moto[server]'`")]
     MotoMissing,
-    /// moto did not answer.
-    #[error("the moto S3 server did not start on 127.0.0.1:{port}: {log}")]
+    /// moto did not start serving.
+    #[error("the moto S3 server did not start on 127.0.0.1: {log}")]
     MotoStart {
-        /// The port it was given.
-        port: u16,
         /// The end of its log.
         log: String,
     },

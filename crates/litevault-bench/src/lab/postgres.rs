@@ -55,6 +55,10 @@ impl Lab {
             });
         }
         let log = dir.join("log");
+        // PostgreSQL listens on TCP for the delay proxy, and can only be
+        // given a port that was free: when another process took it in
+        // between, the bind fails and it tries another one.
+        let mut collisions = Vec::new();
         for _ in 0..5 {
             let port = free_port()?;
             // Default durability (fsync, synchronous_commit): a benchmark
@@ -125,10 +129,13 @@ impl Lab {
                     detail: text,
                 });
             }
+            collisions.push(port);
         }
         Err(LabError::Postgres {
             step: "pg_ctl start",
-            detail: "no free port after 5 tries".into(),
+            detail: format!(
+                "another process took each port it was given ({collisions:?}) before it could bind it"
+            ),
         })
     }
 

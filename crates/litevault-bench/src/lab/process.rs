@@ -1,4 +1,4 @@
-//! Processes and run folders: free ports, PID files, stopping what a lab
+//! Processes and run folders: a free port for PostgreSQL, PID files, stopping what a lab
 //! started, the run folder's lock, and leftovers of crashed runs cleaned.
 
 use std::fs::File;
@@ -11,8 +11,17 @@ use std::time::{Duration, Instant};
 use super::fuse::{is_mounted, unmount};
 use super::{LabError, io_err};
 
+<<<<<<< HEAD
 /// A TCP port of 127.0.0.1 free at the moment of the call.
 pub fn free_port() -> Result<u16, LabError> {
+=======
+/// A port that was free a moment ago: racy, another process may take it
+/// first. Only for PostgreSQL, which must be told its port, can neither
+/// bind port 0 nor take a bound socket, and must listen on TCP here (the
+/// delay proxy in front of it forwards TCP); its starter tries another
+/// port when the bind fails.
+pub(super) fn free_port() -> Result<u16, LabError> {
+>>>>>>> tests-2141
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

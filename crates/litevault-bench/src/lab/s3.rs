@@ -7,7 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::process::{free_port, tail, write_pid};
+use super::process::{tail, write_pid};
 use super::{BUCKET, Lab, LabError, io_err};
 
 impl Lab {
@@ -22,12 +22,14 @@ impl Lab {
         if !ok {
             return Err(LabError::MotoMissing);
         }
-        let port = free_port()?;
         let log_path = self.run_dir.join("moto.log");
         let log = File::create(&log_path).map_err(io_err("creating moto.log"))?;
+        // Port 0: moto binds a port the system picks and logs it (werkzeug's
+        // " * Running on http://127.0.0.1:PORT"), so no other process can
+        // take it between choosing and binding.
         let child = Command::new("python3")
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p"])
-            .arg(port.to_string())
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", "0"])
+            .env("PYTHONUNBUFFERED", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(io_err("moto.log"))?)
             .stderr(log)
@@ -39,7 +41,13 @@ impl Lab {
         write_pid(&self.run_dir.join("moto.pid"), child.id())?;
         self.services().moto = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while http(port, "GET", "/").is_err() {
+        let port = loop {
+            let port = bound_port(&log_path);
+            if let Some(p) = port
+                && http(p, "GET", "/").is_ok()
+            {
+                break p;
+            }
             let exited = self
                 .services()
                 .moto
@@ -47,12 +55,11 @@ impl Lab {
                 .and_then(|c| c.try_wait().ok().flatten());
             if exited.is_some() || Instant::now() > deadline {
                 return Err(LabError::MotoStart {
-                    port,
                     log: tail(&log_path),
                 });
             }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         match http(port, "PUT", &format!("/{BUCKET}")) {
             Ok(200) => {}
             Ok(code) => {
@@ -74,7 +81,22 @@ impl Lab {
     }
 }
 
+<<<<<<< HEAD
 /// One request without a body; the status code.
+=======
+/// The port moto says it serves on, from its log.
+fn bound_port(log: &std::path::Path) -> Option<u16> {
+    let marker = "Running on http://127.0.0.1:";
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text.lines().find(|l| l.contains(marker))?;
+    line[line.find(marker)? + marker.len()..]
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// One HTTP/1.1 request without a body to 127.0.0.1; the status code.
+>>>>>>> tests-2141
 fn http(port: u16, method: &str, path: &str) -> std::io::Result<u16> {
     super::http::request(port, method, path, None, Duration::from_secs(10))
         .map(|(status, _)| status)

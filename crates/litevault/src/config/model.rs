@@ -56,8 +56,9 @@ pub struct Config {
     pub file: Option<PathBuf>,
     /// The databases, in file order.
     pub dbs: Vec<DbConfig>,
-    /// HTTP bind address (`addr`, or `http.addr`), e.g. `:9090`; `None`
-    /// disables the server.
+    /// HTTP bind address (`addr`, or `http.addr`), e.g. `:9090`, or
+    /// `systemd` for the socket systemd socket activation passed
+    /// ([`crate::server::systemd`]); `None` disables the server.
     pub addr: Option<String>,
     /// `/readyz` fails once a database lags more than this.
     pub readyz_max_lag: Duration,

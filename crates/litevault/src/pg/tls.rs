@@ -216,8 +216,17 @@ where
     type Error = io::Error;
 
     fn make_tls_connect(&mut self, domain: &str) -> Result<RustlsConnect, io::Error> {
-        let name = ServerName::try_from(domain.to_string())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // No host name: a Unix socket, where PostgreSQL offers no TLS and
+        // answers the TLS request with "no" (then `prefer` goes on in plain
+        // text and `require` fails), so no handshake ever starts.
+        let name = if domain.is_empty() {
+            None
+        } else {
+            Some(
+                ServerName::try_from(domain.to_string())
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+            )
+        };
         Ok(RustlsConnect {
             config: self.config.clone(),
             name,
@@ -228,7 +237,8 @@ where
 /// One connection's TLS handshake.
 pub struct RustlsConnect {
     config: Arc<ClientConfig>,
-    name: ServerName<'static>,
+    /// `None` over a Unix socket.
+    name: Option<ServerName<'static>>,
 }
 
 impl<S> TlsConnect<S> for RustlsConnect
@@ -241,8 +251,14 @@ where
 
     fn connect(self, stream: S) -> Self::Future {
         Box::pin(async move {
+            let name = self.name.ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "TLS needs a host name to verify; a Unix socket has none",
+                )
+            })?;
             let c = tokio_rustls::TlsConnector::from(self.config);
-            Ok(RustlsStream(c.connect(self.name, stream).await?))
+            Ok(RustlsStream(c.connect(name, stream).await?))
         })
     }
 }

@@ -51,7 +51,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::stream::{BoxStream, StreamExt};
 use object_store::path::Path;
 use object_store::{
@@ -406,6 +406,9 @@ struct Shared {
     /// The last version of each small object read through this store, for
     /// `stale` reads.
     seen: Mutex<HashMap<Path, (ObjectMeta, Attributes, Bytes)>>,
+    /// Set: stale listings hide what changed after this moment, instead of
+    /// what changed in the last `stale_for`.
+    stale_since: Mutex<Option<DateTime<Utc>>>,
 }
 
 /// SplitMix64: a small, good-enough, seedable generator.
@@ -523,6 +526,7 @@ impl FaultStore {
                 draws: AtomicU64::new(0),
                 counters: Arc::new(Counters::default()),
                 seen: Mutex::new(HashMap::new()),
+                stale_since: Mutex::new(None),
             }),
         }
     }
@@ -538,6 +542,17 @@ impl FaultStore {
     /// scripted fault for tests of lost answers.
     pub fn lose_next_answers(&self, n: u64) {
         self.shared.lose_answers.store(n, Ordering::Relaxed);
+    }
+
+    /// From now on, a stale listing shows the store as it was at `at`: it
+    /// hides every object changed after that moment, however long ago
+    /// (`None`: those changed in the last `stale_for`, the default). A
+    /// scripted staleness for tests that must not depend on how fast they
+    /// run.
+    pub fn set_stale_since(&self, at: Option<DateTime<Utc>>) {
+        if let Ok(mut s) = self.shared.stale_since.lock() {
+            *s = at;
+        }
     }
 
     /// The counts of faults injected so far.
@@ -811,7 +826,7 @@ impl ObjectStore for FaultStore {
                 .boxed()
             }
             Some(Fault::Stale) => {
-                let cutoff = stale_cutoff(&self.shared.config);
+                let cutoff = self.shared.stale_cutoff();
                 let counters = self.shared.counters.clone();
                 let mut counted = false;
                 self.inner
@@ -847,7 +862,7 @@ impl ObjectStore for FaultStore {
             }
             Some(Fault::Stale) => {
                 let mut r = self.inner.list_with_delimiter(prefix).await?;
-                let cutoff = stale_cutoff(&self.shared.config);
+                let cutoff = self.shared.stale_cutoff();
                 let before = r.objects.len();
                 r.objects.retain(|m| m.last_modified <= cutoff);
                 if r.objects.len() < before {
@@ -866,6 +881,16 @@ impl ObjectStore for FaultStore {
         options: CopyOptions,
     ) -> object_store::Result<()> {
         self.inner.copy_opts(from, to, options).await
+    }
+}
+
+impl Shared {
+    /// What a stale listing hides: the objects changed after this.
+    fn stale_cutoff(&self) -> DateTime<Utc> {
+        match self.stale_since.lock().ok().and_then(|s| *s) {
+            Some(at) => at,
+            None => stale_cutoff(&self.config),
+        }
     }
 }
 

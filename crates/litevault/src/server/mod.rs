@@ -13,7 +13,9 @@
 //! | `GET /` | the status page: inline HTML, CSS, JS and SVG, no external assets |
 //!
 //! Handle and driver: build a [`ServerState`] from running [`Replicator`]s,
-//! then drive [`serve`] (or [`Server::run`]) with a shutdown future.
+//! then drive [`serve`] (or [`Server::run`]) with a shutdown future. The
+//! listener is bound by [`Server::bind`], or passed in: by systemd socket
+//! activation ([`systemd`], [`Server::from_listener`]) or to [`serve`].
 //!
 //! ```no_run
 //! # async fn demo(replicator: litevault::Replicator) -> Result<(), Box<dyn std::error::Error>> {
@@ -27,6 +29,7 @@
 pub mod metrics;
 mod page;
 pub mod points;
+pub mod systemd;
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -90,6 +93,13 @@ pub enum ServerError {
         addr: SocketAddr,
         /// The cause.
         source: std::io::Error,
+    },
+    /// `systemd` was given as the address, and no usable socket was passed
+    /// (see [`systemd`]).
+    #[error("cannot serve HTTP on the socket passed by the service manager: {problem}")]
+    Activation {
+        /// What is missing or wrong.
+        problem: String,
     },
     /// The server failed while running.
     #[error("HTTP server: {0}")]
@@ -366,6 +376,19 @@ impl Server {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;
+        Ok(Server { listener, state })
+    }
+
+    /// Serves on a listener bound elsewhere (by whoever started this
+    /// process: [`systemd::take_listener`]); the token rule is checked on
+    /// its address. Call it inside the Tokio runtime.
+    pub fn from_listener(
+        listener: std::net::TcpListener,
+        state: ServerState,
+    ) -> Result<Server, ServerError> {
+        check_bind(listener.local_addr()?, &state.inner.opts)?;
+        listener.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(listener)?;
         Ok(Server { listener, state })
     }
 

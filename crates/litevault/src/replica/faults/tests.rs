@@ -164,6 +164,37 @@ async fn stale_listings_hide_new_objects_and_stale_reads_serve_old_versions() {
 }
 
 #[tokio::test]
+async fn a_stale_since_moment_hides_what_changed_after_it_however_old() {
+    let s = store(FaultConfig {
+        rate: 1.0,
+        seed: 5,
+        kinds: vec![FaultKind::Stale],
+        // Alone, this would hide nothing.
+        stale_for: Duration::ZERO,
+        ..Default::default()
+    });
+    let old = Path::from("old");
+    s.inner()
+        .put(&old, PutPayload::from_static(b"x"))
+        .await
+        .unwrap();
+    let seen = s.inner().head(&old).await.unwrap().last_modified;
+    s.set_stale_since(Some(seen));
+    let new = Path::from("new");
+    s.inner()
+        .put(&new, PutPayload::from_static(b"y"))
+        .await
+        .unwrap();
+    let listed: Vec<_> = s.list(None).map(|m| m.unwrap().location).collect().await;
+    assert_eq!(listed, vec![old.clone()]);
+    let under = s.list_with_delimiter(None).await.unwrap();
+    assert_eq!(under.objects.len(), 1);
+    // Back to the window.
+    s.set_stale_since(None);
+    assert_eq!(s.list(None).count().await, 2);
+}
+
+#[tokio::test]
 async fn a_cut_part_fails_the_multipart_upload() {
     let s = store(FaultConfig {
         rate: 1.0,
