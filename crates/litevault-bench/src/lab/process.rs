@@ -11,17 +11,12 @@ use std::time::{Duration, Instant};
 use super::fuse::{is_mounted, unmount};
 use super::{LabError, io_err};
 
-<<<<<<< HEAD
-/// A TCP port of 127.0.0.1 free at the moment of the call.
-pub fn free_port() -> Result<u16, LabError> {
-=======
 /// A port that was free a moment ago: racy, another process may take it
-/// first. Only for PostgreSQL, which must be told its port, can neither
-/// bind port 0 nor take a bound socket, and must listen on TCP here (the
-/// delay proxy in front of it forwards TCP); its starter tries another
-/// port when the bind fails.
-pub(super) fn free_port() -> Result<u16, LabError> {
->>>>>>> tests-2141
+/// first. For programs that must be told their port before they start and
+/// can neither bind port 0 nor take a bound socket (PostgreSQL behind the
+/// delay proxy, whose starter tries another port when the bind fails), and
+/// for the benchmark binary's own children.
+pub fn free_port() -> Result<u16, LabError> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -81,9 +81,6 @@ impl Lab {
     }
 }
 
-<<<<<<< HEAD
-/// One request without a body; the status code.
-=======
 /// The port moto says it serves on, from its log.
 fn bound_port(log: &std::path::Path) -> Option<u16> {
     let marker = "Running on http://127.0.0.1:";
@@ -96,7 +93,6 @@ fn bound_port(log: &std::path::Path) -> Option<u16> {
 }
 
 /// One HTTP/1.1 request without a body to 127.0.0.1; the status code.
->>>>>>> tests-2141
 fn http(port: u16, method: &str, path: &str) -> std::io::Result<u16> {
     super::http::request(port, method, path, None, Duration::from_secs(10))
         .map(|(status, _)| status)
