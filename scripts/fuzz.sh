@@ -7,19 +7,29 @@
 #   scripts/fuzz.sh 60 wal_parse replica_url   only these targets
 #
 # Needs a nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz
-# --locked`); without them it says so and exits 0: fuzzing is an optional
-# extra, not part of `cargo test`. Exits 1 when a target finds a crash
-# (the input is saved under fuzz/artifacts/<target>/, and the message says
-# how to replay it).
+# --locked`); without them it says so and exits 0. scripts/test.sh installs
+# cargo-fuzz and runs this for 20 seconds per target wherever a nightly
+# toolchain is installed. Exits 1 when a target finds a crash, a panic, a
+# timeout (-timeout) or memory over -rss_limit_mb (one allocation over it
+# too): the input is saved under fuzz/artifacts/<target>/, and the message
+# says how to replay it. Exits 2 when a target does not build.
 #
-# Each target runs in one process (one core). New inputs go to
-# fuzz/corpus/<target> (not committed); the committed seeds in
+# The builds (nightly, AddressSanitizer, debug assertions) go to fuzz/target,
+# whatever CARGO_TARGET_DIR says, so they never disturb the normal build.
+# The codec targets (ltx_decode, ltx_structured, wal_parse) need only
+# litevault-ltx: asked for alone, they are built without the library
+# (cargo feature `library` of fuzz/Cargo.toml), which is much quicker the
+# first time.
+#
+# Each target runs in one process (one core), one after the other. New
+# inputs go to fuzz/corpus/<target> (not committed); the committed seeds in
 # fuzz/seeds/<target> are read as a second corpus.
 set -uo pipefail
 
 secs="${1:-30}"
 shift || true
-all_targets=(ltx_decode ltx_structured wal_parse config_parse replica_url)
+all_targets=(ltx_decode ltx_structured wal_parse config_parse replica_url restore_chain)
+codec_targets=" ltx_decode ltx_structured wal_parse "
 if [ "$#" -gt 0 ]; then
   targets=("$@")
 else
@@ -44,15 +54,38 @@ if ! cargo +nightly fuzz --version > /dev/null 2>&1; then
   exit 0
 fi
 
+# The same options for the builds and the runs (`cargo fuzz run` builds
+# again, and any other option would rebuild everything).
+opts=(--target-dir "$root/fuzz/target")
+codec_only=1
+for t in "${targets[@]}"; do
+  case " ${all_targets[*]} " in
+    *" $t "*) ;;
+    *)
+      echo "fuzz: no target '$t' (targets: ${all_targets[*]})" >&2
+      exit 2
+      ;;
+  esac
+  case "$codec_targets" in
+    *" $t "*) ;;
+    *) codec_only=0 ;;
+  esac
+done
+if [ "$codec_only" -eq 1 ]; then
+  opts+=(--no-default-features)
+fi
+
 echo "fuzz: building ${targets[*]} (nightly, address sanitizer, debug assertions)"
 mkdir -p target
+build_start=$(date +%s)
 for t in "${targets[@]}"; do
-  if ! cargo +nightly fuzz build "$t" > "target/fuzz-build-$t.log" 2>&1; then
+  if ! cargo +nightly fuzz build "${opts[@]}" "$t" > "target/fuzz-build-$t.log" 2>&1; then
     echo "fuzz: building $t failed:" >&2
     tail -n 30 "target/fuzz-build-$t.log" >&2
     exit 2
   fi
 done
+echo "fuzz: built in $(($(date +%s) - build_start))s"
 
 found=0
 summary=()
@@ -60,7 +93,7 @@ for t in "${targets[@]}"; do
   mkdir -p "corpus/$t" "seeds/$t" "artifacts/$t"
   log="target/fuzz-run-$t.log"
   start=$(date +%s)
-  cargo +nightly fuzz run "$t" "corpus/$t" "seeds/$t" -- \
+  cargo +nightly fuzz run "${opts[@]}" "$t" "corpus/$t" "seeds/$t" -- \
     -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     > "$log" 2>&1
   status=$?
@@ -81,7 +114,9 @@ for t in "${targets[@]}"; do
   [ -n "$done_line" ] && echo "      libFuzzer: $done_line"
   if [ "$status" -ne 0 ]; then
     grep -E "panicked at|^thread '|ERROR: (AddressSanitizer|libFuzzer)|SUMMARY:" "$log" | head -n 8 | sed 's/^/      /'
-    [ -n "${artifact:-}" ] && echo "      replay: (cd fuzz && cargo +nightly fuzz run $t $artifact)"
+    if [ -n "${artifact:-}" ]; then
+      echo "      replay: (cd fuzz && cargo +nightly fuzz run ${opts[*]} $t $artifact)"
+    fi
   fi
   summary+=("$line")
 done

@@ -1,8 +1,8 @@
 //! Structurally valid LTX files with hostile contents: whatever `arbitrary`
 //! makes of the input becomes one to three files with a correct file checksum
 //! (so the decoder's checks past the CRC are what is exercised), written by an
-//! LTX writer of this target's own (not litevault's encoder, which refuses
-//! invalid headers): commit 0x7fffffff or 0xffffffff, TXID 0, a range that runs
+//! LTX writer independent of litevault's (`common::write_raw`; litevault's
+//! encoder refuses invalid headers): commit 0x7fffffff or 0xffffffff, TXID 0, a range that runs
 //! backwards, backwards timestamps, pages out of order, above commit, on the
 //! lock page, a snapshot missing pages, a wrong post-apply checksum.
 //!
@@ -10,21 +10,22 @@
 //! `common`); files written by litevault's encoder from valid headers always
 //! decode to the pages given; and when the files compact, the output decodes
 //! to the newest version of each page up to the newest file's commit.
+//!
+//! Chains of such files through the library's restore (planner, merge,
+//! verification): `restore_chain`.
 #![no_main]
 
 mod common;
 
 use std::collections::BTreeMap;
 
-use common::check_promises;
+use common::{check_promises, write_raw};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use litevault_ltx::{
     CHECKSUM_FLAG, Checksum, CompactOptions, DbChecksum, Decoder, Encoder, HEADER_FLAG_NO_CHECKSUM,
     Header, ReservedChecksums, Txid, compact, decode_all, lock_pgno,
 };
-
-const CRC: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_GO_ISO);
 
 #[derive(Arbitrary, Debug)]
 enum Commit {
@@ -96,49 +97,6 @@ fn page_bytes(page_size: u32, pgno: u32, seed: u8) -> Vec<u8> {
         }
     }
     p
-}
-
-fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// Writes an LTX v0.5 file the way the format describes it, checking
-/// nothing, with a correct file checksum.
-fn write_raw(h: &Header, pages: &[(u32, Vec<u8>)], post: Checksum) -> Vec<u8> {
-    let mut out = h.encode().to_vec();
-    let mut hash = CRC.digest();
-    hash.update(&out);
-    let mut index = Vec::new();
-    for (pgno, data) in pages {
-        let start = out.len() as u64;
-        let block = lz4_flex::block::compress(data);
-        let mut head = Vec::with_capacity(10);
-        head.extend_from_slice(&pgno.to_be_bytes());
-        head.extend_from_slice(&1u16.to_be_bytes());
-        head.extend_from_slice(&(block.len() as u32).to_be_bytes());
-        out.extend_from_slice(&head);
-        out.extend_from_slice(&block);
-        hash.update(&head);
-        hash.update(data);
-        put_uvarint(&mut index, u64::from(*pgno));
-        put_uvarint(&mut index, start);
-        put_uvarint(&mut index, out.len() as u64 - start);
-    }
-    let mut tail = vec![0u8; 6];
-    let index_start = tail.len();
-    tail.extend_from_slice(&index);
-    tail.push(0);
-    let index_len = (tail.len() - index_start) as u64;
-    tail.extend_from_slice(&index_len.to_be_bytes());
-    tail.extend_from_slice(&post.0.to_be_bytes());
-    hash.update(&tail);
-    tail.extend_from_slice(&(CHECKSUM_FLAG | hash.finalize()).to_be_bytes());
-    out.extend_from_slice(&tail);
-    out
 }
 
 struct Built {
