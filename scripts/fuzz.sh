@@ -8,11 +8,11 @@
 #
 # Needs a nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz
 # --locked`); without them it says so and exits 0. scripts/test.sh installs
-# cargo-fuzz and runs this for 20 seconds per target wherever a nightly
-# toolchain is installed. Exits 1 when a target finds a crash, a panic, a
-# timeout (-timeout) or memory over -rss_limit_mb (one allocation over it
-# too): the input is saved under fuzz/artifacts/<target>/, and the message
-# says how to replay it. Exits 2 when a target does not build.
+# cargo-fuzz and runs the codec targets for 20 seconds each wherever a
+# nightly toolchain is installed. Exits 1 when a target finds a crash, a
+# panic, a timeout (-timeout) or memory over -rss_limit_mb (one allocation
+# over it too): the input is saved under fuzz/artifacts/<target>/, and the
+# message says how to replay it. Exits 2 when a target does not build.
 #
 # The builds (nightly, AddressSanitizer, debug assertions) go to fuzz/target,
 # whatever CARGO_TARGET_DIR says, so they never disturb the normal build.

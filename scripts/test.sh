@@ -8,9 +8,15 @@
 # crates/litevault-bench/benches/backends.rs, which nextest runs once in quick
 # mode). Plain `cargo test` needs none of them: it runs only the tests not
 # marked #[ignore = "needs ..."]; this script runs those too.
-# After the tests: a short seeded kill/restart soak (examples/soak). The fuzz
-# targets run separately (scripts/fuzz.sh): their first AddressSanitizer
-# build of every dependency takes longer than this whole suite.
+# After the tests: a short seeded kill/restart soak (examples/soak), then,
+# where a nightly toolchain is installed, the fuzz targets of the codecs
+# for 20 seconds each (scripts/fuzz.sh; cargo-fuzz is installed if
+# missing). A fuzz finding fails the run like a failing test. The targets
+# of the library (config_parse, replica_url, restore_chain) first build the
+# whole library with AddressSanitizer, which would take this run past its
+# 30 minutes (BENCHMARKS.md, "Fuzzing"): LITEVAULT_FUZZ_TARGETS=all runs
+# them too (or names the targets), LITEVAULT_FUZZ_SECS sets the time per
+# target, 0 skips fuzzing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -85,3 +91,21 @@ cargo test --doc --quiet
 cargo build --quiet --bin litevault --example soak
 cargo run --quiet --example soak -- --cycles 10 --seed 11 --mode file
 cargo run --quiet --example soak -- --cycles 6 --seed 12 --mode vault
+
+# The fuzz targets, each for a bounded time (scripts/fuzz.sh, which builds
+# them with AddressSanitizer into fuzz/target and exits 1 on a finding).
+# Nightly only: without it, nothing is fuzzed.
+fuzz_secs="${LITEVAULT_FUZZ_SECS:-20}"
+fuzz_targets="${LITEVAULT_FUZZ_TARGETS:-ltx_decode ltx_structured wal_parse}"
+if [ "$fuzz_targets" = all ]; then
+  fuzz_targets=""
+fi
+if [ "$fuzz_secs" != 0 ] && cargo +nightly --version >/dev/null 2>&1; then
+  if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    echo "installing cargo-fuzz (cargo install --locked cargo-fuzz)"
+    cargo install --locked cargo-fuzz
+  fi
+  # Word splitting of the target list is meant.
+  # shellcheck disable=SC2086
+  bash scripts/fuzz.sh "$fuzz_secs" $fuzz_targets
+fi

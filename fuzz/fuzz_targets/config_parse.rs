@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
         cwd: Path::new("/fuzz/cwd"),
         env: &env,
         pid: 4242,
-        expand_env: data.len() % 2 == 0,
+        expand_env: data.len().is_multiple_of(2),
     };
     let parsed = Config::parse(text, &ctx);
     let again = Config::parse(text, &ctx);

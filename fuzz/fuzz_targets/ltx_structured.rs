@@ -86,7 +86,7 @@ struct Spec {
 fn page_bytes(page_size: u32, pgno: u32, seed: u8) -> Vec<u8> {
     let mut p = vec![seed; page_size as usize];
     p[..4].copy_from_slice(&pgno.to_be_bytes());
-    if seed % 3 == 0 {
+    if seed.is_multiple_of(3) {
         // Something LZ4 cannot shrink much.
         let mut x = u32::from(seed) | (pgno << 8) | 1;
         for b in p.iter_mut().skip(4) {

@@ -235,7 +235,25 @@ fn setup() -> &'static (PathBuf, Versions, tokio::runtime::Runtime) {
         } else {
             std::env::temp_dir()
         };
-        let dir = base.join(format!("litevault-fuzz-restore-{}", std::process::id()));
+        // libFuzzer ends a run with exit(), so a folder outlives its
+        // process: those of processes gone are removed here.
+        const PREFIX: &str = "litevault-fuzz-restore-";
+        if Path::new("/proc/self").exists()
+            && let Ok(entries) = std::fs::read_dir(&base)
+        {
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let gone = name
+                    .to_str()
+                    .and_then(|n| n.strip_prefix(PREFIX))
+                    .and_then(|pid| pid.parse::<u32>().ok())
+                    .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+                if gone {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let dir = base.join(format!("{PREFIX}{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create the scratch folder");
         let versions = Versions {
             small: make_versions(&dir, 512),

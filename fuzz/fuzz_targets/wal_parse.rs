@@ -26,12 +26,12 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
 
-    if let Ok(ix) = WalIndexHeader::parse(wal) {
-        if let Ok(h) = WalHeader::parse(wal) {
-            let end = ix.committed_end(&h);
-            assert!(end >= WAL_HEADER_SIZE as u64);
-            let _ = ix.describes(&h);
-        }
+    if let Ok(ix) = WalIndexHeader::parse(wal)
+        && let Ok(h) = WalHeader::parse(wal)
+    {
+        let end = ix.committed_end(&h);
+        assert!(end >= WAL_HEADER_SIZE as u64);
+        let _ = ix.describes(&h);
     }
 
     let Ok(header) = WalHeader::parse(wal) else {

@@ -583,6 +583,8 @@ fn canonical_urls_round_trip() {
         "/var/backups//app/./x/../y//",
         "/var/backups/a?b#c d%20",
         "s3://b/p?endpoint=HTTP://Host:9000/x/",
+        "s3://bkt.HOST:9000/db",
+        "s3://bkt.h%C3%A9:9000/db",
     ] {
         let l = ReplicaLocation::parse(url).unwrap();
         let c = canonical_url(&l);

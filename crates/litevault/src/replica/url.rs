@@ -173,19 +173,7 @@ impl ReplicaLocation {
             };
             match k.as_ref() {
                 "endpoint" => {
-                    // Litestream accepts a bare host:port and means http.
-                    let v = v.to_string();
-                    let v = if v.contains("://") {
-                        v
-                    } else {
-                        format!("http://{v}")
-                    };
-                    let parsed = url::Url::parse(&v).ok().filter(|u| {
-                        u.host_str().is_some_and(|h| !h.is_empty())
-                            && u.query().is_none()
-                            && u.fragment().is_none()
-                    });
-                    let Some(endpoint) = parsed else {
+                    let Some(endpoint) = server_url(&v) else {
                         return Err(ReplicaError::BadUrl {
                             url: raw.into(),
                             reason: format!(
@@ -193,10 +181,7 @@ impl ReplicaLocation {
                             ),
                         });
                     };
-                    // As the URL library writes it (so that writing it back
-                    // into a replica URL reads the same), without a trailing
-                    // `/`.
-                    loc.endpoint = Some(endpoint.as_str().trim_end_matches('/').to_string());
+                    loc.endpoint = Some(endpoint);
                 }
                 "region" => {
                     only(&[Scheme::S3], "s3://")?;
@@ -237,8 +222,20 @@ impl ReplicaLocation {
             if loc.region.is_none() {
                 loc.region = h.region;
             }
-            if loc.endpoint.is_none() {
-                loc.endpoint = h.endpoint;
+            // The server a host names is read as an `endpoint=` parameter
+            // is: the canonical URL writes it as one.
+            if loc.endpoint.is_none()
+                && let Some(ep) = h.endpoint
+            {
+                let Some(endpoint) = server_url(&ep) else {
+                    return Err(ReplicaError::BadUrl {
+                        url: raw.into(),
+                        reason: format!(
+                            "{ep:?} (from the host) is not a URL of a server; write s3://bucket/path?endpoint=http://HOST:PORT"
+                        ),
+                    });
+                };
+                loc.endpoint = Some(endpoint);
             }
             loc.force_path_style |= h.force_path_style;
         }
@@ -375,6 +372,24 @@ pub fn parse_s3_host(host: &str) -> Result<S3Host, String> {
     Ok(plain(host, None, None, false))
 }
 
+/// An endpoint as the URL library writes it, without a trailing `/`, or
+/// `None` if it names no server (or has a query or fragment). A bare
+/// `host:port` means http, as in Litestream. Every endpoint of a location
+/// goes through here, so that writing it back into a replica URL reads the
+/// same: host names lowercased, non-ASCII ones in punycode, and one that
+/// cannot be a host name refused.
+fn server_url(v: &str) -> Option<String> {
+    let v = if v.contains("://") {
+        v.to_string()
+    } else {
+        format!("http://{v}")
+    };
+    let u = url::Url::parse(&v).ok().filter(|u| {
+        u.host_str().is_some_and(|h| !h.is_empty()) && u.query().is_none() && u.fragment().is_none()
+    })?;
+    Some(u.as_str().trim_end_matches('/').to_string())
+}
+
 /// The query parameters a scheme takes, for error messages.
 fn known_parameters(scheme: &Scheme) -> &'static str {
     match scheme {
@@ -466,6 +481,27 @@ mod tests {
         // No `//` after the scheme: no bucket, whatever follows.
         assert!(ReplicaLocation::parse("memory: x s3://b/v").is_err());
         assert!(ReplicaLocation::parse("s3:b/v?endpoint=http://h").is_err());
+    }
+
+    #[test]
+    fn a_server_in_the_host_reads_as_the_endpoint_parameter() {
+        // Found by fuzzing (fuzz/fuzz_targets/replica_url.rs): the server of
+        // a MinIO-style host was kept as written, so its canonical URL
+        // (endpoint=...) parsed to another endpoint, or did not parse.
+        let host = ReplicaLocation::parse("s3://bkt.MinIO.Example:9000/db").unwrap();
+        let query = ReplicaLocation::parse("s3://bkt/db?endpoint=MinIO.Example:9000").unwrap();
+        assert_eq!(host.endpoint.as_deref(), Some("http://minio.example:9000"));
+        assert_eq!(host.endpoint, query.endpoint);
+        let l = ReplicaLocation::parse("s3://bkt.h%C3%A9:9000/db").unwrap();
+        assert_eq!(l.endpoint.as_deref(), Some("http://xn--h-bga:9000"));
+        // A host that cannot name a server is refused, as the parameter is.
+        let raw = "s3://buck4.\u{43c}\u{8d}t:44";
+        let e = ReplicaLocation::parse(raw).unwrap_err().to_string();
+        assert!(e.contains("is not a URL of a server"), "{e}");
+        assert!(
+            ReplicaLocation::parse("s3://buck4?endpoint=http://%D0%BC%C2%8Dt:44").is_err(),
+            "the parameter is refused too"
+        );
     }
 
     #[test]
