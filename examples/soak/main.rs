@@ -498,6 +498,7 @@ impl Soak {
             failed_runs: self.failed_runs.clone(),
             sittings: self.sittings.clone(),
             mirrored,
+            faults: self.a.faults,
         }
         .save(&self.dir);
     }
@@ -678,7 +679,13 @@ fn load_for_resume(a: &mut Args) -> (Counts, Saved) {
     }
     a.mode = counts.mode.clone();
     a.seed = counts.seed;
-    (counts, Saved::load(dir).unwrap_or_default())
+    let saved = Saved::load(dir).unwrap_or_default();
+    // The run's fault rate carries over unless this sitting names another
+    // (a sitting's line records the rate it ran with).
+    if a.faults.is_none() {
+        a.faults = saved.faults;
+    }
+    (counts, saved)
 }
 
 fn main() {
@@ -821,6 +828,7 @@ fn main() {
         started: chrono::Utc::now().to_rfc3339(),
         litevault: version,
         began: began.into(),
+        faults: a.faults,
     });
     // A run killed between saves continues with a generator of its own:
     // its cycles differ from the lost sitting's, not from each other.

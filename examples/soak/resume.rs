@@ -36,6 +36,10 @@ pub struct Sitting {
     /// How it began: `new`, `resumed` (after a pause) or `resumed after a
     /// kill` (a folder with no pause; the cycle under way was lost).
     pub began: String,
+    /// The share of object-store requests that failed on purpose
+    /// (`--faults`), if any.
+    #[serde(default)]
+    pub faults: Option<f64>,
 }
 
 /// What a soak needs to continue where it stopped.
@@ -51,6 +55,9 @@ pub struct Saved {
     pub sittings: Vec<Sitting>,
     /// The bucket was copied to `s3-mirror` at the pause.
     pub mirrored: bool,
+    /// `--faults` of the run: a resume keeps it unless given another.
+    #[serde(default)]
+    pub faults: Option<f64>,
 }
 
 impl Saved {
