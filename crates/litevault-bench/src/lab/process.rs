@@ -1,5 +1,6 @@
-//! Processes and run folders: a free port for PostgreSQL, PID files, stopping what a lab
-//! started, the run folder's lock, and leftovers of crashed runs cleaned.
+//! Processes and run folders: a free port for PostgreSQL, a bound socket
+//! passed to a child, PID files, stopping what a lab started, the run
+//! folder's lock, and leftovers of crashed runs cleaned.
 
 use std::fs::File;
 use std::net::TcpListener;
@@ -12,15 +13,61 @@ use super::fuse::{is_mounted, unmount};
 use super::{LabError, io_err};
 
 /// A port that was free a moment ago: racy, another process may take it
-/// first. For programs that must be told their port before they start and
-/// can neither bind port 0 nor take a bound socket (PostgreSQL behind the
-/// delay proxy, whose starter tries another port when the bind fails), and
-/// for the benchmark binary's own children.
+/// first. Only for programs that must be told their port before they start
+/// and can neither bind port 0 nor take a bound socket (PostgreSQL behind
+/// the delay proxy, whose starter tries another port when the bind fails).
+/// A `litevault` child takes a bound socket instead ([`with_passed_socket`]).
 pub fn free_port() -> Result<u16, LabError> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(io_err("finding a free port on 127.0.0.1"))
+}
+
+/// A listening socket on 127.0.0.1 at a port the system picks, bound here:
+/// its port is known before the child starts and nothing can take it.
+pub fn bound_listener() -> Result<(TcpListener, u16), LabError> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(io_err("binding 127.0.0.1:0"))?;
+    let port = l
+        .local_addr()
+        .map_err(io_err("reading the bound port"))?
+        .port();
+    Ok((l, port))
+}
+
+/// A command that runs `program` with `listener` as descriptor 3,
+/// `LISTEN_FDS=1` and `LISTEN_PID` naming the program itself: systemd's
+/// socket activation, which `litevault replicate --addr systemd` takes. A
+/// `sh` exports its own PID and execs the program, which keeps that PID.
+/// Arguments added to the command go to the program. Drop the caller's
+/// listener once the child started, so a child that dies leaves the port
+/// refusing connections instead of queueing them.
+pub fn with_passed_socket(program: &Path, listener: &TcpListener) -> std::process::Command {
+    use std::os::unix::process::CommandExt;
+    let mut c = std::process::Command::new("sh");
+    c.args(["-c", r#"LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@""#])
+        .arg(program)
+        .env("LISTEN_FDS", "1")
+        .env_remove("LISTEN_FDNAMES");
+    let fd = listener.as_raw_fd();
+    // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
+    unsafe {
+        c.pre_exec(move || {
+            let r = if fd == 3 {
+                // Already in place: keep it open across exec.
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                // The copy has no close-on-exec flag.
+                libc::dup2(fd, 3)
+            };
+            if r < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        });
+    }
+    c
 }
 
 pub(super) fn write_pid(path: &Path, pid: u32) -> Result<(), LabError> {

@@ -92,12 +92,13 @@ fn chat_run(
     round: usize,
 ) -> anyhow::Result<ChatRun> {
     let d = fresh_dir(d)?;
-    let port = lab::free_port()?;
-    let log = std::fs::File::create(d.join("chat.log"))?;
+    let log_path = d.join("chat.log");
+    let log = std::fs::File::create(&log_path)?;
     let mut cmd = Command::new(chat);
+    // Port 0: the app binds a port the system picks and logs its address.
     cmd.env("CHAT_MODE", mode)
         .env("CHAT_DB", d.join("chat.db"))
-        .env("CHAT_ADDR", format!("127.0.0.1:{port}"))
+        .env("CHAT_ADDR", "127.0.0.1:0")
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
@@ -112,6 +113,13 @@ fn chat_run(
         .env("AWS_REGION", "us-east-1");
     }
     let mut proc = Spawned::start(&mut cmd, "chat")?;
+    let port = wait_for(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        &format!("chat ({mode}) to log its address"),
+        || proc.try_ended().map(|e| e.code),
+        || Ok(logged_port(&log_path)),
+    )?;
     wait_for(
         Duration::from_secs(30),
         Duration::from_millis(50),
@@ -202,4 +210,15 @@ pub fn run(args: &Args, chat: &Path, workdir: &Path) -> anyhow::Result<serde_jso
     lab.shutdown()?;
     let markdown = chat_table(&runs, args.chat_conns, args.chat_seconds, args.chat_seed);
     Ok(json!({ "runs": runs, "markdown": markdown }))
+}
+
+/// The port in the chat app's start line (`chat (MODE) on
+/// http://127.0.0.1:PORT, database ...`), once it is in the log.
+fn logged_port(log: &Path) -> Option<u16> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines().find_map(|l| {
+        let rest = l.split_once(" on http://")?.1;
+        let addr = rest.split([',', ' ']).next()?;
+        addr.parse::<std::net::SocketAddr>().ok().map(|a| a.port())
+    })
 }

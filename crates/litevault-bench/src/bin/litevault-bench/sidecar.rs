@@ -191,7 +191,8 @@ fn replica_puts(port: u16) -> anyhow::Result<u64> {
         .context("GET /v1/status: no PUT count of the first replica")
 }
 
-/// `litevault replicate DB URL --addr 127.0.0.1:PORT` at its defaults;
+/// `litevault replicate DB URL` at its defaults, serving HTTP on a socket
+/// bound here and passed to it;
 /// `writers` threads each commit one row on their own connection, then call
 /// `/v1/sync?db=app&wait=true`, `commits / writers` times.
 pub fn durable_row(
@@ -208,7 +209,10 @@ pub fn durable_row(
     let d = fresh_dir(&work.join(format!("{backend}-{writers}")))?;
     let db = d.join("app.db");
     drop(new_wal_db(&db)?);
-    let mut cmd = Command::new(litevault);
+    // The HTTP socket is bound here and passed to the child (systemd's
+    // socket activation): its port is known up front and nothing can take it.
+    let (listener, port) = lab::bound_listener()?;
+    let mut cmd = lab::with_passed_socket(litevault, &listener);
     let url = match target {
         Target::File => format!("file://{}", d.join("replica").display()),
         Target::S3(endpoint) => {
@@ -216,16 +220,16 @@ pub fn durable_row(
             replica_url(Tool::Litevault, &format!("http-{writers}"), endpoint)
         }
     };
-    let port = lab::free_port()?;
     let log = std::fs::File::create(d.join("litevault.log"))?;
     cmd.arg("replicate")
         .arg(&db)
         .arg(&url)
-        .args(["--addr", &format!("127.0.0.1:{port}")])
+        .args(["--addr", "systemd"])
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
     let mut proc = Spawned::start(&mut cmd, "litevault replicate")?;
+    drop(listener);
     wait_for(
         Duration::from_secs(30),
         Duration::from_millis(50),
