@@ -78,10 +78,9 @@ LITEVAULT_TEST_NO_SERVICES=1 \
 # 2. The tests marked #[ignore = "needs <service>: run scripts/test.sh"],
 #    with the services installed above (one whose service is missing fails
 #    saying what to install), then the criterion benches in quick mode
-#    (backends and embedded start the bench lab). wal::tests::scan_speed is
-#    a throughput measurement run by hand (see its comment), not a test.
+#    (backends and embedded start the bench lab).
 cargo nextest run --workspace --all-targets --no-fail-fast --run-ignored only \
-  -E 'not kind(bench) and not (package(litevault-ltx) and test(=wal::tests::scan_speed))' "$@"
+  -E 'not kind(bench)' "$@"
 cargo nextest run --workspace --all-targets --no-fail-fast -E 'kind(bench)' "$@"
 cargo test --doc --quiet
 

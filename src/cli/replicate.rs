@@ -33,9 +33,10 @@ pub struct Args {
     /// Ship what is committed now, then exit.
     #[arg(long)]
     once: bool,
-    /// How often to look for new commits, in milliseconds.
-    #[arg(long)]
-    poll_ms: Option<u64>,
+    /// How often to look at the WAL for new commits (`10ms`, `1s`; at
+    /// least 1 ms). Overrides the config's `poll-interval`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    poll_interval: Option<Duration>,
     /// PASSIVE checkpoint once the WAL holds this many frames (0: never).
     #[arg(long)]
     checkpoint_pages: Option<u64>,
@@ -106,8 +107,8 @@ impl Args {
     /// Applies the command-line flags over options from defaults or the
     /// config file.
     fn apply(&self, opts: &mut ReplicateOptions) {
-        if let Some(ms) = self.poll_ms {
-            opts.poll_interval = Duration::from_millis(ms.max(1));
+        if let Some(d) = self.poll_interval {
+            opts.poll_interval = d.max(Duration::from_millis(1));
         }
         if let Some(p) = self.checkpoint_pages {
             opts.checkpoint.min_pages = p;

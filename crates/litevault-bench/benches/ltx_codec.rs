@@ -1,4 +1,5 @@
-//! LTX codec throughput: encode, decode and compact pages.
+//! Codec throughput: LTX encode, decode and page checksums, and the scan
+//! of a WAL for its committed transactions.
 //!
 //! `cargo bench --bench ltx_codec`
 
@@ -77,5 +78,37 @@ fn codec(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codec);
+/// A 32 MiB WAL of 4 KiB pages, one commit every 16 frames: the scan that
+/// finds its committed transactions (frame checksums chained through every
+/// frame), and the bare checksum over the same bytes.
+fn wal_scan(c: &mut Criterion) {
+    use litevault::wal::{self, WalBuilder, WalChecksum, WalCursor, WalHeader};
+    let h = WalHeader::new(false, PAGE, 3, 0x1234_5678, 0x9abc_def0).unwrap();
+    let frames = 32 * 1024 * 1024 / h.frame_size();
+    let data = pages(1000);
+    let mut b = WalBuilder::new(h);
+    for i in 0..frames {
+        let commit = if i % 16 == 15 { 1000 } else { 0 };
+        b.frame((i % 1000) as u32 + 1, &data[i % 1000], commit);
+    }
+    let bytes = b.into_bytes();
+    let body = &bytes[wal::WAL_HEADER_SIZE..];
+    let mut g = c.benchmark_group("wal");
+    g.throughput(Throughput::Bytes(body.len() as u64));
+    g.sample_size(10);
+    g.bench_function(BenchmarkId::new("scan_committed", "32MiB"), |b| {
+        b.iter(|| {
+            let scan = wal::scan_committed(&h, WalCursor::start(&h), body);
+            assert_eq!(scan.txns.len(), frames / 16);
+            scan
+        })
+    });
+    let whole = &bytes[32..32 + (bytes.len() - 32) / 8 * 8];
+    g.bench_function(BenchmarkId::new("checksum", "32MiB"), |b| {
+        b.iter(|| wal::wal_checksum(false, WalChecksum(0, 0), whole))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, codec, wal_scan);
 criterion_main!(benches);

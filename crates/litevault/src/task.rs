@@ -14,9 +14,18 @@ pub struct TaskFailed(String);
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, TaskFailed> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| TaskFailed(e.to_string()))
+    start_blocking(f).await
+}
+
+/// Starts `f` on tokio's blocking threads at once and returns its result
+/// to await later, for work that runs while the caller does something else
+/// (a reader feeding a channel the caller drains). Unlike [`blocking`],
+/// nothing waits for the first poll.
+pub fn start_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> impl std::future::Future<Output = Result<T, TaskFailed>> {
+    let handle = tokio::task::spawn_blocking(f);
+    async move { handle.await.map_err(|e| TaskFailed(e.to_string())) }
 }
 
 /// Locks a mutex whose state stays valid when a critical section is cut

@@ -78,6 +78,12 @@ pub enum VaultError {
     Internal(String),
 }
 
+impl From<crate::task::TaskFailed> for VaultError {
+    fn from(e: crate::task::TaskFailed) -> Self {
+        VaultError::Internal(e.to_string())
+    }
+}
+
 /// The sequence number of a commit made through the vault's writer
 /// ([`Vault::txid`]): pass it to [`Vault::wait_replicated`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -164,9 +170,7 @@ impl VaultBuilder {
         } = self;
         let p = path.clone();
         let busy = opts.busy_timeout;
-        let writer = tokio::task::spawn_blocking(move || open_writer(&p, busy))
-            .await
-            .map_err(|e| VaultError::Internal(e.to_string()))??;
+        let writer = crate::task::blocking(move || open_writer(&p, busy)).await??;
         let replicator = Replicator::open_many(&path, replicas, opts.replicate.clone()).await?;
         let counter = Arc::new(AtomicU64::new(0));
         replicator.attach_commit_counter(counter.clone());

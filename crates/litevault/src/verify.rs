@@ -554,14 +554,14 @@ pub async fn verify(
     };
     // The matching snapshot is still open: digest it, restore the TXID and
     // compare.
-    let (snap, live_digest) = tokio::task::spawn_blocking(move || {
+    let (snap, live_digest) = crate::task::blocking(move || {
         let d = content::digest_in_transaction(&snap.conn);
         (snap, d)
     })
     .await
     .map_err(|e| VerifyError::Io {
         path: db.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
+        source: std::io::Error::other(e),
     })?;
     let live_digest = live_digest.map_err(|source| VerifyError::Live {
         path: db.to_path_buf(),
@@ -623,11 +623,11 @@ async fn restore_and_compare(
     // restore's own figure.
     let (page_size, on_disk) = {
         let out = out.clone();
-        tokio::task::spawn_blocking(move || file_checksum(&out, snap_page_size_hint(&out)))
+        crate::task::blocking(move || file_checksum(&out, snap_page_size_hint(&out)))
             .await
             .map_err(|e| VerifyError::Io {
                 path: dir.to_path_buf(),
-                source: std::io::Error::other(e.to_string()),
+                source: std::io::Error::other(e),
             })?
             .map_err(|source| VerifyError::Io {
                 path: dir.join("restored.db"),
@@ -652,11 +652,11 @@ async fn restore_and_compare(
     }
     let restored = {
         let out = out.clone();
-        tokio::task::spawn_blocking(move || content::content_digest(&out))
+        crate::task::blocking(move || content::content_digest(&out))
             .await
             .map_err(|e| VerifyError::Io {
                 path: dir.to_path_buf(),
-                source: std::io::Error::other(e.to_string()),
+                source: std::io::Error::other(e),
             })?
             .map_err(|source| VerifyError::Live {
                 path: dir.join("restored.db"),

@@ -62,8 +62,9 @@ pub struct S3Server {
 /// A port that was free a moment ago. Racy: another process may take it
 /// before the server it is meant for binds it. Only for a server that must
 /// be told its own address before it starts and can neither take a bound
-/// socket nor report a port it picked (fake-gcs-server); its starter checks
-/// that the server itself listens there and retries on a collision.
+/// socket nor report a port it picked: fake-gcs-server (`-public-host`)
+/// and the TLS PostgreSQL cluster (no TLS on a Unix socket, no port 0).
+/// Their starters retry on a collision.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -474,42 +474,6 @@ fn frame_ends_at_proves_positions() {
     assert!(!frame_ends_at(&new, cursors[1], &restarted[end - fs..end]));
 }
 
-/// Scan a 100 MB synthetic WAL and print the throughput.
-/// Run with `cargo test --release -- --ignored --nocapture scan_speed`.
-#[test]
-#[ignore]
-fn scan_speed() {
-    let h = header(false, 4096);
-    let mut b = WalBuilder::new(h);
-    let frames = 100 * 1024 * 1024 / h.frame_size();
-    for i in 0..frames {
-        let commit = if i % 16 == 15 { 1000 } else { 0 };
-        b.frame((i % 1000) as u32 + 1, &page(4096, i as u8), commit);
-    }
-    let wal = b.into_bytes();
-    let mb = wal.len() as f64 / 1e6;
-    let mut best = f64::MAX;
-    for _ in 0..5 {
-        let t = std::time::Instant::now();
-        let scan = scan_all(&h, &wal);
-        best = best.min(t.elapsed().as_secs_f64());
-        assert_eq!(scan.txns.len(), frames / 16);
-    }
-    let t = std::time::Instant::now();
-    let sum = wal_checksum(
-        false,
-        WalChecksum(0, 0),
-        &wal[32..32 + (wal.len() - 32) / 8 * 8],
-    );
-    let raw = t.elapsed().as_secs_f64();
-    println!(
-        "scan_committed: {mb:.0} MB in {:.1} ms = {:.0} MB/s; raw checksum {:.0} MB/s ({sum})",
-        best * 1e3,
-        mb / best,
-        mb / raw
-    );
-}
-
 #[derive(Clone, Debug)]
 enum Damage {
     None,

@@ -121,6 +121,12 @@ pub enum LeaseError {
     },
 }
 
+impl From<crate::task::TaskFailed> for LeaseError {
+    fn from(e: crate::task::TaskFailed) -> Self {
+        LeaseError::Internal(e.to_string())
+    }
+}
+
 /// A held lease.
 #[derive(Debug)]
 pub struct Lease {
@@ -211,7 +217,7 @@ impl Replica {
             let key = self.lease_key();
             let mine2 = mine.clone();
             let replica = self.to_string();
-            tokio::task::spawn_blocking(move || {
+            crate::task::blocking(move || {
                 local_swap(&root, &key, &replica, |old| match old {
                     None => Ok(Some(mine2.clone())),
                     Some(old) if old.replaceable_by(&mine2, takeover, Utc::now()) => {
@@ -220,8 +226,7 @@ impl Replica {
                     Some(old) => Err(held(&replica, &old)),
                 })
             })
-            .await
-            .map_err(|e| LeaseError::Internal(e.to_string()))??;
+            .await??;
             None
         } else {
             Some(self.acquire_remote(&mine, takeover).await?)
@@ -464,7 +469,7 @@ impl Lease {
                 let mine = self.record.clone();
                 let next2 = next.clone();
                 let name = replica.to_string();
-                tokio::task::spawn_blocking(move || {
+                crate::task::blocking(move || {
                     local_swap(&root, &key, &name, |old| match old {
                         Some(old) if old.id == mine.id => Ok(Some(next2)),
                         Some(old) => Err(LeaseError::Lost {
@@ -477,8 +482,7 @@ impl Lease {
                         }),
                     })
                 })
-                .await
-                .map_err(|e| LeaseError::Internal(e.to_string()))??;
+                .await??;
             }
             (Some(version), _) => {
                 let path = ObjectPath::from(key.as_str());
@@ -549,14 +553,13 @@ impl Lease {
         if let Some(root) = replica.local_root.clone() {
             let mine = self.record.clone();
             let name = replica.to_string();
-            tokio::task::spawn_blocking(move || {
+            crate::task::blocking(move || {
                 local_swap(&root, &key, &name, |old| match old {
                     Some(old) if old.id == mine.id => Ok(None),
                     other => Ok(other),
                 })
             })
-            .await
-            .map_err(|e| LeaseError::Internal(e.to_string()))??;
+            .await??;
             return Ok(());
         }
         // Released by a conditional overwrite: a delete cannot be made

@@ -109,6 +109,12 @@ pub enum ServerError {
     StatusUnavailable(String),
 }
 
+impl From<crate::task::TaskFailed> for ServerError {
+    fn from(e: crate::task::TaskFailed) -> Self {
+        ServerError::StatusUnavailable(e.to_string())
+    }
+}
+
 /// Settings of the HTTP server.
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
@@ -258,9 +264,7 @@ impl ServerState {
     /// waits for the database lock, which a long resync or checkpoint holds.
     pub async fn statuses(&self) -> Result<Vec<DbStatus>, ServerError> {
         let dbs = self.inner.dbs.clone();
-        tokio::task::spawn_blocking(move || dbs.iter().map(|r| r.status()).collect())
-            .await
-            .map_err(|e| ServerError::StatusUnavailable(e.to_string()))
+        Ok(crate::task::blocking(move || dbs.iter().map(|r| r.status()).collect()).await?)
     }
 
     /// Takes one lag sample of every replica (the server does it every
@@ -648,9 +652,9 @@ async fn sync(
         Err(_) => {
             let st = {
                 let r = r.clone();
-                match tokio::task::spawn_blocking(move || r.status()).await {
+                match crate::task::blocking(move || r.status()).await {
                     Ok(st) => st,
-                    Err(e) => return status_error(ServerError::StatusUnavailable(e.to_string())),
+                    Err(e) => return status_error(e.into()),
                 }
             };
             let behind: Vec<_> = st

@@ -216,9 +216,10 @@ async fn copy_into(
 ) -> Result<ReadOutcome, ExportError> {
     let name = &plans[i].table.name;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    // Started now: it fills the channel the COPY below drains.
     let reader = {
         let (path, plans) = (path.to_path_buf(), plans.clone());
-        tokio::task::spawn_blocking(move || {
+        crate::task::start_blocking(move || {
             read_table(&path, &plans[i], tx, bad_rows.as_deref(), &bar)
         })
     };
@@ -236,9 +237,7 @@ async fn copy_into(
         }
     }
     drop(rx);
-    let read = reader
-        .await
-        .map_err(|e| ExportError::Worker(e.to_string()))??;
+    let read = reader.await??;
     if let Some(e) = send_err {
         return Err(pg(format!("loading {name:?}"))(e));
     }

@@ -117,6 +117,12 @@ pub enum ExportError {
     Worker(String),
 }
 
+impl From<crate::task::TaskFailed> for ExportError {
+    fn from(e: crate::task::TaskFailed) -> Self {
+        ExportError::Worker(e.to_string())
+    }
+}
+
 fn pg(doing: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> ExportError {
     let doing = doing.into();
     move |source| ExportError::Postgres { doing, source }
@@ -307,9 +313,7 @@ pub async fn export(
     let started = Instant::now();
     let path_owned = path.to_path_buf();
     let opts_c = opts.clone();
-    let mut plan = tokio::task::spawn_blocking(move || plan(&path_owned, &opts_c))
-        .await
-        .map_err(|e| ExportError::Worker(e.to_string()))??;
+    let mut plan = crate::task::blocking(move || plan(&path_owned, &opts_c)).await??;
     tracing::debug!("planned in {} ms", started.elapsed().as_millis());
     let client = connect(url).await.map_err(|source| ExportError::Connect {
         url: redact(url),

@@ -196,7 +196,7 @@ pub(super) async fn retarget(
     // from their magnitude, measured now (the plan did not know the target).
     if temporal.iter().any(|k| k.is_some()) {
         let (path, table, columns) = (path.to_path_buf(), t.clone(), plan.table.columns.clone());
-        let stats = tokio::task::spawn_blocking(move || {
+        let stats = crate::task::blocking(move || {
             let conn = open_ro(&path)?;
             source::column_stats(&conn, &table, &columns, &temporal).map_err(|source| {
                 ExportError::Sqlite {
@@ -205,8 +205,7 @@ pub(super) async fn retarget(
                 }
             })
         })
-        .await
-        .map_err(|e| ExportError::Worker(e.to_string()))??;
+        .await??;
         for (m, st) in plan.columns.iter_mut().zip(&stats) {
             if m.pg_type.is_temporal() {
                 m.epoch = EpochUnit::from_max_abs(st.int_max_abs().max(st.real_max_abs as u64));

@@ -71,6 +71,12 @@ pub enum ImportError {
     Worker(String),
 }
 
+impl From<crate::task::TaskFailed> for ImportError {
+    fn from(e: crate::task::TaskFailed) -> Self {
+        ImportError::Worker(e.to_string())
+    }
+}
+
 fn pg(doing: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> ImportError {
     let doing = doing.into();
     move |source| ImportError::Postgres { doing, source }
@@ -175,7 +181,7 @@ pub async fn import(
     let handle = tokio::runtime::Handle::current();
     let out_path = out.to_path_buf();
     let progress = opts.progress.clone();
-    let mut report = tokio::task::spawn_blocking(move || {
+    let mut report = crate::task::blocking(move || {
         write_sqlite(&handle, &client, &schema, &tables, &tmp, progress).and_then(|mut r| {
             std::fs::rename(&tmp, &out_path).map_err(|source| ImportError::Io {
                 path: out_path.clone(),
@@ -185,8 +191,7 @@ pub async fn import(
             Ok(r)
         })
     })
-    .await
-    .map_err(|e| ImportError::Worker(e.to_string()))??;
+    .await??;
     report.millis = started.elapsed().as_millis() as u64;
     Ok(report)
 }

@@ -413,7 +413,7 @@ impl Follower {
             None => self.reopen()?,
         };
         let path = self.path.clone();
-        match tokio::task::spawn_blocking(move || {
+        match crate::task::blocking(move || {
             let r = f(&conn, &path);
             (conn, r)
         })
@@ -428,7 +428,7 @@ impl Follower {
                 self.conn = Some(self.reopen()?);
                 Err(FollowError::Io {
                     path: self.path.clone(),
-                    source: std::io::Error::other(format!("a blocking task failed: {e}")),
+                    source: std::io::Error::other(e),
                 })
             }
         }
