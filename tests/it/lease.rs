@@ -133,6 +133,11 @@ struct Beliefs {
     /// Handoffs: a contender took the lease after the other held it.
     handoffs: u32,
     last_holder: Option<usize>,
+    /// Per contender: acquisitions and renewals that succeeded.
+    taken: [u32; 2],
+    renewed: [u32; 2],
+    /// Renewals refused because the other had taken over.
+    lost: u32,
 }
 
 impl Beliefs {
@@ -165,6 +170,10 @@ impl Beliefs {
 /// reads). Sleeps sometimes outlast the TTL, so takeovers after expiry and
 /// late renewals happen. At every acquisition and renewal the other's belief
 /// is checked: never do two contenders believe they hold the lease at once.
+/// Each contender runs `LEASE_FAULT_ROUNDS` rounds, then more (up to eight
+/// times as many) until every path the test is about has been seen: on a
+/// loaded machine the interleavings come out differently, and a run that
+/// saw no takeover would prove little.
 #[test]
 fn never_two_holders_under_faults() {
     use litevault::replica::KeyLayout;
@@ -180,21 +189,48 @@ fn never_two_holders_under_faults() {
         let inner: Arc<dyn object_store::ObjectStore> =
             Arc::new(object_store::memory::InMemory::new());
         let beliefs = Arc::new(Mutex::new(Beliefs::default()));
-        let mut stores = Vec::new();
+        let stores: Vec<Arc<FaultStore>> = (0..2u64)
+            .map(|me| {
+                Arc::new(FaultStore::new(
+                    inner.clone(),
+                    FaultConfig {
+                        rate: 0.15,
+                        seed: 100 + me,
+                        kinds: FaultKind::ALL.to_vec(),
+                        latency: Duration::from_millis(40),
+                        hang: Duration::from_millis(60),
+                        stale_for: Duration::from_millis(200),
+                    },
+                ))
+            })
+            .collect();
+        // Every path seen: handoffs, takeovers noticed at renewal, both
+        // contenders taking and renewing, every kind of fault.
+        let covered = {
+            let (beliefs, stores) = (beliefs.clone(), stores.clone());
+            move || {
+                let b = beliefs.lock().unwrap();
+                let faults = stores
+                    .iter()
+                    .map(|s| s.counts())
+                    .fold([0u64; 6], |mut a, c| {
+                        for (x, n) in a
+                            .iter_mut()
+                            .zip([c.error, c.timeout, c.slow, c.cut, c.conflict, c.stale])
+                        {
+                            *x += n;
+                        }
+                        a
+                    });
+                b.handoffs > 5
+                    && b.lost > 0
+                    && b.taken.iter().chain(&b.renewed).all(|&n| n > 5)
+                    && faults.iter().all(|&n| n > 0)
+            }
+        };
         let mut tasks = Vec::new();
-        for me in 0..2usize {
-            let faulty = Arc::new(FaultStore::new(
-                inner.clone(),
-                FaultConfig {
-                    rate: 0.15,
-                    seed: 100 + me as u64,
-                    kinds: FaultKind::ALL.to_vec(),
-                    latency: Duration::from_millis(40),
-                    hang: Duration::from_millis(60),
-                    stale_for: Duration::from_millis(200),
-                },
-            ));
-            stores.push(faulty.clone());
+        for (me, faulty) in stores.iter().cloned().enumerate() {
+            let covered = covered.clone();
             let replica = Replica::from_store(faulty, "app", KeyLayout::Ltx, "faulty")
                 .with_retry(support::store::fast_retry(3));
             let beliefs = beliefs.clone();
@@ -202,7 +238,12 @@ fn never_two_holders_under_faults() {
                 let db = format!("/srv/contender-{me}.db");
                 let mut dice = Dice(0x9E37_79B9_7F4A_7C15 ^ (me as u64 + 1));
                 let (mut taken, mut renewed, mut lost, mut held, mut errors) = (0, 0, 0, 0, 0);
-                for _ in 0..rounds {
+                let mut round = 0;
+                loop {
+                    if round >= rounds && (round >= rounds * 8 || covered()) {
+                        break;
+                    }
+                    round += 1;
                     let mut lease = match replica.acquire_lease(&db, ttl, true).await {
                         Ok(l) => l,
                         Err(LeaseError::Held { .. }) => {
@@ -218,10 +259,11 @@ fn never_two_holders_under_faults() {
                         }
                     };
                     taken += 1;
-                    beliefs
-                        .lock()
-                        .unwrap()
-                        .hold(me, lease.record().expires_at, "took it");
+                    {
+                        let mut b = beliefs.lock().unwrap();
+                        b.taken[me] += 1;
+                        b.hold(me, lease.record().expires_at, "took it");
+                    }
                     let mut kept = true;
                     for _ in 0..dice.below(5) {
                         // Mostly in time; one in five sleeps past the TTL.
@@ -235,15 +277,15 @@ fn never_two_holders_under_faults() {
                         match lease.renew().await {
                             Ok(()) => {
                                 renewed += 1;
-                                beliefs.lock().unwrap().hold(
-                                    me,
-                                    lease.record().expires_at,
-                                    "renewed it",
-                                );
+                                let mut b = beliefs.lock().unwrap();
+                                b.renewed[me] += 1;
+                                b.hold(me, lease.record().expires_at, "renewed it");
                             }
                             Err(LeaseError::Lost { .. }) => {
                                 lost += 1;
-                                beliefs.lock().unwrap().drop_belief(me);
+                                let mut b = beliefs.lock().unwrap();
+                                b.lost += 1;
+                                b.drop_belief(me);
                                 kept = false;
                                 break;
                             }
