@@ -35,6 +35,19 @@ struct Common {
     no_expand_env: bool,
 }
 
+impl Args {
+    /// The config file this command reads.
+    pub fn config_file(&self) -> super::logging::ConfigFile<'_> {
+        let c = match &self.command {
+            Command::Check(c) | Command::Explain { common: c, .. } => c,
+        };
+        super::logging::ConfigFile {
+            flag: c.config.as_deref(),
+            expand_env: !c.no_expand_env,
+        }
+    }
+}
+
 fn load(c: &Common) -> Result<(PathBuf, Result<Config, ConfigError>), ConfigError> {
     let path = config::locate(c.config.as_deref())?;
     let opts = LoadOptions {

@@ -8,6 +8,7 @@ mod delay_proxy;
 mod demo;
 mod export;
 mod import;
+mod logging;
 mod ltx_cmd;
 mod progress;
 mod replicate;
@@ -22,10 +23,12 @@ use clap::{Parser, Subcommand};
 /// litevault: continuous SQLite replication to object storage, compatible
 /// with Litestream v0.5.
 #[derive(Parser, Debug)]
-#[command(name = "litevault", version, about, long_about = None)]
+#[command(name = "litevault", version, about, long_about = None, after_help = logging::HELP)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: logging::Flags,
 }
 
 #[derive(Subcommand, Debug)]
@@ -60,17 +63,38 @@ enum Command {
     BenchLab(bench_lab::Args),
 }
 
+impl Command {
+    /// The config file this command reads, if it reads one.
+    fn config_file(&self) -> Option<logging::ConfigFile<'_>> {
+        match self {
+            Command::Replicate(a) => a.config_file(),
+            Command::Restore(a) => a.config_file(),
+            Command::Status(a) => a.config_file(),
+            Command::Verify(a) => a.config_file(),
+            Command::Config(a) => Some(a.config_file()),
+            Command::Ltx(_)
+            | Command::Demo(_)
+            | Command::Export(_)
+            | Command::Import(_)
+            | Command::DelayProxy(_)
+            | Command::Bench(_)
+            | Command::BenchLab(_) => None,
+        }
+    }
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LITEVAULT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // The log is set up before anything is logged, from the flags, the
+    // environment and the `logging` section of the config file the
+    // subcommand is about to read.
+    let from_file = cli
+        .command
+        .config_file()
+        .and_then(|f| logging::from_config_file(&f));
+    let env = std::env::var(logging::ENV).ok();
+    logging::init(&logging::plan(&cli.log, env.as_deref(), from_file.as_ref()));
     // A short command whose output goes to a pipe that closes early
     // (`litevault ltx URL | head`) ends quietly, as Unix tools do, instead
     // of panicking in println!. The long-running ones keep SIGPIPE ignored:

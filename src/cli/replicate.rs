@@ -88,6 +88,15 @@ pub struct Args {
     no_retention: bool,
 }
 
+impl Args {
+    /// The config file this command reads: only when no DB is given.
+    pub fn config_file(&self) -> Option<super::logging::ConfigFile<'_>> {
+        self.db
+            .is_none()
+            .then(|| super::logging::ConfigFile::new(self.config.as_deref()))
+    }
+}
+
 /// Compaction intervals given on the command line.
 #[derive(Clone, Debug)]
 struct Levels(Vec<Duration>);

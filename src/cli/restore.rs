@@ -56,6 +56,13 @@ pub struct Args {
 }
 
 impl Args {
+    /// The config file this command reads: only when no URL is given.
+    pub fn config_file(&self) -> Option<super::logging::ConfigFile<'_>> {
+        self.url
+            .is_none()
+            .then(|| super::logging::ConfigFile::new(self.config.as_deref()))
+    }
+
     /// Whether this restore keeps following the replica (a long-running
     /// command).
     pub(super) fn follows(&self) -> bool {

@@ -23,6 +23,15 @@ pub struct Args {
     json: bool,
 }
 
+impl Args {
+    /// The config file this command reads: only when no database is given.
+    pub fn config_file(&self) -> Option<super::logging::ConfigFile<'_>> {
+        self.dbs
+            .is_empty()
+            .then(|| super::logging::ConfigFile::new(self.config.as_deref()))
+    }
+}
+
 /// A status older than this means the replicator is not running.
 const STALE_SECS: i64 = 5;
 

@@ -32,6 +32,15 @@ pub struct Args {
     json: bool,
 }
 
+impl Args {
+    /// The config file this command reads: only when no URL is given.
+    pub fn config_file(&self) -> Option<super::logging::ConfigFile<'_>> {
+        self.url
+            .is_none()
+            .then(|| super::logging::ConfigFile::new(self.config.as_deref()))
+    }
+}
+
 /// Exit codes: 0 the replica restores to the database; 2 the replica is
 /// damaged or restores to something else; 3 it is behind the database beyond
 /// the timeout; 4 the database diverged from it; 1 verify could not run.

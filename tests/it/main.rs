@@ -31,6 +31,7 @@ mod lease;
 mod litestream_fixture;
 mod litestream_interop;
 mod local_faults;
+mod logging;
 mod ltx_golden;
 mod pg_export;
 mod pg_import;

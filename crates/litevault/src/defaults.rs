@@ -80,6 +80,12 @@ pub const LOG_LEVEL: &str = "info";
 /// Log format (Litestream `logging.type`, text).
 pub const LOG_TYPE: &str = "text";
 
+/// Whether logs go to stderr (`logging.stderr`). Litestream writes them to
+/// stdout unless `logging.stderr: true`; litevault keeps stdout for what a
+/// command prints (`status --json`, `verify --json`, `ltx`), so its logs go
+/// to stderr unless `logging.stderr: false`.
+pub const LOG_TO_STDERR: bool = true;
+
 /// The environment variable naming the configuration file.
 pub const CONFIG_ENV: &str = "LITEVAULT_CONFIG";
 

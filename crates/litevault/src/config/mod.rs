@@ -28,7 +28,7 @@
 //! | `shutdown-sync-timeout` | [`Config::shutdown_timeout`] (litevault: `shutdown-timeout`) |
 //! | `addr` | [`Config::addr`] (litevault: also `http.addr`) |
 //! | `exec` | [`Config::exec`] |
-//! | `logging.level`, `logging.type`, `logging.stderr` | [`Config::logging`] |
+//! | `logging.level`, `logging.type` (`text`, `json`, `pretty`), `logging.stderr` | [`Config::logging`]; the `litevault` binary's log, under its `--log-level`/`--log-format` flags and `LITEVAULT_LOG` |
 //! | `socket`, `mcp-addr`, `heartbeat-*`, `validation*`, `verify-compaction`, `shutdown-sync-interval`, `meta-path`, `sign-payload`, `require-content-md5`, `part-size`, `concurrency`, `auto-recover`, `logging.source` | ignored, with a warning |
 //! | `age`, `sse-*`, `sas-token`, SFTP/WebDAV/NATS keys | refused: ignoring them would change what is stored, or they serve replica types litevault lacks |
 //! | v0.3 replica `retention`, `retention-check-interval`, `snapshot-interval` | ignored with a warning naming the v0.5 key (Litestream v0.5 ignores them silently) |
@@ -44,7 +44,9 @@
 //! Differences from Litestream, on purpose: an unknown key is an error (with
 //! the line and a suggestion) where Litestream ignores it; a duration without
 //! a unit (`sync-interval: 1`) is an error where Litestream reads
-//! nanoseconds; several replicas per database are allowed.
+//! nanoseconds; several replicas per database are allowed; logs go to
+//! stderr unless `logging.stderr: false`, where Litestream's go to stdout
+//! unless `logging.stderr: true` ([`defaults::LOG_TO_STDERR`]).
 //!
 //! # Where the file is
 //!

@@ -683,7 +683,8 @@ pub struct LoggingConfig {
     pub level: LogLevel,
     /// Format.
     pub format: LogFormat,
-    /// Log to stderr (else stdout, as Litestream).
+    /// Log to stderr (the default), else to stdout. Litestream's default is
+    /// stdout ([`crate::defaults::LOG_TO_STDERR`] says why litevault's is not).
     pub stderr: bool,
 }
 

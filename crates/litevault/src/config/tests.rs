@@ -403,6 +403,10 @@ fn bad_values_name_the_key_and_line() {
     let p = one_problem("logging:\n  level: loud\n");
     assert_eq!((p.line, p.key.as_str()), (2, "logging.level"));
 
+    let p = one_problem("logging:\n  type: xml\n");
+    assert_eq!((p.line, p.key.as_str()), (2, "logging.type"));
+    assert!(p.message.contains("use text, json or pretty"), "{p}");
+
     let p = one_problem("truncate-wal-size: 12 parsecs\n");
     assert!(p.message.contains("unknown unit"), "{p}");
 
@@ -914,5 +918,27 @@ fn hundreds_of_levels_are_an_error_not_an_overflow() {
     assert!(
         p.iter().any(|p| p.message.contains("at most 8 levels")),
         "{p:#?}"
+    );
+}
+
+#[test]
+fn logging_keys_resolve_and_logs_default_to_stderr() {
+    let none = parse("dbs: []\n").logging;
+    assert_eq!(
+        none,
+        LoggingConfig {
+            level: LogLevel::Info,
+            format: LogFormat::Text,
+            stderr: true,
+        }
+    );
+    let set = parse("logging:\n  level: WARNING\n  type: json\n  stderr: false\n").logging;
+    assert_eq!(
+        set,
+        LoggingConfig {
+            level: LogLevel::Warn,
+            format: LogFormat::Json,
+            stderr: false,
+        }
     );
 }

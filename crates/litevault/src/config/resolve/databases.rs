@@ -174,7 +174,7 @@ impl Resolver<'_, '_> {
         let mut l = LoggingConfig {
             level: LogLevel::Info,
             format: LogFormat::Text,
-            stderr: false,
+            stderr: defaults::LOG_TO_STDERR,
         };
         let Some(lg) = &raw.logging else {
             return l;
@@ -205,7 +205,7 @@ impl Resolver<'_, '_> {
                 "json" => LogFormat::Json,
                 "pretty" => LogFormat::Pretty,
                 _ => {
-                    let msg = format!("{s:?} is not a log type; use text or json");
+                    let msg = format!("{s:?} is not a log type; use text, json or pretty");
                     self.error(Some(loc), "logging.type", &msg);
                     LogFormat::Text
                 }
