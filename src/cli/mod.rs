@@ -146,6 +146,12 @@ pub fn main() -> ExitCode {
             Command::BenchLab(a) => bench_lab::run(a).await,
         }
     });
+    // A blocking task still running now (a resync's page comparison that
+    // the final sync's time limit cut short) is abandoned rather than
+    // waited for: the local store and state files are written to survive
+    // a kill at any moment, and waiting would stretch a stop past the
+    // limit the operator set.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -396,6 +396,10 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
     }
     stop_http(http, &http_stop).await;
-    tracing::info!("stopped after a final sync");
+    if code == ExitCode::SUCCESS {
+        tracing::info!("stopped after a final sync");
+    } else {
+        tracing::warn!("stopped; a final sync did not complete (see the error above)");
+    }
     Ok(code)
 }
