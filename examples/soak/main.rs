@@ -420,6 +420,8 @@ impl Soak {
     }
 
     fn cycle(&mut self, run: u64) {
+        // Any failure of this cycle, the stop's included, keeps its logs.
+        let failures = self.failures.len();
         if !self.embedded() {
             self.start_writer();
         }
@@ -472,7 +474,6 @@ impl Soak {
         }
         self.counts.durable_acks = writer::read_ledger(&self.durable).len() as u64;
         self.count_faults(run);
-        let failures = self.failures.len();
         self.check_all(at_least);
         if self.failures.len() > failures {
             self.failed_runs.push(run);
