@@ -5,10 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -83,45 +80,9 @@ pub fn bound_listener() -> (TcpListener, u16) {
     (l, port)
 }
 
-/// A command that runs `program` with `listener` as descriptor 3,
-/// `LISTEN_FDS=1` and `LISTEN_PID` set to the program's own PID: systemd's
-/// socket activation protocol. A `sh` in between exports its own PID and
-/// then execs the program, which keeps that PID. Arguments added to the
-/// command go to the program. Drop the test's copy of the listener once
-/// the child started, so a child that dies leaves the port refusing
-/// connections instead of queueing them.
-pub fn with_passed_socket(program: &Path, listener: &TcpListener) -> Command {
-    let mut c = Command::new("sh");
-    c.args(["-c", r#"LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@""#])
-        .arg(program)
-        .env("LISTEN_FDS", "1")
-        .env_remove("LISTEN_FDNAMES");
-    as_descriptor_3(&mut c, listener);
-    c
-}
-
-/// Makes `listener` descriptor 3 of the process `c` starts (and keeps it
-/// open across exec); sets no variable.
-pub fn as_descriptor_3(c: &mut Command, listener: &TcpListener) {
-    let fd = listener.as_raw_fd();
-    // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
-    unsafe {
-        c.pre_exec(move || {
-            let r = if fd == 3 {
-                // Already in place: keep it open across exec.
-                libc::fcntl(3, libc::F_SETFD, 0)
-            } else {
-                // The copy has no close-on-exec flag.
-                libc::dup2(fd, 3)
-            };
-            if r < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(())
-            }
-        });
-    }
-}
+/// Passing a bound socket to a child (systemd's socket activation): the
+/// bench lab's, so the tests and the benchmarks start children one way.
+pub use litevault_bench::lab::{as_descriptor_3, with_passed_socket};
 
 /// Whether process `pid` itself holds a socket listening on TCP `port`
 /// (from /proc): tells a server that bound its port from another one that

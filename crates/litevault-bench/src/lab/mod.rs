@@ -77,7 +77,7 @@ pub use child::{Ended, Spawned};
 pub(crate) use fuse::is_mounted;
 use fuse::unmount;
 use postgres::as_pg_user;
-pub use process::{bound_listener, free_port, with_passed_socket};
+pub use process::{as_descriptor_3, bound_listener, free_port, with_passed_socket};
 use process::{clean_leftovers, lock_run_dir, stop_child, stop_pid};
 
 /// The bucket the lab creates.

@@ -43,12 +43,19 @@ pub fn bound_listener() -> Result<(TcpListener, u16), LabError> {
 /// listener once the child started, so a child that dies leaves the port
 /// refusing connections instead of queueing them.
 pub fn with_passed_socket(program: &Path, listener: &TcpListener) -> std::process::Command {
-    use std::os::unix::process::CommandExt;
     let mut c = std::process::Command::new("sh");
     c.args(["-c", r#"LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@""#])
         .arg(program)
         .env("LISTEN_FDS", "1")
         .env_remove("LISTEN_FDNAMES");
+    as_descriptor_3(&mut c, listener);
+    c
+}
+
+/// Makes `listener` descriptor 3 of the process `c` starts (and keeps it
+/// open across exec); sets no variable.
+pub fn as_descriptor_3(c: &mut std::process::Command, listener: &TcpListener) {
+    use std::os::unix::process::CommandExt;
     let fd = listener.as_raw_fd();
     // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
     unsafe {
@@ -67,7 +74,6 @@ pub fn with_passed_socket(program: &Path, listener: &TcpListener) -> std::proces
             }
         });
     }
-    c
 }
 
 pub(super) fn write_pid(path: &Path, pid: u32) -> Result<(), LabError> {
