@@ -37,6 +37,17 @@ impl Setup {
 
     /// A config file replicating the database, with `logging` (YAML lines
     /// under `logging:`; none when empty).
+    /// `replicate --once --config CONFIG` with `env`, which must succeed.
+    fn replicate_once(&self, config: &str, env: &[(&str, &str)]) -> Output {
+        let o = run(
+            self.dir.path(),
+            &["replicate", "--once", "--config", config],
+            env,
+        );
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        o
+    }
+
     fn config(&self, name: &str, logging: &str) -> String {
         let mut body = format!(
             "dbs:\n  - path: {}\n    replica:\n      url: {}\n",
@@ -118,12 +129,7 @@ fn config_json_debug_makes_every_log_line_json_with_debug_lines() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(text(&o.stdout).contains(": ok:"), "{}", text(&o.stdout));
 
-    let o = run(
-        s.dir.path(),
-        &["replicate", "--once", "--config", &cfg],
-        &[],
-    );
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = s.replicate_once(&cfg, &[]);
     // The command's own output stays plain, on stdout; the log is on stderr.
     assert!(
         text(&o.stdout).starts_with(&format!("{} replicated at TXID", s.db())),
@@ -161,33 +167,18 @@ fn config_level_warn_drops_info_lines() {
     // Without a logging section the default is info, in text: the
     // replicating line is there.
     let plain = s.config("plain.yml", "");
-    let o = run(
-        s.dir.path(),
-        &["replicate", "--once", "--config", &plain],
-        &[],
-    );
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = s.replicate_once(&plain, &[]);
     let err = text(&o.stderr);
     assert!(err.contains("INFO") && err.contains("replicating"), "{err}");
     assert!(serde_json::from_str::<Value>(err.lines().next().unwrap()).is_err());
 
     let warn = s.config("warn.yml", "level: warn");
-    let o = run(
-        s.dir.path(),
-        &["replicate", "--once", "--config", &warn],
-        &[],
-    );
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = s.replicate_once(&warn, &[]);
     let err = text(&o.stderr);
     assert!(!err.contains("INFO") && !err.contains("DEBUG"), "{err}");
 
     let warn_json = s.config("warn-json.yml", "level: warn\ntype: json");
-    let o = run(
-        s.dir.path(),
-        &["replicate", "--once", "--config", &warn_json],
-        &[],
-    );
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = s.replicate_once(&warn_json, &[]);
     let lines = json_lines(&o.stderr);
     let sev = severities(&lines);
     assert!(
@@ -264,12 +255,7 @@ fn flag_over_env_over_config() {
     );
 
     // LITEVAULT_LOG replaces the file's level, not its format.
-    let o = run(
-        s.dir.path(),
-        &["replicate", "--once", "--config", &cfg],
-        &[("LITEVAULT_LOG", "warn")],
-    );
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = s.replicate_once(&cfg, &[("LITEVAULT_LOG", "warn")]);
     let sev = severities(&json_lines(&o.stderr)).join(",");
     assert!(!sev.contains("INFO") && !sev.contains("DEBUG"), "{sev}");
 
@@ -295,12 +281,7 @@ fn flag_over_env_over_config() {
     assert_eq!(settings["filter_from"], "--log-level");
 
     // A LITEVAULT_LOG that is not a filter is named, and the file's level used.
-    let o = run(
-        s.dir.path(),
-        &["replicate", "--once", "--config", &cfg],
-        &[("LITEVAULT_LOG", "litevault=loud")],
-    );
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = s.replicate_once(&cfg, &[("LITEVAULT_LOG", "litevault=loud")]);
     let lines = json_lines(&o.stderr);
     let w = lines
         .iter()
@@ -320,12 +301,7 @@ fn flag_over_env_over_config() {
 fn logging_stderr_selects_the_stream() {
     let s = Setup::new();
     let to_stdout = s.config("stdout.yml", "type: json\nstderr: false");
-    let o = run(
-        s.dir.path(),
-        &["replicate", "--once", "--config", &to_stdout],
-        &[],
-    );
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = s.replicate_once(&to_stdout, &[]);
     assert_eq!(text(&o.stderr), "", "nothing logged on stderr");
     let out = text(&o.stdout);
     let (result, log): (Vec<&str>, Vec<&str>) = out
@@ -336,12 +312,7 @@ fn logging_stderr_selects_the_stream() {
     assert!(replicating(&lines).is_some(), "{out}");
 
     let to_stderr = s.config("stderr.yml", "type: json\nstderr: true");
-    let o = run(
-        s.dir.path(),
-        &["replicate", "--once", "--config", &to_stderr],
-        &[],
-    );
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = s.replicate_once(&to_stderr, &[]);
     assert!(replicating(&json_lines(&o.stderr)).is_some());
     assert_eq!(text(&o.stdout).lines().count(), 1, "{}", text(&o.stdout));
 }
