@@ -74,12 +74,6 @@ pub const LEASE_TTL: Duration = secs(30);
 /// (litevault only).
 pub const READYZ_MAX_LAG: Duration = secs(10);
 
-/// Log level (Litestream `logging.level`, info).
-pub const LOG_LEVEL: &str = "info";
-
-/// Log format (Litestream `logging.type`, text).
-pub const LOG_TYPE: &str = "text";
-
 /// Whether logs go to stderr (`logging.stderr`). Litestream writes them to
 /// stdout unless `logging.stderr: true`; litevault keeps stdout for what a
 /// command prints (`status --json`, `verify --json`, `ltx`), so its logs go
