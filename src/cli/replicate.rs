@@ -47,9 +47,16 @@ pub struct Args {
     /// (`500ms`, `1s`; `0s` ships every commit at once).
     #[arg(long, value_parser = parse_duration)]
     sync_interval: Option<Duration>,
-    /// Write files that `litestream restore` (0.5) accepts: the NoChecksum
-    /// flag, with litevault's checksums kept in the reserved header bytes.
+    /// Write the LTX format's standard checksum fields instead of the
+    /// default Litestream-compatible files (the NoChecksum flag, with
+    /// litevault's checksums in the reserved header bytes). Released
+    /// Litestream binaries (0.5.17) can neither restore nor continue such a
+    /// replica. Overrides the config's `litestream-compat`.
     #[arg(long)]
+    standard_checksums: bool,
+    /// Litestream-compatible files (the default; kept for scripts that
+    /// still pass it).
+    #[arg(long, hide = true, conflicts_with = "standard_checksums")]
     litestream_compat: bool,
     /// Replace a replica lease whose holder stopped renewing it (after it
     /// expired).
@@ -131,7 +138,11 @@ impl Args {
         if let Some(d) = self.shutdown_timeout {
             opts.shutdown_timeout = d;
         }
-        opts.litestream_compat |= self.litestream_compat;
+        if self.standard_checksums {
+            opts.litestream_compat = false;
+        } else if self.litestream_compat {
+            opts.litestream_compat = true;
+        }
         let r = &mut opts.retention;
         if let Some(l) = &self.levels {
             r.levels = l.0.clone();

@@ -99,6 +99,36 @@ fn a_failed_upload_loses_nothing_and_leaves_no_object() {
     });
 }
 
+/// The store fails every attempt of the final sync's first uploads (a reset
+/// connection, more times than one request retries): the stop tries again
+/// within its shutdown timeout, and ends with every commit in the replica.
+#[test]
+fn the_final_sync_outlasts_a_run_of_failed_requests() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let mut c = create_db(&db, 4096);
+        Workload::init(&c);
+        let (store, replica) = flaky_memory_replica(2);
+        let rep = Replicator::open(&db, replica.clone(), ReplicateOptions::default())
+            .await
+            .unwrap();
+        rep.sync_all().await.unwrap();
+        for i in 1..=20 {
+            Workload::apply(&mut c, i).unwrap();
+        }
+        // Three requests' worth of attempts fail.
+        store.fail_puts.store(6, Ordering::SeqCst);
+        rep.run(async {}).await.unwrap();
+        assert_eq!(store.fail_puts.load(Ordering::SeqCst), 0);
+        let out = dir.path().join("out.db");
+        restore(&replica, &out, &RestoreOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(Workload::check_prefix(&out), 20);
+    });
+}
+
 /// Uploads fail while the app checkpoints and its next commit restarts the
 /// WAL: the frames whose upload failed were copied into the database file and
 /// are gone from the WAL, and must still reach the replica.
@@ -272,8 +302,10 @@ fn a_new_replica_catches_up_or_starts_with_a_snapshot() {
             restore(r, &out, &RestoreOptions::default()).await.unwrap();
             assert_eq!(Workload::check_prefix(&out), 30, "{name}");
         }
-        // The first replica kept its own history: every file is still there.
-        assert_eq!(first.list_level(0).await.unwrap().len(), 21);
+        // The first replica kept its own history: every file is still there
+        // (one per sync, and the hand-off file the stop added after the
+        // second replica's merged catch-up).
+        assert_eq!(first.list_level(0).await.unwrap().len(), 22);
     });
 }
 

@@ -599,6 +599,23 @@ async fn replica_reset_is_detected() {
     assert_eq!(status.borrow().rebuilds, 2);
 }
 
+/// Merges level-0 files the way the replicator's compaction does: the
+/// checksums in the reserved header bytes (the default format) go on into
+/// the output's.
+fn compact_as_litevault(
+    inputs: Vec<litevault::ltx::Decoder<std::io::Cursor<Vec<u8>>>>,
+) -> (Vec<u8>, litevault::ltx::Trailer) {
+    let first = *inputs[0].header();
+    let last = *inputs[inputs.len() - 1].header();
+    let opts = litevault::ltx::CompactOptions {
+        pre_apply_checksum: first.reserved_checksums.map(|r| r.pre_apply),
+        post_apply_checksum: last.reserved_checksums.map(|r| r.post_apply),
+        litestream_compat: last.reserved_checksums.is_some(),
+        ..Default::default()
+    };
+    litevault::ltx::compact(inputs, Vec::new(), opts).unwrap()
+}
+
 /// Retention removed the level-0 files the follower needed, leaving a
 /// compacted file that starts before its position: the follower applies it
 /// over its state (proven by the post-apply checksum) instead of restoring.
@@ -620,7 +637,7 @@ async fn compacted_files_continue_the_follower() {
         let bytes = replica.read_file(i).await.unwrap();
         decoders.push(litevault::ltx::Decoder::new(std::io::Cursor::new(bytes.to_vec())).unwrap());
     }
-    let (out_bytes, _) = litevault::ltx::compact(decoders, Vec::new(), Default::default()).unwrap();
+    let (out_bytes, _) = compact_as_litevault(decoders);
     replica
         .write_file(1, Txid(5), t2, out_bytes.into(), chrono::Utc::now())
         .await
@@ -839,7 +856,7 @@ async fn far_behind_uses_compacted_levels() {
         let bytes = replica.read_file(i).await.unwrap();
         decoders.push(litevault::ltx::Decoder::new(std::io::Cursor::new(bytes.to_vec())).unwrap());
     }
-    let (bytes, _) = litevault::ltx::compact(decoders, Vec::new(), Default::default()).unwrap();
+    let (bytes, _) = compact_as_litevault(decoders);
     replica
         .write_file(1, Txid(t1.0 + 1), t2, bytes.into(), chrono::Utc::now())
         .await
@@ -854,10 +871,11 @@ async fn far_behind_uses_compacted_levels() {
     assert_same_pages(&out, &p.path);
 }
 
-/// A replica written in Litestream-compatible mode (checksums in the
-/// reserved header bytes) is followed with the same proofs.
+/// A replica written with the standard checksum fields (not the default,
+/// which keeps them in the reserved header bytes) is followed with the same
+/// proofs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn follows_a_litestream_compat_replica() {
+async fn follows_a_standard_checksum_replica() {
     let dir = tempfile::tempdir().unwrap();
     let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
     let path = dir.path().join("primary.db");
@@ -867,7 +885,7 @@ async fn follows_a_litestream_compat_replica() {
         &path,
         replica.clone(),
         ReplicateOptions {
-            litestream_compat: true,
+            litestream_compat: false,
             ..ReplicateOptions::default()
         },
     )
@@ -884,7 +902,7 @@ async fn follows_a_litestream_compat_replica() {
         PollOutcome::Applied { verified, to, .. } => {
             assert!(
                 verified,
-                "compat files carry checksums in the reserved bytes"
+                "standard files carry checksums in their own fields"
             );
             assert_eq!(to, rep.txid());
         }

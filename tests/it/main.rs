@@ -29,6 +29,7 @@ mod hostile_replicas;
 mod http;
 mod lease;
 mod litestream_fixture;
+mod litestream_handoff;
 mod litestream_interop;
 mod local_faults;
 mod logging;

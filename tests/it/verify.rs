@@ -316,10 +316,11 @@ async fn verify_refuses_a_rollback_journal_database() {
     assert_eq!(err.exit_code(), 1);
 }
 
-/// A replica written in Litestream-compatible mode keeps its checksums in the
-/// reserved header bytes: verify matches states with them too.
+/// A replica written with the standard checksum fields (not the default,
+/// which keeps them in the reserved header bytes): verify matches states
+/// with them too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verify_succeeds_on_a_litestream_compat_replica() {
+async fn verify_succeeds_on_a_standard_checksum_replica() {
     let dir = tempfile::tempdir().unwrap();
     let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
     let path = dir.path().join("app.db");
@@ -329,7 +330,7 @@ async fn verify_succeeds_on_a_litestream_compat_replica() {
         &path,
         replica.clone(),
         ReplicateOptions {
-            litestream_compat: true,
+            litestream_compat: false,
             ..ReplicateOptions::default()
         },
     )

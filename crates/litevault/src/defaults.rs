@@ -64,8 +64,12 @@ pub const BUSY_TIMEOUT: Duration = secs(1);
 /// `shutdown-sync-timeout`, 30s).
 pub const SHUTDOWN_TIMEOUT: Duration = secs(30);
 
-/// Whether files are written so that Litestream 0.5 can restore them.
-pub const LITESTREAM_COMPAT: bool = false;
+/// Whether files are written so that Litestream 0.5 can restore and
+/// continue them (the NoChecksum flag, litevault's checksums in the reserved
+/// header bytes). On by default: released Litestream binaries reject files
+/// that carry the standard trailer checksum (Litestream issue #1427), and a
+/// user must be able to go back to Litestream at any time.
+pub const LITESTREAM_COMPAT: bool = true;
 
 /// How long a replica lease lasts without renewal (litevault only).
 pub const LEASE_TTL: Duration = secs(30);

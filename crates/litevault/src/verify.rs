@@ -132,7 +132,7 @@ pub enum VerifyError {
     /// The replica's files carry no checksums, so states cannot be matched.
     #[error(
         "replica file {file} carries no checksums (written by Litestream): verify matches states by checksum; \
-         replicate with litevault (with --litestream-compat if Litestream must read it too)"
+         replicate with litevault (its files carry checksums Litestream ignores)"
     )]
     NoChecksums {
         /// The file.

@@ -162,6 +162,10 @@ pub enum ShipKind {
     /// Continuity could not be proven: the pages that differ from the last
     /// shipped state (all pages when that state is unknown).
     Resync,
+    /// No pages: the shipped state again, under the next TXID, so that
+    /// `litestream replicate` can continue the replica (see
+    /// [`WatchedDb::prepare_handoff`]).
+    Handoff,
 }
 
 /// An LTX file prepared from the database, not yet uploaded.
@@ -713,7 +717,8 @@ impl WatchedDb {
         self.checksum = p.post_apply;
         self.table = Some(table);
         self.wal = p.wal;
-        self.continuous = true;
+        // A hand-off file reads nothing: it proves no continuity of its own.
+        self.continuous |= p.kind != ShipKind::Handoff;
         self.ships_since_table_save += 1;
         let first = self.txid.0 == 1 || p.kind == ShipKind::Resync;
         if first || self.ships_since_table_save >= 256 {

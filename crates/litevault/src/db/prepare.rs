@@ -1,4 +1,6 @@
-//! Preparing the next LTX file: from new WAL frames, from a resync of the pages that differ, or a snapshot.
+//! Preparing the next LTX file: from new WAL frames, from a resync of the
+//! pages that differ, a snapshot, or the hand-off file that lets
+//! `litestream replicate` continue the replica.
 
 use super::*;
 
@@ -316,6 +318,42 @@ impl WatchedDb {
             commit,
             wal: Some(wal_pos),
         })))
+    }
+
+    /// A file with no pages at the next TXID: the same state as the shipped
+    /// one (its pre- and post-apply checksums are equal), which ends a
+    /// replica the way `litestream replicate` needs to continue it. Litestream
+    /// takes a replica's position from its newest level-0 file, must find it
+    /// under the name `N-N`, and resumes the WAL after that file's range;
+    /// the range written here (offset 32, size 0, no salts) matches no WAL,
+    /// so Litestream starts with a full snapshot of the database and goes on
+    /// from there. `None` when nothing was shipped yet or the shipped state's
+    /// size is not known.
+    pub fn prepare_handoff(&mut self, timestamp_ms: i64) -> Result<Option<PendingLtx>, DbError> {
+        let Some(table) = self.table.as_ref() else {
+            return Ok(None);
+        };
+        if self.txid.0 == 0 {
+            return Ok(None);
+        }
+        let commit = table.len() as u32;
+        let mut header = self.base_header(commit, timestamp_ms);
+        header.wal_offset = wal::WAL_HEADER_SIZE as i64;
+        let post = self.checksum;
+        let header = self.seal_header(header, post);
+        let enc = ltx::Encoder::new(self.spill_writer(), header)?;
+        let (w, _) = enc.finish(post)?;
+        let body = w.finish().map_err(io_err(self.state.path()))?;
+        Ok(Some(PendingLtx {
+            body,
+            header,
+            post_apply: post,
+            kind: ShipKind::Handoff,
+            page_count: 0,
+            changes: Vec::new(),
+            commit,
+            wal: self.wal,
+        }))
     }
 
     /// Encodes a snapshot of the last shipped state (TXID `1..=txid`) from

@@ -92,6 +92,19 @@ pub enum ReplicaError {
         /// The replica URL.
         replica: String,
     },
+    /// The replica holds a Litestream v0.3 backup (generations, snapshots
+    /// and WAL segments) and no LTX file.
+    #[error(
+        "replica {replica} holds a Litestream v0.3 backup ({key}) and no LTX files; litevault cannot restore \
+         v0.3 backups yet: restore it with `litestream restore -o DB URL` (Litestream 0.3.x, or 0.5.7 and later \
+         for file:// and s3://), then replicate that database with litevault to a new path"
+    )]
+    LitestreamV03 {
+        /// The replica URL.
+        replica: String,
+        /// An object of the v0.3 backup.
+        key: String,
+    },
     /// Setting the timestamp of a file:// replica file failed.
     #[error("setting the modification time of {path}: {source}")]
     FileTime {
@@ -450,6 +463,27 @@ impl Replica {
         join(&self.prefix, &self.layout.level_dir(level))
     }
 
+    /// Fails with [`ReplicaError::LitestreamV03`] when the replica holds a
+    /// Litestream v0.3 backup (objects under `generations/`): a replica
+    /// with no LTX file is then not empty, and a restore on boot must not
+    /// start the app on an empty database as if it were.
+    pub async fn refuse_litestream_v03(&self) -> Result<(), ReplicaError> {
+        let prefix = ObjectPath::from(join(&self.prefix, "generations").as_str());
+        let found = self
+            .with_retry_op("LIST", prefix.as_ref(), &self.stats.lists, || {
+                let mut list = self.store.list(Some(&prefix));
+                async move { list.next().await.transpose() }
+            })
+            .await?;
+        match found {
+            Some(meta) => Err(ReplicaError::LitestreamV03 {
+                replica: self.display.clone(),
+                key: meta.location.to_string(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// The key of an LTX file.
     pub fn file_key(&self, level: u8, min: Txid, max: Txid) -> String {
         join(&self.level_prefix(level), &ltx::format_filename(min, max))
@@ -475,18 +509,7 @@ impl Replica {
                 Ok(v) => return Ok(v),
                 Err(e) => {
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                    let permanent = matches!(
-                        e,
-                        object_store::Error::NotFound { .. }
-                            | object_store::Error::AlreadyExists { .. }
-                            | object_store::Error::Precondition { .. }
-                            | object_store::Error::NotSupported { .. }
-                            | object_store::Error::NotImplemented { .. }
-                            | object_store::Error::InvalidPath { .. }
-                            | object_store::Error::PermissionDenied { .. }
-                            | object_store::Error::Unauthenticated { .. }
-                    );
-                    if permanent || attempt >= self.retry.max_attempts {
+                    if permanent(&e) || attempt >= self.retry.max_attempts {
                         return Err(ReplicaError::Storage {
                             op,
                             key: key.to_string(),
@@ -688,6 +711,30 @@ impl Replica {
             .bytes_in
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         Ok(bytes)
+    }
+}
+
+/// Errors that another attempt cannot change (the object is missing or
+/// exists, a condition failed, the request is refused or malformed).
+fn permanent(e: &object_store::Error) -> bool {
+    matches!(
+        e,
+        object_store::Error::NotFound { .. }
+            | object_store::Error::AlreadyExists { .. }
+            | object_store::Error::Precondition { .. }
+            | object_store::Error::NotSupported { .. }
+            | object_store::Error::NotImplemented { .. }
+            | object_store::Error::InvalidPath { .. }
+            | object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }
+    )
+}
+
+impl ReplicaError {
+    /// A request that failed on every attempt, but with errors another
+    /// attempt later may not meet (a reset connection, a timeout, a 5xx).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ReplicaError::Storage { source, .. } if !permanent(source))
     }
 }
 

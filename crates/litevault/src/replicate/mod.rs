@@ -27,6 +27,8 @@
 //! - `maintain`: compaction, snapshots and retention on the replicas, and
 //!   the removal of what no replica needs from the local store.
 //! - `run`: [`Replicator::run`], its per-replica tasks and its shutdown.
+//! - `handoff`: the file a clean stop ends a Litestream-compatible replica
+//!   with, so that `litestream replicate` can continue it.
 //! - [`outbox`] (the local store), [`retention`] (the plans), `marks`
 //!   (what each replica was last known to hold), `rebase` (continuing a
 //!   replica that holds more than was listed).
@@ -79,6 +81,7 @@
 //! is still valid after an interrupted critical section.
 
 mod error;
+mod handoff;
 mod maintain;
 mod marks;
 mod open;

@@ -182,44 +182,70 @@ impl Replicator {
         Ok(match db.prepare(ts)? {
             Prepared::UpToDate => (SyncOutcome::UpToDate, true),
             Prepared::Later => (SyncOutcome::UpToDate, false),
-            Prepared::Ship(mut p) => {
-                let body = std::mem::replace(&mut p.body, LtxBody::Memory(Bytes::new()));
-                let header = p.header;
-                let post = p.post_apply;
-                let bytes = body.len();
-                let pages = p.page_count;
-                let resync = p.kind == ShipKind::Resync;
-                let state = db.state_dir().path().to_path_buf();
-                lock_or_recover(&inner.outbox)
-                    .add(0, &header, post, body)
-                    .map_err(|source| ReplicateError::Local {
-                        path: state,
-                        source,
-                    })?;
-                if let Err(e) = db.commit(p) {
-                    // Not recorded: the next step prepares this TXID
-                    // again. No replica has it yet (it is announced
-                    // below, only after the commit).
-                    lock_or_recover(&inner.outbox).remove(0, header.max_txid);
-                    return Err(e.into());
-                }
-                if resync && header.max_txid.0 > 1 {
-                    tracing::info!(db = %inner.path.display(), txid = %header.max_txid, pages, reason = db.resync_reason(), "resync: shipping the pages that differ from the last shipped state");
-                }
-                inner.head.send_replace(Head {
-                    txid: header.max_txid,
-                    checksum: post,
-                    timestamp_ms: header.timestamp_ms,
-                });
-                let shipped = SyncOutcome::Shipped {
-                    txid: header.max_txid,
-                    pages,
-                    bytes,
-                    resync,
-                };
-                (shipped, true)
-            }
+            Prepared::Ship(p) => (Self::record(inner, db, p)?, true),
         })
+    }
+
+    /// Puts a prepared file into the local store, records it as the
+    /// database's shipped state and announces it to the replicas.
+    fn record(
+        inner: &Arc<Inner>,
+        db: &mut WatchedDb,
+        mut p: Box<db::PendingLtx>,
+    ) -> Result<SyncOutcome, ReplicateError> {
+        let body = std::mem::replace(&mut p.body, LtxBody::Memory(Bytes::new()));
+        let header = p.header;
+        let post = p.post_apply;
+        let bytes = body.len();
+        let pages = p.page_count;
+        let resync = p.kind == ShipKind::Resync;
+        let state = db.state_dir().path().to_path_buf();
+        lock_or_recover(&inner.outbox)
+            .add(0, &header, post, body)
+            .map_err(|source| ReplicateError::Local {
+                path: state,
+                source,
+            })?;
+        if let Err(e) = db.commit(p) {
+            // Not recorded: the next step prepares this TXID again. No
+            // replica has it yet (it is announced below, only after the
+            // commit).
+            lock_or_recover(&inner.outbox).remove(0, header.max_txid);
+            return Err(e.into());
+        }
+        if resync && header.max_txid.0 > 1 {
+            tracing::info!(db = %inner.path.display(), txid = %header.max_txid, pages, reason = db.resync_reason(), "resync: shipping the pages that differ from the last shipped state");
+        }
+        inner.head.send_replace(Head {
+            txid: header.max_txid,
+            checksum: post,
+            timestamp_ms: header.timestamp_ms,
+        });
+        Ok(SyncOutcome::Shipped {
+            txid: header.max_txid,
+            pages,
+            bytes,
+            resync,
+        })
+    }
+
+    /// Adds the hand-off file (see [`WatchedDb::prepare_handoff`]) to the
+    /// local store, after taking in every commit; `false` when there is
+    /// nothing to hand off.
+    pub(super) async fn produce_handoff(&self) -> Result<bool, ReplicateError> {
+        let _step = self.inner.produce.lock().await;
+        self.produce_all(true).await?;
+        let inner = self.inner.clone();
+        let ts = inner.clock.now_ms();
+        blocking(move || {
+            let mut db = lock_db(&inner);
+            let Some(p) = db.prepare_handoff(ts)? else {
+                return Ok(false);
+            };
+            Self::record(&inner, &mut db, Box::new(p))?;
+            Ok(true)
+        })
+        .await?
     }
 
     /// Fsyncs the local store's files not yet durable; the error names the

@@ -89,7 +89,7 @@ impl Replicator {
         Ok(self.txid())
     }
 
-    async fn push_all(&self) -> Result<(), ReplicateError> {
+    pub(super) async fn push_all(&self) -> Result<(), ReplicateError> {
         let results =
             futures::future::join_all((0..self.inner.slots.len()).map(|i| self.push(i))).await;
         self.collect_outbox();

@@ -10,7 +10,10 @@
 //! - **Retention** deletes: snapshots older than the snapshot retention
 //!   (never the newest one); files of levels 1 and up (below 9) that end
 //!   before the oldest retained snapshot; level-0 files already covered by
-//!   level 1 and older than the L0 retention.
+//!   level 1 and older than the L0 retention, except the newest level-0
+//!   file, which stays whatever its age: Litestream takes a replica's
+//!   position from level 0 alone, and without that file `litestream
+//!   replicate` would start over at TXID 1 on top of this history.
 //! - **Safety net**: a file chosen by those rules is deleted only if every
 //!   restore point that stays promised is still reachable without it. The
 //!   promised points are the end TXIDs of every file that is kept, from the
@@ -131,6 +134,11 @@ pub fn plan_retention(
         .filter(|f| f.level == 1)
         .map(|f| f.max_txid)
         .max();
+    let l0_max = files
+        .iter()
+        .filter(|f| f.level == 0)
+        .map(|f| f.max_txid)
+        .max();
     for f in files {
         let expired = match f.level {
             SNAPSHOT_LEVEL => false,
@@ -141,7 +149,7 @@ pub fn plan_retention(
                     Some(m) => f.max_txid <= m,
                     None => last_level == 0 && oldest_kept_snapshot.is_some_and(|s| f.max_txid < s),
                 };
-                covered && age(f) > opts.l0_retention
+                covered && age(f) > opts.l0_retention && Some(f.max_txid) != l0_max
             }
             _ => oldest_kept_snapshot.is_some_and(|s| f.max_txid < s),
         };
@@ -261,6 +269,29 @@ mod tests {
     }
 
     #[test]
+    fn retention_keeps_the_newest_level_0_file() {
+        let now = Utc::now();
+        let opts = RetentionOptions {
+            l0_retention: Duration::from_secs(1),
+            ..RetentionOptions::default()
+        };
+        // Every level-0 file is covered by level 1 and old: all but the
+        // newest go.
+        let files = vec![
+            f(0, 1, 3, 600, now),
+            f(0, 4, 6, 600, now),
+            f(0, 7, 7, 600, now),
+            f(1, 1, 7, 600, now),
+            f(SNAPSHOT_LEVEL, 1, 7, 600, now),
+        ];
+        let doomed: HashSet<_> = plan_retention(&files, now, &opts)
+            .into_iter()
+            .map(|d| (d.level, d.min_txid.0, d.max_txid.0))
+            .collect();
+        assert_eq!(doomed, HashSet::from([(0, 1, 3), (0, 4, 6)]));
+    }
+
+    #[test]
     fn retention_keeps_every_promised_point() {
         let now = Utc::now();
         let opts = RetentionOptions::default();
@@ -290,11 +321,13 @@ mod tests {
         let now = Utc::now();
         let opts = RetentionOptions::default();
         // Both L0 files are old and "covered" by L1 (its max is 20), but L1
-        // only holds 11-20: the chain to 20 needs L0 1-10. L0 11-20 can go.
+        // only holds 11-20: the chain to 20 needs L0 1-10. L0 11-20 can go
+        // (a young L0 file after it is the newest, which always stays).
         let files = vec![
             f(0, 1, 10, 10_000, now),
             f(0, 11, 20, 10_000, now),
             f(1, 11, 20, 10_000, now),
+            f(0, 21, 21, 10, now),
         ];
         let gone = plan_retention(&files, now, &opts);
         assert_eq!(gone, vec![files[1].clone()]);

@@ -33,8 +33,10 @@ pub(super) async fn no_panic<T>(
 
 impl Replicator {
     /// Replicates until `shutdown` resolves, then ships what is left (bounded
-    /// by [`ReplicateOptions::shutdown_timeout`](super::ReplicateOptions::shutdown_timeout))
-    /// and saves the local state.
+    /// by [`ReplicateOptions::shutdown_timeout`](super::ReplicateOptions::shutdown_timeout),
+    /// retrying failed requests within it), ends each Litestream-compatible
+    /// replica on a file `litestream replicate` can continue from (see the
+    /// `handoff` module), and saves the local state.
     ///
     /// Each replica is served by its own task: a replica that is slow or
     /// failing retries with backoff while the others keep up.
@@ -219,7 +221,17 @@ impl Replicator {
             .store(false, std::sync::atomic::Ordering::Relaxed);
         let timeout = self.inner.opts.shutdown_timeout;
         let _ = tokio::time::timeout(timeout, futures::future::join_all(tasks)).await;
-        let done = tokio::time::timeout(timeout, self.sync_all()).await;
+        let done = tokio::time::timeout(timeout, async {
+            let txid = self.final_sync().await?;
+            if let Err(e) = self.hand_off().await {
+                // Nothing is lost: the replicas hold every commit, and a
+                // hand-off file left in the local store ships at the next
+                // start. Only `litestream replicate` cannot continue them yet.
+                tracing::warn!(db = %self.inner.path.display(), error = %e, "could not end the replicas on a file litestream replicate continues from");
+            }
+            Ok::<_, ReplicateError>(txid)
+        })
+        .await;
         for s in &self.inner.slots {
             let lease = s.state.lock().await.lease.take();
             if let Some((l, _)) = lease
@@ -241,6 +253,29 @@ impl Replicator {
                 close.await??;
                 Err(ReplicateError::ShutdownTimeout(timeout))
             }
+        }
+    }
+}
+
+impl Replicator {
+    /// The shutdown's sync: a request that failed on every attempt with an
+    /// error that may pass (a reset connection, a timeout), or a WAL that
+    /// kept moving, is tried again after a pause, for as long as the caller's
+    /// shutdown timeout allows; any other error ends it at once.
+    async fn final_sync(&self) -> Result<crate::ltx::Txid, ReplicateError> {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.sync_all().await {
+                Err(ReplicateError::Replica(e)) if e.is_transient() => {
+                    tracing::warn!(db = %self.inner.path.display(), error = %e, "final sync failed; trying again in {pause:?}");
+                }
+                Err(ReplicateError::WalUnsettled(why)) => {
+                    tracing::warn!(db = %self.inner.path.display(), reason = why, "final sync: the WAL keeps moving; trying again in {pause:?}");
+                }
+                r => return r,
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
         }
     }
 }

@@ -689,6 +689,7 @@ pub async fn restore(
     }
     let files = replica.list_all().await?;
     if files.is_empty() {
+        replica.refuse_litestream_v03().await?;
         if opts.if_replica_exists {
             return Ok(RestoreOutcome::SkippedNoReplica);
         }
@@ -697,8 +698,7 @@ pub async fn restore(
         });
     }
     let chain = plan_restore(replica, &files, opts.target).await?;
-    let tmp = sibling(output, ".tmp");
-    let staging = sibling(output, ".tmp-ltx");
+    let (tmp, staging) = (sibling(output, ".tmp"), sibling(output, ".tmp-ltx"));
     let mut temp = TempFiles {
         tmp: tmp.clone(),
         staging: staging.clone(),
