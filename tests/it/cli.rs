@@ -569,18 +569,20 @@ fn verify_every_replica_of_the_config() {
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(out.matches("ok:").count(), 2, "{out}");
-    // Damage one byte of the second replica's file.
-    let l0 = dir.path().join("two/ltx/0");
-    let f = std::fs::read_dir(&l0)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let mut b = std::fs::read(&f).unwrap();
-    let n = b.len();
-    b[n / 2] ^= 0xff;
-    std::fs::write(&f, b).unwrap();
+    // Damage one byte of each of the second replica's files (the clean
+    // stop compacted level 0 into level 1: both hold the state).
+    let mut damaged = 0;
+    for level in ["0", "1"] {
+        for f in std::fs::read_dir(dir.path().join("two/ltx").join(level)).unwrap() {
+            let f = f.unwrap().path();
+            let mut b = std::fs::read(&f).unwrap();
+            let n = b.len();
+            b[n / 2] ^= 0xff;
+            std::fs::write(&f, b).unwrap();
+            damaged += 1;
+        }
+    }
+    assert!(damaged >= 2, "{damaged}");
     let o = run(&["verify", db.to_str().unwrap(), "--config", cfg_s]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("two"), "{}", stderr(&o));

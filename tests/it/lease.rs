@@ -400,3 +400,46 @@ fn lease_writes_whose_answers_were_lost() {
         assert_eq!((c.cut, c.landed_but_failed), (5, 5), "{c:?}");
     });
 }
+
+/// A lease read whose answer breaks off in the body is retried like a
+/// failed request: a contender reading a held lease through a store that
+/// cuts half of its downloads always learns who holds it.
+#[test]
+fn lease_reads_cut_in_the_body_are_retried() {
+    use litevault::replica::KeyLayout;
+    use litevault::replica::faults::{FaultConfig, FaultKind, FaultStore};
+    use litevault::replica::lease::LeaseError;
+    use std::sync::Arc;
+
+    block_on(async {
+        let inner: Arc<dyn object_store::ObjectStore> =
+            Arc::new(object_store::memory::InMemory::new());
+        let faulty = Arc::new(FaultStore::new(
+            inner.clone(),
+            FaultConfig {
+                rate: 0.5,
+                seed: 5,
+                kinds: vec![FaultKind::Cut],
+                ..Default::default()
+            },
+        ));
+        let holder = Replica::from_store(inner, "app", KeyLayout::Ltx, "clean");
+        let lease = holder
+            .acquire_lease("/srv/a.db", Duration::from_secs(30), false)
+            .await
+            .unwrap();
+        let reader = Replica::from_store(faulty.clone(), "app", KeyLayout::Ltx, "faulty")
+            .with_retry(support::store::fast_retry(12));
+        for _ in 0..20 {
+            match reader
+                .acquire_lease("/srv/b.db", Duration::from_secs(30), true)
+                .await
+            {
+                Err(LeaseError::Held { .. }) => {}
+                other => panic!("the reader sees the lease held: {other:?}"),
+            }
+        }
+        assert!(faulty.counts().cut > 5, "{:?}", faulty.counts());
+        lease.release().await.unwrap();
+    });
+}

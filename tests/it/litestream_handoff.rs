@@ -82,6 +82,12 @@ fn litestream_continues(
     assert_eq!((last.min_txid, last.max_txid), (handed, handed), "{l0:?}");
     let h = ltx::Header::decode(&rt.block_on(replica.read_range(last, 0..100)).unwrap()).unwrap();
     assert_ne!(h.wal_offset, 0, "{h:?}");
+    // Level 1 reaches the hand-over point, which so outlives Litestream's
+    // level-0 retention.
+    assert!(
+        files.iter().any(|f| f.level == 1 && f.max_txid == handed),
+        "a level-1 file ends at {handed}: {files:?}"
+    );
     if tail == Tail::Merged {
         assert!(
             l0.iter()
@@ -92,18 +98,32 @@ fn litestream_continues(
         c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
     }
 
+    // Litestream compacts into level 1 every second and deletes level-0
+    // files a second after that (its defaults: 30 s and 5 min), so that the
+    // test sees what a user sees minutes after the switch.
+    let config = dir.join("litestream.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "levels:\n  - interval: 1s\nl0-retention: 1s\nl0-retention-check-interval: 1s\ndbs:\n  - path: {}\n    replica:\n      url: {url}\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    // The app goes on writing between the two tools: Litestream's first
+    // sync ships these, and its first compaction would merge them with the
+    // hand-over TXID unless litevault's level 1 already ends there.
+    for k in 31..=35 {
+        Workload::apply(&mut c, k).unwrap();
+    }
     let mut ls = litestream(env)
-        .arg("replicate")
-        .arg(&db)
-        .arg(url)
+        .args(["replicate", "-config"])
+        .arg(&config)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let log = Output::capture(ls.stderr.take().unwrap());
-    for k in 31..=35 {
-        Workload::apply(&mut c, k).unwrap();
-    }
     wait_until(WAIT, "litestream to ship past the hand-over", || {
         rt.block_on(replica_head(&replica))
             .filter(|t| t.0 > handed.0)
@@ -112,21 +132,26 @@ fn litestream_continues(
         Workload::apply(&mut c, k).unwrap();
     }
     wait_for_write(&rt, &replica, dir, 40);
+    let next = Txid(handed.0 + 1);
+    wait_until(
+        WAIT,
+        "litestream to compact past the hand-over and drop its level-0 file",
+        || {
+            let files = rt.block_on(replica.list_all()).ok()?;
+            let compacted = files.iter().any(|f| f.level == 1 && f.min_txid == next);
+            let dropped = !files.iter().any(|f| f.level == 0 && f.max_txid == handed);
+            (compacted && dropped).then_some(())
+        },
+    );
     signal(&ls, "INT");
     assert!(ls.wait().unwrap().success());
     let text = log.text();
     for bad in ["sync error", "cannot verify", "compaction failed"] {
         assert!(!text.contains(bad), "litestream logged {bad:?}:\n{text}");
     }
-    // Litestream went on at the next TXID, one TXID per level-0 file.
+    // Litestream went on at the next TXID (its first level-1 file starts
+    // there, checked above), one TXID per level-0 file.
     let files = rt.block_on(replica.list_all()).unwrap();
-    let next = Txid(handed.0 + 1);
-    assert!(
-        files
-            .iter()
-            .any(|f| f.level == 0 && f.min_txid == next && f.max_txid == next),
-        "litestream's first file is {next}-{next}: {files:?}"
-    );
     for f in files.iter().filter(|f| f.level == 0 && f.min_txid > handed) {
         assert_eq!(f.min_txid, f.max_txid, "{f:?}");
     }

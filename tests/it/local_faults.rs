@@ -626,7 +626,8 @@ fn a_failed_state_save_leaves_no_gap_in_the_numbering() {
         rep.sync_all().await.unwrap();
         rep.run(async {}).await.unwrap();
         let mut files = replica.list_all().await.unwrap();
-        assert!(files.iter().all(|f| f.level == 0), "no snapshot: {files:?}");
+        assert!(files.iter().all(|f| f.level < 9), "no snapshot: {files:?}");
+        files.retain(|f| f.level == 0);
         files.sort_by_key(|f| f.min_txid);
         assert_eq!(files[0].min_txid.0, 1, "numbering starts at 1: {files:?}");
         for w in files.windows(2) {

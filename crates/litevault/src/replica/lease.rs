@@ -337,20 +337,18 @@ impl Replica {
         path: &ObjectPath,
         key: &str,
     ) -> Result<(LeaseRecord, UpdateVersion), LeaseError> {
-        let got = self
-            .with_retry_op("GET", key, &self.stats.gets, || self.store.get(path))
+        // The body is read inside the retry: a response cut off mid-body is
+        // as transient as a failed request.
+        let (version, bytes) = self
+            .with_retry_op("GET", key, &self.stats.gets, || async {
+                let got = self.store.get(path).await?;
+                let version = UpdateVersion {
+                    e_tag: got.meta.e_tag.clone(),
+                    version: got.meta.version.clone(),
+                };
+                Ok((version, got.bytes().await?))
+            })
             .await?;
-        let version = UpdateVersion {
-            e_tag: got.meta.e_tag.clone(),
-            version: got.meta.version.clone(),
-        };
-        let bytes = got.bytes().await.map_err(|source| ReplicaError::Storage {
-            op: "GET",
-            key: key.to_string(),
-            replica: self.to_string(),
-            attempts: 1,
-            source: Box::new(source),
-        })?;
         self.stats
             .bytes_in
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);

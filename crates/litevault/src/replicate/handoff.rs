@@ -10,6 +10,12 @@
 //! checks each replica's newest level-0 file and, when any is not such a
 //! file, ships the hand-off file of [`crate::db::WatchedDb::prepare_handoff`]
 //! (no pages, the same state, the next TXID) to every replica.
+//!
+//! Then, when compaction is on, it merges level 0 into level 1 up to the
+//! replica's head. Litestream's first compaction starts after the newest
+//! level-1 file, and its level-0 retention deletes level-0 files a few
+//! minutes after they are compacted: without a level-1 file that ends at the
+//! hand-over TXID, that point could soon be restored by neither tool.
 
 use super::{ReplicateError, Replicator, Slot, SlotState};
 use crate::ltx;
@@ -30,11 +36,16 @@ impl Replicator {
                 break;
             }
         }
-        if !needed || !self.produce_handoff().await? {
+        if needed && self.produce_handoff().await? {
+            self.push_all().await?;
+            tracing::debug!(db = %self.inner.path.display(), txid = %self.txid(), "hand-off file shipped: litestream replicate can continue the replicas");
+        }
+        if self.inner.opts.retention.levels.is_empty() {
             return Ok(());
         }
-        self.push_all().await?;
-        tracing::debug!(db = %self.inner.path.display(), txid = %self.txid(), "hand-off file shipped: litestream replicate can continue the replicas");
+        for slot in &self.inner.slots {
+            self.compact_level_one(slot).await?;
+        }
         Ok(())
     }
 }

@@ -107,16 +107,7 @@ impl Replicator {
                 retention::plan_compaction(&st.files, level)
             };
             if let Some(run) = run {
-                match self.compact_into(slot, &run, level, true).await {
-                    // A local copy of an input failed its checks (a torn
-                    // write, a bad disk): the replica's own files are the
-                    // reference, and a bad one of those is an error.
-                    Err(ReplicateError::BadFile { file, source }) => {
-                        tracing::warn!(replica = %slot.replica, %file, error = %source, "a local copy of a compaction input is damaged; merging the replica's own files instead");
-                        self.compact_into(slot, &run, level, false).await?;
-                    }
-                    r => r?,
-                }
+                self.compact_run(slot, &run, level).await?;
             }
         }
         if let Some(interval) = opts.snapshot_interval {
@@ -181,6 +172,43 @@ impl Replicator {
             }
         }
         Ok(())
+    }
+
+    /// Merges level 0 into level 1 up to the replica's head, whatever the
+    /// schedule says (the hand-off at a clean stop).
+    pub(super) async fn compact_level_one(&self, slot: &Slot) -> Result<(), ReplicateError> {
+        let _pass = slot.maintaining.lock().await;
+        let run = {
+            let st = slot.state.lock().await;
+            if st.unreachable {
+                return Ok(());
+            }
+            retention::plan_compaction(&st.files, 1)
+        };
+        match run {
+            Some(run) => self.compact_run(slot, &run, 1).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Merges `run` into one file of `level`, from the local copies of its
+    /// files when they are whole.
+    async fn compact_run(
+        &self,
+        slot: &Slot,
+        run: &[LtxFileInfo],
+        level: u8,
+    ) -> Result<(), ReplicateError> {
+        match self.compact_into(slot, run, level, true).await {
+            // A local copy of an input failed its checks (a torn write, a
+            // bad disk): the replica's own files are the reference, and a
+            // bad one of those is an error.
+            Err(ReplicateError::BadFile { file, source }) => {
+                tracing::warn!(replica = %slot.replica, %file, error = %source, "a local copy of a compaction input is damaged; merging the replica's own files instead");
+                self.compact_into(slot, run, level, false).await
+            }
+            r => r,
+        }
     }
 
     /// Merges a run of files of level `level - 1` into one file of `level`.
