@@ -38,6 +38,7 @@ mod pg_export;
 mod pg_import;
 mod pg_tls;
 mod retention;
+mod s3_options;
 mod scenarios;
 mod sqlite_wal;
 mod verify;

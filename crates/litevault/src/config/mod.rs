@@ -30,7 +30,8 @@
 //! | `exec` | [`Config::exec`] |
 //! | `logging.level`, `logging.type` (`text`, `json`, `pretty`), `logging.stderr` | [`Config::logging`]; the `litevault` binary's log, under its `--log-level`/`--log-format` flags and `LITEVAULT_LOG` |
 //! | `socket`, `mcp-addr`, `heartbeat-*`, `validation*`, `verify-compaction`, `shutdown-sync-interval`, `meta-path`, `sign-payload`, `require-content-md5`, `part-size`, `concurrency`, `auto-recover`, `logging.source` | ignored, with a warning |
-//! | `age`, `sse-*`, `sas-token`, SFTP/WebDAV/NATS keys | refused: ignoring them would change what is stored, or they serve replica types litevault lacks |
+//! | `storage-class`, `sse-kms-key-id`, `sse-customer-key`, `sse-customer-key-path`, `sse-customer-algorithm` | [`crate::replica::ReplicaLocation`]'s `storage_class` and `sse` (in the canonical URL), except the SSE-C key: [`ReplicaConfig::sse_customer_key`], [`ReplicaConfig::sse_customer_key_path`] |
+//! | `age`, `sas-token`, SFTP/WebDAV/NATS keys | refused: ignoring them would change what is stored, or they serve replica types litevault lacks |
 //! | v0.3 replica `retention`, `retention-check-interval`, `snapshot-interval` | ignored with a warning naming the v0.5 key (Litestream v0.5 ignores them silently) |
 //!
 //! litevault's own keys: `poll-interval` (top level or per db),

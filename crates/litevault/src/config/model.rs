@@ -10,43 +10,9 @@ use serde::Serialize;
 use super::ConfigError;
 use super::glob::Pattern;
 use crate::db::CheckpointOptions;
+pub use crate::redact::Secret;
 use crate::replica::{Replica, ReplicaError, ReplicaLocation, S3Credentials, Scheme};
 use crate::replicate::ReplicateOptions;
-
-/// A secret (secret access key, account key). Its `Debug` and `Display`
-/// print `<redacted>`; [`Secret::expose`] gives the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a value.
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// The value itself.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("<redacted>")
-    }
-}
 
 /// The resolved configuration.
 #[derive(Clone, Debug)]
@@ -390,6 +356,12 @@ pub struct ReplicaConfig {
     pub secret_access_key: Option<Secret>,
     /// Azure account key from the file.
     pub account_key: Option<Secret>,
+    /// S3 SSE-C key from the file (`sse-customer-key`, or a key in the URL);
+    /// never part of [`ReplicaConfig::url`].
+    pub sse_customer_key: Option<Secret>,
+    /// The file holding the SSE-C key (`sse-customer-key-path`), read when
+    /// the replica opens.
+    pub sse_customer_key_path: Option<PathBuf>,
     /// How often the replica is synced.
     pub sync_interval: Duration,
     /// Write files Litestream 0.5 can restore.
@@ -413,8 +385,35 @@ impl ReplicaConfig {
     pub fn open(&self) -> Result<Replica, ReplicaError> {
         match (&self.kind, &self.account_key) {
             (ReplicaKind::Abs, Some(key)) => Replica::open_with_azure_key(&self.url, key.expose()),
+            (ReplicaKind::S3, _) => Replica::open_s3(
+                &self.url,
+                self.s3_credentials().as_ref(),
+                self.sse_customer_key()?.as_ref(),
+            ),
             _ => Replica::open_with_credentials(&self.url, self.s3_credentials().as_ref()),
         }
+    }
+
+    /// The SSE-C key: the value given, or the content of
+    /// `sse-customer-key-path` (read now, so a rotated file is seen at the
+    /// next start).
+    pub fn sse_customer_key(&self) -> Result<Option<Secret>, ReplicaError> {
+        let Some(path) = &self.sse_customer_key_path else {
+            return Ok(self.sse_customer_key.clone());
+        };
+        let bad = |reason: String| ReplicaError::BadUrl {
+            url: self.url.clone(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            bad(format!(
+                "cannot read sse-customer-key-path {}: {e}; give the file holding the base64 key",
+                path.display()
+            ))
+        })?;
+        crate::replica::check_sse_customer_key(&text, None)
+            .map(Some)
+            .map_err(|e| bad(format!("{} ({})", e, path.display())))
     }
 
     /// The replica of one database of a `dir` source: the prefix (or
@@ -529,6 +528,13 @@ pub fn canonical_url(l: &ReplicaLocation) -> String {
     }
     if l.skip_verify {
         q.push("skip-verify=true".into());
+    }
+    if let Some(c) = &l.storage_class {
+        q.push(format!("storage-class={}", qv(c)));
+    }
+    // The SSE-C key is a secret: never in the canonical URL.
+    if let Some(crate::replica::ServerSideEncryption::Kms { key_id }) = &l.sse {
+        q.push(format!("sse-kms-key-id={}", qv(key_id)));
     }
     if !q.is_empty() {
         out.push('?');

@@ -7,7 +7,7 @@
 //! - Litestream keys litevault does not need (`socket`, `mcp-addr`,
 //!   `heartbeat-url`...): accepted, with a warning that they are ignored;
 //! - Litestream keys whose silent omission would change what is stored
-//!   (encryption: `age`, `sse-*`) or that only serve replica types litevault
+//!   (client-side encryption: `age`) or that only serve replica types litevault
 //!   does not support (SFTP, WebDAV, NATS): an error.
 //!
 //! Any other key is an error: Litestream ignores unknown keys, which turns a
@@ -124,6 +124,16 @@ raw_section! {
         account_name: S<String>,
         /// Default Azure account key.
         account_key: S<String>,
+        /// Default S3 storage class of the files written.
+        storage_class: S<String>,
+        /// SSE-KMS key id, ARN or alias.
+        sse_kms_key_id: S<String>,
+        /// SSE-C algorithm (AES256 only).
+        sse_customer_algorithm: S<String>,
+        /// SSE-C key, base64 of 32 bytes.
+        sse_customer_key: S<String>,
+        /// File holding the SSE-C key.
+        sse_customer_key_path: S<String>,
         /// litevault: default Litestream-restorable encoding.
         litestream_compat: S<bool>,
     }
@@ -133,7 +143,7 @@ raw_section! {
         sign_payload, require_content_md5, part_size, concurrency, validation_interval, auto_recover,
     }
     unsupported {
-        age, sse_customer_algorithm, sse_customer_key, sse_customer_key_path, sse_kms_key_id,
+        age,
         sas_token, host, user, password, key_path, concurrent_writes, host_key, webdav_url,
         webdav_username, webdav_password, jwt, seed, creds, nkey, username, token, tls, root_cas,
         client_cert, client_key, max_reconnects, reconnect_wait, timeout,
@@ -213,6 +223,16 @@ raw_section! {
         account_name: S<String>,
         /// Azure account key.
         account_key: S<String>,
+        /// S3 storage class of the files written.
+        storage_class: S<String>,
+        /// SSE-KMS key id, ARN or alias.
+        sse_kms_key_id: S<String>,
+        /// SSE-C algorithm (AES256 only).
+        sse_customer_algorithm: S<String>,
+        /// SSE-C key, base64 of 32 bytes.
+        sse_customer_key: S<String>,
+        /// File holding the SSE-C key.
+        sse_customer_key_path: S<String>,
         /// litevault: Litestream-restorable encoding for this replica.
         litestream_compat: S<bool>,
         /// Litestream v0.3: retention of this replica.
@@ -224,7 +244,7 @@ raw_section! {
     }
     ignored { sign_payload, require_content_md5, part_size, concurrency, validation_interval, auto_recover }
     unsupported {
-        age, sse_customer_algorithm, sse_customer_key, sse_customer_key_path, sse_kms_key_id,
+        age,
         sas_token, host, user, password, key_path, concurrent_writes, host_key, webdav_url,
         webdav_username, webdav_password, jwt, seed, creds, nkey, username, token, tls, root_cas,
         client_cert, client_key, max_reconnects, reconnect_wait, timeout,

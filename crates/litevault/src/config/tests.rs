@@ -589,6 +589,8 @@ fn canonical_urls_round_trip() {
         "s3://b/p?endpoint=HTTP://Host:9000/x/",
         "s3://bkt.HOST:9000/db",
         "s3://bkt.h%C3%A9:9000/db",
+        "s3://bkt/p?storage-class=STANDARD_IA&sse-kms-key-id=arn:aws:kms:us-east-1:1:key/k%2Fx",
+        "s3://bkt/p?sseKmsKeyId=alias/backups&storageClass=INTELLIGENT_TIERING",
     ] {
         let l = ReplicaLocation::parse(url).unwrap();
         let c = canonical_url(&l);
@@ -603,6 +605,8 @@ fn canonical_urls_round_trip() {
         force_path_style: false,
         skip_verify: false,
         account: None,
+        storage_class: None,
+        sse: None,
     };
     assert_eq!(canonical_url(&l), "s3://b/p/q?region=r");
 }
@@ -941,4 +945,124 @@ fn logging_keys_resolve_and_logs_default_to_stderr() {
             stderr: false,
         }
     );
+}
+
+const SSE_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="; // 32 bytes
+
+/// Litestream's S3 storage and encryption keys are taken: storage class and
+/// SSE-KMS go into the canonical URL, the SSE-C key never does (it is kept
+/// beside it, as a secret), and top-level values apply to every S3 replica.
+#[test]
+fn storage_class_and_server_side_encryption() {
+    let c = parse(&format!(
+        "storage-class: STANDARD_IA\ndbs:\n  - path: /a.db\n    replica:\n      url: s3://b/a\n      sse-kms-key-id: alias/backups\n  - path: /b.db\n    replica:\n      url: s3://b/b\n      storage-class: ONEZONE_IA\n      sse-customer-algorithm: AES256\n      sse-customer-key: {SSE_KEY}\n  - path: /c.db\n    replica:\n      url: s3://b/c\n      sse-customer-key-path: ~/sse.key\n  - path: /d.db\n    replica:\n      url: s3://b/d?sse-customer-key={SSE_KEY}\n"
+    ));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let r: Vec<&ReplicaConfig> = c.dbs.iter().map(|d| &d.replicas[0]).collect();
+    assert_eq!(
+        r[0].url,
+        "s3://b/a?storage-class=STANDARD_IA&sse-kms-key-id=alias/backups"
+    );
+    assert_eq!(
+        r[0].location.sse,
+        Some(crate::replica::ServerSideEncryption::Kms {
+            key_id: "alias/backups".into()
+        })
+    );
+    assert_eq!(r[1].url, "s3://b/b?storage-class=ONEZONE_IA");
+    assert_eq!(
+        r[1].sse_customer_key.as_ref().map(|k| k.expose()),
+        Some(SSE_KEY)
+    );
+    assert_eq!(r[1].location.sse, None, "the key is not in the URL");
+    assert_eq!(
+        r[2].sse_customer_key_path.as_deref(),
+        Some(Path::new("/home/me/sse.key"))
+    );
+    // A key written in the URL moves out of it.
+    assert_eq!(r[3].url, "s3://b/d?storage-class=STANDARD_IA");
+    assert_eq!(
+        r[3].sse_customer_key.as_ref().map(|k| k.expose()),
+        Some(SSE_KEY)
+    );
+    for r in &r {
+        assert!(!r.url.contains(SSE_KEY));
+        assert!(!format!("{r:?}").contains(SSE_KEY), "{r:?}");
+    }
+}
+
+/// The key file is read when the replica opens; a bad one is an error that
+/// names the file.
+#[test]
+fn the_sse_customer_key_file_is_read_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("sse.key");
+    let c = parse(&format!(
+        "dbs:\n  - path: /a.db\n    replica:\n      url: s3://b/a?endpoint=http://127.0.0.1:9\n      sse-customer-key-path: {}\n",
+        key.display()
+    ));
+    let r = &c.dbs[0].replicas[0];
+    let e = r.sse_customer_key().unwrap_err().to_string();
+    assert!(e.contains("cannot read sse-customer-key-path"), "{e}");
+    std::fs::write(&key, "c2hvcnQ=\n").unwrap();
+    let e = r.sse_customer_key().unwrap_err().to_string();
+    assert!(e.contains("32-byte") && e.contains("sse.key"), "{e}");
+    std::fs::write(&key, format!("{SSE_KEY}\n")).unwrap();
+    assert_eq!(r.sse_customer_key().unwrap().unwrap().expose(), SSE_KEY);
+    assert!(r.open().is_ok());
+}
+
+#[test]
+fn bad_storage_and_encryption_settings_are_named() {
+    for (text, key, says) in [
+        (
+            "dbs:\n  - path: /a.db\n    replica: {url: s3://b/a, storage-class: GLACIER}\n",
+            "storage-class",
+            "GLACIER_IR",
+        ),
+        (
+            "dbs:\n  - path: /a.db\n    replica: {url: s3://b/a, storage-class: standard ia}\n",
+            "storage-class",
+            "STANDARD_IA",
+        ),
+        (
+            "dbs:\n  - path: /a.db\n    replica: {url: s3://b/a, sse-customer-key: c2hvcnQ=}\n",
+            "sse-customer-key",
+            "32-byte",
+        ),
+        (
+            "dbs:\n  - path: /a.db\n    replica: {url: s3://b/a, sse-customer-key: '***'}\n",
+            "sse-customer-key",
+            "openssl rand -base64 32",
+        ),
+        (
+            "dbs:\n  - path: /a.db\n    replica: {url: s3://b/a, sse-customer-algorithm: aws:kms}\n",
+            "sse-customer-algorithm",
+            "AES256",
+        ),
+        (
+            "dbs:\n  - path: /a.db\n    replica: {url: s3://b/a, sse-customer-key: x, sse-customer-key-path: /k}\n",
+            "sse-customer-key",
+            "not both",
+        ),
+    ] {
+        let p = one_problem(text);
+        assert!(p.key.ends_with(key), "{text}: {p:?}");
+        assert!(p.message.contains(says), "{text}: {p:?}");
+    }
+    let p = one_problem(&format!(
+        "dbs:\n  - path: /a.db\n    replica: {{url: s3://b/a, sse-kms-key-id: k, sse-customer-key: {SSE_KEY}}}\n"
+    ));
+    assert!(p.message.contains("keep one"), "{p:?}");
+    assert!(!p.message.contains(SSE_KEY), "{p:?}");
+    // In the URL: the message never shows the key.
+    let p = one_problem(&format!(
+        "dbs:\n  - path: /a.db\n    replica: {{url: 's3://b/a?sse-kms-key-id=k&sse-customer-key={SSE_KEY}'}}\n"
+    ));
+    assert!(p.message.contains("keep one"), "{p:?}");
+    assert!(!p.message.contains(SSE_KEY), "{p:?}");
+    // On a non-S3 replica: a warning, and nothing else happens.
+    let c = parse("dbs:\n  - path: /a.db\n    replica: {url: gs://b/a, storage-class: NEARLINE}\n");
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(c.warnings[0].message.contains("s3 replicas only"));
 }

@@ -33,7 +33,10 @@ use object_store::{
 pub use crate::body::{LtxBody, SpilledFile};
 use crate::ltx::{self, Txid};
 use stores::*;
-pub use url::{ReplicaLocation, S3Host, Scheme, parse_s3_host};
+pub use url::{
+    ReplicaLocation, S3Host, Scheme, ServerSideEncryption, check_sse_customer_key,
+    check_storage_class, parse_s3_host,
+};
 
 /// The highest level Litestream uses: level 9 holds snapshots.
 pub const SNAPSHOT_LEVEL: u8 = 9;
@@ -276,6 +279,8 @@ pub struct Replica {
     /// Level-0 files are written with `PutMode::Create`; turned off the
     /// first time a store says it cannot.
     create_l0: Arc<std::sync::atomic::AtomicBool>,
+    /// S3: the storage class of the LTX files written.
+    storage_class: Option<String>,
 }
 
 impl fmt::Debug for Replica {
@@ -318,6 +323,17 @@ impl Replica {
         Replica::open_inner(raw, creds, None, None)
     }
 
+    /// Opens an S3 replica with explicit credentials and an SSE-C key (the
+    /// base64 of 32 bytes; a secret kept out of the URL), each taking
+    /// precedence over the URL and the environment.
+    pub fn open_s3(
+        raw: &str,
+        creds: Option<&S3Credentials>,
+        sse_customer_key: Option<&crate::redact::Secret>,
+    ) -> Result<Replica, ReplicaError> {
+        Replica::open_inner_with(raw, creds, None, None, sse_customer_key)
+    }
+
     /// Opens a Google Cloud Storage replica (`gs://bucket/path`) with an
     /// explicit service-account key (the JSON text of the key file), taking
     /// precedence over the environment. For an emulator the key may be
@@ -343,11 +359,32 @@ impl Replica {
         azure_key: Option<&str>,
         gcs_key: Option<&str>,
     ) -> Result<Replica, ReplicaError> {
-        let loc = ReplicaLocation::parse(raw)?;
+        Replica::open_inner_with(raw, creds, azure_key, gcs_key, None)
+    }
+
+    fn open_inner_with(
+        raw: &str,
+        creds: Option<&S3Credentials>,
+        azure_key: Option<&str>,
+        gcs_key: Option<&str>,
+        sse_customer_key: Option<&crate::redact::Secret>,
+    ) -> Result<Replica, ReplicaError> {
+        let mut loc = ReplicaLocation::parse(raw)?;
+        let shown = crate::redact::redact_query(raw);
+        let raw = shown.as_str();
         let bad = |reason: String| ReplicaError::BadUrl {
             url: raw.into(),
             reason,
         };
+        if let Some(key) = sse_customer_key {
+            if matches!(loc.sse, Some(url::ServerSideEncryption::Kms { .. })) {
+                return Err(bad(
+                    "the URL sets sse-kms-key-id and an SSE-C key is given too: an object is encrypted one way; keep one".into(),
+                ));
+            }
+            let key = url::check_sse_customer_key(key.expose(), None).map_err(bad)?;
+            loc.sse = Some(url::ServerSideEncryption::Customer { key });
+        }
         let (store, prefix, local_root, metadata): (Arc<dyn ObjectStore>, String, _, bool) =
             match loc.scheme {
                 Scheme::File => {
@@ -412,6 +449,7 @@ impl Replica {
                 _ => None,
             },
             create_l0: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            storage_class: loc.storage_class.clone(),
         })
     }
 
@@ -434,6 +472,7 @@ impl Replica {
             stats: Arc::new(RequestStats::default()),
             bulk_delete: None,
             create_l0: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            storage_class: None,
         }
     }
 

@@ -93,6 +93,13 @@ pub(super) fn s3_store(
             object_store::ClientOptions::new().with_allow_invalid_certificates(true),
         );
     }
+    match &loc.sse {
+        Some(url::ServerSideEncryption::Kms { key_id }) => b = b.with_sse_kms_encryption(key_id),
+        Some(url::ServerSideEncryption::Customer { key }) => {
+            b = b.with_ssec_encryption(key.expose())
+        }
+        None => {}
+    }
     b = b.with_retry(no_client_retries());
     let s3 = b.build().map_err(|e| format!("S3 client: {e}"))?;
     Ok(Arc::new(s3))

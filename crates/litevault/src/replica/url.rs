@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use super::ReplicaError;
+use crate::redact::{Secret, redact_query};
 
 /// The storage service behind a replica URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +50,77 @@ pub struct ReplicaLocation {
     pub skip_verify: bool,
     /// Azure: storage account name.
     pub account: Option<String>,
+    /// S3: the storage class of the files written (`STANDARD_IA`,
+    /// `INTELLIGENT_TIERING`, ...); `None` leaves the bucket's default.
+    pub storage_class: Option<String>,
+    /// S3: server-side encryption with a KMS key or a key of yours.
+    pub sse: Option<ServerSideEncryption>,
+}
+
+/// S3 server-side encryption of the objects litevault writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerSideEncryption {
+    /// SSE-KMS: the server encrypts with this KMS key (id, ARN or alias).
+    Kms {
+        /// The key.
+        key_id: String,
+    },
+    /// SSE-C: the server encrypts with this AES-256 key, which every
+    /// request then carries (base64 of 32 bytes). Reads need it too.
+    Customer {
+        /// The key, base64.
+        key: Secret,
+    },
+}
+
+/// The storage classes whose objects cannot be read without a restore
+/// request first: neither compaction nor a restore could read such files.
+const ARCHIVE_CLASSES: [&str; 2] = ["GLACIER", "DEEP_ARCHIVE"];
+
+/// Checks an SSE-C key: base64 of exactly 32 bytes; when `md5` is given
+/// (base64 of the key's MD5), it must match.
+pub fn check_sse_customer_key(key: &str, md5: Option<&str>) -> Result<Secret, String> {
+    use base64::Engine;
+    use md5::Digest;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let bytes = b64.decode(key.trim()).map_err(|_| {
+        "sse-customer-key is not base64; give the base64 of a 32-byte key, e.g. from `openssl rand -base64 32`".to_string()
+    })?;
+    if bytes.len() != 32 {
+        return Err(format!(
+            "sse-customer-key decodes to {} bytes; SSE-C takes a 256-bit (32-byte) key, e.g. from `openssl rand -base64 32`",
+            bytes.len()
+        ));
+    }
+    if let Some(m) = md5 {
+        let want = b64.encode(md5::Md5::digest(&bytes));
+        if m.trim() != want {
+            return Err(
+                "sse-customer-key-md5 does not match the key: the MD5 is the base64 of the MD5 of the 32 key bytes; leave it out and litevault computes it".into(),
+            );
+        }
+    }
+    Ok(Secret::new(key.trim()))
+}
+
+/// Checks a storage class: letters, digits and `_`, and not an archive
+/// class whose objects cannot be read at once.
+pub fn check_storage_class(class: &str) -> Result<String, String> {
+    if class.is_empty()
+        || !class
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(format!(
+            "storage class {class:?} is not a storage class name; write it as S3 spells it, e.g. STANDARD_IA or INTELLIGENT_TIERING"
+        ));
+    }
+    if ARCHIVE_CLASSES.contains(&class) {
+        return Err(format!(
+            "storage class {class} keeps objects offline until a restore request: compaction and restores could not read the files; use GLACIER_IR, STANDARD_IA or INTELLIGENT_TIERING, or a bucket lifecycle rule for old files"
+        ));
+    }
+    Ok(class.to_string())
 }
 
 impl ReplicaLocation {
@@ -64,7 +136,10 @@ impl ReplicaLocation {
     /// assert_eq!(loc.path, "app");
     /// assert!(loc.force_path_style);
     /// ```
-    pub fn parse(raw: &str) -> Result<ReplicaLocation, ReplicaError> {
+    pub fn parse(original: &str) -> Result<ReplicaLocation, ReplicaError> {
+        // Messages show the URL without its secrets.
+        let shown = redact_query(original);
+        let raw = shown.as_str();
         if !raw.contains("://") {
             if raw.is_empty() {
                 return Err(ReplicaError::BadUrl {
@@ -75,7 +150,7 @@ impl ReplicaLocation {
             let abs = absolute(PathBuf::from(raw));
             return Ok(ReplicaLocation::file(abs));
         }
-        let url = url::Url::parse(raw).map_err(|e| ReplicaError::BadUrl {
+        let url = url::Url::parse(original).map_err(|e| ReplicaError::BadUrl {
             url: raw.into(),
             reason: format!("{e}; expected scheme://bucket/path, e.g. s3://bucket/app"),
         })?;
@@ -95,6 +170,8 @@ impl ReplicaLocation {
             force_path_style: false,
             skip_verify: false,
             account: None,
+            storage_class: None,
+            sse: None,
         };
         loc.scheme = match url.scheme() {
             "file" => Scheme::File,
@@ -158,6 +235,11 @@ impl ReplicaLocation {
             _ => loc.bucket = host,
         }
         loc.path = path;
+        let bad_url = |reason: String| ReplicaError::BadUrl {
+            url: raw.into(),
+            reason,
+        };
+        let (mut kms, mut customer_key, mut customer_md5) = (None, None, None);
         for (k, v) in url.query_pairs() {
             let only = |schemes: &[Scheme], spelled: &str| -> Result<(), ReplicaError> {
                 if schemes.contains(&loc.scheme) {
@@ -195,6 +277,35 @@ impl ReplicaLocation {
                     only(&[Scheme::S3], "s3://")?;
                     loc.skip_verify = parse_bool(raw, &k, &v)?
                 }
+                "storage-class" | "storageClass" => {
+                    only(&[Scheme::S3], "s3://")?;
+                    loc.storage_class = Some(check_storage_class(&v).map_err(bad_url)?);
+                }
+                "sse-kms-key-id" | "sseKmsKeyId" => {
+                    only(&[Scheme::S3], "s3://")?;
+                    if v.is_empty() {
+                        return Err(bad_url(format!(
+                            "{k}= is empty; give the KMS key id, ARN or alias"
+                        )));
+                    }
+                    kms = Some(v.to_string());
+                }
+                "sse-customer-key" | "sseCustomerKey" => {
+                    only(&[Scheme::S3], "s3://")?;
+                    customer_key = Some(v.to_string());
+                }
+                "sse-customer-key-md5" | "sseCustomerKeyMD5" => {
+                    only(&[Scheme::S3], "s3://")?;
+                    customer_md5 = Some(v.to_string());
+                }
+                "sse-customer-algorithm" | "sseCustomerAlgorithm" => {
+                    only(&[Scheme::S3], "s3://")?;
+                    if v != "AES256" {
+                        return Err(bad_url(format!(
+                            "{k}={v:?}: SSE-C takes AES256 only; leave it out or write AES256"
+                        )));
+                    }
+                }
                 "account" | "account-name" => {
                     only(&[Scheme::Azure], "abs://")?;
                     if v.is_empty() {
@@ -218,6 +329,23 @@ impl ReplicaLocation {
                 }
             }
         }
+        loc.sse = match (kms, customer_key) {
+            (Some(_), Some(_)) => {
+                return Err(bad_url(
+                    "sse-kms-key-id and sse-customer-key both given: an object is encrypted one way; keep one".into(),
+                ));
+            }
+            (Some(key_id), None) => Some(ServerSideEncryption::Kms { key_id }),
+            (None, Some(key)) => Some(ServerSideEncryption::Customer {
+                key: check_sse_customer_key(&key, customer_md5.as_deref()).map_err(bad_url)?,
+            }),
+            (None, None) if customer_md5.is_some() => {
+                return Err(bad_url(
+                    "sse-customer-key-md5 without sse-customer-key; give the key".into(),
+                ));
+            }
+            (None, None) => None,
+        };
         if let Some(h) = from_host {
             if loc.region.is_none() {
                 loc.region = h.region;
@@ -274,6 +402,8 @@ impl ReplicaLocation {
             force_path_style: false,
             skip_verify: false,
             account: None,
+            storage_class: None,
+            sse: None,
         }
     }
 }
@@ -393,7 +523,9 @@ fn server_url(v: &str) -> Option<String> {
 /// The query parameters a scheme takes, for error messages.
 fn known_parameters(scheme: &Scheme) -> &'static str {
     match scheme {
-        Scheme::S3 => "s3:// takes endpoint, region, force-path-style, skip-verify",
+        Scheme::S3 => {
+            "s3:// takes endpoint, region, force-path-style, skip-verify, storage-class, sse-kms-key-id, sse-customer-key, sse-customer-key-md5, sse-customer-algorithm"
+        }
         Scheme::Gcs => {
             "gs:// takes endpoint (e.g. endpoint=http://127.0.0.1:4443 for an emulator); credentials come from the environment"
         }
@@ -547,5 +679,60 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(m.contains("is not a URL"), "{m}");
+    }
+
+    const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    const KEY_MD5: &str = "hRasmdxgYDKV3nvbahU1MA==";
+
+    #[test]
+    fn storage_class_and_server_side_encryption() {
+        let l = ReplicaLocation::parse("s3://b/p?storage-class=STANDARD_IA&sse-kms-key-id=alias/x")
+            .unwrap();
+        assert_eq!(l.storage_class.as_deref(), Some("STANDARD_IA"));
+        assert_eq!(
+            l.sse,
+            Some(ServerSideEncryption::Kms {
+                key_id: "alias/x".into()
+            })
+        );
+        let l = ReplicaLocation::parse(&format!(
+            "s3://b/p?sseCustomerAlgorithm=AES256&sseCustomerKey={}&sseCustomerKeyMD5={}",
+            KEY.replace('=', "%3D"),
+            KEY_MD5
+                .replace('=', "%3D")
+                .replace('+', "%2B")
+                .replace('/', "%2F")
+        ))
+        .unwrap();
+        match &l.sse {
+            Some(ServerSideEncryption::Customer { key }) => assert_eq!(key.expose(), KEY),
+            other => panic!("{other:?}"),
+        }
+        assert!(!format!("{l:?}").contains(KEY));
+        for (url, says) in [
+            ("s3://b/p?storage-class=DEEP_ARCHIVE", "restore request"),
+            ("s3://b/p?storage-class=", "not a storage class"),
+            ("s3://b/p?sse-kms-key-id=", "is empty"),
+            ("s3://b/p?sse-customer-key=c2hvcnQ%3D", "32-byte"),
+            ("s3://b/p?sse-customer-algorithm=AES128", "AES256 only"),
+            (
+                "s3://b/p?sse-customer-key-md5=x",
+                "without sse-customer-key",
+            ),
+            ("gs://b/p?storage-class=NEARLINE", "s3:// URLs only"),
+        ] {
+            let m = ReplicaLocation::parse(url).unwrap_err().to_string();
+            assert!(m.contains(says), "{url}: {m}");
+        }
+        // Messages never show the key.
+        for url in [
+            format!("s3://b/p?sse-kms-key-id=k&sse-customer-key={KEY}"),
+            format!("s3://b/p?sse-customer-key={KEY}&sse-customer-key-md5=AAAA"),
+            format!("s3://b/p?sse-customer-key={KEY}&nope=1"),
+        ] {
+            let m = ReplicaLocation::parse(&url).unwrap_err().to_string();
+            assert!(!m.contains(&KEY[..20]), "{m}");
+            assert!(m.contains("sse-customer-key=***"), "{m}");
+        }
     }
 }

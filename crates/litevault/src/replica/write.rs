@@ -245,7 +245,8 @@ impl Replica {
         Ok(Existing::Same)
     }
 
-    /// Runs an upload with the LTX timestamp in the object's metadata. A
+    /// Runs an upload with the LTX timestamp in the object's metadata (and
+    /// the replica's storage class, when it has one). A
     /// store that keeps no metadata (a local folder behind a decorator) says
     /// so once, and from then on uploads go without it: the timestamp is in
     /// the LTX header anyway.
@@ -260,6 +261,9 @@ impl Replica {
     {
         let attributes = |with: bool| {
             let mut a = Attributes::new();
+            if let Some(class) = &self.storage_class {
+                a.insert(Attribute::StorageClass, class.clone().into());
+            }
             if with {
                 a.insert(
                     Attribute::Metadata(self.metadata_key.into()),

@@ -135,9 +135,6 @@ pub(super) fn unsupported_message(key: &str) -> String {
         "age" => {
             "age encryption is not supported (Litestream 0.5 refuses it too); remove it".into()
         }
-        k if k.starts_with("sse-") => format!(
-            "`{k}` (S3 server-side encryption with your keys) is not supported by litevault; ignoring it would store the data without that encryption, so remove it or keep this database on Litestream"
-        ),
         "sas-token" => {
             "Azure SAS tokens are not supported; use `account-name` and `account-key`".into()
         }

@@ -1,6 +1,16 @@
 //! Each replica, and the checks across databases.
 
 use super::*;
+use crate::replica::{ServerSideEncryption, check_sse_customer_key, check_storage_class};
+
+/// The S3 storage and encryption settings of one replica, as given.
+pub(super) struct S3Options {
+    storage_class: Option<(String, Location)>,
+    sse_kms: Option<(String, Location)>,
+    sse_algorithm: Option<(String, Location)>,
+    sse_key: Option<(String, Location)>,
+    sse_key_path: Option<(String, Location)>,
+}
 
 impl Resolver<'_, '_> {
     pub(super) fn replica(
@@ -108,6 +118,31 @@ impl Resolver<'_, '_> {
             &r.skip_verify,
             &g.skip_verify,
         );
+        let storage_class = self.inherit_str(
+            &format!("{key}.storage-class"),
+            &r.storage_class,
+            &g.storage_class,
+        );
+        let sse_kms = self.inherit_str(
+            &format!("{key}.sse-kms-key-id"),
+            &r.sse_kms_key_id,
+            &g.sse_kms_key_id,
+        );
+        let sse_algorithm = self.inherit_str(
+            &format!("{key}.sse-customer-algorithm"),
+            &r.sse_customer_algorithm,
+            &g.sse_customer_algorithm,
+        );
+        let sse_key = self.inherit_str(
+            &format!("{key}.sse-customer-key"),
+            &r.sse_customer_key,
+            &g.sse_customer_key,
+        );
+        let sse_key_path = self.inherit_str(
+            &format!("{key}.sse-customer-key-path"),
+            &r.sse_customer_key_path,
+            &g.sse_customer_key_path,
+        );
         let account_name = self.inherit_str(
             &format!("{key}.account-name"),
             &r.account_name,
@@ -178,6 +213,8 @@ impl Resolver<'_, '_> {
                     force_path_style: false,
                     skip_verify: false,
                     account: None,
+                    storage_class: None,
+                    sse: None,
                 })
             }
             _ => {
@@ -219,6 +256,8 @@ impl Resolver<'_, '_> {
                             force_path_style: false,
                             skip_verify: false,
                             account: None,
+                            storage_class: None,
+                            sse: None,
                         }),
                     }
                 };
@@ -250,7 +289,19 @@ impl Resolver<'_, '_> {
                 })
             }
         };
-        let location = location?;
+        let mut location = location?;
+        let (sse_customer_key, sse_customer_key_path) = self.s3_options(
+            key,
+            kind,
+            &mut location,
+            S3Options {
+                storage_class,
+                sse_kms,
+                sse_algorithm,
+                sse_key,
+                sse_key_path,
+            },
+        );
         if url.is_none() {
             let o = self
                 .origins
@@ -340,9 +391,93 @@ impl Resolver<'_, '_> {
             access_key_id,
             secret_access_key,
             account_key,
+            sse_customer_key,
+            sse_customer_key_path,
             sync_interval,
             litestream_compat,
         })
+    }
+
+    /// Storage class and server-side encryption: the settings of the file
+    /// go into `location` (over the URL's), except the SSE-C key, a secret
+    /// the canonical URL never carries: it is returned, as a value or as
+    /// the file to read it from when the replica opens.
+    fn s3_options(
+        &mut self,
+        key: &str,
+        kind: ReplicaKind,
+        location: &mut ReplicaLocation,
+        o: S3Options,
+    ) -> (Option<Secret>, Option<PathBuf>) {
+        let mut customer = match location.sse.take() {
+            Some(ServerSideEncryption::Customer { key }) => Some(key),
+            kms => {
+                location.sse = kms;
+                None
+            }
+        };
+        let given = [
+            ("storage-class", &o.storage_class),
+            ("sse-kms-key-id", &o.sse_kms),
+            ("sse-customer-algorithm", &o.sse_algorithm),
+            ("sse-customer-key", &o.sse_key),
+            ("sse-customer-key-path", &o.sse_key_path),
+        ];
+        if kind != ReplicaKind::S3 {
+            for (k, v) in given {
+                // Top-level defaults apply to the S3 replicas only.
+                if let Some((_, loc)) = v
+                    && matches!(
+                        self.origins.get(&format!("{key}.{k}")),
+                        Some(Origin::File { .. })
+                    )
+                {
+                    let msg = format!("`{k}` applies to s3 replicas only; ignored here");
+                    self.warn(Some(*loc), &format!("{key}.{k}"), &msg);
+                }
+            }
+            return (None, None);
+        }
+        if let Some((c, loc)) = o.storage_class {
+            match check_storage_class(c.trim()) {
+                Ok(c) => location.storage_class = Some(c),
+                Err(e) => self.error(Some(loc), &format!("{key}.storage-class"), &e),
+            }
+        }
+        if let Some((a, loc)) = &o.sse_algorithm
+            && a.trim() != "AES256"
+        {
+            let msg = format!("`{a}`: SSE-C takes AES256 only; write AES256 or leave it out");
+            self.error(Some(*loc), &format!("{key}.sse-customer-algorithm"), &msg);
+        }
+        let mut path = None;
+        match (o.sse_key, o.sse_key_path) {
+            (Some((_, loc)), Some(_)) => {
+                self.error(
+                    Some(loc),
+                    &format!("{key}.sse-customer-key"),
+                    "give `sse-customer-key` or `sse-customer-key-path`, not both",
+                );
+            }
+            (Some((k, loc)), None) => match check_sse_customer_key(&k, None) {
+                Ok(k) => customer = Some(k),
+                Err(e) => self.error(Some(loc), &format!("{key}.sse-customer-key"), &e),
+            },
+            (None, Some((p, _))) => path = Some(self.abs_path(&p, false)),
+            (None, None) => {}
+        }
+        if let Some((k, loc)) = o.sse_kms {
+            if customer.is_some() || path.is_some() {
+                self.error(
+                    Some(loc),
+                    &format!("{key}.sse-kms-key-id"),
+                    "SSE-KMS and SSE-C (`sse-customer-key`) both set: an object is encrypted one way; keep one",
+                );
+            } else {
+                location.sse = Some(ServerSideEncryption::Kms { key_id: k });
+            }
+        }
+        (customer, path)
     }
 
     /// Drops the URL query parameters Litestream knows and litevault has no
