@@ -847,3 +847,73 @@ fn wal_restarts_under_a_fast_writer_need_no_resync() {
         assert_eq!(Workload::check_prefix(&out), k);
     });
 }
+
+/// A database that is a state the replica went on from (restored at TXID
+/// 10, or stopped there) never becomes the replica's latest state again
+/// once another replicator shipped 11..20: opening fails naming the way
+/// out, the replica keeps its latest state, and after the advised restore
+/// replication continues the history.
+#[test]
+fn a_database_behind_its_replica_is_refused_not_shipped_back() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let url = file_url(&dir.path().join("replica"));
+        let replica = Replica::open(&url).unwrap();
+        let write = |db: &Path, from: i64, to: i64| {
+            let db = db.to_path_buf();
+            let replica = replica.clone();
+            async move {
+                let mut c = rusqlite::Connection::open(&db).unwrap();
+                let rep = Replicator::open(&db, replica, ReplicateOptions::default()).await?;
+                for i in from..=to {
+                    Workload::apply(&mut c, i).unwrap();
+                    rep.sync_all().await.unwrap();
+                }
+                rep.run(async {}).await.unwrap();
+                Ok::<_, litevault::replicate::ReplicateError>(())
+            }
+        };
+        let a = dir.path().join("a.db");
+        Workload::init(&create_db(&a, 4096));
+        write(&a, 1, 10).await.unwrap();
+        // b: restored at TXID 10 (as `litevault restore` does), while a
+        // goes on to 20.
+        let b = dir.path().join("b.db");
+        restore(&replica, &b, &RestoreOptions::default())
+            .await
+            .unwrap();
+        write(&a, 11, 20).await.unwrap();
+        let latest = |name: &str| {
+            let out = dir.path().join(name);
+            let replica = replica.clone();
+            async move {
+                restore_at(&replica, &out, RestoreTarget::Latest).await;
+                Workload::check_prefix(&out)
+            }
+        };
+        let e = write(&b, 21, 21).await.unwrap_err();
+        assert!(
+            matches!(e, litevault::replicate::ReplicateError::Behind { .. }),
+            "{e}"
+        );
+        let m = e.to_string();
+        assert!(m.contains("litevault restore") && m.contains("b.db"), "{m}");
+        assert_eq!(
+            latest("l1.db").await,
+            20,
+            "the replica keeps its latest state"
+        );
+        // a again, stopped at 20; b, restored afresh, goes on to 30.
+        std::fs::rename(&b, dir.path().join("b.old")).unwrap();
+        restore(&replica, &b, &RestoreOptions::default())
+            .await
+            .unwrap();
+        write(&b, 21, 30).await.unwrap();
+        let e = write(&a, 21, 21).await.unwrap_err();
+        assert!(
+            matches!(e, litevault::replicate::ReplicateError::Behind { .. }),
+            "{e}"
+        );
+        assert_eq!(latest("l2.db").await, 30);
+    });
+}

@@ -77,6 +77,23 @@ pub enum ReplicateError {
         /// Its latest TXID.
         txid: Txid,
     },
+    /// The database is a state the replica holds, and the replica went on
+    /// past it: another replicator shipped later commits (an overlapping
+    /// deploy, a failover). Replicating now would make this older state the
+    /// replica's latest.
+    #[error(
+        "database {db} is at TXID {txid}, but replica {replica} went on to TXID {replica_txid} after it (another replicator shipped those commits: an overlapping deploy, a failover); replicating now would replace them with this older state. Restore the latest state first (move {db} away, then `litevault restore {replica} -o {db}`), or point at another replica"
+    )]
+    Behind {
+        /// The database.
+        db: PathBuf,
+        /// The TXID the database is at.
+        txid: Txid,
+        /// The replica URL.
+        replica: String,
+        /// The replica's latest TXID.
+        replica_txid: Txid,
+    },
     /// A snapshot could not be taken because the database kept changing.
     #[error(
         "could not take a consistent snapshot of the database: it kept changing; retrying later"

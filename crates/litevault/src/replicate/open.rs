@@ -369,6 +369,20 @@ impl Replicator {
             if let (Some((t, table)), Some(sum)) = (saved_table, head.checksum) {
                 if table_matches(t, &table, head.txid, sum) {
                     state = Some(table);
+                } else if t < head.txid && unchanged_since(&path, &table).await {
+                    // The database is still the state it had at `t` (restored
+                    // then, or stopped then), and the replica went on: the
+                    // later commits are someone else's, and the next sync
+                    // would undo them.
+                    for (l, _) in leases.into_iter().flatten() {
+                        let _ = l.release().await;
+                    }
+                    return Err(ReplicateError::Behind {
+                        db: path,
+                        txid: t,
+                        replica: reference.to_string(),
+                        replica_txid: head.txid,
+                    });
                 } else if t < head.txid {
                     state = roll_forward(reference, &head.files, table, t, head.txid).await;
                     if state.as_ref().is_some_and(|tb| tb.value() != sum) {
@@ -596,6 +610,32 @@ impl Replicator {
         tracing::info!(replica = %slot.replica, txid = %t, "replica reachable again");
         Ok(())
     }
+}
+
+/// Whether the database's content is the state of `table` (read through
+/// SQLite's `sqlite_dbpage`, so with its WAL). A database that cannot be
+/// read counts as changed: the caller then goes on as before. Without the
+/// `dbpage` feature the check cannot be made, and it answers `false`.
+#[cfg(not(feature = "dbpage"))]
+async fn unchanged_since(_path: &Path, _table: &DbChecksum) -> bool {
+    false
+}
+
+#[cfg(feature = "dbpage")]
+async fn unchanged_since(path: &Path, table: &DbChecksum) -> bool {
+    let path = path.to_path_buf();
+    let want = table.value();
+    crate::task::blocking(move || {
+        let conn = rusqlite::Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        crate::restore::dbpage::read_checksum(&conn).map(|(_, t)| t.value() == want)
+    })
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .unwrap_or(false)
 }
 
 fn table_matches(t: Txid, table: &DbChecksum, txid: Txid, sum: Checksum) -> bool {
