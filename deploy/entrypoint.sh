@@ -40,4 +40,9 @@ quoted=""
 for arg in "$@"; do
   quoted="$quoted '$(printf '%s' "$arg" | sed "s/'/'\\\\''/g")'"
 done
-exec litevault replicate --config "$LITEVAULT_CONFIG" --exec "exec$quoted"
+#    LITEVAULT_LEASE_WAIT (e.g. 5m): when the previous instance still holds
+#    the replica's lease (an overlapping deploy), wait for its clean stop
+#    instead of failing; what it shipped after step 1 is then restored over
+#    the database before the app starts. The default, 0s, fails at once.
+exec litevault replicate --config "$LITEVAULT_CONFIG" \
+  --lease-wait "${LITEVAULT_LEASE_WAIT:-0s}" --exec "exec$quoted"

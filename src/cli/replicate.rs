@@ -62,6 +62,12 @@ pub struct Args {
     /// expired).
     #[arg(long)]
     takeover: bool,
+    /// At start, wait this long for a lease another replicator holds (its
+    /// release at a clean stop) instead of failing at once: for overlapping
+    /// deploys, where the new instance starts before the old one stops
+    /// (`5m`; 0: fail at once). Overrides the config's `lease.wait`.
+    #[arg(long, value_parser = parse_duration)]
+    lease_wait: Option<Duration>,
     /// Do not take the replica lease (only when something else guarantees a
     /// single writer).
     #[arg(long)]
@@ -163,6 +169,9 @@ impl Args {
             opts.lease = None;
         } else if let Some(l) = &mut opts.lease {
             l.takeover |= self.takeover;
+            if let Some(w) = self.lease_wait {
+                l.wait = w;
+            }
         }
     }
 }
@@ -332,8 +341,15 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     // Open every database first: a signal during start-up still ends with a
     // final sync, and the app starts only once all are open.
     let mut replicators = Vec::with_capacity(jobs.len());
+    // With --exec nothing has the databases open before the app starts: one
+    // that is behind its replica (an overlapping deploy: the old instance
+    // shipped more after this one restored on boot) can take the latest
+    // state first.
+    let exec_given = a.exec.is_some() || from.exec.is_some();
     for j in jobs {
-        let r = Replicator::open_many(&j.db, j.replicas, j.opts)
+        let mut opts = j.opts;
+        opts.catch_up = exec_given;
+        let r = Replicator::open_many(&j.db, j.replicas, opts)
             .await
             .with_context(|| format!("opening {}", j.db.display()))?;
         tracing::info!(db = %j.db.display(), replicas = ?r.replicas().iter().map(|r| r.to_string()).collect::<Vec<_>>(), txid = %r.local_txid(), "replicating");

@@ -317,6 +317,7 @@ fn busy_options() -> ReplicateOptions {
         lease: Some(litevault::replicate::LeaseOptions {
             ttl: Duration::from_secs(3),
             takeover: false,
+            wait: Duration::ZERO,
         }),
         ..ReplicateOptions::default()
     };

@@ -11,7 +11,11 @@ use litevault::{Replica, ReplicateOptions, Replicator};
 
 fn opts(ttl: Duration, takeover: bool) -> ReplicateOptions {
     ReplicateOptions {
-        lease: Some(LeaseOptions { ttl, takeover }),
+        lease: Some(LeaseOptions {
+            ttl,
+            takeover,
+            wait: Duration::ZERO,
+        }),
         ..ReplicateOptions::default()
     }
 }
@@ -441,5 +445,103 @@ fn lease_reads_cut_in_the_body_are_retried() {
         }
         assert!(faulty.counts().cut > 5, "{:?}", faulty.counts());
         lease.release().await.unwrap();
+    });
+}
+
+/// An overlapping deploy: the new instance restores on boot while the old
+/// one still replicates, waits for the lease, and opens once the old one
+/// stopped cleanly; the old one's last commits, shipped after the new one
+/// restored, are taken in before the new one writes (`catch_up`), and no
+/// write is lost.
+#[test]
+fn a_new_instance_waits_for_the_lease_and_takes_in_what_the_old_one_shipped() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
+        let old_db = dir.path().join("old.db");
+        let mut old_c = create_db(&old_db, 4096);
+        Workload::init(&old_c);
+        let old = Replicator::open(&old_db, replica.clone(), ReplicateOptions::default())
+            .await
+            .unwrap();
+        for k in 1..=10 {
+            Workload::apply(&mut old_c, k).unwrap();
+            old.sync_all().await.unwrap();
+        }
+        // The new instance boots: restores, then waits for the lease.
+        let new_db = dir.path().join("new.db");
+        litevault::restore::restore(&replica, &new_db, &Default::default())
+            .await
+            .unwrap();
+        let opts = ReplicateOptions {
+            lease: Some(LeaseOptions {
+                wait: Duration::from_secs(60),
+                ..LeaseOptions::default()
+            }),
+            catch_up: true,
+            ..ReplicateOptions::default()
+        };
+        let opening = {
+            let (db, replica) = (new_db.clone(), replica.clone());
+            tokio::spawn(async move { Replicator::open(&db, replica, opts).await })
+        };
+        // The old one goes on, then stops cleanly (SIGTERM: final sync,
+        // lease released).
+        for k in 11..=20 {
+            Workload::apply(&mut old_c, k).unwrap();
+            old.sync_all().await.unwrap();
+        }
+        assert!(
+            !opening.is_finished(),
+            "the new instance waits for the lease"
+        );
+        old.run(async {}).await.unwrap();
+        let new = opening.await.unwrap().unwrap();
+        assert_eq!(
+            Workload::check_prefix(&new_db),
+            20,
+            "the old one's last commits are in"
+        );
+        let mut new_c = rusqlite::Connection::open(&new_db).unwrap();
+        for k in 21..=30 {
+            Workload::apply(&mut new_c, k).unwrap();
+            new.sync_all().await.unwrap();
+        }
+        new.run(async {}).await.unwrap();
+        let out = dir.path().join("out.db");
+        restore_at(&replica, &out, litevault::restore::RestoreTarget::Latest).await;
+        assert_eq!(Workload::check_prefix(&out), 30, "no write lost");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("behind"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    });
+}
+
+/// Without a wait, a held lease fails the open at once, naming the holder.
+#[test]
+fn without_a_wait_a_held_lease_fails_at_once() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
+        let a = dir.path().join("a.db");
+        Workload::init(&create_db(&a, 4096));
+        let held = Replicator::open(&a, replica.clone(), ReplicateOptions::default())
+            .await
+            .unwrap();
+        let b = dir.path().join("b.db");
+        Workload::init(&create_db(&b, 4096));
+        let e = Replicator::open(&b, replica.clone(), ReplicateOptions::default())
+            .await
+            .err()
+            .expect("the lease is held");
+        assert!(
+            matches!(e, ReplicateError::Lease(LeaseError::Held { .. })),
+            "{e}"
+        );
+        held.run(async {}).await.unwrap();
     });
 }

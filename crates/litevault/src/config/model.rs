@@ -83,6 +83,7 @@ impl Config {
             lease: Some(crate::replicate::LeaseOptions {
                 ttl: self.lease.ttl,
                 takeover: false,
+                wait: self.lease.wait,
             }),
             sync_interval,
             ..ReplicateOptions::default()
@@ -699,4 +700,6 @@ pub struct LoggingConfig {
 pub struct LeaseConfig {
     /// How long a lease lasts without renewal.
     pub ttl: Duration,
+    /// How long a start waits for a lease another replicator holds.
+    pub wait: Duration,
 }

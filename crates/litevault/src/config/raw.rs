@@ -304,6 +304,8 @@ raw_section! {
     pub struct RawLease {
         /// Lease time to live.
         ttl: S<GoDuration>,
+        /// How long a start waits for a lease another replicator holds.
+        wait: S<GoDuration>,
     }
     ignored {}
     unsupported {}

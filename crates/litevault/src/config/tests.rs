@@ -1066,3 +1066,16 @@ fn bad_storage_and_encryption_settings_are_named() {
     assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
     assert!(c.warnings[0].message.contains("s3 replicas only"));
 }
+
+#[test]
+fn lease_wait_reaches_the_replicate_options() {
+    let c = parse(
+        "lease:\n  ttl: 10s\n  wait: 2m\ndbs:\n  - path: /a.db\n    replica: {url: s3://b/a}\n",
+    );
+    let o = c.replicate_options(&c.dbs[0], 4096);
+    let l = o.lease.unwrap();
+    assert_eq!((l.ttl, l.wait), (SECS(10), SECS(120)));
+    let c = parse("dbs:\n  - path: /a.db\n    replica: {url: s3://b/a}\n");
+    let l = c.replicate_options(&c.dbs[0], 4096).lease.unwrap();
+    assert_eq!(l.wait, Duration::ZERO, "no wait unless asked");
+}

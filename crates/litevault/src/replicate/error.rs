@@ -94,6 +94,17 @@ pub enum ReplicateError {
         /// The replica's latest TXID.
         replica_txid: Txid,
     },
+    /// Restoring the replica's latest state over a database that was behind
+    /// it failed; the database was put back as it was.
+    #[error(
+        "database {db} is behind its replica, and restoring the latest state over it failed: {reason}; the database is as it was"
+    )]
+    CatchUp {
+        /// The database.
+        db: PathBuf,
+        /// What failed.
+        reason: String,
+    },
     /// A snapshot could not be taken because the database kept changing.
     #[error(
         "could not take a consistent snapshot of the database: it kept changing; retrying later"

@@ -17,7 +17,7 @@ use super::{
 use crate::chain::plan_chain;
 use crate::db::{self, WatchedDb};
 use crate::ltx::{self, Checksum, DbChecksum, Txid};
-use crate::replica::lease::Lease;
+use crate::replica::lease::{Lease, LeaseError};
 use crate::replica::{LtxFileInfo, Replica, SNAPSHOT_LEVEL};
 
 /// The latest state of a replica: TXID, checksum, and the file that ends it.
@@ -72,27 +72,46 @@ pub async fn replica_head(replica: &Replica) -> Result<ReplicaHead, ReplicateErr
     })
 }
 
-/// How long opening waits for one replica before going on without it.
+/// How long opening waits for one replica before going on without it
+/// (plus the lease wait).
 const INIT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How often a replicator waiting for a lease asks again.
+const LEASE_POLL: Duration = Duration::from_millis(500);
 
 /// Takes a replica's lease (when leases are on) and reads where it stands.
 async fn init_replica(
     replica: &Replica,
     db: &str,
     lease: Option<LeaseOptions>,
+    wait: Duration,
     known: Option<Txid>,
 ) -> Result<(Option<(Lease, Instant)>, ReplicaHead), ReplicateError> {
     let lease = match lease {
-        Some(lo) => match replica.acquire_lease(db, lo.ttl, lo.takeover).await {
-            Ok(l) => {
-                // The only writer now: what a killed upload left can go.
-                replica.sweep_staging();
-                Some((l, Instant::now()))
+        Some(lo) => {
+            let deadline = Instant::now() + wait;
+            let mut told = false;
+            loop {
+                match replica.acquire_lease(db, lo.ttl, lo.takeover).await {
+                    Ok(l) => {
+                        // The only writer now: what a killed upload left can go.
+                        replica.sweep_staging();
+                        break Some((l, Instant::now()));
+                    }
+                    Err(LeaseError::Held { holder, .. }) if Instant::now() < deadline => {
+                        if !told {
+                            tracing::info!(%replica, %holder, wait = ?wait, "the lease is held by another replicator; waiting for its release");
+                            told = true;
+                        }
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        tokio::time::sleep(left.min(LEASE_POLL)).await;
+                    }
+                    // The store cannot be reached: not a conflict with another writer.
+                    Err(LeaseError::Replica(e)) => return Err(e.into()),
+                    Err(e) => return Err(e.into()),
+                }
             }
-            // The store cannot be reached: not a conflict with another writer.
-            Err(crate::replica::lease::LeaseError::Replica(e)) => return Err(e.into()),
-            Err(e) => return Err(e.into()),
-        },
+        }
         None => None,
     };
     match head_at_least(replica, known).await {
@@ -237,6 +256,31 @@ impl Replicator {
         replicas: Vec<Replica>,
         opts: ReplicateOptions,
     ) -> Result<Replicator, ReplicateError> {
+        let path = db_path.as_ref().to_path_buf();
+        match Self::open_once(&path, replicas.clone(), opts.clone()).await {
+            Err(ReplicateError::Behind {
+                replica,
+                txid,
+                replica_txid,
+                ..
+            }) if opts.catch_up => {
+                let r = replicas
+                    .iter()
+                    .find(|r| r.to_string() == replica)
+                    .ok_or(ReplicateError::NoReplicas)?;
+                tracing::info!(db = %path.display(), %txid, %replica_txid, %replica, "the database is behind its replica (another replicator went on): restoring the latest state over it before starting");
+                catch_up(&path, r).await?;
+                Self::open_once(&path, replicas, opts).await
+            }
+            other => other,
+        }
+    }
+
+    async fn open_once(
+        db_path: &Path,
+        replicas: Vec<Replica>,
+        opts: ReplicateOptions,
+    ) -> Result<Replicator, ReplicateError> {
         if replicas.is_empty() {
             return Err(ReplicateError::NoReplicas);
         }
@@ -249,7 +293,7 @@ impl Replicator {
                 return Err(ReplicateError::DuplicateReplica(r.to_string()));
             }
         }
-        let path = db_path.as_ref().to_path_buf();
+        let path = db_path.to_path_buf();
         let p = path.clone();
         let checkpoint = opts.checkpoint;
         let watched = blocking(move || WatchedDb::open(&p, checkpoint)).await??;
@@ -269,14 +313,18 @@ impl Replicator {
         let inits = futures::future::join_all(replicas.iter().map(|r| async {
             // A replica that hangs must not hold back the start.
             let known = marks::load(&state_dir, &r.to_string());
-            tokio::time::timeout(INIT_TIMEOUT, init_replica(r, &db_name, lease_opts, known))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(ReplicateError::Unreachable {
-                        replica: r.to_string(),
-                        after: INIT_TIMEOUT,
-                    })
+            let wait = lease_opts.map_or(Duration::ZERO, |l| l.wait);
+            tokio::time::timeout(
+                INIT_TIMEOUT + wait,
+                init_replica(r, &db_name, lease_opts, wait, known),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(ReplicateError::Unreachable {
+                    replica: r.to_string(),
+                    after: INIT_TIMEOUT + wait,
                 })
+            })
         }))
         .await;
         let mut leases = Vec::with_capacity(replicas.len());
@@ -578,8 +626,14 @@ impl Replicator {
     ) -> Result<(), ReplicateError> {
         let db_name = self.inner.path.display().to_string();
         let known = marks::load(&self.inner.state_dir, &slot.replica.to_string());
-        let (lease, h) =
-            init_replica(&slot.replica, &db_name, self.inner.opts.lease, known).await?;
+        let (lease, h) = init_replica(
+            &slot.replica,
+            &db_name,
+            self.inner.opts.lease,
+            Duration::ZERO,
+            known,
+        )
+        .await?;
         let head = *self.inner.head.borrow();
         let placed = {
             let outbox = lock_or_recover(&self.inner.outbox);
@@ -609,6 +663,44 @@ impl Replicator {
         slot.shipped.send_replace(t);
         tracing::info!(replica = %slot.replica, txid = %t, "replica reachable again");
         Ok(())
+    }
+}
+
+/// Replaces a database that is behind its replica (proven unchanged since a
+/// state the replica holds, so nothing of it is lost) by the replica's
+/// latest state: the database and its WAL move aside, the verified restore
+/// takes their place (with its local state), and then the old files go. A
+/// restore that fails puts them back.
+async fn catch_up(db: &Path, replica: &Replica) -> Result<(), ReplicateError> {
+    use crate::restore::sibling;
+    let aside = sibling(db, ".behind");
+    let moves: Vec<(PathBuf, PathBuf)> = ["", "-wal", "-shm"]
+        .iter()
+        .map(|s| (sibling(db, s), sibling(&aside, s)))
+        .filter(|(from, _)| from.exists())
+        .collect();
+    for (from, to) in &moves {
+        std::fs::rename(from, to).map_err(|source| ReplicateError::Local {
+            path: from.clone(),
+            source,
+        })?;
+    }
+    match crate::restore::restore(replica, db, &crate::restore::RestoreOptions::default()).await {
+        Ok(_) => {
+            for (_, to) in &moves {
+                let _ = std::fs::remove_file(to);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            for (from, to) in &moves {
+                let _ = std::fs::rename(to, from);
+            }
+            Err(ReplicateError::CatchUp {
+                db: db.to_path_buf(),
+                reason: e.to_string(),
+            })
+        }
     }
 }
 

@@ -37,6 +37,12 @@ pub struct ReplicateOptions {
     /// shipper, wait this long for more commits before taking them in, so
     /// that they share one file and one upload (0: take them at once).
     pub commit_window: Duration,
+    /// When the database is behind its replica (a state the replica went on
+    /// from: see [`super::ReplicateError::Behind`]), restore the replica's
+    /// latest state over it at open, then continue. Only for a database no
+    /// other process has open yet (`replicate --exec` sets it: the app
+    /// starts after the open).
+    pub catch_up: bool,
 }
 
 /// Settings of the replica lease.
@@ -46,6 +52,10 @@ pub struct LeaseOptions {
     pub ttl: Duration,
     /// Replace a lease whose holder stopped renewing it (after expiry).
     pub takeover: bool,
+    /// At open, how long to wait for a lease another replicator holds (its
+    /// release at a clean stop, or its expiry with `takeover`) before
+    /// failing; zero fails at once.
+    pub wait: Duration,
 }
 
 impl Default for LeaseOptions {
@@ -53,6 +63,7 @@ impl Default for LeaseOptions {
         LeaseOptions {
             ttl: crate::defaults::LEASE_TTL,
             takeover: false,
+            wait: Duration::ZERO,
         }
     }
 }
@@ -70,6 +81,7 @@ impl Default for ReplicateOptions {
             lease: Some(LeaseOptions::default()),
             sync_interval: defaults::SYNC_INTERVAL,
             commit_window: Duration::ZERO,
+            catch_up: false,
         }
     }
 }

@@ -110,10 +110,14 @@ impl Resolver<'_, '_> {
         };
         let mut lease = LeaseConfig {
             ttl: defaults::LEASE_TTL,
+            wait: Duration::ZERO,
         };
         if let Some(l) = &raw.lease {
             let v = self.take("lease.ttl", &l.value.ttl);
             lease.ttl = self.positive("lease.ttl", v, lease.ttl);
+            if let Some((w, _)) = self.take("lease.wait", &l.value.wait) {
+                lease.wait = w.0;
+            }
         }
         let mut addr = self.take_str("addr", &raw.addr).map(|(a, _)| a);
         let mut readyz_max_lag = defaults::READYZ_MAX_LAG;

@@ -31,6 +31,7 @@ pub(in crate::config) fn explain(cfg: &Config) -> Vec<ExplainEntry> {
     push("logging.stderr".into(), cfg.logging.stderr.to_string());
     push("shutdown-timeout".into(), d(cfg.shutdown_timeout));
     push("lease.ttl".into(), d(cfg.lease.ttl));
+    push("lease.wait".into(), d(cfg.lease.wait));
     for (i, l) in cfg.compaction.0.iter().enumerate() {
         push(
             format!("levels[{i}].interval"),
