@@ -20,6 +20,24 @@ export LITEVAULT_REPLICA_URL
 
 mkdir -p "$(dirname "$LITEVAULT_DB")"
 
+# 0. Started as root with LITEVAULT_USER set (the image sets it): a volume
+#    mounted over the database's directory is root-owned on Fly.io and in
+#    Docker, so hand that directory (and whatever in it is not yet the
+#    user's) to LITEVAULT_USER, then run the rest of this script, litevault
+#    and the app as that user, with no capabilities left.
+if [ "$(id -u)" = 0 ] && [ -n "${LITEVAULT_USER:-}" ]; then
+  if ! uid=$(id -u "$LITEVAULT_USER" 2>/dev/null); then
+    echo "entrypoint: LITEVAULT_USER=$LITEVAULT_USER is not a user of this" \
+         "image; create it (useradd) or unset LITEVAULT_USER to run as root" >&2
+    exit 67
+  fi
+  gid=$(id -g "$LITEVAULT_USER")
+  find "$(dirname "$LITEVAULT_DB")" -xdev \( \! -user "$uid" -o \! -group "$gid" \) \
+    -exec chown "$uid:$gid" {} +
+  exec setpriv --reuid="$uid" --regid="$gid" --init-groups --inh-caps=-all \
+    --bounding-set=-all -- sh "$0" "$@"
+fi
+
 # 1. Restore on boot: only when the volume has no database, and only if the
 #    replica holds something (a first deploy starts empty).
 litevault restore -o "$LITEVAULT_DB" --config "$LITEVAULT_CONFIG" \
@@ -40,9 +58,16 @@ quoted=""
 for arg in "$@"; do
   quoted="$quoted '$(printf '%s' "$arg" | sed "s/'/'\\\\''/g")'"
 done
-#    LITEVAULT_LEASE_WAIT (e.g. 5m): when the previous instance still holds
+#    LITEVAULT_LEASE_WAIT (e.g. 2m): when the previous instance still holds
 #    the replica's lease (an overlapping deploy), wait for its clean stop
 #    instead of failing; what it shipped after step 1 is then restored over
 #    the database before the app starts. The default, 0s, fails at once.
-exec litevault replicate --config "$LITEVAULT_CONFIG" \
-  --lease-wait "${LITEVAULT_LEASE_WAIT:-0s}" --exec "exec$quoted"
+#    LITEVAULT_PLACEHOLDER_ADDR (e.g. 0.0.0.0:8080, the app's address):
+#    meanwhile answer requests there with 503 and Retry-After: 1, so that a
+#    platform whose startup probe gates the old instance's stop (Cloud Run,
+#    with a TCP startup probe) stops it.
+set -- --lease-wait "${LITEVAULT_LEASE_WAIT:-0s}"
+if [ -n "${LITEVAULT_PLACEHOLDER_ADDR:-}" ]; then
+  set -- "$@" --placeholder-addr "$LITEVAULT_PLACEHOLDER_ADDR"
+fi
+exec litevault replicate --config "$LITEVAULT_CONFIG" "$@" --exec "exec$quoted"

@@ -10,6 +10,7 @@ mod export;
 mod import;
 mod logging;
 mod ltx_cmd;
+mod placeholder;
 mod progress;
 mod replicate;
 mod restore;

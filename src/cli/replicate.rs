@@ -68,6 +68,14 @@ pub struct Args {
     /// (`5m`; 0: fail at once). Overrides the config's `lease.wait`.
     #[arg(long, value_parser = parse_duration)]
     lease_wait: Option<Duration>,
+    /// With --exec: while the databases open (waiting for the lease, then
+    /// restoring what the old instance shipped), listen on the app's
+    /// address and answer every request with 503 and Retry-After: 1, so a
+    /// platform whose TCP startup probe gates the old instance's stop
+    /// (Cloud Run) stops it. Closed before the app starts
+    /// (`0.0.0.0:8080`).
+    #[arg(long, value_name = "HOST:PORT")]
+    placeholder_addr: Option<String>,
     /// Do not take the replica lease (only when something else guarantees a
     /// single writer).
     #[arg(long)]
@@ -346,14 +354,56 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     // shipped more after this one restored on boot) can take the latest
     // state first.
     let exec_given = a.exec.is_some() || from.exec.is_some();
+    let placeholder = match &a.placeholder_addr {
+        Some(_) if !exec_given => anyhow::bail!(
+            "--placeholder-addr needs --exec (or `exec` in the config): it holds the app's address until the app starts"
+        ),
+        Some(addr) => Some(super::placeholder::Placeholder::start(addr).await?),
+        None => None,
+    };
+    // A stop while opening (a deploy called off during a lease wait) ends
+    // the wait; the databases already open get their final sync, and the
+    // app never starts. An open past its wait is let finish (a catch-up
+    // restore is never cut in the middle).
+    let (stop_waiting, stop_rx) = watch::channel(false);
+    let mut stopped = false;
     for j in jobs {
         let mut opts = j.opts;
         opts.catch_up = exec_given;
-        let r = Replicator::open_many(&j.db, j.replicas, opts)
-            .await
-            .with_context(|| format!("opening {}", j.db.display()))?;
+        opts.stop_waiting = Some(stop_rx.clone());
+        let open = Replicator::open_many(&j.db, j.replicas, opts);
+        tokio::pin!(open);
+        let res = if stopped {
+            open.await
+        } else {
+            tokio::select! {
+                r = &mut open => r,
+                _ = shutdown.as_mut() => {
+                    stopped = true;
+                    let _ = stop_waiting.send(true);
+                    open.await
+                }
+            }
+        };
+        let r = match res {
+            Err(litevault::ReplicateError::StoppedWaiting { .. }) if stopped => break,
+            r => r.with_context(|| format!("opening {}", j.db.display()))?,
+        };
         tracing::info!(db = %j.db.display(), replicas = ?r.replicas().iter().map(|r| r.to_string()).collect::<Vec<_>>(), txid = %r.local_txid(), "replicating");
         replicators.push(r);
+        if stopped {
+            break;
+        }
+    }
+    if let Some(p) = placeholder {
+        p.close().await;
+    }
+    if stopped {
+        tracing::info!("stopped while opening the databases; the app was not started");
+        for r in replicators {
+            r.run(async {}).await?;
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     if a.once {
         let mut code = ExitCode::SUCCESS;

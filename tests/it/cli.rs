@@ -375,6 +375,106 @@ fn exec_supervises_the_app() {
     );
 }
 
+/// A stop signal while `replicate --exec` waits for a held lease ends the
+/// wait at once: the app never starts, the exit is clean, and the holder
+/// keeps its lease. `--placeholder-addr` answers 503 meanwhile and needs
+/// `--exec`; an address it cannot take is named.
+#[test]
+fn a_stop_during_the_lease_wait_ends_it_and_the_app_never_starts() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let url = file_url(&dir.path().join("replica"));
+    let db = dir.path().join("app.db");
+    let c = create_db(&db, 4096);
+    Workload::init(&c);
+    drop(c);
+    let mut holder = litevault(&[])
+        .args(["replicate", db.to_str().unwrap(), &url])
+        .env("LITEVAULT_LOG", "info")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let holder_log = Output::capture(holder.stderr.take().unwrap());
+    holder_log.wait_for_line(WAIT, "replicating");
+
+    let other = dir.path().join("other.db");
+    drop(create_db(&other, 4096));
+    let started = dir.path().join("app-started");
+    let (l, port) = bound_listener();
+    drop(l);
+    let addr = format!("127.0.0.1:{port}");
+    let mut waiter = litevault(&[])
+        .args(["replicate", other.to_str().unwrap(), &url])
+        .args(["--lease-wait", "10m", "--placeholder-addr", &addr])
+        .args(["--exec", &format!("touch {}", started.display())])
+        .env("LITEVAULT_LOG", "info")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Output::capture(waiter.stderr.take().unwrap());
+    log.wait_for_line(WAIT, "waiting for its release");
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 503 "), "{reply}");
+    assert!(reply.contains("\r\nRetry-After: 1\r\n"), "{reply}");
+
+    signal(&waiter, "TERM");
+    let status = waiter.wait().unwrap();
+    assert!(status.success(), "{status}: {}", log.text());
+    assert!(!started.exists(), "the app must not start after a stop");
+    assert!(
+        log.text().contains("the app was not started"),
+        "{}",
+        log.text()
+    );
+    assert!(
+        std::net::TcpStream::connect(&addr).is_err(),
+        "the placeholder is closed at exit"
+    );
+    // The holder never noticed.
+    assert!(holder.try_wait().unwrap().is_none());
+    signal(&holder, "TERM");
+    assert!(holder.wait().unwrap().success());
+
+    // Without --exec the placeholder has nothing to hand over to.
+    let o = run(&[
+        "replicate",
+        db.to_str().unwrap(),
+        &url,
+        "--placeholder-addr",
+        "127.0.0.1:0",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--placeholder-addr needs --exec"),
+        "{}",
+        stderr(&o)
+    );
+    // An address that is taken, and one that is not an address, are named.
+    let (taken, port) = bound_listener();
+    for (addr, says) in [
+        (format!("127.0.0.1:{port}"), "cannot listen there"),
+        ("localhost:http".to_string(), "is not HOST:PORT"),
+    ] {
+        let o = run(&[
+            "replicate",
+            db.to_str().unwrap(),
+            &url,
+            "--placeholder-addr",
+            &addr,
+            "--exec",
+            "true",
+        ]);
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains(says), "{addr}: {}", stderr(&o));
+    }
+    drop(taken);
+}
+
 /// `replicate --config`: two databases, each to a local folder and to the
 /// S3 server, from one litestream.yml-style file with ${VAR} expansion.
 #[test]

@@ -105,6 +105,13 @@ pub enum ReplicateError {
         /// What failed.
         reason: String,
     },
+    /// The wait for a lease another replicator holds was called off
+    /// ([`super::ReplicateOptions::stop_waiting`]): nothing was started.
+    #[error("stopped while waiting for the lease of {replica}, which another replicator holds")]
+    StoppedWaiting {
+        /// The replica URL.
+        replica: String,
+    },
     /// A snapshot could not be taken because the database kept changing.
     #[error(
         "could not take a consistent snapshot of the database: it kept changing; retrying later"

@@ -85,6 +85,7 @@ async fn init_replica(
     db: &str,
     lease: Option<LeaseOptions>,
     wait: Duration,
+    mut stop_waiting: Option<tokio::sync::watch::Receiver<bool>>,
     known: Option<Txid>,
 ) -> Result<(Option<(Lease, Instant)>, ReplicaHead), ReplicateError> {
     let lease = match lease {
@@ -104,7 +105,18 @@ async fn init_replica(
                             told = true;
                         }
                         let left = deadline.saturating_duration_since(Instant::now());
-                        tokio::time::sleep(left.min(LEASE_POLL)).await;
+                        let pause = tokio::time::sleep(left.min(LEASE_POLL));
+                        match stop_waiting.as_mut() {
+                            Some(stop) => tokio::select! {
+                                _ = pause => {}
+                                _ = stop.wait_for(|s| *s) => {
+                                    return Err(ReplicateError::StoppedWaiting {
+                                        replica: replica.to_string(),
+                                    });
+                                }
+                            },
+                            None => pause.await,
+                        }
                     }
                     // The store cannot be reached: not a conflict with another writer.
                     Err(LeaseError::Replica(e)) => return Err(e.into()),
@@ -316,7 +328,14 @@ impl Replicator {
             let wait = lease_opts.map_or(Duration::ZERO, |l| l.wait);
             tokio::time::timeout(
                 INIT_TIMEOUT + wait,
-                init_replica(r, &db_name, lease_opts, wait, known),
+                init_replica(
+                    r,
+                    &db_name,
+                    lease_opts,
+                    wait,
+                    opts.stop_waiting.clone(),
+                    known,
+                ),
             )
             .await
             .unwrap_or_else(|_| {
@@ -339,7 +358,7 @@ impl Replicator {
                     heads.push(Some(h));
                     init_errors.push(None);
                 }
-                Err(e @ ReplicateError::Lease(_)) => {
+                Err(e @ (ReplicateError::Lease(_) | ReplicateError::StoppedWaiting { .. })) => {
                     fatal.get_or_insert(e);
                     leases.push(None);
                     heads.push(None);
@@ -631,6 +650,7 @@ impl Replicator {
             &db_name,
             self.inner.opts.lease,
             Duration::ZERO,
+            None,
             known,
         )
         .await?;

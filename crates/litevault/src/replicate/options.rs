@@ -43,6 +43,10 @@ pub struct ReplicateOptions {
     /// other process has open yet (`replicate --exec` sets it: the app
     /// starts after the open).
     pub catch_up: bool,
+    /// Turning true ends a wait for a held lease at open
+    /// ([`LeaseOptions::wait`]) with [`super::ReplicateError::StoppedWaiting`]:
+    /// a process asked to stop while it waits need not wait on.
+    pub stop_waiting: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// Settings of the replica lease.
@@ -82,6 +86,7 @@ impl Default for ReplicateOptions {
             sync_interval: defaults::SYNC_INTERVAL,
             commit_window: Duration::ZERO,
             catch_up: false,
+            stop_waiting: None,
         }
     }
 }
