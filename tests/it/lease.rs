@@ -1,5 +1,5 @@
-//! One writer per replica: the lease, on a local folder, on the S3 server
-//! and on Azurite (conditional PUTs).
+//! One writer per replica: the lease, on a local folder, on the S3 server,
+//! on Azurite and on the GCS XML API test server (conditional PUTs).
 
 use crate::support;
 use std::time::Duration;
@@ -115,6 +115,24 @@ fn lease_on_azure() {
         let dir = tempfile::tempdir().unwrap();
         scenario(az.replica(&container, "app"), dir.path()).await;
     });
+}
+
+/// Google Cloud Storage (the in-process XML API server): `PutMode::Create`
+/// is `x-goog-if-generation-match: 0`, `PutMode::Update` is
+/// `x-goog-if-generation-match: <generation>`.
+#[test]
+fn lease_on_gcs() {
+    let gcs = support::gcs_xml::GcsXml::start();
+    let bucket = gcs.bucket("lease");
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        scenario(gcs.replica(&bucket, "app"), dir.path()).await;
+    });
+    assert!(
+        gcs.count(support::gcs_xml::Kind::ConditionalPut) >= 4,
+        "lease writes carry x-goog-if-generation-match: {:?}",
+        gcs.requests()
+    );
 }
 
 /// A small seeded generator for the contenders' choices (xorshift64*).

@@ -205,9 +205,17 @@ fn a_long_history_compacts_and_expires() {
     }
 }
 
-/// Retention on an object store that deletes in bulk: the expired L0 files
-/// go in one request, and the latest state restores.
-async fn retention_deletes_in_bulk(replica: Replica) {
+/// How a store deletes many files: all in one request (S3 `DeleteObjects`,
+/// Azure Blob Batch) or one request per file (GCS).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Deletes {
+    Bulk,
+    OnePerFile,
+}
+
+/// Retention deletes the expired L0 files, in as many requests as `how`
+/// says, and the latest state restores.
+async fn retention_deletes(replica: Replica, how: Deletes) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("app.db");
     let mut c = create_db(&db, 1024);
@@ -236,10 +244,14 @@ async fn retention_deletes_in_bulk(replica: Replica) {
     rep.maintain().await.unwrap();
     let after = replica.list_level(0).await.unwrap().len();
     assert!(after < before, "{after} of {before} L0 files left");
+    let requests = match how {
+        Deletes::Bulk => 1,
+        Deletes::OnePerFile => (before - after) as u64,
+    };
     assert_eq!(
         replica.stats().counts().deletes - deletes,
-        1,
-        "{} files deleted in one request",
+        requests,
+        "{} files deleted ({how:?})",
         before - after
     );
     rep.run(async {}).await.unwrap();
@@ -257,7 +269,7 @@ async fn retention_deletes_in_bulk(replica: Replica) {
 fn retention_on_s3_deletes_in_bulk() {
     let s3 = S3Server::start();
     let bucket = s3.bucket("retention");
-    block_on(retention_deletes_in_bulk(s3.replica(&bucket, "app")));
+    block_on(retention_deletes(s3.replica(&bucket, "app"), Deletes::Bulk));
 }
 
 /// On Azure Blob Storage (Azurite): one Blob Batch request deletes the
@@ -267,7 +279,27 @@ fn retention_on_s3_deletes_in_bulk() {
 fn retention_on_azure_deletes_in_bulk() {
     let az = support::cloud::Azurite::start();
     let container = az.container("retention");
-    block_on(retention_deletes_in_bulk(az.replica(&container, "app")));
+    block_on(retention_deletes(
+        az.replica(&container, "app"),
+        Deletes::Bulk,
+    ));
+}
+
+/// On Google Cloud Storage (the in-process XML API server), which has no
+/// bulk delete: one DELETE request per expired file.
+#[test]
+fn retention_on_gcs_deletes() {
+    let gcs = support::gcs_xml::GcsXml::start();
+    let bucket = gcs.bucket("retention");
+    block_on(retention_deletes(
+        gcs.replica(&bucket, "app"),
+        Deletes::OnePerFile,
+    ));
+    assert!(
+        gcs.count(support::gcs_xml::Kind::Delete) > 0,
+        "{:?}",
+        gcs.requests()
+    );
 }
 
 /// Files that went up merged (a replica behind by several files) are

@@ -13,6 +13,7 @@
 
 pub mod child;
 pub mod cloud;
+pub mod gcs_xml;
 pub mod hostile;
 pub mod postgres;
 pub mod store;
