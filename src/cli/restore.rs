@@ -25,8 +25,20 @@ pub struct Args {
     #[arg(long, conflicts_with = "timestamp")]
     txid: Option<String>,
     /// Restore the latest state committed at or before this time (RFC 3339).
+    /// From the LTX files when the replica has any, else from its Litestream
+    /// v0.3 backup (the generation written over that time).
     #[arg(long)]
     timestamp: Option<String>,
+    /// Restore this generation of the replica's Litestream v0.3 backup (16
+    /// hex digits, as `litevault ltx URL --v03` lists them), even when the
+    /// replica also holds LTX files: its latest state, or with --index its
+    /// state at the end of that WAL index. Like v0.3's `restore -generation`.
+    #[arg(long, conflicts_with_all = ["txid", "timestamp"])]
+    generation: Option<String>,
+    /// With --generation: the last WAL index to apply (hex, e.g. 1a), like
+    /// v0.3's `restore -index`.
+    #[arg(long, requires = "generation")]
+    index: Option<String>,
     /// Do nothing (exit 0) if the output already exists.
     #[arg(long)]
     if_db_not_exists: bool,
@@ -43,7 +55,7 @@ pub struct Args {
     /// batch one SQLite transaction, until SIGINT/SIGTERM. Readers must open
     /// the output read-only (`file:replica.db?mode=ro`). Resumes from its
     /// saved position when restarted.
-    #[arg(long, conflicts_with_all = ["txid", "timestamp", "if_db_not_exists", "if_replica_exists"])]
+    #[arg(long, conflicts_with_all = ["txid", "timestamp", "generation", "if_db_not_exists", "if_replica_exists"])]
     follow: bool,
     /// Time between two polls in follow mode (e.g. 500ms, 1s, 2m).
     #[arg(long, default_value = "1s", value_parser = litevault::units::parse_duration, requires = "follow")]
@@ -75,6 +87,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     // line on stderr at exit.
     let _faults = litevault::replica::faults::ExitReport;
     let target = match (&a.txid, &a.timestamp) {
+        _ if a.generation.is_some() => generation_target(&a)?,
         (Some(t), _) => RestoreTarget::Txid(t.parse::<Txid>().map_err(|_| {
             anyhow::anyhow!("--txid {t:?} is not a hex TXID (up to 16 hex digits, e.g. 1a)")
         })?),
@@ -114,6 +127,22 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     match outcome {
+        RestoreOutcome::Restored(r) if r.litestream_v03.is_some() => {
+            let p = r.litestream_v03.as_ref().expect("checked by the guard");
+            println!(
+                "restored {} from the Litestream v0.3 backup: generation {}, snapshot {} and WAL to index {}, {} file(s), {} bytes, {} pages of {} bytes in {} ms; checksum {} (verified by WAL checksums, LZ4 checksums and integrity_check)",
+                a.output.display(),
+                p.generation,
+                p.snapshot_index,
+                p.index,
+                r.files.len(),
+                r.bytes,
+                r.pages,
+                r.page_size,
+                r.millis,
+                r.checksum,
+            );
+        }
         RestoreOutcome::Restored(r) => {
             println!(
                 "restored {} at TXID {} from {} file(s), {} bytes, {} pages of {} bytes in {} ms; checksum {} {}",
@@ -143,6 +172,21 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--generation G [--index N]`.
+fn generation_target(a: &Args) -> anyhow::Result<RestoreTarget> {
+    let g = a.generation.as_deref().unwrap_or_default();
+    let generation = g
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--generation: {e}"))?;
+    let index = match &a.index {
+        Some(i) => Some(u32::from_str_radix(i, 16).map_err(|_| {
+            anyhow::anyhow!("--index {i:?} is not a hex WAL index (up to 8 hex digits, e.g. 1a)")
+        })?),
+        None => None,
+    };
+    Ok(RestoreTarget::Generation { generation, index })
 }
 
 /// The first replica the config file lists for the output database.

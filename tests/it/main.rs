@@ -31,6 +31,7 @@ mod lease;
 mod litestream_fixture;
 mod litestream_handoff;
 mod litestream_interop;
+mod litestream_v03;
 mod local_faults;
 mod logging;
 mod ltx_golden;

@@ -95,19 +95,6 @@ pub enum ReplicaError {
         /// The replica URL.
         replica: String,
     },
-    /// The replica holds a Litestream v0.3 backup (generations, snapshots
-    /// and WAL segments) and no LTX file.
-    #[error(
-        "replica {replica} holds a Litestream v0.3 backup ({key}) and no LTX files; litevault cannot restore \
-         v0.3 backups yet: restore it with `litestream restore -o DB URL` (Litestream 0.3.x, or 0.5.7 and later \
-         for file:// and s3://), then replicate that database with litevault to a new path"
-    )]
-    LitestreamV03 {
-        /// The replica URL.
-        replica: String,
-        /// An object of the v0.3 backup.
-        key: String,
-    },
     /// Setting the timestamp of a file:// replica file failed.
     #[error("setting the modification time of {path}: {source}")]
     FileTime {
@@ -117,6 +104,21 @@ pub enum ReplicaError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The folder of a Litestream v0.3 backup, relative to the replica's prefix.
+pub const V03_ROOT: &str = "generations";
+
+/// One object of a Litestream v0.3 backup, as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct V03Object {
+    /// Its key relative to the replica's prefix (`generations/...`).
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Its modification time (file mtime, or the object's last-modified
+    /// time): Litestream v0.3 reads it as the time the object was written.
+    pub modified: DateTime<Utc>,
 }
 
 /// One LTX file in the replica, as listed.
@@ -502,25 +504,85 @@ impl Replica {
         join(&self.prefix, &self.layout.level_dir(level))
     }
 
-    /// Fails with [`ReplicaError::LitestreamV03`] when the replica holds a
-    /// Litestream v0.3 backup (objects under `generations/`): a replica
-    /// with no LTX file is then not empty, and a restore on boot must not
-    /// start the app on an empty database as if it were.
-    pub async fn refuse_litestream_v03(&self) -> Result<(), ReplicaError> {
-        let prefix = ObjectPath::from(join(&self.prefix, "generations").as_str());
+    /// Whether the replica holds a Litestream v0.3 backup (objects under
+    /// `generations/`): one LIST request, stopped at the first object.
+    pub async fn has_litestream_v03(&self) -> Result<bool, ReplicaError> {
+        let prefix = ObjectPath::from(join(&self.prefix, V03_ROOT).as_str());
         let found = self
             .with_retry_op("LIST", prefix.as_ref(), &self.stats.lists, || {
                 let mut list = self.store.list(Some(&prefix));
                 async move { list.next().await.transpose() }
             })
             .await?;
-        match found {
-            Some(meta) => Err(ReplicaError::LitestreamV03 {
-                replica: self.display.clone(),
-                key: meta.location.to_string(),
+        Ok(found.is_some())
+    }
+
+    /// Lists every object of the Litestream v0.3 backup (under
+    /// `generations/`), with keys relative to the replica's prefix.
+    pub async fn list_litestream_v03(&self) -> Result<Vec<V03Object>, ReplicaError> {
+        let prefix = join(&self.prefix, V03_ROOT);
+        let path = ObjectPath::from(prefix.as_str());
+        let metas: Vec<object_store::ObjectMeta> = self
+            .with_retry_op("LIST", &prefix, &self.stats.lists, || {
+                self.store.list(Some(&path)).try_collect()
+            })
+            .await?;
+        let strip = if self.prefix.is_empty() {
+            0
+        } else {
+            self.prefix.len() + 1
+        };
+        Ok(metas
+            .into_iter()
+            .filter_map(|m| {
+                let key = m.location.as_ref().get(strip..)?.to_string();
+                Some(V03Object {
+                    key,
+                    size: m.size,
+                    modified: m.last_modified,
+                })
+            })
+            .collect())
+    }
+
+    /// For a local-folder replica, the path on disk of a v0.3 object (read
+    /// in place). Counted as one GET.
+    pub fn litestream_v03_local_path(&self, object: &V03Object) -> Option<PathBuf> {
+        let root = self.local_root.as_ref()?;
+        self.stats.gets.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .bytes_in
+            .fetch_add(object.size, Ordering::Relaxed);
+        Some(root.join(&object.key))
+    }
+
+    /// Opens a v0.3 object (its key relative to the replica's prefix) for
+    /// streaming download.
+    pub async fn open_litestream_v03(
+        &self,
+        key: &str,
+    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes, ReplicaError>>, ReplicaError>
+    {
+        let key = join(&self.prefix, key);
+        let path = ObjectPath::from(key.as_str());
+        let res = self
+            .with_retry_op("GET", &key, &self.stats.gets, || self.store.get(&path))
+            .await?;
+        let stats = self.stats.clone();
+        let replica = self.display.clone();
+        Ok(Box::pin(res.into_stream().map(move |r| match r {
+            Ok(b) => {
+                stats.bytes_in.fetch_add(b.len() as u64, Ordering::Relaxed);
+                Ok(b)
+            }
+            Err(source) => Err(ReplicaError::Storage {
+                op: "GET",
+                key: key.clone(),
+                replica: replica.clone(),
+                attempts: 1,
+                source: Box::new(source),
             }),
-            None => Ok(()),
-        }
+        })))
     }
 
     /// The key of an LTX file.

@@ -22,12 +22,17 @@
 //! On any failure (or a panic, or the restore future being dropped) the
 //! output path is left as it was, the temporary files are removed, and the
 //! error names the file and TXID at fault.
+//!
+//! A replica with no LTX file but a Litestream v0.3 backup (`generations/`)
+//! is restored by [`v03`], as is [`RestoreTarget::Generation`] on any
+//! replica; the same temporary files, checks and publication apply.
 
 #[cfg(feature = "dbpage")]
 pub mod dbpage;
 #[cfg(feature = "dbpage")]
 pub mod follow;
 pub mod merge;
+pub mod v03;
 use crate::chain;
 
 use std::fs::File;
@@ -59,6 +64,16 @@ pub enum RestoreTarget {
     /// [`chain::point_at_time`]; monotonic even when a clock step made the
     /// timestamps go backwards).
     Timestamp(DateTime<Utc>),
+    /// A generation of the replica's Litestream v0.3 backup: its latest
+    /// state, or its state at the end of a WAL index (as v0.3's `restore
+    /// -generation G -index N`). The replica's LTX files, if any, are not
+    /// read.
+    Generation {
+        /// The generation.
+        generation: v03::Generation,
+        /// The last WAL index to apply (`None`: all of them).
+        index: Option<u32>,
+    },
 }
 
 /// Restore settings.
@@ -124,6 +139,10 @@ pub struct RestoreReport {
     pub checksum_verified: bool,
     /// Wall time in milliseconds.
     pub millis: u64,
+    /// For a restore from a Litestream v0.3 backup (whose states have no
+    /// TXID: `txid` is then 0): the generation and WAL index restored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub litestream_v03: Option<v03::V03Point>,
 }
 
 /// Errors of a restore. Each names what was at fault.
@@ -228,6 +247,33 @@ pub enum RestoreError {
     Integrity {
         /// SQLite's report.
         message: String,
+    },
+    /// An object of a Litestream v0.3 backup is damaged: it does not
+    /// decompress, fails a checksum, or is not what its name says.
+    #[error(
+        "Litestream v0.3 object {object} in {replica} is damaged: {reason}; nothing was written. \
+         Restore another point (--generation/--index, --timestamp) or replace the object from another copy"
+    )]
+    V03Damaged {
+        /// The replica URL.
+        replica: String,
+        /// The object's key, relative to the replica.
+        object: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An object a Litestream v0.3 restore needs is not in the replica.
+    #[error(
+        "Litestream v0.3 object {object} is missing from {replica} ({reason}); nothing was written. \
+         Restore an earlier point (--generation/--index, --timestamp) or put the object back"
+    )]
+    V03Missing {
+        /// The replica URL.
+        replica: String,
+        /// The key the object would have, relative to the replica.
+        object: String,
+        /// How it was noticed.
+        reason: String,
     },
     /// Storage error.
     #[error(transparent)]
@@ -339,6 +385,12 @@ pub async fn plan_restore(
                         "every state of the replica is newer than that time (its first was committed after it)".into(),
                     )
                 })?,
+            RestoreTarget::Generation { .. } => {
+                return Err(no_point(
+                    describe(target),
+                    "a generation names a Litestream v0.3 backup, and LTX files have none".into(),
+                ));
+            }
         };
     match chain::plan_chain(files, Txid(0), to) {
         Some(chain) if !chain.is_empty() => Ok(chain),
@@ -360,6 +412,10 @@ fn describe(target: RestoreTarget) -> String {
         RestoreTarget::Latest => "the latest state".into(),
         RestoreTarget::Txid(t) => format!("TXID {t}"),
         RestoreTarget::Timestamp(ts) => ts.to_rfc3339(),
+        RestoreTarget::Generation { generation, index } => match index {
+            Some(i) => format!("generation {generation} WAL index {i:08x}"),
+            None => format!("generation {generation}"),
+        },
     }
 }
 
@@ -687,9 +743,30 @@ pub async fn restore(
             path: output.to_path_buf(),
         });
     }
+    if let RestoreTarget::Generation { generation, index } = opts.target {
+        let target = v03::V03Target::Generation { generation, index };
+        let report = v03::restore(replica, output, target, &opts.progress, started).await?;
+        return Ok(RestoreOutcome::Restored(report));
+    }
     let files = replica.list_all().await?;
     if files.is_empty() {
-        replica.refuse_litestream_v03().await?;
+        if replica.has_litestream_v03().await? {
+            let target = match opts.target {
+                RestoreTarget::Timestamp(ts) => v03::V03Target::Timestamp(ts),
+                RestoreTarget::Txid(t) => {
+                    return Err(RestoreError::NoRestorePoint {
+                        target: format!("TXID {t}"),
+                        replica: replica.to_string(),
+                        reason: "the replica holds a Litestream v0.3 backup, whose states have no TXID; \
+                                 name one with --generation and --index (see `litevault ltx URL --v03`)"
+                            .into(),
+                    });
+                }
+                RestoreTarget::Latest | RestoreTarget::Generation { .. } => v03::V03Target::Latest,
+            };
+            let report = v03::restore(replica, output, target, &opts.progress, started).await?;
+            return Ok(RestoreOutcome::Restored(report));
+        }
         if opts.if_replica_exists {
             return Ok(RestoreOutcome::SkippedNoReplica);
         }
@@ -802,6 +879,7 @@ async fn restore_chain(
         checksum: merged.table.value(),
         checksum_verified: merged.verified,
         millis: started.elapsed().as_millis() as u64,
+        litestream_v03: None,
     })
 }
 

@@ -48,6 +48,22 @@ impl Follower {
                 // or `if_replica_exists`, which `ropts` leaves false.
                 _ => unreachable!("no skip option was set"),
             };
+            if report.litestream_v03.is_some() {
+                // A v0.3 backup has no TXIDs to follow from.
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(super::super::sibling(&staged, suffix));
+                }
+                return Err(FollowError::Restore(
+                    RestoreError::NoRestorePoint {
+                        target: "a state to follow".into(),
+                        replica: replica.to_string(),
+                        reason: "the replica holds only a Litestream v0.3 backup, which cannot be followed: \
+                                 restore it once (litevault restore URL -o DB), or follow the LTX history \
+                                 `replicate` writes beside it"
+                            .into(),
+                    },
+                ));
+            }
             let mut page1 = vec![0u8; 100];
             std::fs::File::open(&staged)
                 .and_then(|mut f| f.read_exact(&mut page1))
