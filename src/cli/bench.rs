@@ -42,7 +42,7 @@ Example:
 #[derive(Parser, Debug)]
 pub struct Args {
     /// SQLite on local disk: a directory (or a file path, whose directory is
-    /// used). The benchmark creates and removes litevault-bench-<dataset>.db
+    /// used). The benchmark creates and removes `litevault-bench-<dataset>.db`
     /// there.
     #[arg(long, value_name = "DIR")]
     sqlite: Option<PathBuf>,

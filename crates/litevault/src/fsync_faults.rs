@@ -1,7 +1,7 @@
 //! Test facility: makes fsyncs of the local state fail on demand.
 //!
 //! Every fsync of the local LTX store (files and folders) and of the saved
-//! position and page table goes through [`sync_all`]. Unless a test arms it
+//! position and page table goes through `sync_all`. Unless a test arms it
 //! with [`arm`], it only runs the real `File::sync_all`; armed, the next `n`
 //! fsyncs of paths under the given folder fail with `EIO` instead (the
 //! real fsync is then not run), which is what a failing disk or a lost

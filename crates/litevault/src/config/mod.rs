@@ -2,7 +2,7 @@
 //! litevault's own keys.
 //!
 //! [`Config::load`] reads a file; [`Config::parse`] does the rest without
-//! I/O: `$VAR` expansion ([`env`]), YAML with locations ([`raw`]), then
+//! I/O: `$VAR` expansion ([`mod@env`]), YAML with locations ([`raw`]), then
 //! validation and defaults into the resolved model ([`Config`],
 //! [`DbConfig`], [`ReplicaConfig`]). Every default is in [`defaults`].
 //!

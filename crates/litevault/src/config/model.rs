@@ -24,7 +24,7 @@ pub struct Config {
     pub dbs: Vec<DbConfig>,
     /// HTTP bind address (`addr`, or `http.addr`), e.g. `:9090`, or
     /// `systemd` for the socket systemd socket activation passed
-    /// ([`crate::server::systemd`]); `None` disables the server.
+    /// (`server::systemd`, with the `http` feature); `None` disables the server.
     pub addr: Option<String>,
     /// `/readyz` fails once a database lags more than this.
     pub readyz_max_lag: Duration,

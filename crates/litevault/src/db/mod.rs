@@ -532,7 +532,7 @@ impl WatchedDb {
     /// Blocking: call from a blocking thread.
     ///
     /// Only what SQLite counts as committed is read: the WAL up to the frame
-    /// the wal-index names (see [`committed`]). A file is prepared only when
+    /// the wal-index names (see `committed`). A file is prepared only when
     /// its frames chain from the shipped position exactly to that frame;
     /// otherwise the shipped position is not on SQLite's committed history,
     /// and the pages are compared instead (resync).

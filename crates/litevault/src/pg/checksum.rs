@@ -1,6 +1,6 @@
 //! Per-table content checksums (pure), computed the same way on both sides.
 //!
-//! A row's hash is SHA-256 over its fields in their [canonical](super::value::canonical)
+//! A row's hash is SHA-256 over its fields in their [canonical](super::value::canonical())
 //! form, each preceded by its length (-1 for NULL). The table checksum is the
 //! wrapping sum of the first 128 bits of every row hash, so it does not
 //! depend on row order (tables are read back without sorting, and loaded in

@@ -15,7 +15,7 @@ use super::ident::quote;
 pub enum Tok {
     /// An unquoted word (keyword or name).
     Word(String),
-    /// A quoted identifier ("x", [x] or `x`), unescaped.
+    /// A quoted identifier (`"x"`, `[x]` or `` `x` ``), unescaped.
     Quoted(String),
     /// A string literal, as written (with its quotes).
     Str(String),

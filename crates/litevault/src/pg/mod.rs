@@ -12,9 +12,9 @@
 //!
 //! I/O:
 //! - [`source`]: reads a SQLite schema and value statistics,
-//! - [`export`]: SQLite -> PostgreSQL, verified (planning, loading and
+//! - [`mod@export`]: SQLite -> PostgreSQL, verified (planning, loading and
 //!   reading back in their own files),
-//! - [`import`]: PostgreSQL -> SQLite, verified (the catalog read, the SQLite
+//! - [`mod@import`]: PostgreSQL -> SQLite, verified (the catalog read, the SQLite
 //!   DDL and the load in their own files),
 //! - [`tls`]: rustls for the connections, libpq's `sslmode` meanings.
 

@@ -4,7 +4,7 @@
 //! inside an LTX file are sorted), by the one page merge the compactor uses
 //! too ([`ltx::merge`]): the newest version of each page wins, and a page
 //! above the size a later file committed is dropped. At most
-//! [`MERGE_FAN_IN`] replica files are open at once: a longer chain is merged
+//! `MERGE_FAN_IN` replica files are open at once: a longer chain is merged
 //! group by group, each group into a *run* (its surviving pages, in order,
 //! LZ4-compressed, in the staging folder), and the runs are merged last
 //! (again by groups when there are many). Memory is bounded by the group

@@ -1,6 +1,6 @@
 //! Restore: rebuild a database from a replica, verified, atomically.
 //!
-//! 1. **Plan** ([`plan`]): the fewest contiguous files, across levels, that
+//! 1. **Plan** (`plan`): the fewest contiguous files, across levels, that
 //!    reach the target TXID.
 //! 2. **Fetch** them concurrently (small files in memory, large ones streamed
 //!    to a staging folder beside the output; a local folder's files are read
@@ -8,7 +8,7 @@
 //! 3. **Merge** ([`merge`]): one k-way pass over the files' page streams
 //!    (pages inside an LTX file are sorted); the newest version of each page
 //!    wins and pages past a later commit size are dropped; each page is
-//!    written once, to `OUT.tmp`. At most [`merge::MERGE_FAN_IN`] files are
+//!    written once, to `OUT.tmp`. At most `merge::MERGE_FAN_IN` files are
 //!    open at once: a longer chain is merged by groups into sorted runs first.
 //!    Every page up to the size the last file claims must come, in order: the
 //!    first page skipped stops the merge, so nothing is allocated or written
