@@ -205,6 +205,47 @@ fn a_long_history_compacts_and_expires() {
     }
 }
 
+/// A replicator that never lives as long as a level's interval (restarted
+/// every minute; level 2 every 5 minutes) still compacts into that level:
+/// the schedule counts from the replica's files, not from each start.
+#[test]
+fn restarts_more_often_than_a_level_interval_still_compact_into_it() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let mut c = create_db(&db, 1024);
+        Workload::init(&c);
+        let now = Arc::new(AtomicI64::new(1_800_000_000_000));
+        let replica = Replica::open(&file_url(&dir.path().join("replica"))).unwrap();
+        for k in 1..=20 {
+            let n = now.clone();
+            let rep = Replicator::open(
+                &db,
+                replica.clone(),
+                opts(Clock::from_fn(move || n.load(Ordering::SeqCst))),
+            )
+            .await
+            .unwrap();
+            Workload::apply(&mut c, k).unwrap();
+            rep.sync_all().await.unwrap();
+            now.fetch_add(60_000, Ordering::SeqCst);
+            rep.maintain().await.unwrap();
+            rep.run(async {}).await.unwrap();
+        }
+        let files = replica.list_all().await.unwrap();
+        let level2 = files.iter().filter(|f| f.level == 2).count();
+        assert!(
+            level2 >= 2,
+            "20 minutes of one-minute runs compact into level 2 (5 min): {files:?}"
+        );
+        let out = dir.path().join("out.db");
+        restore(&replica, &out, &RestoreOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(Workload::check_prefix(&out), 20);
+    });
+}
+
 /// How a store deletes many files: all in one request (S3 `DeleteObjects`,
 /// Azure Blob Batch) or one request per file (GCS).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

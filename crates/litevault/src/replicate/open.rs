@@ -586,6 +586,27 @@ impl Replicator {
                 last_error: err.clone(),
                 ..Default::default()
             };
+            // Each level's compaction is due an interval after the newest
+            // file at that level, as the replica says, not after this
+            // start: a replicator restarted more often than a level's
+            // interval must still compact into it. A level with no file yet
+            // counts from the oldest file below it (what waits to be
+            // compacted into it), and an empty replica from now.
+            let compacted_at = std::array::from_fn(|level| {
+                let newest_at = files
+                    .iter()
+                    .filter(|f| usize::from(f.level) == level)
+                    .map(|f| f.created)
+                    .max();
+                let oldest_below = || {
+                    files
+                        .iter()
+                        .filter(|f| usize::from(f.level) < level)
+                        .map(|f| f.created)
+                        .min()
+                };
+                newest_at.or_else(oldest_below).or(Some(now))
+            });
             slots.push(Slot {
                 maintaining: tokio::sync::Mutex::new(()),
                 state: tokio::sync::Mutex::new(SlotState {
@@ -593,7 +614,7 @@ impl Replicator {
                     checksum: rc,
                     needs_snapshot,
                     files,
-                    compacted_at: [Some(now); 10],
+                    compacted_at,
                     retention_at: None,
                     lease: leases.next().flatten(),
                     lease_lost: None,
