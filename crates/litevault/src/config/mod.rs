@@ -236,4 +236,6 @@ impl Config {
 }
 
 #[cfg(test)]
+mod replica_tests;
+#[cfg(test)]
 mod tests;
