@@ -246,8 +246,9 @@ def kind(c: str) -> str:
 # --------------------------------------------------------------------------
 # LTX: enough to read the marker out of an L0 file (pure Python LZ4 block)
 
-def lz4_block(src: bytes, size_hint: int = 4096) -> bytes:
-    out = bytearray()
+def lz4_into(src: bytes, out: bytearray) -> None:
+    """One LZ4 block decoded onto the end of `out` (which may hold earlier
+    linked blocks it refers back to)."""
     i, n = 0, len(src)
     while i < n:
         token = src[i]
@@ -283,6 +284,11 @@ def lz4_block(src: bytes, size_hint: int = 4096) -> bytes:
         else:
             for k in range(ml):
                 out.append(out[start + k])
+
+
+def lz4_block(src: bytes, size_hint: int = 4096) -> bytes:
+    out = bytearray()
+    lz4_into(src, out)
     return bytes(out)
 
 

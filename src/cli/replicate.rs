@@ -13,7 +13,7 @@ use litevault::server::{self, Server, ServerOptions, ServerState};
 use litevault::units::parse_duration;
 use litevault::{ReplicateOptions, Replicator, replica::Replica};
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Clone, Debug)]
 pub struct Args {
     /// The SQLite database (in WAL mode). Without it, the databases of the
     /// config file are replicated.
@@ -33,10 +33,16 @@ pub struct Args {
     /// Ship what is committed now, then exit.
     #[arg(long)]
     once: bool,
-    /// How often to look at the WAL for new commits (`10ms`, `1s`; at
-    /// least 1 ms). Overrides the config's `poll-interval`.
+    /// How often to look at the WAL for new commits where the kernel's
+    /// change notifications (inotify) are not available, and how often to
+    /// check beside them (`250ms`, `1s`; at least 1 ms). Overrides the
+    /// config's `poll-interval`.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     poll_interval: Option<Duration>,
+    /// Poll the WAL every `--poll-interval` instead of waking on the
+    /// kernel's change notifications (inotify).
+    #[arg(long)]
+    no_notifications: bool,
     /// PASSIVE checkpoint once the WAL holds this many frames (0: never).
     #[arg(long)]
     checkpoint_pages: Option<u64>,
@@ -137,6 +143,9 @@ impl Args {
     /// Applies the command-line flags over options from defaults or the
     /// config file.
     fn apply(&self, opts: &mut ReplicateOptions) {
+        if self.no_notifications {
+            opts.change_notifications = false;
+        }
         if let Some(d) = self.poll_interval {
             opts.poll_interval = d.max(Duration::from_millis(1));
         }
@@ -189,6 +198,10 @@ struct Job {
     db: PathBuf,
     replicas: Vec<Replica>,
     opts: ReplicateOptions,
+    /// The watched directory (index into the watchers) it was found in:
+    /// its replicator then runs under that watcher, which stops it if the
+    /// database is removed.
+    watcher: Option<usize>,
 }
 
 fn page_size(db: &std::path::Path) -> u32 {
@@ -203,39 +216,67 @@ struct FromConfig {
     exec: Option<String>,
     addr: Option<String>,
     readyz_max_lag: Option<Duration>,
+    /// The watched `dir` sources, and how to make a new database's options.
+    watch: Option<(Vec<config::DirWatch>, super::watched::MakeOptions)>,
 }
 
 fn jobs_from_config(a: &Args) -> anyhow::Result<(Vec<Job>, FromConfig)> {
     let path = config::locate(a.config.as_deref())?;
-    let cfg = Config::load(&path, &LoadOptions::default())?;
+    let cfg = std::sync::Arc::new(Config::load(&path, &LoadOptions::default())?);
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
+    let make: super::watched::MakeOptions = {
+        let (cfg, a) = (cfg.clone(), a.clone());
+        std::sync::Arc::new(move |db: &config::DbConfig| {
+            let page = match &db.source {
+                config::DbSource::Path(p) => page_size(p),
+                config::DbSource::Dir { .. } => 4096,
+            };
+            let mut opts = cfg.replicate_options(db, page);
+            a.apply(&mut opts);
+            opts
+        })
+    };
     let mut jobs = Vec::new();
-    for db in cfg.expand_dbs()? {
-        let config::DbSource::Path(p) = &db.source else {
-            continue;
-        };
-        let replicas = db
-            .replicas
-            .iter()
-            .map(|r| r.open())
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut opts = cfg.replicate_options(&db, page_size(p));
-        a.apply(&mut opts);
-        jobs.push(Job {
-            db: p.clone(),
-            replicas,
-            opts,
+    let mut watchers = Vec::new();
+    for entry in &cfg.dbs {
+        let dbs = entry.instances()?;
+        let paths = dbs.iter().filter_map(|d| match &d.source {
+            config::DbSource::Path(p) => Some(p.clone()),
+            config::DbSource::Dir { .. } => None,
         });
+        let watcher = config::DirWatch::new(entry, paths).map(|w| {
+            watchers.push(w);
+            watchers.len() - 1
+        });
+        for db in dbs {
+            let config::DbSource::Path(p) = &db.source else {
+                continue;
+            };
+            let replicas = db
+                .replicas
+                .iter()
+                .map(|r| r.open())
+                .collect::<Result<Vec<_>, _>>()?;
+            jobs.push(Job {
+                db: p.clone(),
+                replicas,
+                opts: make(&db),
+                watcher,
+            });
+        }
     }
-    if jobs.is_empty() {
+    // The checks across entries (one replica shared by two databases).
+    cfg.expand_dbs()?;
+    if jobs.is_empty() && watchers.is_empty() {
         anyhow::bail!("{} lists no database to replicate", path.display());
     }
     let from = FromConfig {
         exec: cfg.exec.clone(),
         addr: cfg.addr.clone(),
         readyz_max_lag: Some(cfg.readyz_max_lag),
+        watch: (!watchers.is_empty()).then_some((watchers, make)),
     };
     Ok((jobs, from))
 }
@@ -275,11 +316,12 @@ async fn start_http(
     plan: Option<(Listen, ServerOptions)>,
     replicators: &[Replicator],
     mut stop: watch::Receiver<bool>,
-) -> anyhow::Result<Option<tokio::task::JoinHandle<Result<(), server::ServerError>>>> {
+) -> anyhow::Result<Option<Http>> {
     let Some((listen, opts)) = plan else {
         return Ok(None);
     };
     let state = ServerState::new(replicators.to_vec(), opts);
+    let served = state.clone();
     let (srv, how) = match listen {
         Listen::Addr(addr) => (Server::bind(addr, state).await?, ""),
         Listen::Passed(l) => (
@@ -288,18 +330,22 @@ async fn start_http(
         ),
     };
     tracing::info!("HTTP server{how} listening on http://{}", srv.local_addr()?);
-    Ok(Some(tokio::spawn(srv.run(async move {
+    let task = tokio::spawn(srv.run(async move {
         let _ = stop.wait_for(|s| *s).await;
-    }))))
+    }));
+    Ok(Some((task, served)))
 }
 
+/// The HTTP server running, and what it serves.
+type Http = (
+    tokio::task::JoinHandle<Result<(), server::ServerError>>,
+    ServerState,
+);
+
 /// Stops the HTTP server, letting requests in flight finish for a moment.
-async fn stop_http(
-    http: Option<tokio::task::JoinHandle<Result<(), server::ServerError>>>,
-    stop: &watch::Sender<bool>,
-) {
+async fn stop_http(http: Option<Http>, stop: &watch::Sender<bool>) {
     let _ = stop.send(true);
-    if let Some(mut h) = http {
+    if let Some((mut h, _)) = http {
         match tokio::time::timeout(Duration::from_secs(5), &mut h).await {
             Ok(Ok(Err(e))) => tracing::error!(error = %e, "HTTP server"),
             Ok(_) => {}
@@ -333,6 +379,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
                 db: db.clone(),
                 replicas,
                 opts,
+                watcher: None,
             };
             (vec![job], FromConfig::default())
         }
@@ -349,6 +396,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     // Open every database first: a signal during start-up still ends with a
     // final sync, and the app starts only once all are open.
     let mut replicators = Vec::with_capacity(jobs.len());
+    let mut watcher_of = Vec::with_capacity(jobs.len());
     // With --exec nothing has the databases open before the app starts: one
     // that is behind its replica (an overlapping deploy: the old instance
     // shipped more after this one restored on boot) can take the latest
@@ -391,6 +439,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         };
         tracing::info!(db = %j.db.display(), replicas = ?r.replicas().iter().map(|r| r.to_string()).collect::<Vec<_>>(), txid = %r.local_txid(), "replicating");
         replicators.push(r);
+        watcher_of.push(j.watcher);
         if stopped {
             break;
         }
@@ -421,11 +470,39 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     }
     let (http_stop, http_rx) = watch::channel(false);
     let http = start_http(http, &replicators, http_rx).await?;
+    // The databases of watched directories run under their watcher, which
+    // takes in those created from now on and stops those removed.
+    let watched = from.watch.map(|(watchers, make)| {
+        let mut initial: Vec<Vec<Replicator>> = watchers.iter().map(|_| Vec::new()).collect();
+        let mut rest = Vec::new();
+        for (r, w) in std::mem::take(&mut replicators)
+            .into_iter()
+            .zip(&watcher_of)
+        {
+            match w.and_then(|i| initial.get_mut(i)) {
+                Some(list) => list.push(r),
+                None => rest.push(r),
+            }
+        }
+        replicators = rest;
+        super::watched::Watched::start(
+            watchers.into_iter().zip(initial).collect(),
+            make,
+            http.as_ref().map(|h| h.1.clone()),
+        )
+    });
+    let stop_watched = |w: Option<super::watched::Watched>| async move {
+        match w {
+            Some(w) => w.stop().await,
+            None => true,
+        }
+    };
     let exec = a.exec.clone().or(from.exec);
     if let Some(cmd) = exec {
         // A signal that arrived while the databases were opening: do not
         // start the app at all, just the final sync.
         if futures::FutureExt::now_or_never(shutdown.as_mut()).is_some() {
+            stop_watched(watched).await;
             stop_http(http, &http_stop).await;
             for r in replicators {
                 r.run(async {}).await?;
@@ -433,6 +510,10 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         let outcome = litevault::supervise::supervise(replicators, &cmd).await;
+        // The app has exited: the databases it created get their final sync.
+        if !stop_watched(watched).await {
+            tracing::error!("final sync of a database of a watched directory failed");
+        }
         stop_http(http, &http_stop).await;
         let outcome = outcome?;
         for r in &outcome.replication {
@@ -459,6 +540,9 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     shutdown.await;
     let _ = stop_tx.send(true);
     let mut code = ExitCode::SUCCESS;
+    if !stop_watched(watched).await {
+        code = ExitCode::FAILURE;
+    }
     for t in tasks {
         match t.await {
             Ok((_, Ok(()))) => {}

@@ -32,7 +32,8 @@ impl Args {
     }
 }
 
-/// A status older than this means the replicator is not running.
+/// A status this much older than the replicator's refresh interval means
+/// it is not running.
 const STALE_SECS: i64 = 5;
 
 fn read_status(db: &Path) -> Result<DbStatus, String> {
@@ -47,7 +48,7 @@ fn read_status(db: &Path) -> Result<DbStatus, String> {
     })?;
     let mut st: DbStatus =
         serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
-    if (Utc::now() - st.updated_at).num_seconds() > STALE_SECS {
+    if (Utc::now() - st.updated_at).num_seconds() > st.refresh_secs as i64 + STALE_SECS {
         st.running = false;
     }
     Ok(st)

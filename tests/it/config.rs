@@ -220,7 +220,7 @@ fn explain_shows_defaults_origins_and_redacts_secrets() {
         get("dbs[0].replicas[1].url")["value"],
         "file:///var/backups/app"
     );
-    assert_eq!(get("dbs[0].poll-interval")["value"], "10ms");
+    assert_eq!(get("dbs[0].poll-interval")["value"], "1s");
     assert_eq!(get("dbs[0].poll-interval")["origin"]["from"], "default");
     assert_eq!(get("levels[1].interval")["value"], "L2 5m");
     assert_eq!(get("dbs[0].snapshot.retention")["value"], "24h");

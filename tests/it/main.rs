@@ -24,6 +24,7 @@ mod crash;
 mod deploy;
 mod embedded;
 mod faults;
+mod fleet;
 mod follow;
 mod hostile_replicas;
 mod http;

@@ -18,10 +18,13 @@ const fn secs(n: u64) -> Duration {
 /// of the batching delay, as in Litestream.
 pub const SYNC_INTERVAL: Duration = secs(1);
 
-/// How often the WAL is looked at for new commits. Litestream calls it
-/// `monitor-interval` and defaults to 1s; litevault polls every 10ms
-/// because a look costs one `stat` and keeps lag low.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// How often the WAL is looked at for new commits when the kernel's change
+/// notifications (inotify) are not available, and how often it is checked
+/// with a `stat` beside them, in case one was missed. Litestream calls it
+/// `monitor-interval` and polls at this interval always. With
+/// notifications (the usual case on Linux), a commit wakes its replicator
+/// at once whatever this is.
+pub const POLL_INTERVAL: Duration = secs(1);
 
 /// Compaction levels L1, L2, L3 (Litestream's `DefaultCompactionLevels`).
 pub const COMPACTION_LEVELS: [Duration; 3] = [secs(30), secs(5 * 60), secs(3600)];

@@ -38,7 +38,8 @@
 //! `vault` embeds a replicator in the app (it hands out the connections;
 //! durable commits); `supervise` runs the app as a child of the replicator.
 //! Beside the flow: `config` (the YAML file, compatible with `litestream.yml`),
-//! `defaults` (every default, in one place) and `units` (durations and sizes,
+//! `defaults` (every default, in one place), `notify` (the kernel's change
+//! notifications, which wake the replicators instead of a poll) and `units` (durations and sizes,
 //! one grammar for flags, the file and HTTP), `content` (row-level digest used
 //! to compare databases), `progress` (how long operations report), `task`
 //! (blocking work off the async threads), `redact`, `pg` (feature `pg`:
@@ -71,6 +72,7 @@ pub mod content;
 pub mod db;
 pub mod defaults;
 pub mod fsync_faults;
+pub mod notify;
 #[cfg(feature = "pg")]
 pub mod pg;
 pub mod progress;

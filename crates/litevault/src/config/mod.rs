@@ -11,7 +11,7 @@
 //! | Litestream key | litevault |
 //! |---|---|
 //! | `dbs[].path` | [`DbSource::Path`] (`~` and `sqlite://` handled, relative to the working directory, as Litestream) |
-//! | `dbs[].dir`, `pattern`, `recursive`, `watch` | [`DbSource::Dir`]; [`DbSource::expand`] and [`DbConfig::instances`] find the databases |
+//! | `dbs[].dir`, `pattern`, `recursive`, `watch` | [`DbSource::Dir`]; [`DbSource::expand`] and [`DbConfig::instances`] find the databases; with `watch`, [`DirWatch`] picks up those created and lets go of those removed while running |
 //! | `dbs[].replica` (v0.5) / `replicas` (before v0.5) | [`DbConfig::replicas`]; litevault allows several |
 //! | replica `url`, or `type` + `bucket` + `path` + `endpoint` + `region` + `force-path-style` + `skip-verify` | [`ReplicaConfig::url`], canonical, the form [`crate::Replica::open`] takes |
 //! | `s3://` hosts such as `bkt.s3.REGION.amazonaws.com`, `bkt.host:port` (MinIO), DigitalOcean, Backblaze, Filebase, Scaleway | bucket, region, endpoint and path style, as Litestream's `s3.ParseHost` |
@@ -55,6 +55,7 @@
 //! `/etc/litevault.yml` ([`locate`]).
 
 use crate::defaults;
+pub mod dirwatch;
 pub mod env;
 pub mod glob;
 mod model;
@@ -64,6 +65,7 @@ use crate::units;
 
 use std::path::{Path, PathBuf};
 
+pub use dirwatch::{DirChanges, DirWatch};
 pub use model::{
     CheckpointPolicy, CompactionLevel, CompactionLevels, Config, DbConfig, DbSource, LeaseConfig,
     LogFormat, LogLevel, LoggingConfig, Origin, ReplicaConfig, ReplicaKind, RetentionPolicy,

@@ -217,19 +217,25 @@ impl DbConfig {
                 pattern: pattern.to_string(),
             });
         }
-        let mut out = Vec::new();
-        for path in found {
-            let rel = path.strip_prefix(dir).unwrap_or(&path).to_path_buf();
-            let mut db = self.clone();
-            db.source = DbSource::Path(path);
-            db.replicas = self
-                .replicas
-                .iter()
-                .map(|r| r.for_relative_path(&rel))
-                .collect();
-            out.push(db);
-        }
-        Ok(out)
+        Ok(found.into_iter().map(|p| self.instance(p)).collect())
+    }
+
+    /// The entry of one database of this `dir` source: its path, and each
+    /// replica under the database's path relative to the directory (the
+    /// entry itself for a `path` source).
+    pub fn instance(&self, path: PathBuf) -> DbConfig {
+        let DbSource::Dir { dir, .. } = &self.source else {
+            return self.clone();
+        };
+        let rel = path.strip_prefix(dir).unwrap_or(&path).to_path_buf();
+        let mut db = self.clone();
+        db.source = DbSource::Path(path);
+        db.replicas = self
+            .replicas
+            .iter()
+            .map(|r| r.for_relative_path(&rel))
+            .collect();
+        db
     }
 }
 
@@ -276,6 +282,39 @@ impl DbSource {
     }
 }
 
+/// The files under `dir` whose name matches `pattern` (in subdirectories
+/// too when `recursive`, as [`DbSource::expand`] looks), SQLite databases
+/// or not, and the directories looked in.
+pub(crate) fn matching_files(
+    dir: &Path,
+    pattern: &Pattern,
+    recursive: bool,
+    files: &mut Vec<PathBuf>,
+    dirs: &mut Vec<PathBuf>,
+) -> std::io::Result<()> {
+    dirs.push(dir.to_path_buf());
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let ty = entry.file_type()?;
+        let name = entry.file_name();
+        if ty.is_dir() {
+            if recursive {
+                // A subdirectory removed meanwhile is not an error.
+                match matching_files(&path, pattern, recursive, files, dirs) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    r => r?,
+                }
+            }
+            continue;
+        }
+        if pattern.matches(&name.to_string_lossy()) {
+            files.push(path);
+        }
+    }
+    Ok(())
+}
+
 fn scan(
     dir: &Path,
     pattern: &Pattern,
@@ -300,7 +339,8 @@ fn scan(
     Ok(())
 }
 
-fn is_sqlite(path: &Path) -> bool {
+/// Whether the file starts with SQLite's header.
+pub(crate) fn is_sqlite(path: &Path) -> bool {
     use std::io::Read;
     let mut header = [0u8; 16];
     std::fs::File::open(path)

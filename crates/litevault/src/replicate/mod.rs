@@ -222,6 +222,10 @@ struct Inner {
     /// The highest counted commit known to be in the local store, and the
     /// TXID that holds it.
     covered: watch::Sender<(u64, Txid)>,
+    /// What the status file last said (the time it was taken aside), and
+    /// when it was written: it is rewritten only when that changes, or
+    /// after [`status::STATUS_REFRESH`].
+    status_written: Mutex<Option<(Vec<u8>, std::time::Instant)>>,
 }
 
 /// Replicates one database to one or more replicas.

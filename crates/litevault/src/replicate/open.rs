@@ -653,6 +653,7 @@ impl Replicator {
                 upload_done: tokio::sync::Notify::new(),
                 commit_counter: std::sync::OnceLock::new(),
                 covered: watch::channel((0, txid)).0,
+                status_written: Mutex::new(None),
             }),
         })
     }

@@ -12,8 +12,14 @@ use crate::db::CheckpointOptions;
 /// Settings of the shipping loop.
 #[derive(Clone, Debug)]
 pub struct ReplicateOptions {
-    /// How often the WAL is looked at for new commits.
+    /// How often the WAL is looked at for new commits when change
+    /// notifications are off or not available; with them, how often a
+    /// `stat` checks that none was missed.
     pub poll_interval: Duration,
+    /// Wake on the kernel's change notifications for the database and its
+    /// WAL (inotify; see [`crate::notify`]) instead of polling. Where they
+    /// are not available the WAL is polled every `poll_interval`.
+    pub change_notifications: bool,
     /// Checkpoint thresholds.
     pub checkpoint: CheckpointOptions,
     /// Time allowed for the final sync at shutdown.
@@ -28,10 +34,11 @@ pub struct ReplicateOptions {
     /// One writer per replica: the lease each replicator takes (`None`:
     /// no lease, for replicas another mechanism protects).
     pub lease: Option<LeaseOptions>,
-    /// Least time between two uploads of new transactions to one replica.
-    /// The first commit after a quiet spell ships at once; under a steady
-    /// load, commits are batched into one upload per interval (as
-    /// Litestream's `sync-interval`), which bounds the PUT requests.
+    /// Average time between two uploads of new transactions to one
+    /// replica. Sparse commits ship at once (a burst of a few uploads is
+    /// allowed); under a steady load, commits are batched into one upload
+    /// per interval (as Litestream's `sync-interval`), which bounds the PUT
+    /// requests.
     pub sync_interval: Duration,
     /// Group commit for an embedded writer: after its commit hook wakes the
     /// shipper, wait this long for more commits before taking them in, so
@@ -77,6 +84,7 @@ impl Default for ReplicateOptions {
         use crate::defaults;
         ReplicateOptions {
             poll_interval: defaults::POLL_INTERVAL,
+            change_notifications: true,
             checkpoint: CheckpointOptions::default(),
             shutdown_timeout: defaults::SHUTDOWN_TIMEOUT,
             litestream_compat: defaults::LITESTREAM_COMPAT,

@@ -1,6 +1,7 @@
 //! The run loop: a push task and a maintenance task per replica, the
-//! producer polling the WAL (or woken by an embedded writer), the status
-//! file, and the shutdown's final sync.
+//! producer woken by the kernel's change notifications for the WAL (or by
+//! an embedded writer; polling where neither is there), the status file,
+//! and the shutdown's final sync.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -53,7 +54,7 @@ impl Replicator {
                 let mut head = me.inner.head.subscribe();
                 let mut backoff = Duration::ZERO;
                 let tick = Duration::from_secs(1);
-                let mut last_push: Option<Instant> = None;
+                let mut uploads = UploadBudget::new(me.inner.opts.sync_interval);
                 loop {
                     let wait = if backoff.is_zero() { tick } else { backoff };
                     tokio::select! {
@@ -61,16 +62,13 @@ impl Replicator {
                         _ = head.changed(), if backoff.is_zero() => {}
                         _ = tokio::time::sleep(wait) => {}
                     }
-                    // Batch under a steady load: at most one upload per
-                    // sync interval (the first after a quiet spell at once).
-                    let spacing = me.inner.opts.sync_interval;
-                    if let Some(at) = last_push {
-                        let since: Duration = Instant::now() - at;
-                        if since < spacing {
-                            tokio::select! {
-                                _ = stop.changed() => break,
-                                _ = tokio::time::sleep(spacing - since) => {}
-                            }
+                    // Batch under a steady load: one upload per sync
+                    // interval on average; sparse commits ship at once.
+                    let hold = uploads.wait();
+                    if !hold.is_zero() {
+                        tokio::select! {
+                            _ = stop.changed() => break,
+                            _ = tokio::time::sleep(hold) => {}
                         }
                     }
                     let before = *me.inner.slots[i].shipped.borrow();
@@ -82,7 +80,7 @@ impl Replicator {
                         Ok(()) => {
                             backoff = Duration::ZERO;
                             if *me.inner.slots[i].shipped.borrow() != before {
-                                last_push = Some(Instant::now());
+                                uploads.spend();
                             }
                         }
                         Err(e) => {
@@ -128,20 +126,39 @@ impl Replicator {
         // second: a commit the index shows late ships within half as long
         // again, at a dozen looks per change.
         let mut observed = (None, Instant::now());
-        let mut look_again: Option<Instant> = None;
+        // A look at once when the loop starts (after it subscribed to the
+        // change notifications): a commit made since the open raised none.
+        let mut look_again: Option<Instant> = Some(Instant::now());
         // "Long ago", where the platform's clock can say so.
         let long_ago = |d: Duration| Instant::now().checked_sub(d).unwrap_or_else(Instant::now);
         let mut last_full = long_ago(Duration::from_secs(3600));
         let mut backoff = Duration::ZERO;
         let poll = self.inner.opts.poll_interval;
+        let recheck = poll.min(RECHECK);
         let mut status_at = long_ago(Duration::from_secs(60));
+        // The kernel's notifications for the database and its WAL (see
+        // `crate::notify`): a write wakes this loop at once, and the poll is
+        // only a safety net. Without them, the poll finds the changes.
+        let changes = self.change_notifications();
         loop {
-            let wait = poll.max(backoff);
+            let notified = changes.as_ref().is_some_and(|c| c.is_live());
+            let mut wait = poll.max(backoff);
+            if let Some(at) = look_again {
+                wait = wait.min(at.saturating_duration_since(Instant::now()));
+            }
             let mut woken = false;
+            let mut changed = false;
+            let change = async {
+                match &changes {
+                    Some(c) => c.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.inner.wake.notified(), if backoff.is_zero() => woken = true,
+                _ = change, if notified && backoff.is_zero() => changed = true,
             }
             if woken && !self.inner.opts.commit_window.is_zero() {
                 // Group commit: let the commits that follow this one join
@@ -154,11 +171,20 @@ impl Replicator {
                 let _ = blocking(move || me.write_status(true)).await;
             }
             let seen = file_stamp(&self.inner.path);
-            if seen != observed.0 {
+            if changed || seen != observed.0 {
                 observed = (seen, Instant::now());
             }
             let due = look_again.is_some_and(|at| Instant::now() >= at);
-            if !woken && !due && seen == last_seen && last_full.elapsed() < Duration::from_secs(1) {
+            // A WAL rewritten in place within the file system's timestamp
+            // granularity keeps its stamp: without notifications it is
+            // looked at in full every second; with them, every write raises
+            // one, and the full look is only a safety net.
+            let full_every = if notified {
+                FULL_LOOK_NOTIFIED
+            } else {
+                Duration::from_secs(1)
+            };
+            if !woken && !changed && !due && seen == last_seen && last_full.elapsed() < full_every {
                 continue;
             }
             // While every replica is busy uploading, what was committed
@@ -199,6 +225,7 @@ impl Replicator {
                     backoff = Duration::ZERO;
                     // More may be waiting: look again at once.
                     last_seen = None;
+                    look_again = Some(Instant::now());
                 }
                 Ok(SyncOutcome::UpToDate) => {
                     backoff = Duration::ZERO;
@@ -206,9 +233,10 @@ impl Replicator {
                     last_full = Instant::now();
                     let age = observed.1.elapsed();
                     look_again = (age < Duration::from_secs(1))
-                        .then(|| Instant::now() + (age / 2).max(poll));
+                        .then(|| Instant::now() + (age / 2).max(recheck));
                 }
                 Err(e) => {
+                    look_again = None;
                     backoff =
                         (backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(10));
                     tracing::warn!(db = %self.inner.path.display(), error = %e, "taking new commits into the local store failed; retrying in {backoff:?}");
@@ -221,7 +249,16 @@ impl Replicator {
             .store(false, std::sync::atomic::Ordering::Relaxed);
         let timeout = self.inner.opts.shutdown_timeout;
         let _ = tokio::time::timeout(timeout, futures::future::join_all(tasks)).await;
+        // A database removed (a watched directory's): its WAL went with it,
+        // and what the replicas hold is all there is to keep.
+        let removed = !self.inner.path.exists();
+        if removed {
+            tracing::info!(db = %self.inner.path.display(), txid = %self.txid(), "the database was removed: no final sync; the replicas keep what they hold");
+        }
         let done = tokio::time::timeout(timeout, async {
+            if removed {
+                return Ok(self.txid());
+            }
             let txid = self.final_sync().await?;
             if let Err(e) = self.hand_off().await {
                 // Nothing is lost: the replicas hold every commit, and a
@@ -280,6 +317,85 @@ impl Replicator {
     }
 }
 
+/// Uploads of new commits to one replica, paced as a token bucket: one
+/// upload per sync interval on average (Litestream's `sync-interval`, which
+/// bounds the PUT requests a busy database makes), with a burst of
+/// [`UploadBudget::BURST`] so that sparse commits, a few seconds apart or
+/// right after the uploads of a start, ship at once instead of each
+/// waiting out the interval after the one before.
+struct UploadBudget {
+    interval: Duration,
+    tokens: f64,
+    at: Instant,
+}
+
+impl UploadBudget {
+    const BURST: f64 = 3.0;
+
+    fn new(interval: Duration) -> UploadBudget {
+        UploadBudget {
+            interval,
+            tokens: Self::BURST,
+            at: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self) {
+        let now = Instant::now();
+        if !self.interval.is_zero() {
+            let earned = (now - self.at).as_secs_f64() / self.interval.as_secs_f64();
+            self.tokens = (self.tokens + earned).min(Self::BURST);
+        }
+        self.at = now;
+    }
+
+    /// How long to wait before the next upload may start.
+    fn wait(&mut self) -> Duration {
+        if self.interval.is_zero() {
+            return Duration::ZERO;
+        }
+        self.refill();
+        if self.tokens >= 1.0 {
+            Duration::ZERO
+        } else {
+            self.interval.mul_f64(1.0 - self.tokens)
+        }
+    }
+
+    /// An upload that shipped new commits.
+    fn spend(&mut self) {
+        self.refill();
+        self.tokens = (self.tokens - 1.0).max(0.0);
+    }
+}
+
+/// The first look again after a change that showed no new commit (the
+/// frames reach the WAL before SQLite's index shows the commit): then after
+/// half the change's age, until it is a second old.
+const RECHECK: Duration = Duration::from_millis(10);
+
+/// With change notifications, how often the WAL is looked at in full even
+/// when nothing was notified and its stamp did not change.
+const FULL_LOOK_NOTIFIED: Duration = Duration::from_secs(30);
+
+impl Replicator {
+    /// A subscription to the kernel's change notifications for the database
+    /// and its WAL, when asked for and available.
+    fn change_notifications(&self) -> Option<crate::notify::Subscription> {
+        if !self.inner.opts.change_notifications {
+            return None;
+        }
+        let (dir, name) = crate::notify::split(&self.inner.path)?;
+        let mut wal = name.clone();
+        wal.push("-wal");
+        let sub = crate::notify::subscribe(&dir, crate::notify::Names::Only(vec![name, wal]));
+        if sub.is_none() {
+            tracing::info!(db = %self.inner.path.display(), poll = ?self.inner.opts.poll_interval, "no change notifications for this database: polling its WAL");
+        }
+        sub
+    }
+}
+
 /// Size and modification time of the database and its WAL, to notice writes
 /// without opening anything.
 fn file_stamp(db: &Path) -> Option<(u64, SystemTime, u64, SystemTime)> {
@@ -294,4 +410,39 @@ fn file_stamp(db: &Path) -> Option<(u64, SystemTime, u64, SystemTime)> {
         w.and_then(|m| m.modified().ok())
             .unwrap_or(SystemTime::UNIX_EPOCH),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparse_uploads_go_at_once_and_a_steady_stream_is_paced() {
+        let interval = Duration::from_secs(1);
+        let mut b = UploadBudget::new(interval);
+        // A start's uploads and the commits right after: the burst.
+        for _ in 0..3 {
+            assert_eq!(b.wait(), Duration::ZERO);
+            b.spend();
+        }
+        // Then one per interval: the next waits most of one.
+        let w = b.wait();
+        assert!(
+            w > Duration::from_millis(900) && w <= interval,
+            "after the burst the next upload waits about one interval, not {w:?}"
+        );
+        // Time earns uploads back, up to the burst.
+        b.at -= Duration::from_secs(10);
+        assert_eq!(b.wait(), Duration::ZERO);
+        assert!(b.tokens <= UploadBudget::BURST);
+    }
+
+    #[test]
+    fn no_sync_interval_never_waits() {
+        let mut b = UploadBudget::new(Duration::ZERO);
+        for _ in 0..10 {
+            assert_eq!(b.wait(), Duration::ZERO);
+            b.spend();
+        }
+    }
 }

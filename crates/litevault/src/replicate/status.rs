@@ -57,12 +57,25 @@ pub struct DbStatus {
     pub checkpoint_waiting_for_fsync: bool,
     /// When this status was taken.
     pub updated_at: DateTime<Utc>,
+    /// The longest a running replicator leaves this file as it is: it
+    /// writes it when something in it changes, and at least this often.
+    /// A status older than this (and a few seconds) is a replicator that
+    /// stopped without saying so. 0 in files of versions that wrote every
+    /// second.
+    #[serde(default)]
+    pub refresh_secs: u64,
     /// Each replica.
     pub replicas: Vec<ReplicaStatus>,
 }
 
 /// The file a running replicator refreshes its status in.
 pub const STATUS_FILE: &str = "status.json";
+
+/// How often a running replicator rewrites an unchanged status file
+/// ([`DbStatus::refresh_secs`]). Rewriting every second was most of what a
+/// thousand idle databases cost (a file created and renamed per database
+/// per second).
+pub const STATUS_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Replicator {
     /// The first replica.
@@ -152,14 +165,33 @@ impl Replicator {
             checkpoints,
             checkpoint_waiting_for_fsync: lock_or_recover(&self.inner.presync).running,
             updated_at: self.inner.clock.now(),
+            refresh_secs: STATUS_REFRESH.as_secs(),
             replicas,
         }
     }
 
-    /// Writes the status to `.<db>-litevault/status.json` (atomically).
+    /// Writes the status file if what it says changed (the time it was
+    /// taken aside) or it is [`STATUS_REFRESH`] old; `running: false`, the
+    /// last status of a stopping replicator, is always written.
     pub(super) fn write_status(&self, running: bool) {
         let mut st = self.status();
         st.running = running;
+        let content = {
+            let mut c = st.clone();
+            c.updated_at = DateTime::<Utc>::UNIX_EPOCH;
+            serde_json::to_vec(&c).unwrap_or_default()
+        };
+        {
+            let mut last = lock_or_recover(&self.inner.status_written);
+            if running
+                && last
+                    .as_ref()
+                    .is_some_and(|(c, at)| *c == content && at.elapsed() < STATUS_REFRESH)
+            {
+                return;
+            }
+            *last = Some((content, std::time::Instant::now()));
+        }
         let dir = lock_db(&self.inner).state_dir().path().to_path_buf();
         let tmp = dir.join(format!("{STATUS_FILE}.tmp"));
         let ok = std::fs::create_dir_all(&dir).is_ok()

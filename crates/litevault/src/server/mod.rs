@@ -215,44 +215,66 @@ pub struct ServerState {
 }
 
 struct StateInner {
-    dbs: Vec<Replicator>,
+    /// The databases served, in the order given (then added). Taken with
+    /// [`lock_or_recover`] only to copy or change the list.
+    dbs: Mutex<Vec<Arc<Served>>>,
     opts: ServerOptions,
-    /// Per database, per replica. Samples for display: each critical
-    /// section pushes or pops whole samples or clones the rings, so the
-    /// rings stay valid if one is cut short by a panic, and the lock is
-    /// taken with [`lock_or_recover`].
-    lag: Mutex<Vec<Vec<VecDeque<Sample>>>>,
-    /// Per database: the last listing of each replica.
-    files: Vec<tokio::sync::Mutex<Option<Listing>>>,
-    /// Per database: uploads started by `/v1/sync`, one at a time.
-    push: Vec<Arc<PushQueue>>,
+}
+
+/// One database the server serves.
+struct Served {
+    r: Replicator,
+    /// Per replica. Samples for display: each critical section pushes or
+    /// pops whole samples or clones the rings, so the rings stay valid if
+    /// one is cut short by a panic, and the lock is taken with
+    /// [`lock_or_recover`].
+    lag: Mutex<Vec<VecDeque<Sample>>>,
+    /// The last listing of each replica.
+    files: tokio::sync::Mutex<Option<Listing>>,
+    /// Uploads started by `/v1/sync`, one at a time.
+    push: Arc<PushQueue>,
+}
+
+impl Served {
+    fn new(r: Replicator) -> Arc<Served> {
+        Arc::new(Served {
+            lag: Mutex::new(vec![VecDeque::new(); r.replicas().len()]),
+            files: tokio::sync::Mutex::new(None),
+            push: Arc::new(PushQueue::default()),
+            r,
+        })
+    }
 }
 
 impl ServerState {
     /// Serves these databases (their replicators should be running: see
     /// [`Replicator::run`]).
     pub fn new(replicators: Vec<Replicator>, opts: ServerOptions) -> ServerState {
-        let lag = replicators
-            .iter()
-            .map(|r| vec![VecDeque::new(); r.replicas().len()])
-            .collect();
-        let files = replicators
-            .iter()
-            .map(|_| tokio::sync::Mutex::new(None))
-            .collect();
-        let push = replicators
-            .iter()
-            .map(|_| Arc::new(PushQueue::default()))
-            .collect();
         ServerState {
             inner: Arc::new(StateInner {
-                dbs: replicators,
+                dbs: Mutex::new(replicators.into_iter().map(Served::new).collect()),
                 opts,
-                lag: Mutex::new(lag),
-                files,
-                push,
             }),
         }
+    }
+
+    /// Serves one more database (one a watched directory gained), in place
+    /// of one at the same path if there is one.
+    pub fn add(&self, r: Replicator) {
+        let mut dbs = lock_or_recover(&self.inner.dbs);
+        dbs.retain(|d| d.r.path() != r.path());
+        dbs.push(Served::new(r));
+    }
+
+    /// Stops serving the database at `path` (removed from a watched
+    /// directory).
+    pub fn remove(&self, path: &std::path::Path) {
+        lock_or_recover(&self.inner.dbs).retain(|d| d.r.path() != path);
+    }
+
+    /// The databases served now.
+    fn dbs(&self) -> Vec<Arc<Served>> {
+        lock_or_recover(&self.inner.dbs).clone()
     }
 
     /// The options.
@@ -263,8 +285,17 @@ impl ServerState {
     /// The status of every database, taken on a blocking thread: a status
     /// waits for the database lock, which a long resync or checkpoint holds.
     pub async fn statuses(&self) -> Result<Vec<DbStatus>, ServerError> {
-        let dbs = self.inner.dbs.clone();
-        Ok(crate::task::blocking(move || dbs.iter().map(|r| r.status()).collect()).await?)
+        Ok(Self::statuses_of(self.dbs()).await?.1)
+    }
+
+    async fn statuses_of(
+        dbs: Vec<Arc<Served>>,
+    ) -> Result<(Vec<Arc<Served>>, Vec<DbStatus>), crate::task::TaskFailed> {
+        crate::task::blocking(move || {
+            let st = dbs.iter().map(|d| d.r.status()).collect();
+            (dbs, st)
+        })
+        .await
     }
 
     /// Takes one lag sample of every replica (the server does it every
@@ -272,7 +303,7 @@ impl ServerState {
     /// [`router`] in your own app).
     pub async fn sample_lag(&self) {
         let now = Utc::now().timestamp_millis();
-        let statuses = match self.statuses().await {
+        let (dbs, statuses) = match Self::statuses_of(self.dbs()).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "no lag sample this time");
@@ -280,11 +311,11 @@ impl ServerState {
             }
         };
         let cap = self.inner.opts.history.max(1);
-        let mut lag = lock_or_recover(&self.inner.lag);
-        for (d, st) in statuses.iter().enumerate() {
+        for (d, st) in dbs.iter().zip(&statuses) {
+            let mut lag = lock_or_recover(&d.lag);
             for (i, rs) in st.replicas.iter().enumerate() {
-                // One ring per replica of each database, made in `new`.
-                let Some(ring) = lag.get_mut(d).and_then(|l| l.get_mut(i)) else {
+                // One ring per replica, made in `Served::new`.
+                let Some(ring) = lag.get_mut(i) else {
                     continue;
                 };
                 if ring.len() >= cap {
@@ -297,18 +328,15 @@ impl ServerState {
 
     /// The database a `db=` parameter names: its path as given, its file
     /// name (`app.db`) or its file name without extension (`app`).
-    fn find(&self, name: &str) -> Result<usize, (StatusCode, serde_json::Value)> {
-        let matches: Vec<usize> = self
-            .inner
-            .dbs
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| names_db(r.path(), name))
-            .map(|(i, _)| i)
+    fn find(&self, name: &str) -> Result<Arc<Served>, (StatusCode, serde_json::Value)> {
+        let mut matches: Vec<Arc<Served>> = self
+            .dbs()
+            .into_iter()
+            .filter(|d| names_db(d.r.path(), name))
             .collect();
-        match matches.as_slice() {
-            [i] => Ok(*i),
-            [] => Err((
+        match matches.len() {
+            1 => Ok(matches.remove(0)),
+            0 => Err((
                 StatusCode::NOT_FOUND,
                 json!({
                     "error": format!("no database named {name:?}; known: {}", self.known()),
@@ -324,10 +352,9 @@ impl ServerState {
     }
 
     fn known(&self) -> String {
-        self.inner
-            .dbs
+        self.dbs()
             .iter()
-            .map(|r| r.path().display().to_string())
+            .map(|d| d.r.path().display().to_string())
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -593,12 +620,13 @@ async fn sync(
     State(state): State<ServerState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let idx = match q.get("db") {
+    let all = state.dbs();
+    let served = match q.get("db") {
         Some(name) => match state.find(name) {
-            Ok(i) => i,
+            Ok(d) => d,
             Err((code, body)) => return (code, axum::Json(body)).into_response(),
         },
-        None if state.inner.dbs.len() == 1 => 0,
+        None if all.len() == 1 => all[0].clone(),
         None => {
             return bad_request(format!(
                 "several databases are replicated: name one with ?db= ({})",
@@ -618,9 +646,7 @@ async fn sync(
             Err(e) => return bad_request(format!("timeout={t:?}: {e}")),
         },
     };
-    // `find` returns an index into `dbs`, and `push` has one queue per
-    // database (built together in `ServerState::new`).
-    let r = state.inner.dbs[idx].clone();
+    let r = served.r.clone();
     let db = r.path().display().to_string();
     // Everything committed before this request, durable in the local store
     // from here on: a timeout below loses nothing, it is uploaded later.
@@ -635,7 +661,7 @@ async fn sync(
         }
     };
     // Upload at once rather than at the next sync interval.
-    state.inner.push[idx].request(&r);
+    served.push.request(&r);
     if !wait {
         return (
             StatusCode::ACCEPTED,
@@ -693,13 +719,12 @@ struct LagSeries {
 }
 
 async fn lag(State(state): State<ServerState>) -> axum::Json<serde_json::Value> {
-    let lag = lock_or_recover(&state.inner.lag).clone();
     let dbs: Vec<_> = state
-        .inner
-        .dbs
+        .dbs()
         .iter()
-        .zip(lag)
-        .map(|(r, per_replica)| {
+        .map(|d| {
+            let r = &d.r;
+            let per_replica = lock_or_recover(&d.lag).clone();
             let series: Vec<LagSeries> = r
                 .replicas()
                 .iter()
@@ -760,9 +785,10 @@ async fn list_replica(replica: &crate::Replica) -> ReplicaFiles {
 async fn files(State(state): State<ServerState>) -> axum::Json<serde_json::Value> {
     let max_age = state.inner.opts.files_max_age;
     let mut dbs = Vec::new();
-    for (r, cache) in state.inner.dbs.iter().zip(&state.inner.files) {
+    for d in state.dbs() {
+        let r = &d.r;
         // Held while listing: concurrent page loads share one listing.
-        let mut c = cache.lock().await;
+        let mut c = d.files.lock().await;
         let fresh = c.as_ref().is_some_and(|(at, _)| at.elapsed() < max_age);
         if !fresh {
             let listings =
