@@ -31,8 +31,10 @@ use tokio::sync::Notify;
 pub enum Names {
     /// These file names only.
     Only(Vec<OsString>),
-    /// Any entry of the directory (created, removed, renamed, written).
-    Any,
+    /// Any entry of the directory created, removed or renamed (not
+    /// written: a directory of busy databases would wake such a
+    /// subscriber on every commit).
+    Entries,
 }
 
 /// A live interest in changes to some names in one directory; dropping it
@@ -216,7 +218,7 @@ mod imp {
             live: live.clone(),
         };
         match names {
-            Names::Any => d.any.push(sub()),
+            Names::Entries => d.any.push(sub()),
             Names::Only(ns) => {
                 for n in ns {
                     d.by_name.entry(n).or_default().push(sub());
@@ -295,6 +297,10 @@ mod imp {
 
     const HEADER: usize = std::mem::size_of::<libc::inotify_event>();
 
+    /// The events that wake [`Names::Entries`] subscribers.
+    const ENTRY_EVENTS: u32 =
+        libc::IN_CREATE | libc::IN_DELETE | libc::IN_MOVED_FROM | libc::IN_MOVED_TO;
+
     fn dispatch(w: &Watcher, mut bytes: &[u8]) {
         let mut st = lock(w);
         while bytes.len() >= HEADER {
@@ -328,8 +334,10 @@ mod imp {
             let Some(d) = st.dirs.get(&ev.wd) else {
                 continue;
             };
-            for s in &d.any {
-                s.notify.notify_one();
+            if ev.mask & ENTRY_EVENTS != 0 {
+                for s in &d.any {
+                    s.notify.notify_one();
+                }
             }
             if !d.by_name.is_empty() {
                 let end = name_bytes
@@ -381,11 +389,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_entries_subscriber_wakes_on_creation_and_removal_not_on_writes() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("a.db");
+        std::fs::write(&f, b"x").unwrap();
+        let s = subscribe(d.path(), Names::Entries).unwrap();
+        std::fs::write(&f, b"written").unwrap();
+        let quiet = tokio::time::timeout(Duration::from_millis(300), s.changed()).await;
+        assert!(
+            quiet.is_err(),
+            "a write to an existing file is not an entry change"
+        );
+        std::fs::write(d.path().join("b.db"), b"new").unwrap();
+        assert!(woken(&s).await, "a created file wakes it");
+        std::fs::remove_file(&f).unwrap();
+        assert!(woken(&s).await, "a removed file wakes it");
+    }
+
+    #[tokio::test]
     async fn the_directory_watch_ends_with_its_last_subscriber_and_comes_back() {
         let d = tempfile::tempdir().unwrap();
-        let any = subscribe(d.path(), Names::Any).unwrap();
+        let any = subscribe(d.path(), Names::Entries).unwrap();
         drop(any);
-        let again = subscribe(d.path(), Names::Any).unwrap();
+        let again = subscribe(d.path(), Names::Entries).unwrap();
         std::fs::write(d.path().join("new.db"), b"x").unwrap();
         assert!(
             woken(&again).await,
@@ -398,7 +424,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let sub_dir = d.path().join("gone");
         std::fs::create_dir(&sub_dir).unwrap();
-        let s = subscribe(&sub_dir, Names::Any).unwrap();
+        let s = subscribe(&sub_dir, Names::Entries).unwrap();
         assert!(s.is_live());
         std::fs::remove_dir(&sub_dir).unwrap();
         assert!(woken(&s).await);

@@ -2,9 +2,9 @@
 //! in the directory (in its subdirectories too, when recursive) are picked
 //! up, and those removed are let go of.
 //!
-//! The directory (and each subdirectory) is watched with the kernel's
-//! change notifications ([`crate::notify`]): a created, removed or renamed
-//! entry starts a rescan a moment later (so a burst of creations is one
+//! The directory (and each subdirectory but the hidden ones) is watched
+//! with the kernel's change notifications ([`crate::notify`]): a created,
+//! removed or renamed entry starts a rescan a moment later (so a burst of creations is one
 //! rescan). A rescan also runs every [`RESCAN`] regardless, for a missed
 //! event or where notifications are not available, and every
 //! [`PENDING_RESCAN`] while a file whose name matches is not a database
@@ -134,9 +134,17 @@ impl DirWatch {
             return DirChanges::default();
         }
         if dirs != self.dirs || self.subs.iter().any(|s| !s.is_live()) {
+            // Not the hidden folders (litevault's and Litestream's state
+            // beside each database, busy with every commit): the rescan
+            // every `RESCAN` still looks in them.
+            let hidden = |d: &PathBuf| {
+                d.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            };
             self.subs = dirs
                 .iter()
-                .filter_map(|d| crate::notify::subscribe(d, crate::notify::Names::Any))
+                .filter(|d| *d == dir || !hidden(d))
+                .filter_map(|d| crate::notify::subscribe(d, crate::notify::Names::Entries))
                 .collect();
             self.dirs = dirs;
         }
