@@ -161,7 +161,7 @@ fn a_watched_directory_takes_in_new_databases_and_lets_go_of_removed_ones() {
         !rep.join("c.db").exists(),
         "an empty file is not a database yet: nothing to replicate"
     );
-    let c = new_db(&pending, 2);
+    let _c = new_db(&pending, 2);
     wait_for("c.db, once a database, on the replica", || {
         has_ltx(&rep.join("c.db"))
     });
@@ -193,8 +193,7 @@ fn a_watched_directory_takes_in_new_databases_and_lets_go_of_removed_ones() {
     assert!(status.success(), "replicate exits cleanly: {}", log_text());
     // Everything committed to the new databases is on their replicas.
     block_on(async {
-        for (name, conn, n) in [("b.db", &b, 9), ("c.db", &c, 2)] {
-            let _ = conn;
+        for (name, n) in [("b.db", 9), ("c.db", 2)] {
             let replica = Replica::open(&file_url(&rep.join(name))).unwrap();
             let out = dir.path().join(format!("restored-{name}"));
             restore_at(&replica, &out, RestoreTarget::Latest).await;
