@@ -6,12 +6,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use futures::StreamExt;
 use tokio::sync::watch;
 
 use litevault::config::{self, Config, LoadOptions};
+use litevault::replica::keeper::{self, Keeper};
 use litevault::server::{self, Server, ServerOptions, ServerState};
 use litevault::units::parse_duration;
 use litevault::{ReplicateOptions, Replicator, replica::Replica};
+use std::sync::Arc;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
@@ -218,6 +221,9 @@ struct FromConfig {
     readyz_max_lag: Option<Duration>,
     /// The watched `dir` sources, and how to make a new database's options.
     watch: Option<(Vec<config::DirWatch>, super::watched::MakeOptions)>,
+    /// The replica of each `dir` source (one per replica of it) where its
+    /// databases' keeper lives, the directory, and the lease's TTL.
+    keepers: Vec<(Replica, String, Duration)>,
 }
 
 fn jobs_from_config(a: &Args) -> anyhow::Result<(Vec<Job>, FromConfig)> {
@@ -240,7 +246,15 @@ fn jobs_from_config(a: &Args) -> anyhow::Result<(Vec<Job>, FromConfig)> {
     };
     let mut jobs = Vec::new();
     let mut watchers = Vec::new();
+    let mut keepers = Vec::new();
     for entry in &cfg.dbs {
+        if let config::DbSource::Dir { dir, .. } = &entry.source
+            && let Some(lease) = make(entry).lease
+        {
+            for r in &entry.replicas {
+                keepers.push((r.open()?, dir.display().to_string(), lease.ttl));
+            }
+        }
         let dbs = entry.instances()?;
         let paths = dbs.iter().filter_map(|d| match &d.source {
             config::DbSource::Path(p) => Some(p.clone()),
@@ -277,6 +291,7 @@ fn jobs_from_config(a: &Args) -> anyhow::Result<(Vec<Job>, FromConfig)> {
         addr: cfg.addr.clone(),
         readyz_max_lag: Some(cfg.readyz_max_lag),
         watch: (!watchers.is_empty()).then_some((watchers, make)),
+        keepers,
     };
     Ok((jobs, from))
 }
@@ -358,9 +373,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     // With LITEVAULT_FAULTS (a test facility): the fault counts, one JSON
     // line on stderr at exit.
     let _faults = litevault::replica::faults::ExitReport;
-    let shutdown = super::shutdown_signal();
-    tokio::pin!(shutdown);
-    let (jobs, from) = match &a.db {
+    let (mut jobs, mut from) = match &a.db {
         Some(db) => {
             if a.urls.is_empty() {
                 anyhow::bail!(
@@ -385,6 +398,40 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
         None => jobs_from_config(&a)?,
     };
+    // One lease renewal for all the databases of a directory (see
+    // `litevault::replica::keeper`), taken before they open.
+    let keepers: Arc<Vec<Keeper>> = Arc::new(
+        futures::future::join_all(
+            std::mem::take(&mut from.keepers)
+                .into_iter()
+                .map(|(base, dir, ttl)| async move { Keeper::start(base, &dir, ttl).await }),
+        )
+        .await,
+    );
+    for j in &mut jobs {
+        j.replicas = std::mem::take(&mut j.replicas)
+            .into_iter()
+            .map(|r| keeper::attach(&keepers, r))
+            .collect();
+    }
+    let r = run_jobs(a, jobs, from, keepers.clone()).await;
+    // Each database's lease is released by now; then the keepers'.
+    for k in keepers.iter() {
+        if let Err(e) = k.release().await {
+            tracing::warn!(keeper = %k.base(), error = %e, "releasing the keeper failed; it expires by itself");
+        }
+    }
+    r
+}
+
+async fn run_jobs(
+    a: Args,
+    jobs: Vec<Job>,
+    from: FromConfig,
+    keepers: Arc<Vec<Keeper>>,
+) -> anyhow::Result<ExitCode> {
+    let shutdown = super::shutdown_signal();
+    tokio::pin!(shutdown);
     let http = if a.once {
         if a.addr.is_some() {
             tracing::warn!("--addr is ignored with --once: nothing stays up to serve");
@@ -415,34 +462,64 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     // restore is never cut in the middle).
     let (stop_waiting, stop_rx) = watch::channel(false);
     let mut stopped = false;
-    for j in jobs {
+    // Several at once (each waits mostly on its store: the lease, a
+    // listing, maybe a snapshot), in the jobs' order; none starts after a
+    // stop, and a failed open lets those under way finish before the error
+    // is told.
+    let opens = futures::stream::iter(jobs.into_iter().map(|j| {
         let mut opts = j.opts;
         opts.catch_up = exec_given;
         opts.stop_waiting = Some(stop_rx.clone());
-        let open = Replicator::open_many(&j.db, j.replicas, opts);
-        tokio::pin!(open);
-        let res = if stopped {
-            open.await
+        let stopping = stop_rx.clone();
+        async move {
+            if *stopping.borrow() {
+                return (j.db, j.watcher, None);
+            }
+            let r = Replicator::open_many(&j.db, j.replicas, opts).await;
+            (j.db, j.watcher, Some(r))
+        }
+    }))
+    .buffered(litevault::defaults::OPEN_CONCURRENCY);
+    tokio::pin!(opens);
+    let mut failed = None;
+    loop {
+        let next = if stopped {
+            opens.next().await
         } else {
             tokio::select! {
-                r = &mut open => r,
+                n = opens.next() => n,
                 _ = shutdown.as_mut() => {
                     stopped = true;
                     let _ = stop_waiting.send(true);
-                    open.await
+                    continue;
                 }
             }
         };
-        let r = match res {
-            Err(litevault::ReplicateError::StoppedWaiting { .. }) if stopped => break,
-            r => r.with_context(|| format!("opening {}", j.db.display()))?,
-        };
-        tracing::info!(db = %j.db.display(), replicas = ?r.replicas().iter().map(|r| r.to_string()).collect::<Vec<_>>(), txid = %r.local_txid(), "replicating");
-        replicators.push(r);
-        watcher_of.push(j.watcher);
-        if stopped {
+        let Some((db, watcher, res)) = next else {
             break;
+        };
+        let r = match res {
+            None | Some(Err(litevault::ReplicateError::StoppedWaiting { .. })) if stopped => {
+                continue;
+            }
+            None => continue,
+            Some(r) => r.with_context(|| format!("opening {}", db.display())),
+        };
+        match r {
+            Ok(r) => {
+                tracing::info!(db = %db.display(), replicas = ?r.replicas().iter().map(|r| r.to_string()).collect::<Vec<_>>(), txid = %r.local_txid(), "replicating");
+                replicators.push(r);
+                watcher_of.push(watcher);
+            }
+            Err(e) => {
+                failed.get_or_insert(e);
+                stopped = true;
+                let _ = stop_waiting.send(true);
+            }
         }
+    }
+    if let Some(e) = failed {
+        return Err(e);
     }
     if let Some(p) = placeholder {
         p.close().await;
@@ -488,6 +565,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         super::watched::Watched::start(
             watchers.into_iter().zip(initial).collect(),
             make,
+            keepers,
             http.as_ref().map(|h| h.1.clone()),
         )
     });

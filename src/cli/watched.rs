@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use litevault::config::{DbSource, DirWatch};
+use litevault::replica::keeper::{self, Keeper};
 use litevault::server::ServerState;
 use litevault::{ReplicateError, ReplicateOptions, Replicator};
 
@@ -29,6 +30,7 @@ impl Watched {
     pub fn start(
         watchers: Vec<(DirWatch, Vec<Replicator>)>,
         make: MakeOptions,
+        keepers: Arc<Vec<Keeper>>,
         server: Option<ServerState>,
     ) -> Watched {
         let (stop, rx) = watch::channel(false);
@@ -39,6 +41,7 @@ impl Watched {
                     w,
                     initial,
                     make.clone(),
+                    keepers.clone(),
                     server.clone(),
                     rx.clone(),
                 ))
@@ -107,6 +110,7 @@ async fn watch_dir(
     mut w: DirWatch,
     initial: Vec<Replicator>,
     make: MakeOptions,
+    keepers: Arc<Vec<Keeper>>,
     server: Option<ServerState>,
     mut stop: watch::Receiver<bool>,
 ) -> bool {
@@ -138,7 +142,7 @@ async fn watch_dir(
             let DbSource::Path(path) = &db.source else {
                 continue;
             };
-            let r = match open_new(path, &db, &make).await {
+            let r = match open_new(path, &db, &make, &keepers).await {
                 Ok(r) => r,
                 Err(e) => {
                     // A database just created is often not in WAL mode (or
@@ -174,11 +178,12 @@ async fn open_new(
     path: &std::path::Path,
     db: &litevault::config::DbConfig,
     make: &MakeOptions,
+    keepers: &[Keeper],
 ) -> anyhow::Result<Replicator> {
     let replicas = db
         .replicas
         .iter()
-        .map(|r| r.open())
+        .map(|r| r.open().map(|r| keeper::attach(keepers, r)))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Replicator::open_many(path, replicas, make(db)).await?)
 }

@@ -127,7 +127,7 @@ fn a_watched_directory_takes_in_new_databases_and_lets_go_of_removed_ones() {
     std::fs::write(
         &cfg,
         format!(
-            "addr: 127.0.0.1:{port}\ndbs:\n  - dir: {}\n    pattern: \"*.db\"\n    watch: true\n    replica:\n      url: {}\n",
+            "addr: 127.0.0.1:{port}\nlease:\n  ttl: 3s\ndbs:\n  - dir: {}\n    pattern: \"*.db\"\n    watch: true\n    replica:\n      url: {}\n",
             dbs.display(),
             file_url(&rep)
         ),
@@ -172,6 +172,33 @@ fn a_watched_directory_takes_in_new_databases_and_lets_go_of_removed_ones() {
             .all(|n| served.iter().any(|d| d.ends_with(n)))
     });
 
+    // One keeper renews for every database's lease: each lease names it,
+    // and an idle database's lease is not written again (the TTL is 3 s:
+    // each lease alone would be renewed every second).
+    let json = |p: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    let keeper = rep.join("litevault.keeper");
+    // A lease renewed on its own while the keeper was late (a loaded
+    // machine) names it again at its next keep.
+    wait_for("each lease naming the keeper", || {
+        ["a.db", "b.db", "c.db"].iter().all(|name| {
+            let lease = json(&rep.join(name).join("litevault.lease"));
+            lease["keeper"] == "../litevault.keeper" && lease["keeper_id"] == json(&keeper)["id"]
+        })
+    });
+    let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let lease = rep.join("b.db/litevault.lease");
+    let left_alone = (0..3).any(|_| {
+        let before = (mtime(&lease), mtime(&keeper));
+        std::thread::sleep(Duration::from_millis(2500));
+        mtime(&lease) == before.0 && mtime(&keeper) != before.1
+    });
+    assert!(
+        left_alone,
+        "in none of three windows of 2.5 s was the idle lease left alone while the keeper was renewed"
+    );
+
     // A removed database is let go of; its replica stays.
     drop(a);
     for suffix in ["", "-wal", "-shm"] {
@@ -191,6 +218,18 @@ fn a_watched_directory_takes_in_new_databases_and_lets_go_of_removed_ones() {
     signal(&child, "TERM");
     let status = child.wait().unwrap();
     assert!(status.success(), "replicate exits cleanly: {}", log_text());
+    // A clean stop releases the leases and the keeper.
+    for lease in [
+        rep.join("b.db/litevault.lease"),
+        rep.join("c.db/litevault.lease"),
+        keeper,
+    ] {
+        assert!(
+            !lease.exists() || json(&lease)["released"] == true,
+            "{}",
+            lease.display()
+        );
+    }
     // Everything committed to the new databases is on their replicas.
     block_on(async {
         for (name, n) in [("b.db", 9), ("c.db", 2)] {

@@ -136,10 +136,10 @@ fn lease_on_gcs() {
 }
 
 /// A small seeded generator for the contenders' choices (xorshift64*).
-struct Dice(u64);
+pub(crate) struct Dice(pub(crate) u64);
 
 impl Dice {
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -150,22 +150,22 @@ impl Dice {
 /// What each contender believes: that it holds the lease until this time
 /// (the expiry of the last record it wrote and saw acknowledged).
 #[derive(Default)]
-struct Beliefs {
-    until: [Option<chrono::DateTime<chrono::Utc>>; 2],
+pub(crate) struct Beliefs {
+    pub(crate) until: [Option<chrono::DateTime<chrono::Utc>>; 2],
     /// Handoffs: a contender took the lease after the other held it.
-    handoffs: u32,
-    last_holder: Option<usize>,
+    pub(crate) handoffs: u32,
+    pub(crate) last_holder: Option<usize>,
     /// Per contender: acquisitions and renewals that succeeded.
-    taken: [u32; 2],
-    renewed: [u32; 2],
+    pub(crate) taken: [u32; 2],
+    pub(crate) renewed: [u32; 2],
     /// Renewals refused because the other had taken over.
-    lost: u32,
+    pub(crate) lost: u32,
 }
 
 impl Beliefs {
     /// Contender `me` now believes it holds the lease until `until`: no
     /// other may believe it holds it now.
-    fn hold(&mut self, me: usize, until: chrono::DateTime<chrono::Utc>, what: &str) {
+    pub(crate) fn hold(&mut self, me: usize, until: chrono::DateTime<chrono::Utc>, what: &str) {
         let now = chrono::Utc::now();
         let other = 1 - me;
         if let Some(theirs) = self.until[other] {
@@ -181,7 +181,7 @@ impl Beliefs {
         self.until[me] = Some(until);
     }
 
-    fn drop_belief(&mut self, me: usize) {
+    pub(crate) fn drop_belief(&mut self, me: usize) {
         self.until[me] = None;
     }
 }

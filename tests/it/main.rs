@@ -28,6 +28,7 @@ mod fleet;
 mod follow;
 mod hostile_replicas;
 mod http;
+mod keeper;
 mod lease;
 mod litestream_fixture;
 mod litestream_handoff;

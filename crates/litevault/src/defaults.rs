@@ -74,6 +74,10 @@ pub const SHUTDOWN_TIMEOUT: Duration = secs(30);
 /// user must be able to go back to Litestream at any time.
 pub const LITESTREAM_COMPAT: bool = true;
 
+/// How many databases of one `replicate` open at once (each open waits
+/// mostly on its store: the lease, a listing, maybe a snapshot upload).
+pub const OPEN_CONCURRENCY: usize = 16;
+
 /// How long a replica lease lasts without renewal (litevault only).
 pub const LEASE_TTL: Duration = secs(30);
 

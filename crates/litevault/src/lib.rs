@@ -21,7 +21,8 @@
 //!                     |         store, compaction, retention, leases
 //!                     v
 //!                   replica::   object_store with Litestream's key layout,
-//!                     |         retries, request counts
+//!                     |         retries, request counts, the lease and
+//!                     |         its keeper (one renewal per directory)
 //!                     |  chain::    which files rebuild a state, which states
 //!                     |             a listing reaches (pure)
 //!                     v

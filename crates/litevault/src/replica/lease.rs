@@ -37,6 +37,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use serde::{Deserialize, Serialize};
 
+use super::keeper::{self, Backing};
 use super::{Replica, ReplicaError};
 
 /// The object name of the lease, under the replica's prefix.
@@ -64,6 +65,13 @@ pub struct LeaseRecord {
     /// cannot be made conditional and could remove a successor's lease.)
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub released: bool,
+    /// The keeper whose renewals extend this lease (see
+    /// [`super::keeper`]): its key relative to this record's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keeper: Option<String>,
+    /// The ID of the keeper record that backs this lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keeper_id: Option<String>,
 }
 
 /// Errors of the lease.
@@ -131,9 +139,15 @@ impl From<crate::task::TaskFailed> for LeaseError {
 #[derive(Debug)]
 pub struct Lease {
     replica: Replica,
+    /// The lease object's key.
+    key: String,
     record: LeaseRecord,
     version: Option<UpdateVersion>,
     ttl: Duration,
+    /// When it was last written (taken or renewed).
+    written: std::time::Instant,
+    /// The keeper backing it, as of its last write.
+    backing: Option<Backing>,
 }
 
 fn host_name() -> String {
@@ -165,7 +179,28 @@ impl LeaseRecord {
             acquired_at: now,
             expires_at: expiry(now, ttl),
             released: false,
+            keeper: None,
+            keeper_id: None,
         }
+    }
+
+    /// Names the keeper backing it, or none.
+    fn backed_by(mut self, b: Option<&Backing>) -> LeaseRecord {
+        self.keeper = b.map(|b| b.rel.clone());
+        self.keeper_id = b.map(|b| b.id.clone());
+        self
+    }
+
+    /// This record as its judge must take it: a live keeper record with the
+    /// ID it names extends its expiry to the keeper's.
+    fn extended_by(mut self, keeper: Option<LeaseRecord>) -> LeaseRecord {
+        if let Some(k) = keeper
+            && self.keeper_id.as_deref() == Some(k.id.as_str())
+            && !k.released
+        {
+            self.expires_at = self.expires_at.max(k.expires_at);
+        }
+        self
     }
 
     /// Whether `mine` may replace this record without `takeover`: it has
@@ -180,6 +215,21 @@ impl LeaseRecord {
             && self.db == mine.db
             && (self.pid == mine.pid || !process_alive(self.pid));
         self.released || (expired && takeover) || own_dead || (self.id == mine.id)
+    }
+
+    /// Whether only its expiry (with `takeover`) lets `mine` replace it,
+    /// and a keeper it names may yet extend that expiry.
+    fn only_expired(&self, mine: &LeaseRecord, takeover: bool, now: DateTime<Utc>) -> bool {
+        self.keeper.is_some()
+            && !self.released
+            && self.id != mine.id
+            && self.expires_at <= now
+            && takeover
+            && !LeaseRecord {
+                expires_at: DateTime::<Utc>::MAX_UTC,
+                ..self.clone()
+            }
+            .replaceable_by(mine, false, now)
     }
 }
 
@@ -205,37 +255,71 @@ impl Replica {
 
     /// Takes the lease of this replica for database `db`, valid for `ttl`
     /// unless renewed. Fails with [`LeaseError::Held`] when another
-    /// replicator holds it (after expiry, `takeover` replaces it).
+    /// replicator holds it (after expiry, `takeover` replaces it). With a
+    /// keeper (see [`Replica::with_keeper`]) that backs it, the lease
+    /// records the keeper and is not renewed while the keeper is.
     pub async fn acquire_lease(
         &self,
         db: &str,
         ttl: Duration,
         takeover: bool,
     ) -> Result<Lease, LeaseError> {
-        let mine = LeaseRecord::new(db, ttl);
+        let backing = self.keeper.as_ref().and_then(|k| k.backing(self));
+        self.acquire_at(self.lease_key(), db, ttl, takeover, backing)
+            .await
+    }
+
+    /// Takes the keeper lease of a directory's databases on this replica
+    /// (see [`super::keeper`]). An expired keeper is always replaced: its
+    /// ID changes, so it backs none of its old holder's leases any more.
+    pub(super) async fn acquire_keeper(
+        &self,
+        dir: &str,
+        ttl: Duration,
+    ) -> Result<Lease, LeaseError> {
+        let key = super::join(&self.prefix, super::keeper::KEEPER_NAME);
+        self.acquire_at(key, dir, ttl, true, None).await
+    }
+
+    async fn acquire_at(
+        &self,
+        key: String,
+        db: &str,
+        ttl: Duration,
+        takeover: bool,
+        backing: Option<Backing>,
+    ) -> Result<Lease, LeaseError> {
+        let mine = LeaseRecord::new(db, ttl).backed_by(backing.as_ref());
         let version = if let Some(root) = self.local_root.clone() {
-            let key = self.lease_key();
             let mine2 = mine.clone();
             let replica = self.to_string();
+            let key2 = key.clone();
             crate::task::blocking(move || {
-                local_swap(&root, &key, &replica, |old| match old {
+                local_swap(&root, &key2, &replica, |old| match old {
                     None => Ok(Some(mine2.clone())),
-                    Some(old) if old.replaceable_by(&mine2, takeover, Utc::now()) => {
-                        Ok(Some(mine2.clone()))
+                    Some(old) => {
+                        let old = old.clone().extended_by(local_keeper(&root, &old));
+                        if old.replaceable_by(&mine2, takeover, Utc::now()) {
+                            Ok(Some(mine2.clone()))
+                        } else {
+                            Err(held(&replica, &old))
+                        }
                     }
-                    Some(old) => Err(held(&replica, &old)),
                 })
             })
             .await??;
             None
         } else {
-            Some(self.acquire_remote(&mine, takeover).await?)
+            Some(self.acquire_remote(&key, &mine, takeover).await?)
         };
         Ok(Lease {
             replica: self.clone(),
+            key,
             record: mine,
             version,
             ttl,
+            written: std::time::Instant::now(),
+            backing,
         })
     }
 
@@ -246,17 +330,17 @@ impl Replica {
     /// conflict) shows up as our own record on the next read.
     async fn acquire_remote(
         &self,
+        key: &str,
         mine: &LeaseRecord,
         takeover: bool,
     ) -> Result<UpdateVersion, LeaseError> {
-        let key = self.lease_key();
-        let path = ObjectPath::from(key.as_str());
+        let path = ObjectPath::from(key);
         let body = encode(mine)?;
         let mut create = true;
         for _ in 0..LEASE_ROUNDS {
             if create {
                 match self
-                    .put_lease(&path, &key, body.clone(), PutMode::Create)
+                    .put_lease(&path, key, body.clone(), PutMode::Create)
                     .await
                 {
                     Ok(v) => return Ok(v),
@@ -264,7 +348,7 @@ impl Replica {
                     Err(e) => return Err(e.into()),
                 }
             }
-            let Some((old, version)) = self.read_lease_opt(&path, &key).await? else {
+            let Some((old, version)) = self.read_lease_opt(&path, key).await? else {
                 // Gone since (or the conflict was not real): create it.
                 create = true;
                 continue;
@@ -272,11 +356,25 @@ impl Replica {
             if old.id == mine.id {
                 return Ok(version);
             }
-            if !old.replaceable_by(mine, takeover, Utc::now()) {
+            if old.only_expired(mine, takeover, Utc::now()) {
+                match self.judge_keeper(key, &old).await? {
+                    Keeper::Backs(until) => {
+                        let mut old = old;
+                        old.expires_at = until;
+                        return Err(held(&self.to_string(), &old));
+                    }
+                    Keeper::DoesNot => {}
+                    // Read again, the lease and its keeper.
+                    Keeper::Changed => {
+                        create = false;
+                        continue;
+                    }
+                }
+            } else if !old.replaceable_by(mine, takeover, Utc::now()) {
                 return Err(held(&self.to_string(), &old));
             }
             match self
-                .put_lease(&path, &key, body.clone(), PutMode::Update(version))
+                .put_lease(&path, key, body.clone(), PutMode::Update(version))
                 .await
             {
                 Ok(v) => return Ok(v),
@@ -291,6 +389,48 @@ impl Replica {
             replica: self.to_string(),
             rounds: LEASE_ROUNDS,
         })
+    }
+
+    /// Whether the keeper that `record` (the expired lease at `key`) names
+    /// still backs it. Any answer but "it does" is made sure of by a
+    /// conditional write of the keeper object as read (the same record
+    /// again, or a released one where there was none): a stale read then
+    /// fails that write instead of letting an expired-looking keeper, or
+    /// an old one, hide a holder that still counts on it; and a holder
+    /// renewing the keeper after this moment renews it after its expiry,
+    /// which makes it renew each of its leases once more before it writes
+    /// (see [`super::keeper`]).
+    async fn judge_keeper(&self, key: &str, record: &LeaseRecord) -> Result<Keeper, LeaseError> {
+        let rel = record.keeper.as_deref().unwrap_or_default();
+        let dir = key.rsplit_once('/').map_or("", |(d, _)| d);
+        let Some(keeper_key) = keeper::resolve_remote(dir, rel) else {
+            // Not a keeper this version writes: the lease's own expiry.
+            return Ok(Keeper::DoesNot);
+        };
+        let path = ObjectPath::from(keeper_key.as_str());
+        let (body, mode) = match self.read_lease_opt(&path, &keeper_key).await? {
+            Some((k, _)) if record.keeper_id.as_deref() == Some(k.id.as_str()) && k.released => {
+                // Released: final for that ID.
+                return Ok(Keeper::DoesNot);
+            }
+            Some((k, _))
+                if record.keeper_id.as_deref() == Some(k.id.as_str())
+                    && k.expires_at > Utc::now() =>
+            {
+                return Ok(Keeper::Backs(k.expires_at.max(record.expires_at)));
+            }
+            Some((k, version)) => (encode(&k)?, PutMode::Update(version)),
+            None => {
+                let mut none = LeaseRecord::new("(no keeper)", Duration::ZERO);
+                none.released = true;
+                (encode(&none)?, PutMode::Create)
+            }
+        };
+        match self.put_lease(&path, &keeper_key, body, mode).await {
+            Ok(_) => Ok(Keeper::DoesNot),
+            Err(e) if is_conflict(&e) || is_not_found(&e) => Ok(Keeper::Changed),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn put_lease(
@@ -358,6 +498,16 @@ impl Replica {
         })?;
         Ok((record, version))
     }
+}
+
+/// What the keeper a lease names says of it.
+enum Keeper {
+    /// It backs the lease, which lasts until then.
+    Backs(DateTime<Utc>),
+    /// It does not (made sure of by a conditional write).
+    DoesNot,
+    /// It changed under that write: read everything again.
+    Changed,
 }
 
 /// Read-and-write rounds of one lease operation before it gives up.
@@ -444,6 +594,12 @@ fn local_swap(
     Ok(())
 }
 
+/// The keeper record a local lease record names, if it can be read.
+fn local_keeper(root: &std::path::Path, record: &LeaseRecord) -> Option<LeaseRecord> {
+    let path = keeper::resolve_local(root, record.keeper.as_deref()?)?;
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
 impl Lease {
     /// The record we hold.
     pub fn record(&self) -> &LeaseRecord {
@@ -455,13 +611,57 @@ impl Lease {
         self.ttl
     }
 
-    /// Extends the lease by its TTL from now. Fails with
-    /// [`LeaseError::Lost`] when another replicator replaced it.
+    /// Renews the lease when it is due: a third of its TTL after it was
+    /// last written, unless a keeper backs it; at once when a keeper could
+    /// back it and does not yet. Call it before each write to the replica:
+    /// an error means nothing may be written now ([`LeaseError::Lost`]:
+    /// ever again).
+    pub async fn keep(&mut self) -> Result<(), LeaseError> {
+        if self.backed() {
+            return Ok(());
+        }
+        let could = self
+            .replica
+            .keeper
+            .as_ref()
+            .is_some_and(|k| k.backing(&self.replica).is_some());
+        if could || self.written.elapsed() >= self.ttl / 3 {
+            self.renew().await?;
+        }
+        Ok(())
+    }
+
+    /// Whether a keeper backs the lease now (no renewal of its own needed).
+    pub fn backed(&self) -> bool {
+        match (&self.replica.keeper, &self.backing) {
+            (Some(k), Some(b)) => k.still_backs(b),
+            _ => false,
+        }
+    }
+
+    /// Until when its holder may count on the lease: the expiry of its own
+    /// last acknowledged write, or later while a keeper backs it.
+    pub fn valid_until(&self) -> DateTime<Utc> {
+        let own = self.record.expires_at;
+        match &self.replica.keeper {
+            Some(k) if self.backed() => k.until().map_or(own, |u| u.max(own)),
+            _ => own,
+        }
+    }
+
+    /// Extends the lease by its TTL from now (and records the keeper that
+    /// backs it now, if one does). Fails with [`LeaseError::Lost`] when
+    /// another replicator replaced it.
     pub async fn renew(&mut self) -> Result<(), LeaseError> {
-        let mut next = self.record.clone();
+        let backing = self
+            .replica
+            .keeper
+            .as_ref()
+            .and_then(|k| k.backing(&self.replica));
+        let mut next = self.record.clone().backed_by(backing.as_ref());
         next.expires_at = expiry(Utc::now(), self.ttl);
         let replica = self.replica.clone();
-        let key = replica.lease_key();
+        let key = self.key.clone();
         match (&self.version, replica.local_root.clone()) {
             (None, Some(root)) => {
                 let mine = self.record.clone();
@@ -541,13 +741,15 @@ impl Lease {
             (None, None) => unreachable!("a remote lease always has a version"),
         }
         self.record = next;
+        self.backing = backing;
+        self.written = std::time::Instant::now();
         Ok(())
     }
 
     /// Gives the lease up (deletes it if we still hold it).
     pub async fn release(self) -> Result<(), LeaseError> {
         let replica = self.replica.clone();
-        let key = replica.lease_key();
+        let key = self.key.clone();
         if let Some(root) = replica.local_root.clone() {
             let mine = self.record.clone();
             let name = replica.to_string();

@@ -11,6 +11,7 @@
 //! per replica), `faults.rs` (fault injection for tests and the soak).
 
 pub mod faults;
+pub mod keeper;
 pub mod lease;
 mod stores;
 mod url;
@@ -283,6 +284,8 @@ pub struct Replica {
     create_l0: Arc<std::sync::atomic::AtomicBool>,
     /// S3: the storage class of the LTX files written.
     storage_class: Option<String>,
+    /// The keeper whose renewals extend this replica's lease.
+    keeper: Option<keeper::Keeper>,
 }
 
 impl fmt::Debug for Replica {
@@ -407,17 +410,15 @@ impl Replica {
                     None,
                     true,
                 ),
-                Scheme::S3 => {
-                    let s3 = s3_store(&loc, creds).map_err(bad)?;
-                    (s3, loc.path.clone(), None, true)
-                }
-                Scheme::Gcs => {
-                    let gcs = gcs_store(&loc, gcs_key).map_err(bad)?;
-                    (gcs, loc.path.clone(), None, true)
-                }
-                Scheme::Azure => {
-                    let az = azure_store(&loc, azure_key).map_err(bad)?;
-                    (az, loc.path.clone(), None, true)
+                Scheme::S3 | Scheme::Gcs | Scheme::Azure => {
+                    let key = client_key(&loc, creds, azure_key, gcs_key);
+                    let store = shared_client(key, || match loc.scheme {
+                        Scheme::S3 => s3_store(&loc, creds),
+                        Scheme::Gcs => gcs_store(&loc, gcs_key),
+                        _ => azure_store(&loc, azure_key),
+                    })
+                    .map_err(bad)?;
+                    (store, loc.path.clone(), None, true)
                 }
             };
         let display = match loc.scheme {
@@ -452,7 +453,16 @@ impl Replica {
             },
             create_l0: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             storage_class: loc.storage_class.clone(),
+            keeper: None,
         })
+    }
+
+    /// Lets `keeper` back this replica's lease (see [`keeper`]): the keeper
+    /// of the directory this database was found in, on the replica this
+    /// one lies under. A keeper elsewhere is ignored.
+    pub fn with_keeper(mut self, keeper: keeper::Keeper) -> Replica {
+        self.keeper = Some(keeper);
+        self
     }
 
     /// Wraps any object store (for decorators such as fault injection).
@@ -475,6 +485,7 @@ impl Replica {
             bulk_delete: None,
             create_l0: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             storage_class: None,
+            keeper: None,
         }
     }
 
@@ -888,6 +899,32 @@ mod tests {
             "backups/app/0009/0000000000000001-0000000000000001.ltx"
         );
         assert_eq!(r.level_prefix(10), "backups/app/000a");
+    }
+
+    #[cfg(feature = "s3")]
+    #[test]
+    fn replicas_of_one_bucket_share_one_client_and_other_credentials_do_not() {
+        let creds = |k: &str| S3Credentials {
+            access_key_id: k.into(),
+            secret_access_key: "secret".into(),
+        };
+        let url = |p: &str| format!("s3://bucket/{p}?endpoint=http://127.0.0.1:9");
+        let a = Replica::open_with_credentials(&url("a.db"), Some(&creds("k1"))).unwrap();
+        let b = Replica::open_with_credentials(&url("sub/b.db"), Some(&creds("k1"))).unwrap();
+        let c = Replica::open_with_credentials(&url("a.db"), Some(&creds("k2"))).unwrap();
+        let d = Replica::open_with_credentials(
+            "s3://other/a.db?endpoint=http://127.0.0.1:9",
+            Some(&creds("k1")),
+        )
+        .unwrap();
+        assert!(Arc::ptr_eq(a.store(), b.store()), "same bucket, same keys");
+        assert!(!Arc::ptr_eq(a.store(), c.store()), "other credentials");
+        assert!(!Arc::ptr_eq(a.store(), d.store()), "other bucket");
+        assert_eq!((a.prefix.as_str(), b.prefix.as_str()), ("a.db", "sub/b.db"));
+        // The client goes with its last replica.
+        let weak = Arc::downgrade(a.store());
+        drop((a, b));
+        assert!(weak.upgrade().is_none());
     }
 
     #[tokio::test]

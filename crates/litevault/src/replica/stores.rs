@@ -241,3 +241,70 @@ pub(super) fn azure_store(
     let az = b.build().map_err(|e| format!("Azure client: {e}"))?;
     Ok(Arc::new(az))
 }
+
+/// The cloud clients this process has made, by everything their building
+/// reads (see [`client_key`]): one client, with one connection pool and one
+/// TLS configuration, serves every replica of a bucket, however many
+/// databases write to it. Weak, so a client goes when its last replica does.
+static CLIENTS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<dyn ObjectStore>>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// The client for `key`: the live one made before, else a new one from
+/// `make`. Two replicas share a client only when every input of its
+/// building is equal, so sharing never changes what a request carries.
+pub(super) fn shared_client(
+    key: String,
+    make: impl FnOnce() -> Result<Arc<dyn ObjectStore>, String>,
+) -> Result<Arc<dyn ObjectStore>, String> {
+    let mut clients = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(live) = clients.get(&key).and_then(std::sync::Weak::upgrade) {
+        return Ok(live);
+    }
+    let store = make()?;
+    clients.retain(|_, w| w.strong_count() > 0);
+    clients.insert(key, Arc::downgrade(&store));
+    Ok(store)
+}
+
+/// Everything a cloud client's building reads: the location but its key
+/// prefix, the explicit credentials, and the environment variables the
+/// builders consult. Holds secrets: it stays in [`CLIENTS`], never logged.
+pub(super) fn client_key(
+    loc: &ReplicaLocation,
+    creds: Option<&S3Credentials>,
+    azure_key: Option<&str>,
+    gcs_key: Option<&str>,
+) -> String {
+    use std::fmt::Write;
+    let sse = match &loc.sse {
+        Some(url::ServerSideEncryption::Kms { key_id }) => format!("kms:{key_id}"),
+        Some(url::ServerSideEncryption::Customer { key }) => format!("c:{}", key.expose()),
+        None => String::new(),
+    };
+    let mut k = format!(
+        "{:?}\n{}\n{:?}\n{:?}\n{:?}\n{}\n{}\n{sse}\n{:?}\n{:?}\n{:?}",
+        loc.scheme,
+        loc.bucket,
+        loc.endpoint,
+        loc.region,
+        loc.account,
+        loc.force_path_style,
+        loc.skip_verify,
+        creds.map(|c| (&c.access_key_id, &c.secret_access_key)),
+        azure_key,
+        gcs_key,
+    );
+    let mut env: Vec<(String, String)> = std::env::vars()
+        .filter(|(n, _)| {
+            ["AWS_", "LITEVAULT_", "LITESTREAM_", "GOOGLE_", "AZURE_"]
+                .iter()
+                .any(|p| n.starts_with(p))
+        })
+        .collect();
+    env.sort();
+    for (n, v) in env {
+        let _ = write!(k, "\n{n}={v}");
+    }
+    k
+}

@@ -98,7 +98,6 @@ mod tests;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
@@ -140,7 +139,7 @@ struct SlotState {
     compacted_at: [Option<DateTime<Utc>>; 10],
     retention_at: Option<DateTime<Utc>>,
     /// The lease on the replica, and when it was last renewed.
-    lease: Option<(Lease, Instant)>,
+    lease: Option<Lease>,
     /// The lease was lost: nothing more is written to this replica.
     lease_lost: Option<String>,
     /// It could not be reached at start: its lease and position are still

@@ -87,7 +87,7 @@ async fn init_replica(
     wait: Duration,
     mut stop_waiting: Option<tokio::sync::watch::Receiver<bool>>,
     known: Option<Txid>,
-) -> Result<(Option<(Lease, Instant)>, ReplicaHead), ReplicateError> {
+) -> Result<(Option<Lease>, ReplicaHead), ReplicateError> {
     let lease = match lease {
         Some(lo) => {
             let deadline = Instant::now() + wait;
@@ -97,7 +97,7 @@ async fn init_replica(
                     Ok(l) => {
                         // The only writer now: what a killed upload left can go.
                         replica.sweep_staging();
-                        break Some((l, Instant::now()));
+                        break Some(l);
                     }
                     Err(LeaseError::Held { holder, .. }) if Instant::now() < deadline => {
                         if !told {
@@ -129,7 +129,7 @@ async fn init_replica(
     match head_at_least(replica, known).await {
         Ok(h) => Ok((lease, h)),
         Err(e) => {
-            if let Some((l, _)) = lease {
+            if let Some(l) = lease {
                 let _ = l.release().await;
             }
             Err(e)
@@ -373,7 +373,7 @@ impl Replicator {
             }
         }
         if let Some(e) = fatal {
-            for (l, _) in leases.into_iter().flatten() {
+            for l in leases.into_iter().flatten() {
                 let _ = l.release().await;
             }
             return Err(e);
@@ -441,7 +441,7 @@ impl Replicator {
                     // then, or stopped then), and the replica went on: the
                     // later commits are someone else's, and the next sync
                     // would undo them.
-                    for (l, _) in leases.into_iter().flatten() {
+                    for l in leases.into_iter().flatten() {
                         let _ = l.release().await;
                     }
                     return Err(ReplicateError::Behind {
@@ -553,7 +553,7 @@ impl Replicator {
         outbox: Outbox,
         replicas: Vec<Replica>,
         heads: Vec<Option<ReplicaHead>>,
-        leases: Vec<Option<(Lease, Instant)>>,
+        leases: Vec<Option<Lease>>,
         init_errors: Vec<Option<String>>,
         db: (Txid, Checksum, Option<DbChecksum>, Option<db::WalPosition>),
         ref_i: usize,
@@ -690,7 +690,7 @@ impl Replicator {
         let (t, c, n) = match placed {
             Ok(p) => p,
             Err(e) => {
-                if let Some((l, _)) = lease {
+                if let Some(l) = lease {
                     let _ = l.release().await;
                 }
                 return Err(e);

@@ -4,7 +4,6 @@
 //! every write depends on; waiting for the replicas.
 
 use std::path::Path;
-use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
@@ -108,8 +107,10 @@ impl Replicator {
         r
     }
 
-    /// Renews the lease when a third of its time has passed; an error when
-    /// it is lost (nothing more may be written to the replica).
+    /// Renews the lease when it is due (see [`Lease::keep`]); an error
+    /// when it is lost (nothing more may be written to the replica).
+    ///
+    /// [`Lease::keep`]: crate::replica::lease::Lease::keep
     pub(super) async fn keep_lease(
         &self,
         slot: &Slot,
@@ -123,11 +124,9 @@ impl Replicator {
             }
             .into());
         }
-        if let Some((lease, at)) = &mut st.lease
-            && at.elapsed() >= lease.ttl() / 3
-        {
-            match lease.renew().await {
-                Ok(()) => *at = Instant::now(),
+        if let Some(lease) = &mut st.lease {
+            match lease.keep().await {
+                Ok(()) => {}
                 Err(LeaseError::Lost { replica, holder }) => {
                     tracing::error!(%replica, %holder, "lease lost: no more writes to this replica");
                     st.lease_lost = Some(holder.clone());

@@ -271,7 +271,7 @@ impl Replicator {
         .await;
         for s in &self.inner.slots {
             let lease = s.state.lock().await.lease.take();
-            if let Some((l, _)) = lease
+            if let Some(l) = lease
                 && let Err(e) = l.release().await
             {
                 tracing::warn!(replica = %s.replica, error = %e, "releasing the lease failed; it expires by itself");
