@@ -129,6 +129,39 @@ fn the_final_sync_outlasts_a_run_of_failed_requests() {
     });
 }
 
+/// Every commit is on the replica when the stop comes, but the store takes
+/// 3 s per PUT: the stop's level-1 compaction (for `litestream replicate` to
+/// continue from) cannot finish within the 1 s shutdown timeout. The stop
+/// still succeeds (nothing is missing from the replica), and the replica
+/// restores every commit.
+#[test]
+fn a_slow_hand_off_does_not_fail_a_stop_whose_commits_are_shipped() {
+    block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let mut c = create_db(&db, 4096);
+        Workload::init(&c);
+        let (store, replica) = flaky_memory_replica(2);
+        let opts = ReplicateOptions {
+            shutdown_timeout: Duration::from_secs(1),
+            ..ReplicateOptions::default()
+        };
+        let rep = Replicator::open(&db, replica.clone(), opts).await.unwrap();
+        for i in 1..=5 {
+            Workload::apply(&mut c, i).unwrap();
+            rep.sync_all().await.unwrap();
+        }
+        store.put_delay_ms.store(3000, Ordering::SeqCst);
+        rep.run(async {}).await.unwrap();
+        store.put_delay_ms.store(0, Ordering::SeqCst);
+        let out = dir.path().join("out.db");
+        restore(&replica, &out, &RestoreOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(Workload::check_prefix(&out), 5);
+    });
+}
+
 /// Uploads fail while the app checkpoints and its next commit restarts the
 /// WAL: the frames whose upload failed were copied into the database file and
 /// are gone from the WAL, and must still reach the replica.

@@ -255,20 +255,30 @@ impl Replicator {
         if removed {
             tracing::info!(db = %self.inner.path.display(), txid = %self.txid(), "the database was removed: no final sync; the replicas keep what they hold");
         }
+        let started = Instant::now();
         let done = tokio::time::timeout(timeout, async {
             if removed {
                 return Ok(self.txid());
             }
-            let txid = self.final_sync().await?;
-            if let Err(e) = self.hand_off().await {
-                // Nothing is lost: the replicas hold every commit, and a
-                // hand-off file left in the local store ships at the next
-                // start. Only `litestream replicate` cannot continue them yet.
-                tracing::warn!(db = %self.inner.path.display(), error = %e, "could not end the replicas on a file litestream replicate continues from");
-            }
-            Ok::<_, ReplicateError>(txid)
+            self.final_sync().await
         })
         .await;
+        // The hand-off gets what is left of the time, and missing it fails
+        // nothing: the replicas hold every commit, and a hand-off file left
+        // in the local store ships at the next start. Only `litestream
+        // replicate` cannot continue them until then.
+        if matches!(done, Ok(Ok(_))) && !removed {
+            let left = timeout.saturating_sub(started.elapsed());
+            match tokio::time::timeout(left, self.hand_off()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(db = %self.inner.path.display(), error = %e, "could not end the replicas on a file litestream replicate continues from");
+                }
+                Err(_) => {
+                    tracing::warn!(db = %self.inner.path.display(), "every commit is on the replicas, but the file litestream replicate continues from did not ship within the shutdown timeout; it ships at the next start");
+                }
+            }
+        }
         for s in &self.inner.slots {
             let lease = s.state.lock().await.lease.take();
             if let Some(l) = lease
