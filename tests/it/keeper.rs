@@ -49,10 +49,17 @@ async fn scenario(base: Replica, db: Replica, rival: Replica) {
     );
     assert!(lease.valid_until() > written, "the keeper extends it");
     // Its own expiry is long past; its keeper's is not: held, even for a
-    // takeover.
-    match rival.acquire_lease("/srv/other.db", ttl, true).await {
-        Err(LeaseError::Held { expires_at, .. }) => assert!(expires_at > written),
-        other => panic!("a lease its keeper backs was taken: {other:?}"),
+    // takeover, and the refusal names the keeper's expiry.
+    for takeover in [false, true] {
+        match rival.acquire_lease("/srv/other.db", ttl, takeover).await {
+            Err(LeaseError::Held { expires_at, .. }) => {
+                assert!(
+                    expires_at > chrono::Utc::now(),
+                    "takeover {takeover}: {expires_at}"
+                )
+            }
+            other => panic!("a lease its keeper backs was taken: {other:?}"),
+        }
     }
     // The keeper goes (released; a crash would let it expire): the lease
     // lasts no longer than its own expiry, which has passed.

@@ -371,6 +371,16 @@ impl Replica {
                     }
                 }
             } else if !old.replaceable_by(mine, takeover, Utc::now()) {
+                // Shown with its keeper's expiry, which is what a takeover
+                // would wait for.
+                let old = match old.keeper.as_deref().and_then(|rel| keeper_key(key, rel)) {
+                    Some(k) if old.expires_at <= Utc::now() => {
+                        let path = ObjectPath::from(k.as_str());
+                        let keeper = self.read_lease_opt(&path, &k).await.ok().flatten();
+                        old.extended_by(keeper.map(|(k, _)| k))
+                    }
+                    _ => old,
+                };
                 return Err(held(&self.to_string(), &old));
             }
             match self
@@ -402,8 +412,7 @@ impl Replica {
     /// (see [`super::keeper`]).
     async fn judge_keeper(&self, key: &str, record: &LeaseRecord) -> Result<Keeper, LeaseError> {
         let rel = record.keeper.as_deref().unwrap_or_default();
-        let dir = key.rsplit_once('/').map_or("", |(d, _)| d);
-        let Some(keeper_key) = keeper::resolve_remote(dir, rel) else {
+        let Some(keeper_key) = keeper_key(key, rel) else {
             // Not a keeper this version writes: the lease's own expiry.
             return Ok(Keeper::DoesNot);
         };
@@ -498,6 +507,11 @@ impl Replica {
         })?;
         Ok((record, version))
     }
+}
+
+/// The key of the keeper named by `rel` in the lease at `key`.
+fn keeper_key(key: &str, rel: &str) -> Option<String> {
+    keeper::resolve_remote(key.rsplit_once('/').map_or("", |(d, _)| d), rel)
 }
 
 /// What the keeper a lease names says of it.
