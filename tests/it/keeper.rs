@@ -76,19 +76,17 @@ async fn scenario(base: Replica, db: Replica, rival: Replica) {
     theirs.release().await.unwrap();
 }
 
+/// The replica at `prefix` of `store`, shown as `mem://prefix`.
+fn at(store: Arc<dyn object_store::ObjectStore>, prefix: &str) -> Replica {
+    Replica::from_store(store, prefix, KeyLayout::Ltx, &format!("mem://{prefix}"))
+}
+
 #[test]
 fn a_keeper_renews_for_the_leases_under_it_on_an_object_store() {
     block_on(async {
         let store: Arc<dyn object_store::ObjectStore> =
             Arc::new(object_store::memory::InMemory::new());
-        let open = |prefix: &str| {
-            Replica::from_store(
-                store.clone(),
-                prefix,
-                KeyLayout::Ltx,
-                &format!("mem://{prefix}"),
-            )
-        };
+        let open = |prefix: &str| at(store.clone(), prefix);
         scenario(open("fleet"), open("fleet/a.db"), open("fleet/a.db")).await;
     });
 }
@@ -114,14 +112,7 @@ fn a_keeper_backs_only_the_replicas_under_it() {
     block_on(async {
         let store: Arc<dyn object_store::ObjectStore> =
             Arc::new(object_store::memory::InMemory::new());
-        let open = |prefix: &str| {
-            Replica::from_store(
-                store.clone(),
-                prefix,
-                KeyLayout::Ltx,
-                &format!("mem://{prefix}"),
-            )
-        };
+        let open = |prefix: &str| at(store.clone(), prefix);
         let ttl = Duration::from_secs(30);
         let keeper = Keeper::start(open("fleet"), "/srv/fleet", ttl).await;
         for elsewhere in ["fleetwood/a.db", "other/a.db", "fleet"] {
@@ -188,15 +179,8 @@ fn never_two_holders_under_faults_with_keepers() {
             let beliefs = beliefs.clone();
             let backed_keeps = backed_keeps.clone();
             tasks.push(tokio::spawn(async move {
-                let open = |prefix: &str| {
-                    Replica::from_store(
-                        faulty.clone(),
-                        prefix,
-                        KeyLayout::Ltx,
-                        &format!("mem://{prefix}"),
-                    )
-                    .with_retry(store::fast_retry(3))
-                };
+                let open =
+                    |prefix: &str| at(faulty.clone(), prefix).with_retry(store::fast_retry(3));
                 let db = format!("/srv/contender-{me}.db");
                 let mut dice = Dice(0x51_7CC1_B727_220A ^ (me as u64 + 1));
                 let mut round = 0;
