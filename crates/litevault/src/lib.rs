@@ -85,6 +85,8 @@ pub mod restore;
 pub mod server;
 pub mod supervise;
 pub mod task;
+#[cfg(test)]
+mod testchain;
 pub mod units;
 pub mod vault;
 #[cfg(feature = "dbpage")]

@@ -5,7 +5,7 @@
 //! that talks to storage goes through it, so retries, request accounting and
 //! the key layout live in one place.
 //!
-//! Files: `mod.rs` (the type, opening, listing, reading), `write.rs`
+//! Files: `mod.rs` (the type, opening, reading), `list.rs` (listing), `write.rs`
 //! (uploads, conditional level-0 creates, deletes), `stores.rs` (the client
 //! of each cloud scheme), `url.rs` (the URL grammar), `lease.rs` (one writer
 //! per replica), `faults.rs` (fault injection for tests and the soak).
@@ -13,6 +13,7 @@
 pub mod faults;
 pub mod keeper;
 pub mod lease;
+mod list;
 mod stores;
 mod url;
 mod write;
@@ -286,6 +287,9 @@ pub struct Replica {
     storage_class: Option<String>,
     /// The keeper whose renewals extend this replica's lease.
     keeper: Option<keeper::Keeper>,
+    /// Whether [`Replica::list_all`] lists level by level: set the first
+    /// time the replica's folder turns out to hold other objects.
+    list_per_level: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl fmt::Debug for Replica {
@@ -454,6 +458,7 @@ impl Replica {
             create_l0: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             storage_class: loc.storage_class.clone(),
             keeper: None,
+            list_per_level: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         })
     }
 
@@ -486,6 +491,7 @@ impl Replica {
             create_l0: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             storage_class: None,
             keeper: None,
+            list_per_level: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
 
@@ -636,85 +642,6 @@ impl Replica {
                 }
             }
         }
-    }
-
-    /// Lists the LTX files of one level, sorted by TXID range.
-    pub async fn list_level(&self, level: u8) -> Result<Vec<LtxFileInfo>, ReplicaError> {
-        let prefix = self.level_prefix(level);
-        let path = ObjectPath::from(prefix.as_str());
-        let metas: Vec<object_store::ObjectMeta> = self
-            .with_retry_op("LIST", &prefix, &self.stats.lists, || {
-                self.store.list(Some(&path)).try_collect()
-            })
-            .await?;
-        let mut files: Vec<LtxFileInfo> = metas
-            .into_iter()
-            .filter_map(|m| {
-                let name = m.location.filename()?;
-                let (min_txid, max_txid) = ltx::parse_filename_shape(name)?;
-                // Only direct children of the level folder.
-                let parent_ok = m
-                    .location
-                    .as_ref()
-                    .strip_suffix(name)
-                    .map(|p| p.trim_end_matches('/') == prefix.trim_end_matches('/'))
-                    .unwrap_or(false);
-                parent_ok.then_some(LtxFileInfo {
-                    level,
-                    min_txid,
-                    max_txid,
-                    size: m.size,
-                    created: m.last_modified,
-                })
-            })
-            .collect();
-        files.sort_by_key(|f| (f.min_txid, f.max_txid));
-        self.check_local_entries(&prefix)?;
-        Ok(files)
-    }
-
-    /// In a local folder, an entry named like an LTX file must be a regular
-    /// file: the store's listing silently skips a directory or a dangling
-    /// link and follows a link anywhere, so look at the folder itself.
-    fn check_local_entries(&self, prefix: &str) -> Result<(), ReplicaError> {
-        let Some(root) = &self.local_root else {
-            return Ok(());
-        };
-        let dir = root.join(prefix);
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            // No folder: no files (the store's listing said so too).
-            return Ok(());
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            if name.to_str().and_then(ltx::parse_filename_shape).is_none() {
-                continue;
-            }
-            // `file_type` does not follow symbolic links.
-            match entry.file_type() {
-                Ok(t) if t.is_file() => {}
-                Ok(t) => {
-                    return Err(ReplicaError::NotAFile {
-                        path: entry.path(),
-                        kind: file_kind(&t),
-                    });
-                }
-                Err(_) => {
-                    return Err(ReplicaError::NotAFile {
-                        path: entry.path(),
-                        kind: "file of unknown type",
-                    });
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Lists every level (0 to 9), lowest level first.
-    pub async fn list_all(&self) -> Result<Vec<LtxFileInfo>, ReplicaError> {
-        let levels =
-            futures::future::try_join_all((0..=SNAPSHOT_LEVEL).map(|l| self.list_level(l))).await?;
-        Ok(levels.into_iter().flatten().collect())
     }
 
     /// Downloads a whole file.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use super::merge::{self, Piece};
 use super::status::count_levels;
 use super::{ReplicateError, Replicator, Slot, blocking, lock_or_recover, retention};
 use crate::body::{LtxBody, SPILL_THRESHOLD, SpillWriter};
@@ -220,7 +221,8 @@ impl Replicator {
         local_first: bool,
     ) -> Result<(), ReplicateError> {
         tracing::debug!(replica = %slot.replica, level, files = run.len(), "compaction: merging");
-        let mut readers: Vec<Box<dyn std::io::Read + Send>> = Vec::with_capacity(run.len());
+        let mut pieces: Vec<Piece> = Vec::with_capacity(run.len());
+        let mut all_local = true;
         for f in run {
             // Local first: the same file, or (for a level-0 file that went up
             // merged) the pieces it was merged from; else download it.
@@ -239,26 +241,14 @@ impl Replicator {
                     None => None,
                 }
             };
-            // Every piece must open, else the whole file is downloaded.
-            let opened: Option<Vec<Box<dyn std::io::Read + Send>>> = local.and_then(|bodies| {
-                bodies
-                    .into_iter()
-                    .map(|b| -> Option<Box<dyn std::io::Read + Send>> {
-                        match b {
-                            LtxBody::Memory(b) => Some(Box::new(std::io::Cursor::new(b))),
-                            other => std::fs::File::open(other.file_path()?).ok().map(|f| {
-                                Box::new(std::io::BufReader::new(f))
-                                    as Box<dyn std::io::Read + Send>
-                            }),
-                        }
-                    })
-                    .collect()
-            });
-            match opened {
-                Some(v) => readers.extend(v),
-                None => readers.push(Box::new(std::io::Cursor::new(
-                    slot.replica.read_file(f).await?,
-                ))),
+            // Every piece must be there, else the whole file is downloaded.
+            let present = |b: &LtxBody| b.file_path().is_none_or(|p| p.is_file());
+            match local.filter(|bodies| bodies.iter().all(present)) {
+                Some(bodies) => pieces.extend(bodies.into_iter().map(Piece::of)),
+                None => {
+                    all_local = false;
+                    pieces.push(Piece::Bytes(slot.replica.read_file(f).await?));
+                }
             }
         }
         let inner = self.inner.clone();
@@ -279,10 +269,17 @@ impl Replicator {
                 file: name.clone(),
                 source,
             };
-            let mut inputs = Vec::with_capacity(readers.len());
-            for r in readers {
-                inputs.push(ltx::Decoder::new(r).map_err(bad)?);
-            }
+            // A bounded number open at once (see `merge`). Only the local
+            // store's files, which all carry litevault's checksums, are
+            // merged in groups: a group must end on a known checksum, and a
+            // download may be Litestream's (those are in memory anyway).
+            let compat = inner.opts.litestream_compat;
+            let pieces = if all_local {
+                merge::reduce(pieces, merge::FAN_IN, &spill_dir, compat, &name)?
+            } else {
+                pieces
+            };
+            let inputs = merge::open_all(&pieces, &name)?;
             // At least one input per file of the (non-empty) run.
             let (Some(first_h), Some(last_h)) = (
                 inputs.first().map(|d| *d.header()),
@@ -292,18 +289,7 @@ impl Replicator {
                     "{name}: no input to merge"
                 )));
             };
-            let pre = first_h
-                .reserved_checksums
-                .map(|r| r.pre_apply)
-                .or((!first_h.no_checksum()).then_some(first_h.pre_apply_checksum));
-            let post = last_h.reserved_checksums.map(|r| r.post_apply);
-            let compat = inner.opts.litestream_compat || first_h.no_checksum();
-            let opts = ltx::CompactOptions {
-                pre_apply_checksum: if first_h.is_snapshot() { None } else { pre },
-                post_apply_checksum: post,
-                litestream_compat: compat && post.is_some(),
-                ..Default::default()
-            };
+            let (opts, post) = merge::options(&first_h, &last_h, compat);
             let out = SpillWriter::new(&spill_dir, SPILL_THRESHOLD);
             let (w, trailer) = ltx::compact(inputs, out, opts).map_err(bad)?;
             let body = w.finish().map_err(|source| ReplicateError::Local {

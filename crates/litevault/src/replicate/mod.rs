@@ -84,6 +84,7 @@ mod error;
 mod handoff;
 mod maintain;
 mod marks;
+mod merge;
 mod open;
 mod options;
 pub mod outbox;

@@ -31,6 +31,10 @@ pub struct ReplicaHead {
     pub files: Vec<LtxFileInfo>,
 }
 
+/// Up to this size, the file that ends a replica is read whole to find its
+/// header and trailer: one request instead of two.
+const HEAD_IN_ONE_READ: u64 = 64 * 1024;
+
 /// Reads where a replica stands.
 pub async fn replica_head(replica: &Replica) -> Result<ReplicaHead, ReplicateError> {
     let files = replica.list_all().await?;
@@ -47,19 +51,30 @@ pub async fn replica_head(replica: &Replica) -> Result<ReplicaHead, ReplicateErr
             files,
         });
     };
-    let header = replica
-        .read_range(&last, 0..ltx::HEADER_SIZE as u64)
-        .await?;
+    // A small file in one request; of a large one, the two ends.
+    let (header, t) = if last.size <= HEAD_IN_ONE_READ {
+        let whole = replica.read_file(&last).await?;
+        let tail = whole.len().saturating_sub(ltx::TRAILER_SIZE);
+        (
+            whole.slice(..ltx::HEADER_SIZE.min(whole.len())),
+            whole.slice(tail..),
+        )
+    } else {
+        let header = replica
+            .read_range(&last, 0..ltx::HEADER_SIZE as u64)
+            .await?;
+        let t = replica
+            .read_range(
+                &last,
+                last.size.saturating_sub(ltx::TRAILER_SIZE as u64)..last.size,
+            )
+            .await?;
+        (header, t)
+    };
     let header = ltx::Header::decode(&header).map_err(|source| ReplicateError::BadFile {
         file: last.to_string(),
         source,
     })?;
-    let t = replica
-        .read_range(
-            &last,
-            last.size.saturating_sub(ltx::TRAILER_SIZE as u64)..last.size,
-        )
-        .await?;
     let trailer = ltx::Trailer::decode(&t).map_err(|source| ReplicateError::BadFile {
         file: last.to_string(),
         source,

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
+use super::merge::{self, Piece};
 use super::outbox::OutboxFile;
 use super::status::count_levels;
 use super::{
@@ -229,29 +230,14 @@ impl Replicator {
             let (Some(first), Some(last)) = (chain.first(), chain.last()) else {
                 return Err(ReplicateError::Internal("merging an empty chain".into()));
             };
-            let mut inputs = Vec::with_capacity(chain.len());
-            for f in &chain {
-                let open = |p: &Path| -> Result<Box<dyn std::io::Read + Send>, ReplicateError> {
-                    let file = std::fs::File::open(p).map_err(|source| ReplicateError::Local {
-                        path: p.to_path_buf(),
-                        source,
-                    })?;
-                    Ok(Box::new(std::io::BufReader::new(file)))
-                };
-                let r: Box<dyn std::io::Read + Send> = match outbox.body(f) {
-                    LtxBody::Memory(b) => Box::new(std::io::Cursor::new(b)),
-                    LtxBody::File { path, .. } => open(&path)?,
-                    LtxBody::Spilled(s) => open(s.path())?,
-                };
-                inputs.push(
-                    ltx::Decoder::new(r).map_err(|source| ReplicateError::BadFile {
-                        file: ltx::format_filename(f.min_txid, f.max_txid),
-                        source,
-                    })?,
-                );
-            }
+            let pieces: Vec<Piece> = chain.iter().map(|f| Piece::of(outbox.body(f))).collect();
             let dir = outbox.level_dir(0);
             drop(outbox);
+            let name = ltx::format_filename(first.min_txid, last.max_txid);
+            // A bounded number open at once (see `merge`).
+            let compat = inner.opts.litestream_compat;
+            let pieces = merge::reduce(pieces, merge::FAN_IN, &dir, compat, &name)?;
+            let inputs = merge::open_all(&pieces, &name)?;
             let out = SpillWriter::new(&dir, SPILL_THRESHOLD);
             let opts = ltx::CompactOptions {
                 pre_apply_checksum: (!first.is_snapshot()).then_some(first.pre_apply),
@@ -259,11 +245,8 @@ impl Replicator {
                 litestream_compat: inner.opts.litestream_compat,
                 ..Default::default()
             };
-            let (w, _) =
-                ltx::compact(inputs, out, opts).map_err(|source| ReplicateError::BadFile {
-                    file: ltx::format_filename(first.min_txid, last.max_txid),
-                    source,
-                })?;
+            let (w, _) = ltx::compact(inputs, out, opts)
+                .map_err(|source| ReplicateError::BadFile { file: name, source })?;
             let body = w
                 .finish()
                 .map_err(|source| ReplicateError::Local { path: dir, source })?;
