@@ -167,23 +167,27 @@ impl Replica {
                     let attributes = attributes.clone();
                     let path = path.clone();
                     async move {
-                        let mut up = self
-                            .store
-                            .put_multipart_opts(
-                                &path,
-                                object_store::PutMultipartOptions {
-                                    attributes,
-                                    ..Default::default()
-                                },
-                            )
-                            .await?;
-                        match upload_parts(&mut up, spilled).await {
+                        let mut guard = AbortOnDrop(None);
+                        let up = guard.0.insert(
+                            self.store
+                                .put_multipart_opts(
+                                    &path,
+                                    object_store::PutMultipartOptions {
+                                        attributes,
+                                        ..Default::default()
+                                    },
+                                )
+                                .await?,
+                        );
+                        let r = match upload_parts(up, spilled).await {
                             Ok(()) => up.complete().await.map(|_| ()),
                             Err(e) => {
                                 let _ = up.abort().await;
                                 Err(e)
                             }
-                        }
+                        };
+                        guard.0 = None;
+                        r
                     }
                 })
                 .await
@@ -376,7 +380,23 @@ pub(super) async fn read_tail(path: &std::path::Path, n: u64) -> object_store::R
     Ok(Bytes::from(buf))
 }
 
-/// Sends a file's bytes as the parts of a multipart upload, 16 MiB each.
+/// A multipart upload under way, aborted if dropped before it ends (a
+/// stop's deadline cut it short): the abort is sent from a task of its own,
+/// so no incomplete upload is left to be billed, as long as the runtime
+/// runs a moment longer (the replicator still releases its leases then).
+struct AbortOnDrop(Option<Box<dyn object_store::MultipartUpload>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let (Some(mut up), Ok(rt)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(async move {
+                let _ = up.abort().await;
+            });
+        }
+    }
+}
+
+/// Sends a file's bytes as the parts of a multipart upload, 8 MiB each.
 pub(super) async fn upload_parts(
     up: &mut Box<dyn object_store::MultipartUpload>,
     path: &std::path::Path,
