@@ -279,7 +279,7 @@ impl Replicator {
             } else {
                 pieces
             };
-            let inputs = merge::open_all(&pieces, &name)?;
+            let inputs = merge::open_all(&pieces, |_| name.clone())?;
             // At least one input per file of the (non-empty) run.
             let (Some(first_h), Some(last_h)) = (
                 inputs.first().map(|d| *d.header()),

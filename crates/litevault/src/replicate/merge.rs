@@ -69,16 +69,17 @@ impl Piece {
 }
 
 /// Opens `pieces` (at most [`FAN_IN`] of them, for a bounded merge) as
-/// decoders; `name` names the merge's output in errors.
+/// decoders; `name(i)` names piece `i` in errors.
 pub(super) fn open_all(
     pieces: &[Piece],
-    name: &str,
+    name: impl Fn(usize) -> String,
 ) -> Result<Vec<ltx::Decoder<Reader>>, ReplicateError> {
     pieces
         .iter()
-        .map(|p| {
+        .enumerate()
+        .map(|(i, p)| {
             ltx::Decoder::new(p.open()?).map_err(|source| ReplicateError::BadFile {
-                file: name.to_string(),
+                file: name(i),
                 source,
             })
         })
@@ -106,7 +107,7 @@ pub(super) fn reduce(
                 next.extend(group);
                 continue;
             }
-            let inputs = open_all(&group, name)?;
+            let inputs = open_all(&group, |_| name.to_string())?;
             let (Some(first), Some(last)) = (
                 inputs.first().map(|d| *d.header()),
                 inputs.last().map(|d| *d.header()),
@@ -210,7 +211,10 @@ mod tests {
             .collect();
         let left = reduce(pieces, fan_in, dir, compat, "test").map_err(|e| e.to_string())?;
         assert!(left.len() <= fan_in);
-        merge(open_all(&left, "test").map_err(|e| e.to_string())?, compat)
+        merge(
+            open_all(&left, |_| "test".into()).map_err(|e| e.to_string())?,
+            compat,
+        )
     }
 
     /// A file rewritten in Litestream's form, litevault's checksums in the

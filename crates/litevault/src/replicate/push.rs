@@ -236,8 +236,13 @@ impl Replicator {
             let name = ltx::format_filename(first.min_txid, last.max_txid);
             // A bounded number open at once (see `merge`).
             let compat = inner.opts.litestream_compat;
+            let grouped = pieces.len() > merge::FAN_IN;
             let pieces = merge::reduce(pieces, merge::FAN_IN, &dir, compat, &name)?;
-            let inputs = merge::open_all(&pieces, &name)?;
+            // A damaged local file is named, unless it went into a group.
+            let inputs = merge::open_all(&pieces, |i| match chain.get(i) {
+                Some(f) if !grouped => ltx::format_filename(f.min_txid, f.max_txid),
+                _ => name.clone(),
+            })?;
             let out = SpillWriter::new(&dir, SPILL_THRESHOLD);
             let opts = ltx::CompactOptions {
                 pre_apply_checksum: (!first.is_snapshot()).then_some(first.pre_apply),
