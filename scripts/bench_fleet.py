@@ -561,23 +561,30 @@ def lag(tool: str, recs: list[dict], l0: list[dict], s3, commits: dict[str, list
             if r["m"] == "PUT" and r["s"] == 200 and "partNumber" not in r["q"]:
                 x = db_of(r["k"])
                 if x and x[0] in commits:
-                    puts.setdefault(x[0], []).append((r["t1"], x[1], x[2], x[3]))
-        lags, unseen, negative, bases = [], 0, 0, {}
+                    puts.setdefault(x[0], []).append((r["t1"], x[1], x[2], x[3], r["t0"]))
+        lags, unseen, negative, bases, put_ms = [], 0, 0, {}, []
         for db, times in commits.items():
             ps = sorted(puts.get(db, []))
-            base = max((hi for t1, _, _, hi in ps if t1 < t_w0), default=0)
+            base = max((p[3] for p in ps if p[0] < t_w0), default=0)
             bases[db] = base
             for kx, tc in enumerate(times, 1):
                 txid = base + kx
-                hit = next((t1 for t1, lvl, lo, hi in ps
+                put = next(((t1, t0) for t1, lvl, lo, hi, t0 in ps
                             if lvl == 0 and lo <= txid <= hi and t1 >= t_w0 and t1 <= t_stop), None)
+                hit = put and put[0]
                 if hit is None:
                     unseen += 1
                 elif hit < tc:
                     negative += 1
                 else:
                     lags.append(1000 * (hit - tc))
-        out["txid"] = _summary(lags, unseen) | {"negative": negative, "base_txids": bases}
+                    put_ms.append(1000 * (put[0] - put[1]))
+        # Of each lag, the part the server took (request start -> end): the
+        # rest was spent before the PUT reached it.
+        out["txid"] = _summary(lags, unseen) | {"negative": negative, "base_txids": bases,
+                                                "put_ms_p50": bc.pct(put_ms, 50),
+                                                "put_ms_p90": bc.pct(put_ms, 90),
+                                                "put_ms": [round(x, 1) for x in put_ms]}
     # markers in the captured L0 files (every tool)
     files: dict[str, list[tuple[float, int]]] = {}
     bad = 0

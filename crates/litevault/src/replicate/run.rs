@@ -64,7 +64,8 @@ impl Replicator {
                     }
                     // Batch under a steady load: one upload per sync
                     // interval on average; sparse commits ship at once.
-                    let hold = uploads.wait();
+                    let woke = Instant::now();
+                    let hold = uploads.wait(woke);
                     if !hold.is_zero() {
                         tokio::select! {
                             _ = stop.changed() => break,
@@ -73,14 +74,27 @@ impl Replicator {
                     }
                     let before = *me.inner.slots[i].shipped.borrow();
                     me.inner.uploading.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let started = Instant::now();
                     let pushed = no_panic("an upload", me.push(i)).await;
                     me.inner.uploading.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    tracing::trace!(
+                        replica = %me.inner.slots[i].replica,
+                        from = %before,
+                        to = %*me.inner.slots[i].shipped.borrow(),
+                        held_ms = (started - woke).as_millis() as u64,
+                        push_ms = started.elapsed().as_millis() as u64,
+                        "push round"
+                    );
                     me.inner.upload_done.notify_waiters();
                     match pushed {
                         Ok(()) => {
                             backoff = Duration::ZERO;
-                            if *me.inner.slots[i].shipped.borrow() != before {
-                                uploads.spend();
+                            let after = *me.inner.slots[i].shipped.borrow();
+                            if after != before {
+                                // One transaction after a wait: nothing
+                                // joined it, the wait batched nothing.
+                                let unbatched = !hold.is_zero() && after.0.saturating_sub(before.0) == 1;
+                                uploads.spend(Instant::now(), unbatched);
                             }
                         }
                         Err(e) => {
@@ -199,6 +213,7 @@ impl Replicator {
                     >= slots
             };
             let mut stop = false;
+            let look = Instant::now();
             while slots > 0 && busy() {
                 let done = self.inner.upload_done.notified();
                 tokio::pin!(done);
@@ -220,7 +235,22 @@ impl Replicator {
             if stop {
                 break;
             }
-            match self.produce().await {
+            let produced = Instant::now();
+            let outcome = self.produce().await;
+            tracing::trace!(
+                db = %self.inner.path.display(),
+                woken,
+                changed,
+                due,
+                busy_ms = (produced - look).as_millis() as u64,
+                produce_ms = produced.elapsed().as_millis() as u64,
+                shipped = ?outcome.as_ref().ok().and_then(|o| match o {
+                    SyncOutcome::Shipped { txid, .. } => Some(*txid),
+                    SyncOutcome::UpToDate => None,
+                }),
+                "producer pass"
+            );
+            match outcome {
                 Ok(SyncOutcome::Shipped { .. }) => {
                     backoff = Duration::ZERO;
                     // More may be waiting: look again at once.
@@ -333,6 +363,17 @@ impl Replicator {
 /// [`UploadBudget::BURST`] so that sparse commits, a few seconds apart or
 /// right after the uploads of a start, ship at once instead of each
 /// waiting out the interval after the one before.
+///
+/// A writer that commits once per interval, once it has spent the burst
+/// (a pause and then a catch-up), would earn each token just as its next
+/// commit arrives: every commit would wait most of an interval for ever,
+/// one PUT each all the same, since nothing joins it during the wait. So
+/// an upload that waited and still carried one transaction costs
+/// [`UploadBudget::UNBATCHED_COST`]: such a writer's waits shrink to
+/// nothing within a few commits, while a writer whose waits do batch
+/// commits keeps to one upload per interval. The most a database can then
+/// make is `1 / UNBATCHED_COST` uploads per interval, and only while every
+/// upload waits and carries one transaction.
 struct UploadBudget {
     interval: Duration,
     tokens: f64,
@@ -341,6 +382,7 @@ struct UploadBudget {
 
 impl UploadBudget {
     const BURST: f64 = 3.0;
+    const UNBATCHED_COST: f64 = 0.75;
 
     fn new(interval: Duration) -> UploadBudget {
         UploadBudget {
@@ -350,21 +392,21 @@ impl UploadBudget {
         }
     }
 
-    fn refill(&mut self) {
-        let now = Instant::now();
+    fn refill(&mut self, now: Instant) {
         if !self.interval.is_zero() {
-            let earned = (now - self.at).as_secs_f64() / self.interval.as_secs_f64();
+            let earned =
+                now.saturating_duration_since(self.at).as_secs_f64() / self.interval.as_secs_f64();
             self.tokens = (self.tokens + earned).min(Self::BURST);
         }
-        self.at = now;
+        self.at = self.at.max(now);
     }
 
-    /// How long to wait before the next upload may start.
-    fn wait(&mut self) -> Duration {
+    /// How long to wait, from `now`, before the next upload may start.
+    fn wait(&mut self, now: Instant) -> Duration {
         if self.interval.is_zero() {
             return Duration::ZERO;
         }
-        self.refill();
+        self.refill(now);
         if self.tokens >= 1.0 {
             Duration::ZERO
         } else {
@@ -372,10 +414,12 @@ impl UploadBudget {
         }
     }
 
-    /// An upload that shipped new commits.
-    fn spend(&mut self) {
-        self.refill();
-        self.tokens = (self.tokens - 1.0).max(0.0);
+    /// An upload that shipped new commits, done at `now`; `unbatched`: it
+    /// waited for the budget and carried one transaction all the same.
+    fn spend(&mut self, now: Instant, unbatched: bool) {
+        self.refill(now);
+        let cost = if unbatched { Self::UNBATCHED_COST } else { 1.0 };
+        self.tokens = (self.tokens - cost).max(0.0);
     }
 }
 
@@ -426,24 +470,99 @@ fn file_stamp(db: &Path) -> Option<(u64, SystemTime, u64, SystemTime)> {
 mod tests {
     use super::*;
 
+    /// Runs a writer whose commits come at `commits` (seconds from the
+    /// start) through the budget, as the push task does: an upload starts
+    /// at the later of the commit and the end of the wait, takes every
+    /// commit made by then, and costs as the task charges it. Answers each
+    /// upload's (start, wait, transactions).
+    fn simulate(interval: Duration, commits: &[f64]) -> Vec<(f64, f64, usize)> {
+        let t0 = Instant::now();
+        let at = |s: f64| t0 + Duration::from_secs_f64(s);
+        let mut b = UploadBudget::new(interval);
+        b.at = t0;
+        let (mut uploads, mut next, mut free_at) = (Vec::new(), 0, 0.0f64);
+        while next < commits.len() {
+            let woke = commits[next].max(free_at);
+            let hold = b.wait(at(woke)).as_secs_f64();
+            let start = woke + hold;
+            let txns = commits[next..].iter().take_while(|&&c| c <= start).count();
+            next += txns;
+            b.spend(at(start), hold > 0.0 && txns == 1);
+            free_at = start;
+            uploads.push((start, hold, txns));
+        }
+        uploads
+    }
+
+    #[test]
+    fn a_writer_at_the_interval_is_not_held_after_a_catch_up() {
+        // Once a second, a pause, four commits at once to catch up (more
+        // than the burst), then once a second again, a tenth of a second
+        // after each upload would end (a little jitter throughout).
+        let jitter = |k: usize| 0.02 * (k % 3) as f64;
+        let mut commits: Vec<f64> = (0..10).map(|k| k as f64 + jitter(k)).collect();
+        commits.extend([14.0, 14.02, 14.04, 14.06]);
+        commits.extend((15..60).map(|k| k as f64 + 0.1 + jitter(k)));
+        let ups = simulate(Duration::from_secs(1), &commits);
+        let waits: Vec<f64> = ups.iter().filter(|u| u.0 > 25.0).map(|u| u.1).collect();
+        assert!(
+            waits.iter().all(|w| *w == 0.0),
+            "ten seconds after the catch-up, commits once per interval ship at once; waits {waits:?}"
+        );
+        // It did wait right after the burst: the budget was spent.
+        assert!(ups.iter().any(|u| u.1 > 0.0));
+    }
+
+    #[test]
+    fn a_fast_writer_makes_one_upload_per_interval() {
+        // 100 commits a second for a minute.
+        let commits: Vec<f64> = (0..6000).map(|k| k as f64 * 0.01).collect();
+        let ups = simulate(Duration::from_secs(1), &commits);
+        assert!(
+            ups.len() as f64 <= 60.0 + UploadBudget::BURST + 1.0,
+            "{} uploads in 60 s at a 1 s interval",
+            ups.len()
+        );
+        assert_eq!(
+            ups.iter().map(|u| u.2).sum::<usize>(),
+            6000,
+            "every commit shipped"
+        );
+    }
+
+    #[test]
+    fn unbatched_uploads_stay_within_their_bound() {
+        // Commits just slower than the discounted cost allows: every upload
+        // waits and carries one, at most 1 / UNBATCHED_COST per interval.
+        let commits: Vec<f64> = (0..600).map(|k| k as f64 * 0.1).collect();
+        let ups = simulate(Duration::from_secs(1), &commits);
+        let bound = 60.0 / UploadBudget::UNBATCHED_COST + UploadBudget::BURST + 1.0;
+        assert!(
+            ups.len() as f64 <= bound,
+            "{} uploads, bound {bound}",
+            ups.len()
+        );
+    }
+
     #[test]
     fn sparse_uploads_go_at_once_and_a_steady_stream_is_paced() {
         let interval = Duration::from_secs(1);
         let mut b = UploadBudget::new(interval);
+        let now = b.at;
         // A start's uploads and the commits right after: the burst.
         for _ in 0..3 {
-            assert_eq!(b.wait(), Duration::ZERO);
-            b.spend();
+            assert_eq!(b.wait(now), Duration::ZERO);
+            b.spend(now, false);
         }
-        // Then one per interval: the next waits most of one.
-        let w = b.wait();
-        assert!(
-            w > Duration::from_millis(900) && w <= interval,
-            "after the burst the next upload waits about one interval, not {w:?}"
+        // Then one per interval: the next waits one.
+        let w = b.wait(now);
+        assert_eq!(
+            w, interval,
+            "after the burst the next upload waits an interval"
         );
         // Time earns uploads back, up to the burst.
-        b.at -= Duration::from_secs(10);
-        assert_eq!(b.wait(), Duration::ZERO);
+        let later = now + Duration::from_secs(10);
+        assert_eq!(b.wait(later), Duration::ZERO);
         assert!(b.tokens <= UploadBudget::BURST);
     }
 
@@ -451,8 +570,8 @@ mod tests {
     fn no_sync_interval_never_waits() {
         let mut b = UploadBudget::new(Duration::ZERO);
         for _ in 0..10 {
-            assert_eq!(b.wait(), Duration::ZERO);
-            b.spend();
+            assert_eq!(b.wait(Instant::now()), Duration::ZERO);
+            b.spend(Instant::now(), false);
         }
     }
 }
