@@ -12,6 +12,7 @@ use litevault::pg::export::{
     ExportMode, ExportOptions, ExportReport, IfExists, OnBadRow, parse_type_override, plan,
     read_types_file, schema_script,
 };
+use litevault::pg::select::TableSelection;
 use litevault::replica::Replica;
 use litevault::restore::{RestoreOptions, RestoreTarget, restore};
 
@@ -56,6 +57,12 @@ pub struct Args {
     /// Target PostgreSQL schema.
     #[arg(long, default_value = "public")]
     schema: String,
+    /// Export only the tables whose name matches GLOB (`*`, `?`, `[a-z]`; repeatable; default: every table).
+    #[arg(long = "table", value_name = "GLOB")]
+    tables: Vec<String>,
+    /// Leave out the tables whose name matches GLOB (repeatable; wins over --table).
+    #[arg(long = "exclude-table", value_name = "GLOB")]
+    exclude_tables: Vec<String>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -92,6 +99,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         on_bad_row,
         types,
         schema: a.schema.clone(),
+        tables: TableSelection::parse(&a.tables, &a.exclude_tables)?,
         progress: super::progress::terminal(),
     };
     let (db, url, _tmp): (PathBuf, Option<String>, Option<tempfile::TempDir>) = match &a.from {
@@ -213,4 +221,7 @@ fn print_report(r: &ExportReport) {
         r.rejected_rows,
         if r.ok() { "; verified" } else { "" }
     );
+    for n in &r.notices {
+        println!("{n}");
+    }
 }

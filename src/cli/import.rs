@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use litevault::pg::import::{ImportOptions, ImportReport, import};
+use litevault::pg::select::TableSelection;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -14,6 +15,12 @@ pub struct Args {
     /// PostgreSQL schema to import.
     #[arg(long, default_value = "public")]
     schema: String,
+    /// Import only the tables whose name (or `schema.name`) matches GLOB (`*`, `?`, `[a-z]`; repeatable; default: every table).
+    #[arg(long = "table", value_name = "GLOB")]
+    tables: Vec<String>,
+    /// Leave out the tables whose name (or `schema.name`) matches GLOB (repeatable; wins over --table).
+    #[arg(long = "exclude-table", value_name = "GLOB")]
+    exclude_tables: Vec<String>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -22,6 +29,7 @@ pub struct Args {
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let opts = ImportOptions {
         schema: a.schema.clone(),
+        tables: TableSelection::parse(&a.tables, &a.exclude_tables)?,
         progress: super::progress::terminal(),
     };
     let report = import(&a.url, &a.output, &opts).await?;
@@ -75,4 +83,7 @@ fn print_report(r: &ImportReport, out: &std::path::Path) {
         r.millis,
         if r.ok() { "; verified" } else { "" }
     );
+    for n in &r.notices {
+        println!("{n}");
+    }
 }

@@ -1,6 +1,7 @@
 //! `litevault export` against a real PostgreSQL cluster started by the
 //! harness (tests/support/postgres.rs): one test per mapping rule, bad rows,
-//! modes, verification, identifiers, `--from` a replica.
+//! modes, verification, identifiers, `--from` a replica; table selection and
+//! the notice summary in pg_export/select.rs.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -9,6 +10,7 @@ use crate::support::postgres::PgCluster;
 use crate::support::*;
 
 mod env;
+mod select;
 use env::Env;
 
 fn quote(s: &str) -> String {

@@ -244,6 +244,128 @@ fn import_refuses_an_existing_output() {
     assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
 }
 
+/// users <- orders (foreign key), two audit tables.
+fn shop_in_pg(pg: &PgCluster) {
+    pg.psql(
+        DB,
+        "CREATE TABLE users (id bigserial PRIMARY KEY, name text);
+         CREATE TABLE orders (id int PRIMARY KEY, user_id bigint REFERENCES users(id));
+         CREATE TABLE audit_log (id int PRIMARY KEY, what text);
+         CREATE TABLE audit_events (id int PRIMARY KEY, what text);
+         INSERT INTO users(name) VALUES ('a'), ('b');
+         INSERT INTO orders VALUES (1, 1);
+         INSERT INTO audit_log VALUES (1, 'x'), (2, 'y');
+         INSERT INTO audit_events VALUES (1, 'e');",
+    );
+}
+
+fn sqlite_tables(db: &Path) -> Vec<Vec<Value>> {
+    rows(
+        db,
+        "SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name",
+    )
+}
+
+/// The table names of the report, sorted.
+fn reported(stdout: &str) -> Vec<String> {
+    let mut v: Vec<String> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("table "))
+        .skip(1)
+        .take_while(|l| !l.starts_with("imported "))
+        .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
+fn import_table_and_exclude_table_globs() {
+    let pg = PgCluster::start();
+    let url = pg.fresh_db(DB);
+    shop_in_pg(&pg);
+    let dir = tempfile::tempdir().unwrap();
+    // A schema-qualified glob and a plain one.
+    let a = dir.path().join("a.db");
+    let stdout = ok(run(&[
+        "import",
+        &url,
+        a.to_str().unwrap(),
+        "--table",
+        "users",
+        "--table",
+        "public.audit_*",
+    ]));
+    assert_eq!(
+        sqlite_tables(&a),
+        [t("audit_events"), t("audit_log"), t("users")].map(|v| vec![v])
+    );
+    // Verified: exactly the selected tables.
+    assert_eq!(reported(&stdout), ["audit_events", "audit_log", "users"]);
+    assert!(stdout.contains("imported 3 table(s), 5 row(s)"), "{stdout}");
+
+    let b = dir.path().join("b.db");
+    let stdout = ok(run(&[
+        "import",
+        &url,
+        b.to_str().unwrap(),
+        "--exclude-table",
+        "audit_[a-z]*",
+    ]));
+    assert_eq!(
+        sqlite_tables(&b),
+        [t("orders"), t("users")].map(|v| vec![v])
+    );
+    assert_eq!(reported(&stdout), ["orders", "users"]);
+    assert_eq!(
+        rows(
+            &b,
+            "SELECT \"table\", \"from\" FROM pragma_foreign_key_list('orders')"
+        ),
+        vec![vec![t("users"), t("user_id")]]
+    );
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
+fn import_refuses_a_glob_matching_nothing_and_a_key_into_an_excluded_table() {
+    let pg = PgCluster::start();
+    let url = pg.fresh_db(DB);
+    shop_in_pg(&pg);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.db");
+
+    let o = run(&["import", &url, out.to_str().unwrap(), "--table", "user"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--table \"user\" matches no table in schema \"public\"; the tables are: audit_events, audit_log, orders, users"),
+        "{err}"
+    );
+    assert!(err.contains("psql URL -c '\\dt \"public\".*'"), "{err}");
+    assert!(!out.exists());
+
+    let o = run(&[
+        "import",
+        &url,
+        out.to_str().unwrap(),
+        "--exclude-table",
+        "users",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("table \"orders\" is selected but its foreign key refers to \"users\", which is not: include it (--table users) or exclude \"orders\" as well (--exclude-table orders)"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    // Exact names on PostgreSQL: "Users" is not "users".
+    let o = run(&["import", &url, out.to_str().unwrap(), "--table", "Users"]);
+    assert!(!o.status.success());
+    assert!(!out.exists());
+}
+
 /// A SQLite database with every kind of value the export maps.
 fn varied_db(path: &PathBuf) {
     let c = rusqlite::Connection::open(path).unwrap();

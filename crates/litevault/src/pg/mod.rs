@@ -8,7 +8,10 @@
 //!   (encoder, decoder, date and time text, numeric in their own files),
 //! - [`checksum`]: the per-table content checksum both sides compute,
 //! - [`copy`]: binary COPY framing,
-//! - [`ddl`], [`expr`], [`ident`]: the schema model, DDL, SQL rewriting, quoting.
+//! - [`ddl`], [`expr`], [`ident`]: the schema model, DDL, SQL rewriting, quoting,
+//! - [`select`]: `--table` / `--exclude-table` globs and the foreign-key check,
+//! - [`notice`]: PostgreSQL notices summarised per kind (and the connection
+//!   driver that collects them).
 //!
 //! I/O:
 //! - [`source`]: reads a SQLite schema and value statistics,
@@ -25,6 +28,8 @@ pub mod export;
 pub mod expr;
 pub mod ident;
 pub mod import;
+pub mod notice;
+pub mod select;
 pub mod source;
 pub mod tls;
 pub mod types;
@@ -34,4 +39,6 @@ pub use export::{
     ExportError, ExportMode, ExportOptions, ExportPlan, ExportReport, IfExists, OnBadRow, export,
 };
 pub use import::{ImportError, ImportOptions, ImportReport, import};
+pub use notice::NoticeSummary;
+pub use select::{SelectionError, TableSelection};
 pub use types::{Orm, PgType};

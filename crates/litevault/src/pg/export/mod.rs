@@ -7,12 +7,14 @@
 //! This file holds the settings, the errors, the report and [`export`]
 //! itself; `plan` decides what to create, `load` streams one table over
 //! COPY (bad rows, triggers, keys and indexes after the load) and `verify`
-//! reads a table back into its checksum.
+//! reads a table back into its checksum; `connect` opens the connections.
 
+mod connect;
 mod load;
 mod plan;
 mod verify;
 
+pub use connect::{ConnectError, connect, pg_message};
 pub use plan::{ExportPlan, plan, schema_script};
 pub use verify::read_back;
 
@@ -29,10 +31,12 @@ use super::checksum::TableChecksum;
 use super::copy::CopyFormatError;
 use super::ddl::{self, Problem, Stmt};
 use super::ident::{qualified, quote};
+use super::notice::{NoticeLog, NoticeSummary, connect_collecting};
+use super::select::{SelectionError, TableSelection};
 use super::types::PgType;
 use crate::task::lock_or_recover;
 use load::{BadRowFile, TableOutcome, load_and_verify, table_sizes};
-use plan::retarget;
+use plan::{refuse_truncating_unselected, retarget};
 
 /// Errors of an export. Each names what was at fault and what to do.
 #[non_exhaustive]
@@ -113,6 +117,14 @@ pub enum ExportError {
         table: String,
         source: CopyFormatError,
     },
+    #[error(transparent)]
+    Selection(#[from] SelectionError),
+    #[error(
+        "--truncate would also empty {child} (its foreign key refers to {parent:?}, and \
+         TRUNCATE ... CASCADE follows it), which --table/--exclude-table leave out; \
+         include it, or drop that foreign key first"
+    )]
+    TruncateCascades { parent: String, child: String },
     #[error("export worker failed: {0}")]
     Worker(String),
 }
@@ -169,6 +181,8 @@ pub struct ExportOptions {
     pub types: BTreeMap<(String, String), PgType>,
     /// Target PostgreSQL schema.
     pub schema: String,
+    /// The tables to export (every table by default); see [`crate::pg::select`].
+    pub tables: TableSelection,
     /// Where to report the rows copied (nowhere by default).
     pub progress: crate::progress::ProgressSink,
 }
@@ -182,6 +196,7 @@ impl Default for ExportOptions {
             on_bad_row: OnBadRow::Stop,
             types: BTreeMap::new(),
             schema: "public".into(),
+            tables: TableSelection::default(),
             progress: crate::progress::ProgressSink::none(),
         }
     }
@@ -271,6 +286,8 @@ pub struct ExportReport {
     /// the export exits non-zero when there are any.
     pub failed_constraints: usize,
     pub rejected_rows: u64,
+    /// PostgreSQL's notices, one entry per kind.
+    pub notices: Vec<NoticeSummary>,
     pub millis: u64,
 }
 
@@ -279,29 +296,6 @@ impl ExportReport {
     pub fn ok(&self) -> bool {
         self.tables.iter().all(|t| t.verified) && self.failed_constraints == 0
     }
-}
-
-/// Why a connection could not be made.
-#[non_exhaustive]
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error(transparent)]
-    Tls(#[from] super::tls::TlsSetupError),
-    #[error("{}", pg_message(.0))]
-    Postgres(#[from] tokio_postgres::Error),
-}
-
-/// Connects (TLS per `sslmode`, see [`super::tls`]), spawning the
-/// connection's driver.
-pub async fn connect(url: &str) -> Result<Client, ConnectError> {
-    let (conn_str, tls) = super::tls::prepare(url)?;
-    let (client, conn) = tokio_postgres::connect(&conn_str, tls).await?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!("PostgreSQL connection ended: {e}");
-        }
-    });
-    Ok(client)
 }
 
 /// Exports a SQLite database to PostgreSQL.
@@ -315,10 +309,14 @@ pub async fn export(
     let opts_c = opts.clone();
     let mut plan = crate::task::blocking(move || plan(&path_owned, &opts_c)).await??;
     tracing::debug!("planned in {} ms", started.elapsed().as_millis());
-    let client = connect(url).await.map_err(|source| ExportError::Connect {
-        url: redact(url),
-        source,
-    })?;
+    let notices = NoticeLog::default();
+    let client =
+        connect_collecting(url, &notices)
+            .await
+            .map_err(|source| ExportError::Connect {
+                url: redact(url),
+                source,
+            })?;
     let schema = &opts.schema;
     let mut report = ExportReport {
         orm: plan.source.orm.to_string(),
@@ -395,6 +393,15 @@ pub async fn export(
             created[i] = true;
         }
     }
+    if !opts.tables.is_everything() && opts.if_exists == IfExists::Truncate {
+        let truncated: Vec<String> = plan
+            .tables
+            .iter()
+            .map(|p| p.table.name.clone())
+            .filter(|n| existing.contains(n))
+            .collect();
+        refuse_truncating_unselected(&client, schema, &truncated).await?;
+    }
     // DDL: drop, truncate, create (one transaction).
     let mut ddl_sql = String::from("BEGIN;\n");
     for (i, p) in plan.tables.iter().enumerate() {
@@ -470,11 +477,13 @@ pub async fn export(
             cancel.clone(),
         );
         let (url, schema, path) = (url.to_string(), schema.clone(), path.to_path_buf());
-        let (bad_rows, bar) = (bad_rows.clone(), bar.clone());
+        let (bad_rows, bar, notices) = (bad_rows.clone(), bar.clone(), notices.clone());
         workers.push(tokio::spawn(async move {
-            let client = connect(&url).await.map_err(|source| ExportError::Connect {
-                url: redact(&url),
-                source,
+            let client = connect_collecting(&url, &notices).await.map_err(|source| {
+                ExportError::Connect {
+                    url: redact(&url),
+                    source,
+                }
             })?;
             let mut done = vec![];
             loop {
@@ -566,6 +575,7 @@ pub async fn export(
         "foreign keys, views, triggers in {} ms",
         t3.elapsed().as_millis()
     );
+    report.notices = notices.summary();
     report.millis = started.elapsed().as_millis() as u64;
     Ok(report)
 }
@@ -592,16 +602,5 @@ async fn run_or_report(
             }
         }
         Err(p) => report.problems.push(p),
-    }
-}
-
-/// The server's message of an error, or the error itself.
-pub fn pg_message(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(d) => match d.detail() {
-            Some(detail) => format!("{} ({detail})", d.message()),
-            None => d.message().to_string(),
-        },
-        None => e.to_string(),
     }
 }

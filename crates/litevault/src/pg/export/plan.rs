@@ -1,15 +1,17 @@
 //! Planning an export: the SQLite schema and value statistics mapped to
 //! PostgreSQL column types, and a plan re-targeted at an existing table.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Mutex, PoisonError};
 
 use tokio_postgres::Client;
 
-use super::{ExportError, ExportOptions, open_ro, pg};
+use super::{ExportError, ExportMode, ExportOptions, open_ro, pg};
 use crate::pg::ddl::{self, SourceSchema, TablePlan};
 use crate::pg::ident::qualified;
+use crate::pg::select::{Source, check_foreign_keys};
 use crate::pg::source;
 use crate::pg::types::{ColumnMapping, ColumnStats, EpochUnit, PgType, map_column};
 use crate::task::lock_or_recover;
@@ -33,7 +35,17 @@ pub fn plan(path: &Path, opts: &ExportOptions) -> Result<ExportPlan, ExportError
     }
     let conn = open_ro(path)?;
     conn.execute_batch("BEGIN").map_err(sq)?;
-    let source = source::read_schema(&conn).map_err(sq)?;
+    let mut source = source::read_schema(&conn).map_err(sq)?;
+    if !opts.tables.is_everything() {
+        let trigger_tables: Vec<(String, String)> = conn
+            .prepare("SELECT name, tbl_name FROM sqlite_schema WHERE type = 'trigger'")
+            .and_then(|mut st| {
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()
+            })
+            .map_err(sq)?;
+        select_tables(path, &mut source, &trigger_tables, opts)?;
+    }
     for (t, c) in opts.types.keys() {
         let ok = source
             .tables
@@ -120,9 +132,83 @@ pub fn plan(path: &Path, opts: &ExportOptions) -> Result<ExportPlan, ExportError
     Ok(ExportPlan { source, tables })
 }
 
+/// Keeps the selected tables, and the triggers and virtual tables of those;
+/// views stay (one naming a table left out is refused by PostgreSQL and
+/// reported). A selected table with a foreign key into a table left out is
+/// an error when the export creates keys (see [`crate::pg::select`]).
+fn select_tables(
+    path: &Path,
+    source: &mut SourceSchema,
+    trigger_tables: &[(String, String)],
+    opts: &ExportOptions,
+) -> Result<(), ExportError> {
+    let from = Source {
+        fold_case: true,
+        schema: None,
+        where_: format!(" in {}", path.display()),
+        how_to_list: format!("List them with: sqlite3 {} .tables", path.display()),
+    };
+    let all: Vec<&str> = source.tables.iter().map(|t| t.name.as_str()).collect();
+    let chosen = opts.tables.choose(&all, &from)?;
+    if opts.mode == ExportMode::Full {
+        let keys = source.tables.iter().flat_map(|t| {
+            t.foreign_keys
+                .iter()
+                .map(move |k| (t.name.as_str(), k.parent.as_str()))
+        });
+        check_foreign_keys(keys, &all, &chosen, true)?;
+    }
+    let chosen: BTreeSet<String> = chosen.iter().map(|s| s.to_string()).collect();
+    source.tables.retain(|t| chosen.contains(&t.name));
+    source.triggers.retain(|t| {
+        trigger_tables
+            .iter()
+            .find(|(name, _)| name == &t.name)
+            .is_some_and(|(_, table)| chosen.iter().any(|c| c.eq_ignore_ascii_case(table)))
+    });
+    source
+        .virtual_tables
+        .retain(|v| opts.tables.selects(&v.name, &from));
+    Ok(())
+}
+
 /// The DDL the export would run (`--schema-only`).
 pub fn schema_script(plan: &ExportPlan, schema: &str) -> String {
     ddl::script(schema, &plan.tables, &plan.source)
+}
+
+/// With a table selection, `TRUNCATE ... CASCADE` must not empty a table
+/// the selection leaves out: a foreign key from such a table (in any schema)
+/// into one of `truncated` is an error before anything is written.
+/// Cascades further down start from a truncated table, so checking the
+/// direct children of every truncated table covers them.
+pub(super) async fn refuse_truncating_unselected(
+    client: &Client,
+    schema: &str,
+    truncated: &[String],
+) -> Result<(), ExportError> {
+    let rows = client
+        .query(
+            "SELECT cn.nspname::text, cc.relname::text, pc.relname::text \
+             FROM pg_constraint k \
+             JOIN pg_class pc ON pc.oid = k.confrelid JOIN pg_namespace pn ON pn.oid = pc.relnamespace \
+             JOIN pg_class cc ON cc.oid = k.conrelid JOIN pg_namespace cn ON cn.oid = cc.relnamespace \
+             WHERE k.contype = 'f' AND pn.nspname = $1 AND pc.relname = ANY($2) ORDER BY 1, 2, 3",
+            &[&schema, &truncated],
+        )
+        .await
+        .map_err(pg("looking for foreign keys into the tables to truncate"))?;
+    for r in rows {
+        let (child_schema, child, parent): (String, String, String) =
+            (r.get(0), r.get(1), r.get(2));
+        if child_schema != schema || !truncated.contains(&child) {
+            return Err(ExportError::TruncateCascades {
+                parent,
+                child: qualified(&child_schema, &child),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Types of an existing table's columns, by name.

@@ -20,8 +20,9 @@ use std::time::Instant;
 
 use super::checksum::TableChecksum;
 use super::ddl::Problem;
-use super::export::connect;
 use super::ident::{qualified, quote};
+use super::notice::{NoticeLog, NoticeSummary, connect_collecting};
+use super::select::{SelectionError, Source, TableSelection, check_foreign_keys};
 use super::types::PgType;
 use crate::redact::redact_url as redact;
 use load::write_sqlite;
@@ -67,6 +68,8 @@ pub enum ImportError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Selection(#[from] SelectionError),
     #[error("import worker failed: {0}")]
     Worker(String),
 }
@@ -87,6 +90,9 @@ fn pg(doing: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> ImportE
 pub struct ImportOptions {
     /// PostgreSQL schema to import.
     pub schema: String,
+    /// The tables to import (every table of the schema by default); see
+    /// [`crate::pg::select`].
+    pub tables: TableSelection,
     /// Where to report the rows copied (nowhere by default).
     pub progress: crate::progress::ProgressSink,
 }
@@ -95,6 +101,7 @@ impl Default for ImportOptions {
     fn default() -> Self {
         ImportOptions {
             schema: "public".into(),
+            tables: TableSelection::default(),
             progress: crate::progress::ProgressSink::none(),
         }
     }
@@ -115,6 +122,8 @@ pub struct ImportReport {
     pub tables: Vec<ImportTableReport>,
     pub warnings: Vec<String>,
     pub problems: Vec<Problem>,
+    /// PostgreSQL's notices, one entry per kind.
+    pub notices: Vec<NoticeSummary>,
     pub millis: u64,
 }
 
@@ -135,21 +144,27 @@ pub async fn import(
     if out.exists() {
         return Err(ImportError::OutputExists { path: out.into() });
     }
-    let client = connect(url).await.map_err(|source| ImportError::Connect {
-        url: redact(url),
-        source,
-    })?;
+    let notices = NoticeLog::default();
+    let client =
+        connect_collecting(url, &notices)
+            .await
+            .map_err(|source| ImportError::Connect {
+                url: redact(url),
+                source,
+            })?;
     let schema = opts.schema.clone();
-    let (tables, warnings) = read_catalog(&client, &schema).await?;
+    let (mut tables, warnings) = read_catalog(&client, &schema).await?;
     if tables.is_empty() {
         return Err(ImportError::NoTables {
             schema,
             url: redact(url),
         });
     }
+    if !opts.tables.is_everything() {
+        select_tables(&mut tables, &schema, &opts.tables)?;
+    }
     // Numeric columns holding more digits than a double keeps: SQLite's
     // NUMERIC affinity would round them, so they are declared TEXT.
-    let mut tables = tables;
     let mut warnings = warnings;
     for t in tables.iter_mut() {
         for c in t.columns.iter_mut() {
@@ -192,6 +207,34 @@ pub async fn import(
         })
     })
     .await??;
+    report.notices = notices.summary();
     report.millis = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// Keeps the selected tables. A selected table with a foreign key into a
+/// table left out is an error (the import creates every key; see
+/// [`crate::pg::select`]).
+fn select_tables(
+    tables: &mut Vec<ImportTable>,
+    schema: &str,
+    selection: &TableSelection,
+) -> Result<(), ImportError> {
+    let from = Source {
+        fold_case: false,
+        schema: Some(schema),
+        where_: format!(" in schema {schema:?}"),
+        how_to_list: format!("List them with: psql URL -c '\\dt {}.*'", quote(schema)),
+    };
+    let all: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+    let chosen = selection.choose(&all, &from)?;
+    let keys = tables.iter().flat_map(|t| {
+        t.foreign_keys
+            .iter()
+            .map(move |k| (t.name.as_str(), k.parent.as_str()))
+    });
+    check_foreign_keys(keys, &all, &chosen, false)?;
+    let chosen: std::collections::BTreeSet<String> = chosen.iter().map(|s| s.to_string()).collect();
+    tables.retain(|t| chosen.contains(&t.name));
+    Ok(())
 }
