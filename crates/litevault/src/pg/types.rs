@@ -32,12 +32,40 @@ pub enum PgType {
     Json,
     Jsonb,
     Uuid,
+    /// `interval`: months, days and microseconds.
+    Interval,
+    /// `inet`: a host address with an optional netmask.
+    Inet,
+    /// `cidr`: a network (no bits set right of the netmask).
+    Cidr,
+    /// `macaddr` (6 bytes).
+    MacAddr,
+    /// `macaddr8` (8 bytes; a 6-byte address is widened as PostgreSQL does).
+    MacAddr8,
+    /// A type whose binary form is its text: `citext`, or an enum (then
+    /// `labels` lists the values it accepts). Its OID comes from the catalog.
+    Labelled {
+        name: String,
+        oid: u32,
+        labels: Option<Vec<String>>,
+    },
+    /// A one- or more-dimensional array, written from JSON text (`[1, 2]`).
+    Array {
+        elem: Box<PgType>,
+        elem_oid: u32,
+    },
+    /// `tsvector`: derived by the app from other columns, so it is loaded
+    /// empty and rebuilt by the app (the SQLite values are not copied).
+    TsVector,
 }
 
 impl PgType {
     /// Parses a PostgreSQL type name as `format_type()` prints it, or as a
     /// user writes it in `--type table.column=TYPE`.
     pub fn parse(s: &str) -> Option<PgType> {
+        if s.trim_end().ends_with("[]") {
+            return PgType::parse_array(s);
+        }
         let l = s.trim().to_ascii_lowercase();
         let (base, args) = match l.find('(') {
             Some(i) => {
@@ -77,7 +105,59 @@ impl PgType {
             "json" => PgType::Json,
             "jsonb" => PgType::Jsonb,
             "uuid" => PgType::Uuid,
+            "interval" => PgType::Interval,
+            "inet" => PgType::Inet,
+            "cidr" => PgType::Cidr,
+            "macaddr" => PgType::MacAddr,
+            "macaddr8" => PgType::MacAddr8,
+            "tsvector" => PgType::TsVector,
             _ => return None,
+        })
+    }
+
+    /// Parses `integer[]`, `text[][]` (format_type prints one `[]` for any
+    /// number of dimensions) as an array of a built-in element type.
+    fn parse_array(s: &str) -> Option<PgType> {
+        let base = s.trim().strip_suffix("[]")?;
+        let base = base.trim_end_matches("[]");
+        let elem = PgType::parse(base)?;
+        let elem_oid = elem.oid()?;
+        Some(PgType::Array {
+            elem: Box::new(elem),
+            elem_oid,
+        })
+    }
+
+    /// The OID of the type (PostgreSQL's catalog), which binary arrays carry
+    /// for their elements.
+    pub fn oid(&self) -> Option<u32> {
+        use PgType as T;
+        Some(match self {
+            T::Boolean => 16,
+            T::SmallInt => 21,
+            T::Integer => 23,
+            T::BigInt => 20,
+            T::Real => 700,
+            T::Double => 701,
+            T::Numeric(_) => 1700,
+            T::Text => 25,
+            T::Varchar(_) => 1043,
+            T::Bytea => 17,
+            T::Date => 1082,
+            T::Time => 1083,
+            T::Timestamp(_) => 1114,
+            T::TimestampTz(_) => 1184,
+            T::Json => 114,
+            T::Jsonb => 3802,
+            T::Uuid => 2950,
+            T::Interval => 1186,
+            T::Inet => 869,
+            T::Cidr => 650,
+            T::MacAddr => 829,
+            T::MacAddr8 => 774,
+            T::TsVector => 3614,
+            T::Labelled { oid, .. } => *oid,
+            T::Array { .. } => return None,
         })
     }
 
@@ -116,6 +196,14 @@ impl fmt::Display for PgType {
             PgType::Json => write!(f, "json"),
             PgType::Jsonb => write!(f, "jsonb"),
             PgType::Uuid => write!(f, "uuid"),
+            PgType::Interval => write!(f, "interval"),
+            PgType::Inet => write!(f, "inet"),
+            PgType::Cidr => write!(f, "cidr"),
+            PgType::MacAddr => write!(f, "macaddr"),
+            PgType::MacAddr8 => write!(f, "macaddr8"),
+            PgType::Labelled { name, .. } => write!(f, "{name}"),
+            PgType::Array { elem, .. } => write!(f, "{elem}[]"),
+            PgType::TsVector => write!(f, "tsvector"),
         }
     }
 }
@@ -596,9 +684,24 @@ mod tests {
             "json",
             "jsonb",
             "uuid",
+            "interval",
+            "inet",
+            "cidr",
+            "macaddr",
+            "macaddr8",
+            "tsvector",
+            "integer[]",
+            "varchar(20)[]",
         ] {
             assert_eq!(PgType::parse(t).unwrap().to_string(), t);
         }
+        assert_eq!(
+            PgType::parse("character varying(20)[]"),
+            Some(PgType::Array {
+                elem: Box::new(PgType::Varchar(Some(20))),
+                elem_oid: 1043
+            })
+        );
         assert_eq!(
             PgType::parse("character varying(12)"),
             Some(PgType::Varchar(Some(12)))
@@ -607,7 +710,8 @@ mod tests {
             PgType::parse("timestamp(6) without time zone"),
             Some(PgType::Timestamp(Some(6)))
         );
-        assert_eq!(PgType::parse("tsvector"), None);
+        assert_eq!(PgType::parse("tsquery"), None);
+        assert_eq!(PgType::parse("point[]"), None);
         assert_eq!(PgType::parse("numeric)(10"), None);
     }
 

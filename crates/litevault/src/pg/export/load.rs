@@ -17,7 +17,7 @@ use crate::pg::checksum::TableChecksum;
 use crate::pg::copy;
 use crate::pg::ddl::{self, Problem, TablePlan};
 use crate::pg::ident::{literal, qualified, quote};
-use crate::pg::value::{self, Conversion};
+use crate::pg::value::{self, Conversion, Written};
 use crate::task::lock_or_recover;
 
 pub(super) fn table_sizes(path: &Path, plans: &[TablePlan]) -> Vec<u64> {
@@ -89,6 +89,9 @@ struct ReadOutcome {
     sum: TableChecksum,
     source_rows: u64,
     rejected: u64,
+    /// Per column: values not written as they are ([`value::Written`]).
+    float_noise: Vec<u64>,
+    derived: Vec<u64>,
 }
 
 /// Reads a table and encodes it as binary COPY chunks (blocking).
@@ -138,6 +141,8 @@ fn read_table(
         sum: TableChecksum::default(),
         source_rows: 0,
         rejected: 0,
+        float_noise: vec![0; convs.len()],
+        derived: vec![0; convs.len()],
     };
     let mut since_tick = 0u64;
     while let Some(row) = rows.next().map_err(sq)? {
@@ -147,9 +152,14 @@ fn read_table(
         let mut failed = None;
         for (i, conv) in convs.iter().enumerate() {
             let v = row.get_ref(nid + i).map_err(sq)?;
-            if let Err(e) = value::encode_field(&mut buf, conv, v) {
-                failed = Some((i, e));
-                break;
+            match value::encode_field(&mut buf, conv, v) {
+                Ok(Written::Exact) => {}
+                Ok(Written::FloatNoise) => out.float_noise[i] += 1,
+                Ok(Written::Derived) => out.derived[i] += 1,
+                Err(e) => {
+                    failed = Some((i, e));
+                    break;
+                }
             }
         }
         if let Some((i, e)) = failed {
@@ -285,8 +295,12 @@ pub(super) async fn load_and_verify(
             .map_err(pg(format!("looking for triggers on {name:?}")))?
             .get(0);
         if has_triggers {
+            // The load into an existing table runs in a transaction
+            // (see `export`): a refusal must not abort it.
             match client
-                .batch_execute(&format!("ALTER TABLE {qt} DISABLE TRIGGER USER"))
+                .batch_execute(&format!(
+                    "SAVEPOINT lv_triggers; ALTER TABLE {qt} DISABLE TRIGGER USER; RELEASE lv_triggers"
+                ))
                 .await
             {
                 Ok(()) => {
@@ -296,11 +310,17 @@ pub(super) async fn load_and_verify(
                         quote(&name)
                     ));
                 }
-                Err(e) => notes.push(format!(
-                    "{}: its triggers fired during the load (cannot disable them: {})",
-                    quote(&name),
-                    pg_message(&e)
-                )),
+                Err(e) => {
+                    client
+                        .batch_execute("ROLLBACK TO SAVEPOINT lv_triggers")
+                        .await
+                        .map_err(pg(format!("going on after the triggers of {name:?}")))?;
+                    notes.push(format!(
+                        "{}: its triggers fired during the load (cannot disable them: {})",
+                        quote(&name),
+                        pg_message(&e)
+                    ))
+                }
             }
         }
     }
@@ -312,6 +332,7 @@ pub(super) async fn load_and_verify(
             .map_err(pg(format!("enabling the triggers of {name:?} again")))?;
     }
     let read = copied?;
+    notes.extend(value_notes(plan, &read));
 
     tracing::debug!("{name}: loaded in {} ms", t0.elapsed().as_millis());
     let t1 = Instant::now();
@@ -337,7 +358,7 @@ pub(super) async fn load_and_verify(
                 .map_err(pg(format!("resetting {}", st.what)))?;
         }
     } else {
-        reset_existing_sequences(client, schema, &name).await?;
+        reset_existing_sequences(client, schema, plan).await?;
     }
 
     tracing::debug!(
@@ -370,12 +391,45 @@ pub(super) async fn load_and_verify(
     ))
 }
 
-/// Serial and identity columns of an existing table continue after max.
+/// Notes on the values not written as they were: float noise rounded to a
+/// numeric's scale, derived columns loaded empty.
+fn value_notes(plan: &TablePlan, read: &ReadOutcome) -> Vec<String> {
+    let mut notes = vec![];
+    let t = &plan.table.name;
+    for (k, (c, m)) in plan.table.columns.iter().zip(&plan.columns).enumerate() {
+        let col = format!("{}.{}", quote(t), quote(&c.name));
+        if let (n @ 1.., ddl_type) = (read.float_noise[k], &m.pg_type) {
+            notes.push(format!(
+                "{col}: {n} float value(s) within a few ULPs of a {ddl_type} value (SQLite's \
+                 arithmetic noise, like 387.28000000000003) were loaded as that value"
+            ));
+        }
+        if m.pg_type == crate::pg::types::PgType::TsVector {
+            let hint = if t.starts_with("wagtailsearch") {
+                " (Wagtail: python manage.py update_index)"
+            } else {
+                ""
+            };
+            notes.push(format!(
+                "{col}: tsvector is derived from other columns: loaded empty ({} SQLite value(s) \
+                 not copied); rebuild it with the app's own command{hint}",
+                read.derived[k]
+            ));
+        }
+    }
+    notes
+}
+
+/// Serial and identity columns of an existing table continue after the
+/// largest value, and the SQLite rowid column after its `AUTOINCREMENT`
+/// high-water mark (SQLite never reuses a deleted row's id: nor does the
+/// app on PostgreSQL then).
 async fn reset_existing_sequences(
     client: &Client,
     schema: &str,
-    table: &str,
+    plan: &TablePlan,
 ) -> Result<(), ExportError> {
+    let table = &plan.table.name;
     let qt = qualified(schema, table);
     let rows = client
         .query(
@@ -388,8 +442,15 @@ async fn reset_existing_sequences(
         .map_err(pg(format!("finding the sequences of {table:?}")))?;
     for r in rows {
         let col: String = r.get(0);
+        let high_water = plan
+            .table
+            .columns
+            .iter()
+            .find(|c| c.name == col && c.rowid_alias)
+            .and(plan.table.autoincrement)
+            .unwrap_or(0);
         let sql = format!(
-            "SELECT setval(pg_get_serial_sequence({}, {}), COALESCE((SELECT max({}) FROM {qt}), 0) + 1, false)",
+            "SELECT setval(pg_get_serial_sequence({}, {}), GREATEST(COALESCE((SELECT max({}) FROM {qt}), 0), {high_water}) + 1, false)",
             literal(&qt),
             literal(&col),
             quote(&col)

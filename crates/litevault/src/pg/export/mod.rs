@@ -11,6 +11,7 @@
 
 mod connect;
 mod load;
+mod order;
 mod plan;
 mod verify;
 
@@ -19,7 +20,7 @@ pub use plan::{ExportPlan, plan, schema_script};
 pub use verify::read_back;
 
 use crate::redact::redact_url as redact;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -57,8 +58,8 @@ pub enum ExportError {
     #[error(
         "bad value in table {table:?}, {rowid}, column {column:?}: {reason}: {value}. \
          Fix the row, set the column's type with --type {table}.{column}=TYPE, \
-         or skip such rows with --on-bad-row report=FILE (tables created so far stay: \
-         rerun with --drop)"
+         or skip such rows with --on-bad-row report=FILE (tables loaded so far stay: \
+         rerun with --truncate, or --drop for the tables the export creates)"
     )]
     BadValue {
         table: String,
@@ -96,7 +97,9 @@ pub enum ExportError {
     #[error(
         "PostgreSQL column {table}.{column} has type {pg_type}, which litevault cannot write; \
          supported: boolean, smallint, integer, bigint, real, double precision, numeric, text, \
-         varchar, bytea, date, time, timestamp, timestamptz, json, jsonb, uuid"
+         varchar, bytea, date, time, timestamp, timestamptz, json, jsonb, uuid, interval, inet, \
+         cidr, macaddr, macaddr8, enums, citext, tsvector (loaded empty) and arrays of these; \
+         leave the table out with --exclude-table"
     )]
     UnsupportedType {
         table: String,
@@ -125,6 +128,17 @@ pub enum ExportError {
          include it, or drop that foreign key first"
     )]
     TruncateCascades { parent: String, child: String },
+    #[error(
+        "tables {tables:?} refer to each other, and foreign key {constraint:?} of {child:?} is \
+         not DEFERRABLE: they must load in one transaction with their keys checked at its \
+         commit. Make it DEFERRABLE (ALTER TABLE ... ALTER CONSTRAINT ... DEFERRABLE), or \
+         drop it for the load and add it again after"
+    )]
+    ForeignKeyCycle {
+        tables: Vec<String>,
+        child: String,
+        constraint: String,
+    },
     #[error("export worker failed: {0}")]
     Worker(String),
 }
@@ -216,7 +230,7 @@ pub fn parse_type_override(s: &str) -> Result<((String, String), PgType), Export
         .rsplit_once('.')
         .ok_or_else(|| bad("write table.column=TYPE, e.g. users.created=timestamptz"))?;
     let ty = PgType::parse(ty).ok_or_else(|| {
-        bad("unknown type; use one of boolean, smallint, integer, bigint, real, double precision, numeric(p,s), text, varchar(n), bytea, date, time, timestamp, timestamptz, json, jsonb, uuid")
+        bad("unknown type; use one of boolean, smallint, integer, bigint, real, double precision, numeric(p,s), text, varchar(n), bytea, date, time, timestamp, timestamptz, json, jsonb, uuid, interval, inet, cidr, macaddr, macaddr8, or an array of one (integer[])")
     })?;
     Ok(((t.trim().to_string(), c.trim().to_string()), ty))
 }
@@ -364,6 +378,7 @@ pub async fn export(
     // Decide, per table, create or load into the existing one; check
     // everything before the first row is written.
     let mut created = vec![false; plan.tables.len()];
+    let orm = plan.source.orm;
     for (i, p) in plan.tables.iter_mut().enumerate() {
         let name = p.table.name.clone();
         let qt = qualified(schema, &name);
@@ -388,7 +403,9 @@ pub async fn export(
                     return Err(ExportError::TableNotEmpty { table: name });
                 }
             }
-            retarget(&client, path, schema, p).await?;
+            report
+                .notes
+                .extend(retarget(&client, path, schema, orm, p).await?);
         } else {
             created[i] = true;
         }
@@ -456,22 +473,33 @@ pub async fn export(
     let bar = opts.progress.clone();
     bar.start(crate::progress::Unit::Rows, total_rows);
     let _finish = bar.finish_on_drop();
-    let order: VecDeque<usize> = {
+    // Units of tables that load together, each after the tables its
+    // existing foreign keys refer to; largest first among the ready ones.
+    let units = load_order(&client, schema, &plan.tables, &created).await?;
+    let pending: Vec<usize> = {
         let sizes = table_sizes(path, &plan.tables);
-        let mut v: Vec<usize> = (0..plan.tables.len()).collect();
-        v.sort_by_key(|&i| std::cmp::Reverse(sizes.get(i).copied().unwrap_or(0)));
-        v.into()
+        let size =
+            |u: &Vec<usize>| -> u64 { u.iter().map(|&i| sizes.get(i).copied().unwrap_or(0)).sum() };
+        let mut v: Vec<usize> = (0..units.units.len()).collect();
+        v.sort_by_key(|&u| std::cmp::Reverse(size(&units.units[u])));
+        v
     };
-    // Tables still to load; a pop cannot be cut short, so the queue stays
-    // valid after a worker's panic.
-    let queue = Arc::new(Mutex::new(order));
+    // Written whole under the lock (a pop, a flag): valid after a panic.
+    let schedule = Arc::new(Mutex::new(Schedule {
+        done: vec![false; units.units.len()],
+        pending,
+    }));
+    let units = Arc::new(units);
+    let wake = Arc::new(tokio::sync::Notify::new());
     let plans = Arc::new(plan.tables.clone());
     let created = Arc::new(created);
     let cancel = Arc::new(AtomicBool::new(false));
     let mut workers = vec![];
     for _ in 0..opts.jobs.max(1).min(plan.tables.len().max(1)) {
-        let (queue, plans, created, cancel) = (
-            queue.clone(),
+        let (schedule, units, wake, plans, created, cancel) = (
+            schedule.clone(),
+            units.clone(),
+            wake.clone(),
             plans.clone(),
             created.clone(),
             cancel.clone(),
@@ -490,24 +518,77 @@ pub async fn export(
                 if cancel.load(Ordering::Relaxed) {
                     break;
                 }
-                let Some(i) = lock_or_recover(&queue).pop_front() else {
-                    break;
+                // Registered before looking, so a unit finishing in between still wakes us.
+                let woken = wake.notified();
+                let picked = {
+                    let mut s = lock_or_recover(&schedule);
+                    if s.pending.is_empty() {
+                        break;
+                    }
+                    let ready = s
+                        .pending
+                        .iter()
+                        .position(|&u| units.waits_for[u].iter().all(|&w| s.done[w]));
+                    ready.map(|k| s.pending.remove(k))
                 };
-                let r = load_and_verify(
-                    &client,
-                    &path,
-                    &schema,
-                    &plans,
-                    i,
-                    created[i],
-                    bad_rows.clone(),
-                    bar.clone(),
-                )
+                let Some(u) = picked else {
+                    woken.await;
+                    continue;
+                };
+                let tables = &units.units[u];
+                let r = async {
+                    // Loads into existing tables run in a transaction: a
+                    // deferred key fails at its COMMIT, reported here, and a
+                    // failure leaves the table (and its triggers) as it was.
+                    let transaction = tables.iter().all(|&i| !created[i]);
+                    if transaction {
+                        let begin = if tables.len() > 1 {
+                            "BEGIN; SET CONSTRAINTS ALL DEFERRED"
+                        } else {
+                            "BEGIN"
+                        };
+                        client
+                            .batch_execute(begin)
+                            .await
+                            .map_err(pg("starting the load's transaction"))?;
+                    }
+                    let mut out = vec![];
+                    for &i in tables {
+                        let r = load_and_verify(
+                            &client,
+                            &path,
+                            &schema,
+                            &plans,
+                            i,
+                            created[i],
+                            bad_rows.clone(),
+                            bar.clone(),
+                        )
+                        .await?;
+                        out.push((i, r));
+                    }
+                    if transaction {
+                        let names: Vec<&str> = tables
+                            .iter()
+                            .map(|&i| plans[i].table.name.as_str())
+                            .collect();
+                        client.batch_execute("COMMIT").await.map_err(pg(format!(
+                            "committing the load of {} (deferred foreign keys are checked now)",
+                            names.join(", ")
+                        )))?;
+                    }
+                    Ok::<_, ExportError>(out)
+                }
                 .await;
                 match r {
-                    Ok(r) => done.push((i, r)),
+                    Ok(r) => {
+                        done.extend(r);
+                        lock_or_recover(&schedule).done[u] = true;
+                        wake.notify_waiters();
+                    }
                     Err(e) => {
                         cancel.store(true, Ordering::Relaxed);
+                        wake.notify_waiters();
                         return Err(e);
                     }
                 }
@@ -578,6 +659,72 @@ pub async fn export(
     report.notices = notices.summary();
     report.millis = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// The units still to load and the ones loaded.
+struct Schedule {
+    pending: Vec<usize>,
+    done: Vec<bool>,
+}
+
+/// The foreign keys PostgreSQL already has between the tables loaded into
+/// (not the ones this export creates: those get their keys after the
+/// load), grouped into [`order::LoadUnits`]. Tables that refer to each
+/// other load in one transaction, which needs their keys DEFERRABLE.
+async fn load_order(
+    client: &Client,
+    schema: &str,
+    tables: &[ddl::TablePlan],
+    created: &[bool],
+) -> Result<order::LoadUnits, ExportError> {
+    let index: BTreeMap<&str, usize> = tables
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !created[*i])
+        .map(|(i, t)| (t.table.name.as_str(), i))
+        .collect();
+    let mut edges = vec![];
+    let mut not_deferrable = vec![];
+    if !index.is_empty() {
+        let rows = client
+            .query(
+                "SELECT cc.relname::text, pc.relname::text, k.condeferrable, k.conname::text \
+                 FROM pg_constraint k \
+                 JOIN pg_class cc ON cc.oid = k.conrelid JOIN pg_namespace cn ON cn.oid = cc.relnamespace \
+                 JOIN pg_class pc ON pc.oid = k.confrelid JOIN pg_namespace pn ON pn.oid = pc.relnamespace \
+                 WHERE k.contype = 'f' AND cn.nspname = $1 AND pn.nspname = $1",
+                &[&schema],
+            )
+            .await
+            .map_err(pg("reading the foreign keys of the tables to load"))?;
+        for r in rows {
+            let (child, parent, deferrable, name): (String, String, bool, String) =
+                (r.get(0), r.get(1), r.get(2), r.get(3));
+            if let (Some(&c), Some(&p)) = (index.get(child.as_str()), index.get(parent.as_str())) {
+                edges.push((c, p));
+                if !deferrable {
+                    not_deferrable.push((c, p, name));
+                }
+            }
+        }
+    }
+    let units = order::load_units(tables.len(), &edges);
+    for u in &units.units {
+        if u.len() < 2 {
+            continue;
+        }
+        if let Some((c, _, name)) = not_deferrable
+            .iter()
+            .find(|(c, p, _)| c != p && u.contains(c) && u.contains(p))
+        {
+            return Err(ExportError::ForeignKeyCycle {
+                tables: u.iter().map(|&i| tables[i].table.name.clone()).collect(),
+                child: tables[*c].table.name.clone(),
+                constraint: name.clone(),
+            });
+        }
+    }
+    Ok(units)
 }
 
 /// Runs a statement in its own transaction; a failure becomes a problem in

@@ -10,10 +10,10 @@ use tokio_postgres::Client;
 
 use super::{ExportError, ExportMode, ExportOptions, open_ro, pg};
 use crate::pg::ddl::{self, SourceSchema, TablePlan};
-use crate::pg::ident::qualified;
+use crate::pg::ident::{qualified, quote};
 use crate::pg::select::{Source, check_foreign_keys};
 use crate::pg::source;
-use crate::pg::types::{ColumnMapping, ColumnStats, EpochUnit, PgType, map_column};
+use crate::pg::types::{ColumnMapping, ColumnStats, EpochUnit, Orm, PgType, map_column};
 use crate::task::lock_or_recover;
 
 /// What the export will do: the schema read from SQLite and every table's
@@ -211,17 +211,62 @@ pub(super) async fn refuse_truncating_unselected(
     Ok(())
 }
 
-/// Types of an existing table's columns, by name.
+/// A column of an existing PostgreSQL table, read from the catalog.
+struct PgColumn {
+    name: String,
+    /// As `format_type()` prints it.
+    shown: String,
+    /// What litevault writes into it; `None` if it cannot.
+    ty: Option<PgType>,
+    not_null: bool,
+    has_default: bool,
+    /// `GENERATED ALWAYS AS (...) STORED`: PostgreSQL computes it.
+    generated: bool,
+}
+
+/// The type litevault writes for a catalog type: enums and citext by their
+/// OID, the rest by name (domains are resolved to their base type first).
+fn catalog_type(
+    typtype: &str,
+    typname: &str,
+    oid: u32,
+    shown: &str,
+    labels: &Option<Vec<String>>,
+) -> Option<PgType> {
+    match (typtype, typname) {
+        ("e", _) => Some(PgType::Labelled {
+            name: shown.to_string(),
+            oid,
+            labels: Some(labels.clone().unwrap_or_default()),
+        }),
+        (_, "citext") => Some(PgType::Labelled {
+            name: shown.to_string(),
+            oid,
+            labels: None,
+        }),
+        _ => PgType::parse(shown),
+    }
+}
+
+/// The columns of an existing table, in order.
 async fn existing_columns(
     client: &Client,
     schema: &str,
     table: &str,
-) -> Result<Vec<(String, String, bool, bool)>, ExportError> {
+) -> Result<Vec<PgColumn>, ExportError> {
     let rows = client
         .query(
             "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, \
-                    (a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '') \
-             FROM pg_attribute a WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 \
+                    (a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> ''), a.attgenerated <> '', \
+                    b.typtype::text, b.typname::text, b.oid::int8, \
+                    format_type(b.oid, CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END), \
+                    e.typtype::text, e.typname::text, e.oid::int8, format_type(e.oid, a.atttypmod), \
+                    (SELECT array_agg(l.enumlabel::text ORDER BY l.enumsortorder) FROM pg_enum l \
+                     WHERE l.enumtypid = coalesce(e.oid, b.oid)) \
+             FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+             JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END \
+             LEFT JOIN pg_type e ON e.oid = b.typelem AND b.typcategory = 'A' \
+             WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 \
              AND NOT a.attisdropped ORDER BY a.attnum",
             &[&qualified(schema, table)],
         )
@@ -229,21 +274,50 @@ async fn existing_columns(
         .map_err(pg(format!("reading the columns of {table:?}")))?;
     Ok(rows
         .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .map(|r| {
+            let labels: Option<Vec<String>> = r.get(13);
+            let base: (String, String, i64, String) = (r.get(5), r.get(6), r.get(7), r.get(8));
+            let elem: Option<String> = r.get(9);
+            let ty = match elem {
+                Some(etyptype) => {
+                    let (ename, eoid, eshown): (String, i64, String) =
+                        (r.get(10), r.get(11), r.get(12));
+                    catalog_type(&etyptype, &ename, eoid as u32, &eshown, &labels).map(|elem| {
+                        PgType::Array {
+                            elem: Box::new(elem),
+                            elem_oid: eoid as u32,
+                        }
+                    })
+                }
+                None => catalog_type(&base.0, &base.1, base.2 as u32, &base.3, &labels),
+            };
+            PgColumn {
+                name: r.get(0),
+                shown: r.get(1),
+                ty,
+                not_null: r.get(2),
+                has_default: r.get(3),
+                generated: r.get(4),
+            }
+        })
         .collect())
 }
 
 /// Re-targets a plan at an existing table: its column types come from
-/// PostgreSQL's catalog, checked before the first row.
+/// PostgreSQL's catalog, checked before the first row. Columns PostgreSQL
+/// computes itself (`GENERATED ALWAYS AS`) are left out, with a note.
 pub(super) async fn retarget(
     client: &Client,
     path: &Path,
     schema: &str,
+    orm: Orm,
     plan: &mut TablePlan,
-) -> Result<(), ExportError> {
+) -> Result<Vec<String>, ExportError> {
     let cols = existing_columns(client, schema, &plan.table.name).await?;
-    let t = &plan.table.name;
-    let mut temporal = vec![None; plan.table.columns.len()];
+    let mut notes = vec![];
+    let t = plan.table.name.clone();
+    let mut keep = vec![true; plan.table.columns.len()];
+    let mut kinds = vec![None; plan.table.columns.len()];
     for (k, (c, m)) in plan
         .table
         .columns
@@ -251,11 +325,11 @@ pub(super) async fn retarget(
         .zip(plan.columns.iter_mut())
         .enumerate()
     {
-        let Some((_, ty, _, _)) = cols.iter().find(|x| x.0 == c.name) else {
+        let Some(pc) = cols.iter().find(|x| x.name == c.name) else {
             let hint = cols
                 .iter()
-                .find(|x| x.0.eq_ignore_ascii_case(&c.name))
-                .map(|x| format!(" (it has {:?}: names differ in case)", x.0))
+                .find(|x| x.name.eq_ignore_ascii_case(&c.name))
+                .map(|x| format!(" (it has {:?}: names differ in case)", x.name))
                 .unwrap_or_default();
             return Err(ExportError::MissingColumn {
                 table: t.clone(),
@@ -263,13 +337,19 @@ pub(super) async fn retarget(
                 hint,
             });
         };
-        let pg_type = PgType::parse(ty).ok_or_else(|| ExportError::UnsupportedType {
+        if pc.generated {
+            keep[k] = false;
+            continue;
+        }
+        let pg_type = pc.ty.clone().ok_or_else(|| ExportError::UnsupportedType {
             table: t.clone(),
             column: c.name.clone(),
-            pg_type: ty.clone(),
+            pg_type: pc.shown.clone(),
         })?;
         if pg_type.is_temporal() {
-            temporal[k] = Some(source::StatsKind::Temporal);
+            kinds[k] = Some(source::StatsKind::Temporal);
+        } else if pg_type == PgType::Interval {
+            kinds[k] = Some(source::StatsKind::Basic);
         }
         *m = ColumnMapping {
             pg_type,
@@ -280,11 +360,12 @@ pub(super) async fn retarget(
     }
     // Integers going into an existing date/time column: their unit comes
     // from their magnitude, measured now (the plan did not know the target).
-    if temporal.iter().any(|k| k.is_some()) {
+    // Numbers in an interval column are Django's microseconds, else seconds.
+    if kinds.iter().any(|k| k.is_some()) {
         let (path, table, columns) = (path.to_path_buf(), t.clone(), plan.table.columns.clone());
         let stats = crate::task::blocking(move || {
             let conn = open_ro(&path)?;
-            source::column_stats(&conn, &table, &columns, &temporal).map_err(|source| {
+            source::column_stats(&conn, &table, &columns, &kinds).map_err(|source| {
                 ExportError::Sqlite {
                     path: path.clone(),
                     source,
@@ -292,19 +373,44 @@ pub(super) async fn retarget(
             })
         })
         .await??;
-        for (m, st) in plan.columns.iter_mut().zip(&stats) {
+        for ((m, st), c) in plan.columns.iter_mut().zip(&stats).zip(&plan.table.columns) {
             if m.pg_type.is_temporal() {
                 m.epoch = EpochUnit::from_max_abs(st.int_max_abs().max(st.real_max_abs as u64));
+            } else if m.pg_type == PgType::Interval {
+                let (unit, why) = match orm {
+                    Orm::Django => (EpochUnit::Micros, "microseconds (Django's DurationField)"),
+                    _ => (EpochUnit::Seconds, "seconds"),
+                };
+                m.epoch = unit;
+                let numbers = st.integers + st.reals;
+                if numbers > 0 {
+                    notes.push(format!(
+                        "{}.{}: {numbers} number(s) read as durations in {why}",
+                        quote(&t),
+                        quote(&c.name)
+                    ));
+                }
             }
         }
     }
-    for (name, _, not_null, has_default) in &cols {
-        if *not_null && !has_default && !plan.table.columns.iter().any(|c| &c.name == name) {
+    for (c, _) in plan.table.columns.iter().zip(&keep).filter(|(_, k)| !**k) {
+        notes.push(format!(
+            "{}.{}: a generated column in PostgreSQL, which computes it: the SQLite values were not loaded",
+            quote(&t),
+            quote(&c.name)
+        ));
+    }
+    let mut kept = keep.iter();
+    plan.table.columns.retain(|_| *kept.next().unwrap_or(&true));
+    let mut kept = keep.iter();
+    plan.columns.retain(|_| *kept.next().unwrap_or(&true));
+    for pc in &cols {
+        if pc.not_null && !pc.has_default && !plan.table.columns.iter().any(|c| c.name == pc.name) {
             return Err(ExportError::RequiredColumn {
                 table: t.clone(),
-                column: name.clone(),
+                column: pc.name.clone(),
             });
         }
     }
-    Ok(())
+    Ok(notes)
 }

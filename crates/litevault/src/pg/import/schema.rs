@@ -60,7 +60,22 @@ pub fn map_pg_column(
     category: &str,
 ) -> (PgType, String, String, Option<String>) {
     let q = quote(name);
-    match PgType::parse(type_name) {
+    // Intervals, addresses, enums, arrays and text search types are read
+    // as text (or JSON) on the server, below.
+    let native = PgType::parse(type_name).filter(|t| {
+        !matches!(
+            t,
+            PgType::Interval
+                | PgType::Inet
+                | PgType::Cidr
+                | PgType::MacAddr
+                | PgType::MacAddr8
+                | PgType::Labelled { .. }
+                | PgType::Array { .. }
+                | PgType::TsVector
+        )
+    });
+    match native {
         Some(t) => {
             let decl = match &t {
                 PgType::Boolean => "BOOLEAN".to_string(),
@@ -82,6 +97,8 @@ pub fn map_pg_column(
                 PgType::Json => "JSON".into(),
                 PgType::Jsonb => "JSONB".into(),
                 PgType::Uuid => "UUID".into(),
+                // Filtered out above: read as text.
+                _ => "TEXT".into(),
             };
             (t, q, decl, None)
         }

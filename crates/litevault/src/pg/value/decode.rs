@@ -34,6 +34,10 @@ pub fn canonical<'a>(ty: &PgType, field: &'a [u8]) -> Cow<'a, [u8]> {
             Some(d) => Cow::Owned(d.normalized().into_bytes()),
             None => Cow::Borrowed(field),
         },
+        PgType::Array { elem, .. } => match super::array::canonical_array(elem, field) {
+            Some(c) => Cow::Owned(c),
+            None => Cow::Borrowed(field),
+        },
         _ => Cow::Borrowed(field),
     }
 }
@@ -77,7 +81,9 @@ fn canonical_json(v: &serde_json::Value, out: &mut Vec<u8>) {
 /// The SQLite value for a PostgreSQL binary field (the import direction):
 /// booleans 0/1, timestamps ISO-8601 text (UTC, `+00:00` for timestamptz),
 /// json text, uuid text, numeric as integer when it is one, else text
-/// (SQLite's NUMERIC affinity turns it into a real when that is lossless).
+/// (SQLite's NUMERIC affinity turns it into a real when that is lossless),
+/// enum labels and citext as text. `None` for the types the import reads as
+/// text on the server instead (intervals, addresses, arrays, tsvector).
 pub fn decode_to_sqlite(ty: &PgType, b: &[u8]) -> Option<Value> {
     use PgType as T;
     let be8 = |b: &[u8]| b.try_into().ok().map(i64::from_be_bytes);
@@ -118,6 +124,11 @@ pub fn decode_to_sqlite(ty: &PgType, b: &[u8]) -> Option<Value> {
                 }
             }
         },
+        T::Labelled { .. } => Value::Text(String::from_utf8(b.to_vec()).ok()?),
+        T::Interval | T::Inet | T::Cidr | T::MacAddr | T::MacAddr8 | T::Array { .. } => {
+            return None;
+        }
+        T::TsVector => return None,
         T::Uuid => {
             let h = hex::encode(b);
             if h.len() != 32 {

@@ -6,27 +6,67 @@ use std::borrow::Cow;
 use bytes::{BufMut, BytesMut};
 use rusqlite::types::ValueRef;
 
+use super::interval::Interval;
 use super::numeric::Decimal;
 use super::text::{parse_time, parse_timestamp, parse_uuid};
-use super::{BadValue, Conversion, MICROS_PER_DAY, PG_EPOCH_DAYS, PG_EPOCH_MICROS, bad};
+use super::{
+    BadValue, Conversion, MICROS_PER_DAY, PG_EPOCH_DAYS, PG_EPOCH_MICROS, Written, array, bad, net,
+};
 use crate::pg::types::{EpochUnit, PgType};
 
-/// Appends one binary COPY field (length + bytes, or -1 for NULL).
+/// Appends one binary COPY field (length + bytes, or -1 for NULL) and says
+/// whether the value went in as it is.
 pub fn encode_field(
     buf: &mut BytesMut,
     conv: &Conversion,
     v: ValueRef<'_>,
-) -> Result<(), BadValue> {
-    if let ValueRef::Null = v {
+) -> Result<Written, BadValue> {
+    if conv.pg_type == PgType::TsVector {
+        // Derived by the app: an empty vector, whatever SQLite holds.
+        buf.put_i32(4);
+        buf.put_i32(0);
+        let written = match v {
+            ValueRef::Null => Written::Exact,
+            _ => Written::Derived,
+        };
+        return Ok(written);
+    }
+    // JSON's null in an array column (an ORM's JSON variant of the array
+    // on SQLite stores None so) is no array.
+    let json_null = matches!(conv.pg_type, PgType::Array { .. })
+        && matches!(v, ValueRef::Text(t) if t.trim_ascii() == b"null");
+    if matches!(v, ValueRef::Null) || json_null {
         buf.put_i32(-1);
-        return Ok(());
+        return Ok(Written::Exact);
     }
     let len_at = buf.len();
     buf.put_i32(0);
-    encode_value(buf, conv, v)?;
+    let written = encode_value(buf, conv, v)?;
     let len = (buf.len() - len_at - 4) as i32;
     buf[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
-    Ok(())
+    Ok(written)
+}
+
+/// The decimal with `scale` places that the float `r` is within a few ULPs
+/// of: SQLite arithmetic on a decimal column leaves `387.28000000000003`
+/// where the app stored 387.28, and reads it back as 387.28.
+fn near_decimal(r: f64, scale: u32) -> Option<Decimal> {
+    const MAX_ULPS: u64 = 4;
+    if !r.is_finite() {
+        return None;
+    }
+    let rounded = format!("{r:.prec$}", prec = scale as usize);
+    let back: f64 = rounded.parse().ok()?;
+    let ulps = if back == r {
+        0
+    } else if back.is_sign_negative() == r.is_sign_negative() {
+        back.to_bits().abs_diff(r.to_bits())
+    } else {
+        u64::MAX
+    };
+    (ulps <= MAX_ULPS)
+        .then(|| Decimal::parse(&rounded))
+        .flatten()
 }
 
 /// The text `t` of the value `v` (named in the error).
@@ -54,9 +94,14 @@ fn integral(r: f64) -> Option<i64> {
     }
 }
 
-fn encode_value(buf: &mut BytesMut, conv: &Conversion, v: ValueRef<'_>) -> Result<(), BadValue> {
+fn encode_value(
+    buf: &mut BytesMut,
+    conv: &Conversion,
+    v: ValueRef<'_>,
+) -> Result<Written, BadValue> {
     use PgType as T;
     let ty = &conv.pg_type;
+    let mut written = Written::Exact;
     match ty {
         T::Boolean => {
             let b = match v {
@@ -127,8 +172,15 @@ fn encode_value(buf: &mut BytesMut, conv: &Conversion, v: ValueRef<'_>) -> Resul
                 ValueRef::Text(t) => text_of(t, v)?.trim().into(),
                 _ => return Err(bad("blob in a numeric column", v)),
             };
-            let d = Decimal::parse(&text)
+            let mut d = Decimal::parse(&text)
                 .ok_or_else(|| bad("text that is not a number in a numeric column", v))?;
+            if let (Some((_, s)), Decimal::Finite { frac, .. }, ValueRef::Real(r)) = (ps, &d, v)
+                && frac.trim_end_matches('0').len() as u32 > *s
+                && let Some(near) = near_decimal(r, *s)
+            {
+                d = near;
+                written = Written::FloatNoise;
+            }
             if let (Some((p, s)), Decimal::Finite { int, frac, .. }) = (ps, &d) {
                 let frac_sig = frac.trim_end_matches('0').len() as u32;
                 if frac_sig > *s {
@@ -245,8 +297,71 @@ fn encode_value(buf: &mut BytesMut, conv: &Conversion, v: ValueRef<'_>) -> Resul
             };
             buf.put_slice(&u);
         }
+        T::Interval => {
+            let i = match v {
+                ValueRef::Integer(n) => n
+                    .checked_mul(conv.epoch.micros())
+                    .and_then(Interval::from_micros),
+                ValueRef::Real(r) if r.is_finite() => {
+                    Interval::from_micros((r * conv.epoch.micros() as f64).round() as i64)
+                }
+                ValueRef::Text(t) => Interval::parse(text_of(t, v)?),
+                _ => None,
+            };
+            i.ok_or_else(|| {
+                bad(
+                    "not a duration (a number, ISO 8601 like P1DT2H, or 1 day 02:00:00)",
+                    v,
+                )
+            })?
+            .encode(buf);
+        }
+        T::Inet | T::Cidr => {
+            let ValueRef::Text(t) = v else {
+                return Err(bad(format!("not an address (text) in a {ty} column"), v));
+            };
+            net::put_inet(buf, text_of(t, v)?, matches!(ty, T::Cidr))
+                .map_err(|reason| bad(reason, v))?;
+        }
+        T::MacAddr | T::MacAddr8 => {
+            let ValueRef::Text(t) = v else {
+                return Err(bad(format!("not a MAC address (text) in a {ty} column"), v));
+            };
+            net::put_macaddr(buf, text_of(t, v)?, matches!(ty, T::MacAddr8))
+                .map_err(|reason| bad(reason, v))?;
+        }
+        T::Labelled { labels, .. } => {
+            let s: Cow<str> = match v {
+                ValueRef::Text(t) => text_of(t, v)?.into(),
+                ValueRef::Integer(i) if labels.is_none() => i.to_string().into(),
+                _ => return Err(bad(format!("not text in a {ty} column"), v)),
+            };
+            if let Some(labels) = labels
+                && !labels.iter().any(|l| *l == s)
+            {
+                let mut list = labels.join(", ");
+                if list.len() > 200 {
+                    list.truncate(200);
+                    list.push_str("...");
+                }
+                return Err(bad(
+                    format!("not one of the labels of enum {ty} ({list})"),
+                    v,
+                ));
+            }
+            buf.put_slice(s.as_bytes());
+        }
+        T::Array { elem, elem_oid } => {
+            let ValueRef::Text(t) = v else {
+                return Err(bad(format!("not a JSON array (text) in a {ty} column"), v));
+            };
+            written = array::put_array(buf, conv, elem, *elem_oid, text_of(t, v)?)
+                .map_err(|reason| bad(reason, v))?;
+        }
+        // Written by `encode_field` before it gets here.
+        T::TsVector => buf.put_i32(0),
     }
-    Ok(())
+    Ok(written)
 }
 
 /// PostgreSQL's `infinity` (Some(true)) and `-infinity` (Some(false)) as text.
@@ -289,6 +404,7 @@ fn temporal_micros(v: ValueRef<'_>, unit: EpochUnit, with_time: bool) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pg::value::Written;
     use crate::pg::value::tests::{conv, enc};
     use crate::pg::value::text::{format_timestamp, parse_time, parse_timestamp};
 
@@ -356,5 +472,122 @@ mod tests {
             .is_ok()
         );
         assert!(enc(PgType::Timestamp(Some(0)), ValueRef::Integer(1)).is_ok());
+    }
+
+    #[test]
+    fn float_noise_is_rounded_only_within_a_few_ulps() {
+        let ty = PgType::Numeric(Some((12, 2)));
+        let mut b = BytesMut::new();
+        let w = encode_field(
+            &mut b,
+            &conv(ty.clone()),
+            ValueRef::Real(387.28000000000003),
+        )
+        .unwrap();
+        assert_eq!(w, Written::FloatNoise);
+        let d = Decimal::decode(&b[4..]).unwrap();
+        assert_eq!(d.normalized(), "387.28");
+        // 0.1 + 0.2 is 0.30000000000000004, one ULP from 0.3.
+        let mut b = BytesMut::new();
+        let w = encode_field(&mut b, &conv(ty.clone()), ValueRef::Real(0.1 + 0.2)).unwrap();
+        assert_eq!(w, Written::FloatNoise);
+        // An exact value is exact; a real third decimal is an error.
+        let mut b = BytesMut::new();
+        assert_eq!(
+            encode_field(&mut b, &conv(ty.clone()), ValueRef::Real(387.28)).unwrap(),
+            Written::Exact
+        );
+        assert!(enc(ty.clone(), ValueRef::Real(387.281)).is_err());
+        assert!(enc(ty.clone(), ValueRef::Real(387.2800001)).is_err());
+        // Text is never rounded: it is what the app wrote.
+        assert!(enc(ty, ValueRef::Text(b"387.28000000000003")).is_err());
+    }
+
+    #[test]
+    fn intervals_addresses_labels() {
+        let mut c = conv(PgType::Interval);
+        c.epoch = EpochUnit::Micros;
+        let mut b = BytesMut::new();
+        encode_field(&mut b, &c, ValueRef::Integer(90_000_000_000)).unwrap();
+        // 3600 s in microseconds, 1 day, 0 months.
+        assert_eq!(&b[4..12], 3_600_000_000i64.to_be_bytes());
+        assert_eq!(&b[12..], [0, 0, 0, 1, 0, 0, 0, 0]);
+        assert!(enc(PgType::Interval, ValueRef::Text(b"P1D")).is_ok());
+        assert!(enc(PgType::Interval, ValueRef::Text(b"later")).is_err());
+        assert!(enc(PgType::Inet, ValueRef::Text(b"::1")).is_ok());
+        assert!(enc(PgType::Inet, ValueRef::Integer(1)).is_err());
+        assert!(enc(PgType::MacAddr, ValueRef::Text(b"08:00:2b:01:02:03")).is_ok());
+        let mood = PgType::Labelled {
+            name: "mood".into(),
+            oid: 16_000,
+            labels: Some(vec!["sad".into(), "ok".into()]),
+        };
+        assert_eq!(enc(mood.clone(), ValueRef::Text(b"ok")).unwrap(), b"ok");
+        let e = enc(mood, ValueRef::Text(b"happy")).unwrap_err();
+        assert!(e.reason.contains("(sad, ok)"), "{e:?}");
+        let citext = PgType::Labelled {
+            name: "citext".into(),
+            oid: 16_001,
+            labels: None,
+        };
+        assert_eq!(enc(citext, ValueRef::Text(b"MiXeD")).unwrap(), b"MiXeD");
+        // A derived column is written empty, whatever SQLite holds.
+        let mut b = BytesMut::new();
+        let w = encode_field(&mut b, &conv(PgType::TsVector), ValueRef::Text(b"x")).unwrap();
+        assert_eq!(
+            (w, &b[..]),
+            (Written::Derived, &[0, 0, 0, 4, 0, 0, 0, 0][..])
+        );
+    }
+
+    #[test]
+    fn arrays_from_json() {
+        let ints = PgType::parse("integer[]").unwrap();
+        let f = enc(ints.clone(), ValueRef::Text(b"[1, null, 3]")).unwrap();
+        let mut want = vec![];
+        for n in [1i32, 1, 23, 3, 1] {
+            want.extend_from_slice(&n.to_be_bytes());
+        }
+        for (len, v) in [(4i32, Some(1i32)), (-1, None), (4, Some(3))] {
+            want.extend_from_slice(&len.to_be_bytes());
+            if let Some(v) = v {
+                want.extend_from_slice(&v.to_be_bytes());
+            }
+        }
+        assert_eq!(f, want);
+        // Empty: no dimensions.
+        let f = enc(ints.clone(), ValueRef::Text(b"[]")).unwrap();
+        assert_eq!(f, [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 23]);
+        // Two dimensions, rectangular only.
+        let f = enc(ints.clone(), ValueRef::Text(b"[[1,2],[3,4]]")).unwrap();
+        assert_eq!(&f[..4], 2i32.to_be_bytes());
+        assert!(enc(ints.clone(), ValueRef::Text(b"[[1,2],[3]]")).is_err());
+        assert!(enc(ints.clone(), ValueRef::Text(b"[1, \"x\"]")).is_err());
+        assert!(enc(ints.clone(), ValueRef::Text(b"{1,2}")).is_err());
+        let mut b = BytesMut::new();
+        encode_field(&mut b, &conv(ints.clone()), ValueRef::Text(b"null")).unwrap();
+        assert_eq!(&b[..], (-1i32).to_be_bytes(), "JSON null is NULL");
+        assert!(enc(ints, ValueRef::Text(b"[1.5]")).is_err());
+        // Numerics keep the number's own digits; jsonb elements stay whole.
+        let nums = PgType::parse("numeric[]").unwrap();
+        let f = enc(
+            nums.clone(),
+            ValueRef::Text(b"[0.1, 12345678901234567890.5]"),
+        )
+        .unwrap();
+        let again = enc(
+            nums.clone(),
+            ValueRef::Text(b"[0.10, 12345678901234567890.50]"),
+        )
+        .unwrap();
+        assert_eq!(
+            crate::pg::value::canonical(&nums, &f),
+            crate::pg::value::canonical(&nums, &again)
+        );
+        let jb = PgType::parse("jsonb[]").unwrap();
+        let f = enc(jb, ValueRef::Text(br#"[[1,2], {"a": 1}]"#)).unwrap();
+        assert_eq!(&f[..4], 1i32.to_be_bytes());
+        let texts = PgType::parse("text[]").unwrap();
+        assert!(enc(texts, ValueRef::Text(br#"["a", "\u00e9", ""]"#)).is_ok());
     }
 }

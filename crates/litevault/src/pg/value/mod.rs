@@ -11,13 +11,17 @@
 //! `encode` writes fields, `decode` reads them, `text` parses and formats
 //! dates, times and UUIDs, `numeric` is PostgreSQL's decimal number.
 
+mod array;
 mod decode;
 mod encode;
+mod interval;
+mod net;
 mod numeric;
 mod text;
 
 pub use decode::{canonical, decode_to_sqlite};
 pub use encode::encode_field;
+pub use interval::Interval;
 pub use numeric::Decimal;
 pub use text::{
     format_date, format_time, format_timestamp, has_tz, looks_like_uuid, parse_time,
@@ -71,10 +75,25 @@ pub fn show(v: ValueRef<'_>) -> String {
     }
 }
 
+/// How a value went into its field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    /// As it is.
+    Exact,
+    /// A float a few ULPs from a decimal of the column's scale (SQLite's
+    /// arithmetic noise, `387.28000000000003`), written as that decimal.
+    FloatNoise,
+    /// A derived column (`tsvector`): written empty for the app to rebuild;
+    /// the SQLite value was not copied.
+    Derived,
+}
+
 /// Settings of one column's conversion.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Conversion {
     pub pg_type: PgType,
+    /// The unit of numbers in a date/time column (since 1970-01-01), or in
+    /// an interval column (a duration).
     pub epoch: EpochUnit,
 }
 
