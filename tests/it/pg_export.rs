@@ -577,9 +577,15 @@ fn rejects_are_reported_and_counted() {
          INSERT INTO t VALUES (1, 1, '2024-01-01', 1), (2, 'x', '2024-01-01', 0), (3, 3, 'yesterday', 1), (4, 4, NULL, NULL);",
     );
     let report = e.dir.path().join("bad.jsonl");
+    // Without --type, 'yesterday' would make the column text (with a note).
     let stdout = e.export_ok(
         &db,
-        &["--on-bad-row", &format!("report={}", report.display())],
+        &[
+            "--on-bad-row",
+            &format!("report={}", report.display()),
+            "--type",
+            "t.at=timestamp",
+        ],
     );
     assert!(stdout.contains("2 row(s) rejected"), "{stdout}");
     let text = std::fs::read_to_string(&report).unwrap();

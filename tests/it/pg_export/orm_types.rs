@@ -218,3 +218,52 @@ fn a_cycle_of_keys_that_cannot_be_deferred_is_refused_before_loading() {
     assert!(err.contains("ALTER CONSTRAINT"), "{err}");
     assert_eq!(e.q("SELECT count(*) FROM a"), "0");
 }
+
+#[test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
+fn a_django_schema_inferred_export_gets_inet_like_indexes_and_demotion_notes() {
+    let e = Env::new();
+    let db = e.sqlite(
+        "dj.db",
+        "CREATE TABLE django_migrations(id INTEGER PRIMARY KEY AUTOINCREMENT, app varchar(255), name varchar(255));
+         CREATE TABLE shop_customer(
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            slug varchar(50) NOT NULL UNIQUE,
+            last_ip char(39) NULL,
+            code varchar(20) NOT NULL,
+            shelf_life bigint NULL,
+            seen datetime NULL);
+         CREATE INDEX shop_customer_code_1a2b ON shop_customer (code);
+         INSERT INTO shop_customer VALUES
+           (1, 'ann', '192.168.0.1', 'A1', 90000000000, '2024-01-01 10:00:00'),
+           (2, 'bob', '2001:db8::1', 'B2', -1, 'not a date');",
+    );
+    // Django's DurationField is a bigint on SQLite like BigIntegerField:
+    // the type is the user's to give, and its integers are microseconds.
+    let out = e.export_ok(&db, &["--type", "shop_customer.shelf_life=interval"]);
+    assert_eq!(e.col_type("shop_customer", "last_ip"), "inet");
+    assert_eq!(e.col_type("shop_customer", "shelf_life"), "interval");
+    assert_eq!(e.col_type("shop_customer", "seen"), "text");
+    assert!(
+        out.contains("\"shop_customer\".\"seen\": declared datetime but 1 value(s) are not dates or times (e.g. \"not a date\"): text"),
+        "{out}"
+    );
+    assert!(
+        out.contains("(Django's GenericIPAddressField): inet"),
+        "{out}"
+    );
+    assert_eq!(
+        e.q("SELECT last_ip, shelf_life, seen FROM shop_customer ORDER BY id"),
+        "192.168.0.1|1 day 01:00:00|2024-01-01 10:00:00\n2001:db8::1|-1 days +23:59:59.999999|not a date"
+    );
+    // The LIKE indexes Django's migrations add on PostgreSQL.
+    assert_eq!(
+        e.q("SELECT string_agg(indexdef, E'\\n' ORDER BY indexname) FROM pg_indexes WHERE indexname LIKE '%\\_like'"),
+        "CREATE INDEX shop_customer_code_like ON public.shop_customer USING btree (code varchar_pattern_ops)\n\
+         CREATE INDEX shop_customer_slug_like ON public.shop_customer USING btree (slug varchar_pattern_ops)"
+    );
+    assert_eq!(
+        e.q("SELECT id FROM shop_customer WHERE slug LIKE 'b%'"),
+        "2"
+    );
+}

@@ -319,6 +319,84 @@ pub fn after_load(
     (stmts, problems, notes)
 }
 
+/// The LIKE indexes Django adds on PostgreSQL next to the index of every
+/// indexed, unique or primary-key `varchar`/`text` column (`varchar_pattern_ops`,
+/// `text_pattern_ops`): a B-tree in a non-C collation cannot serve
+/// `LIKE 'abc%'`, which `startswith` lookups compile to.
+pub fn pattern_ops_indexes(schema: &str, plan: &TablePlan) -> Vec<Stmt> {
+    let t = &plan.table;
+    let mut keyed: Vec<String> = vec![];
+    let mut add = |c: &str| {
+        if !keyed.iter().any(|k| k == c) {
+            keyed.push(c.to_string());
+        }
+    };
+    if let [pk] = t.primary_key.as_slice() {
+        add(pk);
+    }
+    for u in &t.uniques {
+        if let [c] = u.as_slice() {
+            add(c);
+        }
+    }
+    for ix in &t.indexes {
+        if let Some(c) = single_column(ix) {
+            add(&c);
+        }
+    }
+    let mut out = vec![];
+    for c in keyed {
+        let Some((d, m)) = t
+            .columns
+            .iter()
+            .zip(&plan.columns)
+            .find(|(d, _)| d.name.eq_ignore_ascii_case(&c))
+        else {
+            continue;
+        };
+        let ops = match m.pg_type {
+            PgType::Varchar(_) => "varchar_pattern_ops",
+            PgType::Text => "text_pattern_ops",
+            _ => continue,
+        };
+        let mut name = format!("{}_{}_like", t.name, d.name);
+        if name.len() > 63 {
+            let mut cut = 58;
+            while !name.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            use sha2::Digest;
+            let h = hex::encode(&sha2::Sha256::digest(name.as_bytes())[..2]);
+            name = format!("{}_{h}", &name[..cut]);
+        }
+        out.push(Stmt {
+            what: format!("LIKE index {} (Django)", quote(&name)),
+            sql: format!(
+                "CREATE INDEX {} ON {} ({} {ops})",
+                quote(&name),
+                qualified(schema, &t.name),
+                quote(&d.name)
+            ),
+        });
+    }
+    out
+}
+
+/// The column of a one-column index without a WHERE clause or expression.
+fn single_column(ix: &SourceIndex) -> Option<String> {
+    use expr::Tok;
+    let toks = expr::tokenize(&ix.sql).ok()?;
+    let open = toks
+        .iter()
+        .position(|(t, _)| matches!(t, Tok::Op(o) if o == "("))?;
+    match &toks[open + 1..] {
+        [(Tok::Word(c) | Tok::Quoted(c), _), (Tok::Op(close), _)] if close == ")" => {
+            Some(c.clone())
+        }
+        _ => None,
+    }
+}
+
 /// Rewrites `CREATE [UNIQUE] INDEX name ON table (parts) [WHERE expr]`.
 fn index_sql(
     schema: &str,
@@ -516,6 +594,11 @@ pub fn script(schema: &str, plans: &[TablePlan], src: &SourceSchema) -> String {
         }
     }
     for p in plans {
+        if src.orm == Orm::Django {
+            for st in pattern_ops_indexes(schema, p) {
+                s.push_str(&format!("{};\n", st.sql));
+            }
+        }
         for fk in foreign_keys(schema, p, plans) {
             match fk {
                 Ok(st) => s.push_str(&format!("{};\n", st.sql)),

@@ -227,6 +227,8 @@ pub enum StatsKind {
     Temporal,
     /// Storage classes and UUID-shaped texts.
     Uuid,
+    /// Storage classes and address-shaped texts (Django's char(39)).
+    Address,
 }
 
 /// The statistics mapping this column needs, if any: the declared type
@@ -250,8 +252,11 @@ pub fn stats_kind(c: &ColumnDecl, orm: Orm) -> Option<StatsKind> {
     ) {
         return None;
     }
-    if d.contains("datetime") || d.starts_with("timestamp") || first == "date" {
+    if d.contains("datetime") || d.starts_with("timestamp") || first == "date" || first == "time" {
         return Some(StatsKind::Temporal);
+    }
+    if orm == Orm::Django && matches!(first, "char" | "character") && d.contains("(39)") {
+        return Some(StatsKind::Address);
     }
     if matches!(first, "char" | "character" | "varchar" | "nchar")
         && (d.contains("(32)") || d.contains("(36)"))
@@ -337,7 +342,22 @@ pub fn column_stats(
                     "real_max",
                     format!("max(CASE WHEN typeof({q})='real' THEN abs({q}) END)"),
                 );
+                let not_temporal = format!(
+                    "(typeof({q})='text' AND julianday({q}) IS NULL \
+                     AND {q} NOT IN ('infinity', '-infinity'))"
+                );
+                add("not_temporal", format!("sum({not_temporal})"));
+                add(
+                    "not_temporal_example",
+                    format!("min(CASE WHEN {not_temporal} THEN CAST({q} AS TEXT) END)"),
+                );
             }
+            StatsKind::Address => add(
+                "address",
+                format!(
+                    "sum(typeof({q})='text' AND NOT {q} GLOB '*[^0-9a-fA-F.:/]*' AND ({q} GLOB '*.*' OR {q} GLOB '*:*'))"
+                ),
+            ),
             StatsKind::Basic => {}
         }
     }
@@ -363,6 +383,9 @@ pub fn column_stats(
                 "uuid" => s.uuid_texts = n()?,
                 "tz" => s.tz_texts = n()?,
                 "real_max" => s.real_max_abs = r.get::<_, Option<f64>>(k)?.unwrap_or(0.0),
+                "not_temporal" => s.not_temporal = n()?,
+                "not_temporal_example" => s.not_temporal_example = r.get(k)?,
+                "address" => s.address_texts = n()?,
                 // Cannot happen: `fields` holds only the names `add` was
                 // given above, each handled here.
                 _ => unreachable!("no statistic named {f}"),

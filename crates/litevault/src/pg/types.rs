@@ -305,6 +305,12 @@ pub struct ColumnStats {
     pub tz_texts: u64,
     /// Largest absolute real value.
     pub real_max_abs: f64,
+    /// In a date/time column: texts that are not dates or times (SQLite's
+    /// own date parser refuses them), and one of them.
+    pub not_temporal: u64,
+    pub not_temporal_example: Option<String>,
+    /// Texts of the shape of an IPv4 or IPv6 address, with or without `/bits`.
+    pub address_texts: u64,
 }
 
 impl ColumnStats {
@@ -429,6 +435,14 @@ fn map_column_inner(
     if let Some(t) = override_type {
         m.pg_type = t.clone();
         m.notes.push(format!("type {t} set by override"));
+        if *t == PgType::Interval {
+            // Numbers in a duration column: Django's DurationField holds
+            // microseconds; otherwise seconds.
+            m.epoch = match orm {
+                Orm::Django => EpochUnit::Micros,
+                _ => EpochUnit::Seconds,
+            };
+        }
         if m.identity && !matches!(t, PgType::SmallInt | PgType::Integer | PgType::BigInt) {
             m.identity = false;
         }
@@ -504,6 +518,38 @@ fn map_column_inner(
             "{} holding only UUIDs: uuid (PostgreSQL prints them lowercase with dashes)",
             col.declared
         ));
+        return m;
+    }
+    // Values that are not dates demote the column to text, said in a note.
+    let not_dates = stats.not_temporal > 0
+        && stats
+            .not_temporal_example
+            .as_deref()
+            .is_none_or(|e| crate::pg::value::parse_timestamp(e).is_none());
+    if (is_datetime || is_date || is_time) && not_dates {
+        m.pg_type = PgType::Text;
+        let example = stats
+            .not_temporal_example
+            .as_deref()
+            .map(|e| format!(" (e.g. {:?})", e.chars().take(40).collect::<String>()))
+            .unwrap_or_default();
+        m.notes.push(format!(
+            "declared {} but {} value(s) are not dates or times{example}: text. To keep a \
+             date/time type, fix those rows, or give --type with --on-bad-row report=FILE",
+            col.declared, stats.not_temporal
+        ));
+        return m;
+    }
+    // Django's GenericIPAddressField is char(39) on SQLite, inet on PostgreSQL.
+    if orm == Orm::Django
+        && matches!(first, "char" | "character")
+        && args == [39]
+        && stats.texts > 0
+        && stats.address_texts == stats.non_null()
+    {
+        m.pg_type = PgType::Inet;
+        m.notes
+            .push("char(39) holding only addresses (Django's GenericIPAddressField): inet".into());
         return m;
     }
     if is_datetime || is_date {

@@ -635,6 +635,16 @@ pub async fn export(
                 run_or_report(&client, fk, &mut report, true).await;
             }
         }
+        // Django's LIKE indexes, as its migrations make them on PostgreSQL.
+        if plan.source.orm == super::types::Orm::Django {
+            for (i, p) in plan.tables.iter().enumerate() {
+                if created[i] {
+                    for st in ddl::pattern_ops_indexes(schema, p) {
+                        run_or_report(&client, Ok(st), &mut report, true).await;
+                    }
+                }
+            }
+        }
         for v in &plan.source.views {
             let st = ddl::view(schema, v, &all);
             run_or_report(&client, st, &mut report, false).await;
