@@ -55,6 +55,9 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn print_report(r: &ImportReport, out: &std::path::Path) {
+    if r.orm != "none" {
+        println!("ORM: {} (values stored as it stores them on SQLite)", r.orm);
+    }
     for w in &r.warnings {
         println!("warning: {w}");
     }

@@ -324,6 +324,14 @@ def check(db):
             )
             if orphans:
                 problems.append(f"{label}.{f.name}: {orphans} row(s) point nowhere")
+    # Lookups by value: the stored form must be the one Django queries with
+    # (on SQLite: UUIDs as 32 hex digits, durations as microseconds).
+    for c in Customer.objects.using(db).all()[:25]:
+        if not Customer.objects.using(db).filter(pk=c.pk).exists():
+            problems.append(f"shop.Customer {c.pk}: not found by its UUID")
+    for p in Product.objects.using(db).exclude(shelf_life=None)[:25]:
+        if not Product.objects.using(db).filter(pk=p.pk, shelf_life=p.shelf_life).exists():
+            problems.append(f"shop.Product {p.pk}: not found by its shelf_life {p.shelf_life}")
     statuses = [s for s, _ in Order.Status.choices]
     if Order.objects.using(db).exclude(status__in=statuses).exists():
         problems.append("shop.Order.status outside its choices")

@@ -49,12 +49,17 @@ pub fn sqlite_create_table(t: &ImportTable, checks: &[String]) -> String {
     }
     for fk in &t.foreign_keys {
         parts.push(format!(
-            "FOREIGN KEY ({}) REFERENCES {} ({}) ON UPDATE {} ON DELETE {}",
+            "FOREIGN KEY ({}) REFERENCES {} ({}) ON UPDATE {} ON DELETE {}{}",
             cols(&fk.columns),
             quote(&fk.parent),
             cols(&fk.parent_columns),
             fk.on_update,
-            fk.on_delete
+            fk.on_delete,
+            if fk.deferred {
+                " DEFERRABLE INITIALLY DEFERRED"
+            } else {
+                ""
+            }
         ));
     }
     for c in checks {
@@ -67,18 +72,109 @@ pub fn sqlite_create_table(t: &ImportTable, checks: &[String]) -> String {
     )
 }
 
-/// Rewrites `pg_get_indexdef` output for SQLite: drop the schema and
-/// `USING btree`; casts and operator classes are left to SQLite to refuse.
+/// Rewrites `pg_get_indexdef` output for SQLite: drop the schema,
+/// `USING btree`, casts and operator classes (`varchar_pattern_ops`: SQLite
+/// has none; such an index is a plain one there); other methods are left to
+/// SQLite to refuse.
 pub fn sqlite_index(schema: &str, table: &str, def: &str) -> String {
     let on = format!(" ON {} USING btree ", qualified_pg(schema, table));
     let on_bare = format!(
         " ON {} USING btree ",
         qualified_pg("", table).trim_start_matches('.')
     );
-    strip_casts(
+    strip_opclasses(&strip_casts(
         &def.replace(&on, &format!(" ON {} ", quote(table)))
             .replace(&on_bare, &format!(" ON {} ", quote(table))),
-    )
+    ))
+}
+
+/// Drops operator-class words (`x varchar_pattern_ops`) outside literals.
+fn strip_opclasses(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut in_str = false;
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        let w = std::mem::take(word);
+        if w.ends_with("_ops") && out.ends_with(' ') {
+            out.pop();
+        } else {
+            out.push_str(&w);
+        }
+    };
+    for c in sql.chars() {
+        if !in_str && (c.is_ascii_alphanumeric() || c == '_') {
+            word.push(c);
+            continue;
+        }
+        flush(&mut word, &mut out);
+        if c == '\'' {
+            in_str = !in_str;
+        }
+        out.push(c);
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
+/// PostgreSQL prints `x IN ('a', 'b')` as `x = ANY (ARRAY['a', 'b'])` (and
+/// `NOT IN` as `<> ALL (...)`): rewritten back for SQLite, casts already
+/// stripped (pure).
+pub fn any_array_to_in(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    loop {
+        let any = rest.find("= ANY (");
+        let all = rest.find("<> ALL (");
+        let (at, op_len, word) = match (any, all) {
+            (Some(a), Some(b)) if b < a => (b, "<> ALL (".len(), "NOT IN"),
+            (Some(a), _) => (a, "= ANY (".len(), "IN"),
+            (None, Some(b)) => (b, "<> ALL (".len(), "NOT IN"),
+            (None, None) => break,
+        };
+        let after = &rest[at + op_len..];
+        // `(ARRAY[...])` may sit in extra parentheses.
+        let opens = after.len() - after.trim_start_matches('(').len();
+        let body = &after[opens..];
+        let Some(items) = body.strip_prefix("ARRAY[") else {
+            out.push_str(&rest[..at + op_len]);
+            rest = after;
+            continue;
+        };
+        let Some(close) = closing_bracket(items) else {
+            break;
+        };
+        let tail = &items[close + 1..];
+        let closes = tail.len() - tail.trim_start_matches(')').len();
+        if closes < opens + 1 {
+            out.push_str(&rest[..at + op_len]);
+            rest = after;
+            continue;
+        }
+        out.push_str(&rest[..at]);
+        out.push_str(&format!("{word} ({})", &items[..close]));
+        rest = &tail[opens + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The index of the `]` closing an `ARRAY[` (quotes and nesting skipped).
+fn closing_bracket(s: &str) -> Option<usize> {
+    let (mut depth, mut in_str) = (0usize, false);
+    for (i, c) in s.char_indices() {
+        match c {
+            '\'' => in_str = !in_str,
+            '[' if !in_str => depth += 1,
+            ']' if !in_str => {
+                if depth == 0 {
+                    return Some(i);
+                }
+                depth -= 1;
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// A name as `pg_get_indexdef` prints it: quoted only when it must be.
@@ -191,7 +287,34 @@ mod tests {
     }
 
     #[test]
+    fn any_array_becomes_in() {
+        // As pg_get_constraintdef prints Django's choices check.
+        let pg = "CHECK (((status)::text = ANY ((ARRAY['draft'::character varying, 'paid'::character varying])::text[])))";
+        assert_eq!(
+            any_array_to_in(&strip_casts(pg)),
+            "CHECK (((status) IN ('draft', 'paid')))"
+        );
+        assert_eq!(
+            any_array_to_in("CHECK ((n <> ALL (ARRAY[1, 2])) AND (s = ANY (ARRAY['a]', 'b'])))"),
+            "CHECK ((n NOT IN (1, 2)) AND (s IN ('a]', 'b')))"
+        );
+        // Anything else is left as it is (SQLite refuses it, reported).
+        assert_eq!(
+            any_array_to_in("CHECK ((a = ANY (b)))"),
+            "CHECK ((a = ANY (b)))"
+        );
+    }
+
+    #[test]
     fn index_rewrite() {
+        assert_eq!(
+            sqlite_index(
+                "public",
+                "shop",
+                "CREATE INDEX shop_slug_like ON public.shop USING btree (slug varchar_pattern_ops)"
+            ),
+            "CREATE INDEX shop_slug_like ON \"shop\" (slug)"
+        );
         assert_eq!(
             sqlite_index(
                 "public",

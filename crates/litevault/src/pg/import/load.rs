@@ -198,8 +198,31 @@ pub(super) fn write_sqlite(
     drop(finish);
     let t2 = Instant::now();
     for t in tables {
+        // Column lists already indexed: a LIKE index (`varchar_pattern_ops`)
+        // is a plain index on SQLite, the same as the one beside it.
+        let norm = |s: &str| -> String {
+            s.chars()
+                .filter(|c| !c.is_whitespace() && *c != '"')
+                .collect::<String>()
+                .to_lowercase()
+        };
+        let mut indexed: Vec<String> = t
+            .uniques
+            .iter()
+            .chain(std::iter::once(&t.primary_key))
+            .map(|cols| norm(&format!("({})", cols.join(","))))
+            .collect();
         for (name, def) in &t.indexes {
             let sql = sqlite_index(schema, &t.name, def);
+            let cols = sql.find(" (").map(|i| norm(&sql[i..])).unwrap_or_default();
+            if def.contains("_pattern_ops") && indexed.contains(&cols) && !sql.contains(" WHERE ") {
+                report.warnings.push(format!(
+                    "index {}: a LIKE index, the same as another index on SQLite: not created",
+                    quote(name)
+                ));
+                continue;
+            }
+            indexed.push(cols);
             if let Err(e) = conn.execute_batch(&sql) {
                 report.problems.push(Problem {
                     object: format!("index {}", quote(name)),

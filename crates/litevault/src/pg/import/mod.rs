@@ -119,6 +119,9 @@ pub struct ImportTableReport {
 /// What an import did.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct ImportReport {
+    /// The ORM whose migrations made the schema (its bookkeeping table
+    /// names it): values are stored as it stores them on SQLite.
+    pub orm: String,
     pub tables: Vec<ImportTableReport>,
     pub warnings: Vec<String>,
     pub problems: Vec<Problem>,
@@ -153,7 +156,7 @@ pub async fn import(
                 source,
             })?;
     let schema = opts.schema.clone();
-    let (mut tables, warnings) = read_catalog(&client, &schema).await?;
+    let (mut tables, warnings, orm) = read_catalog(&client, &schema).await?;
     if tables.is_empty() {
         return Err(ImportError::NoTables {
             schema,
@@ -207,6 +210,7 @@ pub async fn import(
         })
     })
     .await??;
+    report.orm = orm.to_string();
     report.notices = notices.summary();
     report.millis = started.elapsed().as_millis() as u64;
     Ok(report)

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use tokio_postgres::Client;
 
-use super::create::{rowid_pk, strip_casts};
+use super::create::{any_array_to_in, rowid_pk, strip_casts};
 use super::{ImportError, pg};
 use crate::pg::ident::quote;
-use crate::pg::types::PgType;
+use crate::pg::types::{Orm, PgType};
 
 /// How a PostgreSQL column is read and stored.
 #[derive(Clone, Debug, PartialEq)]
@@ -50,16 +50,85 @@ pub struct ImportForeignKey {
     pub parent_columns: Vec<String>,
     pub on_update: String,
     pub on_delete: String,
+    /// `DEFERRABLE INITIALLY DEFERRED` (Django's keys, on both databases).
+    pub deferred: bool,
 }
 
 /// Chooses the SQLite declared type and the read expression of a column
-/// (pure). `category` is `pg_type.typcategory`.
+/// (pure). `category` is `pg_type.typcategory`. With an ORM known, values
+/// are stored as that ORM stores them on SQLite (Django and SQLAlchemy:
+/// UUIDs as 32 hex digits; Django: durations as integer microseconds,
+/// datetimes as UTC text without an offset; SQLAlchemy: durations as a
+/// date-time since 1970-01-01).
 pub fn map_pg_column(
     name: &str,
     type_name: &str,
     category: &str,
+    orm: Orm,
 ) -> (PgType, String, String, Option<String>) {
     let q = quote(name);
+    let parsed = PgType::parse(type_name);
+    match (orm, &parsed) {
+        (Orm::Django | Orm::Alembic, Some(PgType::Uuid)) => {
+            return (
+                PgType::Text,
+                format!("replace({q}::text, '-', '')"),
+                "char(32)".into(),
+                None,
+            );
+        }
+        (Orm::Django, Some(PgType::Interval)) => {
+            return (
+                PgType::BigInt,
+                format!("(extract(epoch FROM {q}) * 1000000)::bigint"),
+                "bigint".into(),
+                None,
+            );
+        }
+        (Orm::Alembic, Some(PgType::Interval)) => {
+            return (
+                PgType::Text,
+                format!("to_char(timestamp '1970-01-01' + {q}, 'YYYY-MM-DD HH24:MI:SS.US')"),
+                "DATETIME".into(),
+                None,
+            );
+        }
+        (Orm::Django, Some(PgType::TimestampTz(p))) => {
+            // The same instant, printed without the offset as Django does.
+            return (PgType::Timestamp(*p), q, "datetime".into(), None);
+        }
+        (Orm::Alembic, Some(PgType::Timestamp(_) | PgType::TimestampTz(_))) => {
+            // SQLAlchemy's SQLite format: always six fraction digits, no offset.
+            let utc = if matches!(parsed, Some(PgType::TimestampTz(_))) {
+                format!("{q} AT TIME ZONE 'UTC'")
+            } else {
+                q.clone()
+            };
+            return (
+                PgType::Text,
+                format!("to_char({utc}, 'YYYY-MM-DD HH24:MI:SS.US')"),
+                "DATETIME".into(),
+                None,
+            );
+        }
+        (Orm::Alembic, Some(PgType::Time)) => {
+            return (
+                PgType::Text,
+                format!("to_char(date '2000-01-01' + {q}, 'HH24:MI:SS.US')"),
+                "TIME".into(),
+                None,
+            );
+        }
+        (Orm::Django, Some(PgType::Inet)) => {
+            return (
+                PgType::Text,
+                format!("CASE WHEN {q} IS NOT NULL THEN format('%s', {q}) END"),
+                "char(39)".into(),
+                None,
+            );
+        }
+        _ => {}
+    }
     // Intervals, addresses, enums, arrays and text search types are read
     // as text (or JSON) on the server, below.
     let native = PgType::parse(type_name).filter(|t| {
@@ -102,9 +171,10 @@ pub fn map_pg_column(
             };
             (t, q, decl, None)
         }
-        None if matches!(category, "E" | "S") => (
+        // The type's output form (an inet's `::text` would add `/32`).
+        None if matches!(category, "E" | "S" | "I" | "T" | "D") => (
             PgType::Text,
-            format!("{q}::text"),
+            format!("CASE WHEN {q} IS NOT NULL THEN format('%s', {q}) END"),
             "TEXT".into(),
             Some(format!("{type_name} stored as its text form")),
         ),
@@ -182,10 +252,12 @@ pub fn map_default(expr: &str, t: &PgType) -> Option<String> {
     None
 }
 
+/// The tables of `schema`, warnings about what does not carry over, and the
+/// ORM whose migrations made the schema.
 pub(super) async fn read_catalog(
     client: &Client,
     schema: &str,
-) -> Result<(Vec<ImportTable>, Vec<String>), ImportError> {
+) -> Result<(Vec<ImportTable>, Vec<String>, Orm), ImportError> {
     let tables = client
         .query(
             "SELECT c.oid, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -194,6 +266,8 @@ pub(super) async fn read_catalog(
         )
         .await
         .map_err(pg("listing tables"))?;
+    let table_names: Vec<String> = tables.iter().map(|t| t.get(1)).collect();
+    let orm = Orm::detect(table_names.iter().map(String::as_str));
     let mut names: BTreeMap<u32, (String, BTreeMap<i16, String>)> = BTreeMap::new();
     let mut out = vec![];
     let mut warnings = vec![];
@@ -218,7 +292,7 @@ pub(super) async fn read_catalog(
             let cname: String = c.get(1);
             let tname: String = c.get(2);
             let cat: String = c.get(5);
-            let (read_as, select, sqlite_type, warn) = map_pg_column(&cname, &tname, &cat);
+            let (read_as, select, sqlite_type, warn) = map_pg_column(&cname, &tname, &cat, orm);
             if let Some(w) = warn {
                 warnings.push(format!("{}.{}: {w}", quote(&name), quote(&cname)));
             }
@@ -270,7 +344,7 @@ pub(super) async fn read_catalog(
         let cons = client
             .query(
                 "SELECT contype::text, conkey, confrelid, confkey, confupdtype::text, confdeltype::text, \
-                        pg_get_constraintdef(oid), conname::text \
+                        pg_get_constraintdef(oid), conname::text, condeferred \
                  FROM pg_constraint WHERE conrelid = $1 ORDER BY conname",
                 &[&*oid],
             )
@@ -315,6 +389,7 @@ pub(super) async fn read_catalog(
                                 parent_columns: pk,
                                 on_update: action(&c.get::<_, String>(4)),
                                 on_delete: action(&c.get::<_, String>(5)),
+                                deferred: c.get(8),
                             });
                         }
                         _ => warnings.push(format!(
@@ -323,7 +398,7 @@ pub(super) async fn read_catalog(
                         )),
                     }
                 }
-                "c" => t.checks.push(strip_casts(&def)),
+                "c" => t.checks.push(any_array_to_in(&strip_casts(&def))),
                 _ => warnings.push(format!(
                     "{}: constraint {def} not imported (no SQLite equivalent)",
                     quote(&t.name)
@@ -369,7 +444,7 @@ pub(super) async fn read_catalog(
             quote(&name)
         ));
     }
-    Ok((out.into_iter().map(|(_, t)| t).collect(), warnings))
+    Ok((out.into_iter().map(|(_, t)| t).collect(), warnings, orm))
 }
 
 #[cfg(test)]
@@ -378,23 +453,51 @@ mod tests {
 
     #[test]
     fn column_types() {
-        assert_eq!(map_pg_column("a", "boolean", "B").2, "BOOLEAN");
+        assert_eq!(map_pg_column("a", "boolean", "B", Orm::None).2, "BOOLEAN");
         assert_eq!(
-            map_pg_column("a", "timestamp with time zone", "D").2,
+            map_pg_column("a", "timestamp with time zone", "D", Orm::None).2,
             "TIMESTAMPTZ"
         );
         assert_eq!(
-            map_pg_column("a", "character varying(5)", "S").2,
+            map_pg_column("a", "character varying(5)", "S", Orm::None).2,
             "VARCHAR(5)"
         );
-        let (t, sel, decl, warn) = map_pg_column("a", "integer[]", "A");
+        let (t, sel, decl, warn) = map_pg_column("a", "integer[]", "A", Orm::None);
         assert_eq!(
             (t, sel.as_str(), decl.as_str()),
             (PgType::Text, "to_jsonb(\"a\")::text", "JSON")
         );
         assert!(warn.unwrap().contains("JSON"));
-        let (_, sel, decl, _) = map_pg_column("a", "mood", "E");
-        assert_eq!((sel.as_str(), decl.as_str()), ("\"a\"::text", "TEXT"));
+        let (_, sel, decl, _) = map_pg_column("a", "mood", "E", Orm::None);
+        assert_eq!(
+            (sel.as_str(), decl.as_str()),
+            (
+                "CASE WHEN \"a\" IS NOT NULL THEN format('%s', \"a\") END",
+                "TEXT"
+            )
+        );
+        // As the ORM stores them on SQLite.
+        let m = |t: &str, orm| {
+            let (_, sel, decl, _) = map_pg_column("a", t, "X", orm);
+            (sel, decl)
+        };
+        assert_eq!(
+            m("uuid", Orm::Django),
+            ("replace(\"a\"::text, '-', '')".into(), "char(32)".into())
+        );
+        assert_eq!(m("uuid", Orm::Rails).1, "UUID");
+        assert_eq!(m("interval", Orm::Django).1, "bigint");
+        assert!(
+            m("interval", Orm::Alembic)
+                .0
+                .contains("timestamp '1970-01-01' + \"a\"")
+        );
+        assert_eq!(m("timestamp with time zone", Orm::Django).1, "datetime");
+        assert!(
+            m("timestamp with time zone", Orm::Alembic)
+                .0
+                .contains("AT TIME ZONE 'UTC'")
+        );
     }
 
     #[test]
