@@ -257,6 +257,17 @@ pub enum Orm {
 }
 
 impl Orm {
+    /// The table whose rows name the migrations applied.
+    pub fn bookkeeping_table(self) -> Option<&'static str> {
+        match self {
+            Orm::Django => Some("django_migrations"),
+            Orm::Alembic => Some("alembic_version"),
+            Orm::Rails => Some("schema_migrations"),
+            Orm::Prisma => Some("_prisma_migrations"),
+            Orm::None => None,
+        }
+    }
+
     /// Recognises the ORM from the table names of a database.
     pub fn detect<'a>(tables: impl IntoIterator<Item = &'a str>) -> Orm {
         let names: Vec<String> = tables.into_iter().map(|t| t.to_lowercase()).collect();

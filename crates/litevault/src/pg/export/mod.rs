@@ -37,7 +37,7 @@ use super::select::{SelectionError, TableSelection};
 use super::types::PgType;
 use crate::task::lock_or_recover;
 use load::{BadRowFile, TableOutcome, load_and_verify, table_sizes};
-use plan::{refuse_truncating_unselected, retarget};
+use plan::{migrations_differ, refuse_truncating_unselected, retarget};
 
 /// Errors of an export. Each names what was at fault and what to do.
 #[non_exhaustive]
@@ -409,6 +409,16 @@ pub async fn export(
         } else {
             created[i] = true;
         }
+    }
+    // Read before any TRUNCATE empties PostgreSQL's copy of the table.
+    if plan
+        .tables
+        .iter()
+        .enumerate()
+        .any(|(i, p)| !created[i] && Some(p.table.name.as_str()) == orm.bookkeeping_table())
+        && let Some(note) = migrations_differ(&client, path, schema, orm).await?
+    {
+        report.notes.push(note);
     }
     if !opts.tables.is_everything() && opts.if_exists == IfExists::Truncate {
         let truncated: Vec<String> = plan

@@ -414,3 +414,69 @@ pub(super) async fn retarget(
     }
     Ok(notes)
 }
+
+/// When the ORM's bookkeeping table is loaded into an existing one, the
+/// migrations PostgreSQL's schema was made by and the ones the SQLite data
+/// was written under should be the same; a note says how they differ.
+pub(super) async fn migrations_differ(
+    client: &Client,
+    path: &Path,
+    schema: &str,
+    orm: Orm,
+) -> Result<Option<String>, ExportError> {
+    let key = match orm {
+        Orm::Django => "app || '.' || name",
+        Orm::Alembic => "version_num",
+        Orm::Rails => "version",
+        Orm::Prisma => "migration_name",
+        Orm::None => return Ok(None),
+    };
+    let Some(table) = orm.bookkeeping_table() else {
+        return Ok(None);
+    };
+    let sql = format!("SELECT CAST({key} AS TEXT) FROM {}", quote(table));
+    let (path_c, sql_c) = (path.to_path_buf(), sql.clone());
+    let sqlite: BTreeSet<String> = crate::task::blocking(move || {
+        let conn = open_ro(&path_c)?;
+        let mut st = conn.prepare(&sql_c).map_err(|source| ExportError::Sqlite {
+            path: path_c.clone(),
+            source,
+        })?;
+        let rows = st
+            .query_map([], |r| r.get::<_, Option<String>>(0))
+            .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+            .map_err(|source| ExportError::Sqlite {
+                path: path_c.clone(),
+                source,
+            })?;
+        Ok::<_, ExportError>(rows.into_iter().flatten().collect())
+    })
+    .await??;
+    let pg_sql = format!(
+        "SELECT CAST({key} AS TEXT) FROM {}",
+        qualified(schema, table)
+    );
+    let Ok(rows) = client.query(&pg_sql, &[]).await else {
+        // Not there, or another shape: nothing to compare.
+        return Ok(None);
+    };
+    let postgres: BTreeSet<String> = rows.iter().filter_map(|r| r.get(0)).collect();
+    if postgres.is_empty() || postgres == sqlite {
+        return Ok(None);
+    }
+    let list = |s: Vec<&String>| -> String {
+        let n = s.len();
+        let mut v: Vec<String> = s.into_iter().take(5).cloned().collect();
+        if n > 5 {
+            v.push(format!("and {} more", n - 5));
+        }
+        v.join(", ")
+    };
+    let only_sqlite = list(sqlite.difference(&postgres).collect());
+    let only_pg = list(postgres.difference(&sqlite).collect());
+    Ok(Some(format!(
+        "{table}: the migrations differ (in SQLite only: [{only_sqlite}]; in PostgreSQL only: \
+         [{only_pg}]): the data was written under another schema version than PostgreSQL's; \
+         run the same migrations on both"
+    )))
+}
