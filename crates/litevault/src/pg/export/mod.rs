@@ -517,6 +517,10 @@ pub async fn export(
         let (url, schema, path) = (url.to_string(), schema.clone(), path.to_path_buf());
         let (bad_rows, bar, notices) = (bad_rows.clone(), bar.clone(), notices.clone());
         workers.push(tokio::spawn(async move {
+            let _end = WorkerEnd {
+                cancel: cancel.clone(),
+                wake: wake.clone(),
+            };
             let client = connect_collecting(&url, &notices).await.map_err(|source| {
                 ExportError::Connect {
                     url: redact(&url),
@@ -679,6 +683,22 @@ pub async fn export(
     report.notices = notices.summary();
     report.millis = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// Wakes the workers waiting for a unit when a worker ends, and stops them
+/// when it ends by a panic (its unit will never be done).
+struct WorkerEnd {
+    cancel: Arc<AtomicBool>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for WorkerEnd {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.cancel.store(true, Ordering::Relaxed);
+        }
+        self.wake.notify_waiters();
+    }
 }
 
 /// The units still to load and the ones loaded.
