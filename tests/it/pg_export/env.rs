@@ -59,4 +59,44 @@ impl Env {
         assert!(stdout.contains("verified"), "{stdout}");
         stdout
     }
+
+    /// Copies `tests/apps/NAME` into the test's folder (never writing into
+    /// the repository; caches and databases left behind), and returns it.
+    pub(super) fn copy_app(&self, name: &str) -> PathBuf {
+        fn copy(from: &Path, to: &Path) {
+            std::fs::create_dir_all(to).unwrap();
+            for entry in std::fs::read_dir(from).unwrap() {
+                let entry = entry.unwrap();
+                let name = entry.file_name();
+                let n = name.to_string_lossy();
+                if n == "__pycache__" || [".pyc", ".db", ".sqlite3"].iter().any(|x| n.ends_with(x))
+                {
+                    continue;
+                }
+                if entry.file_type().unwrap().is_dir() {
+                    copy(&entry.path(), &to.join(&name));
+                } else {
+                    std::fs::copy(entry.path(), to.join(&name)).unwrap();
+                }
+            }
+        }
+        let to = self.dir.path().join(name);
+        copy(
+            &Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/apps")
+                .join(name),
+            &to,
+        );
+        to
+    }
+
+    /// The cluster's Unix-socket folder, percent-encoded as in `url`.
+    pub(super) fn socket_host(&self) -> &str {
+        // postgres://postgres@<socket folder, percent-encoded>:<port>/<db>
+        self.url
+            .strip_prefix("postgres://postgres@")
+            .and_then(|rest| rest.split_once('/'))
+            .and_then(|(hostport, _)| Some(hostport.rsplit_once(':')?.0))
+            .unwrap_or_else(|| panic!("not a Unix-socket URL: {}", self.url))
+    }
 }

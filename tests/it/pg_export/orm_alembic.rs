@@ -50,24 +50,6 @@ fn needs_sqlalchemy() {
     }
 }
 
-/// Copies the app, so that nothing is ever written into the repository.
-fn copy_app(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name();
-        let n = name.to_string_lossy();
-        if n == "__pycache__" || n.ends_with(".db") || n.ends_with(".pyc") {
-            continue;
-        }
-        if entry.file_type().unwrap().is_dir() {
-            copy_app(&entry.path(), &to.join(&name));
-        } else {
-            std::fs::copy(entry.path(), to.join(&name)).unwrap();
-        }
-    }
-}
-
 /// The app in a temporary folder, with its SQLite file there.
 struct Notes {
     app: PathBuf,
@@ -76,13 +58,8 @@ struct Notes {
 
 impl Notes {
     fn new(e: &Env) -> Notes {
-        let app = e.dir.path().join("alembic_notes");
-        copy_app(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/alembic_notes"),
-            &app,
-        );
         Notes {
-            app,
+            app: e.copy_app("alembic_notes"),
             sqlite: e.dir.path().join("notes.db"),
         }
     }
@@ -94,13 +71,7 @@ impl Notes {
     /// SQLAlchemy's URL of database `db` of the cluster: psycopg 3 over the
     /// Unix socket (its folder, percent-encoded, as `host`).
     fn pg_url(e: &Env, db: &str) -> String {
-        // postgres://postgres@<socket folder, percent-encoded>:<port>/<db>
-        let host = e
-            .url
-            .strip_prefix("postgres://postgres@")
-            .and_then(|rest| rest.split_once('/'))
-            .and_then(|(hostport, _)| Some(hostport.rsplit_once(':')?.0))
-            .unwrap_or_else(|| panic!("not a Unix-socket URL: {}", e.url));
+        let host = e.socket_host();
         format!(
             "postgresql+psycopg://postgres@/{db}?host={host}&port={}",
             e.pg.port

@@ -37,24 +37,6 @@ fn needs_django() {
     }
 }
 
-/// Copies the app, so that nothing is ever written into the repository.
-fn copy_app(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name();
-        let n = name.to_string_lossy();
-        if n == "__pycache__" || n.ends_with(".sqlite3") {
-            continue;
-        }
-        if entry.file_type().unwrap().is_dir() {
-            copy_app(&entry.path(), &to.join(&name));
-        } else {
-            std::fs::copy(entry.path(), to.join(&name)).unwrap();
-        }
-    }
-}
-
 /// The Django project in a temporary folder, its `default` database a SQLite
 /// file there, its `pg` database the test's PostgreSQL database.
 struct Shop {
@@ -65,19 +47,9 @@ struct Shop {
 
 impl Shop {
     fn new(e: &Env) -> Shop {
-        let app = e.dir.path().join("django_shop");
-        copy_app(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/django_shop"),
-            &app,
-        );
+        let app = e.copy_app("django_shop");
         let sqlite = e.dir.path().join("shop.sqlite3");
-        // postgres://postgres@<socket folder, percent-encoded>:<port>/<db>
-        let (host, db) = e
-            .url
-            .strip_prefix("postgres://postgres@")
-            .and_then(|rest| rest.split_once('/'))
-            .and_then(|(hostport, db)| Some((hostport.rsplit_once(':')?.0, db)))
-            .unwrap_or_else(|| panic!("not a Unix-socket URL: {}", e.url));
+        let (host, db) = (e.socket_host(), e.url.rsplit_once('/').unwrap().1);
         let env = vec![
             ("SHOP_SQLITE", sqlite.to_str().unwrap().to_string()),
             ("SHOP_PG_HOST", host.replace("%2F", "/")),
